@@ -1,0 +1,408 @@
+//! Grants and the consumption order: which lots of credit pay for a hold or a charge, and how
+//! much each pays.
+//!
+//! One rule, everywhere (DESIGN.md): among a wallet's active grants that admit the feature,
+//! (1) grants scoped to specific features before unscoped ones, (2) lower priority number first,
+//! (3) earliest expiry first (never-expiring last), (4) oldest first; the grant id breaks the
+//! remaining ties so that every store computes the same split.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{FeatureId, GrantId, WalletId};
+
+/// Most active grants in one wallet: bounds the work of every draw.
+pub const GRANTS_PER_WALLET_MAX: usize = 64;
+
+/// Most features one grant may be scoped to.
+pub const GRANT_FEATURES_MAX: usize = 32;
+
+/// Where a grant's credits came from; decides its default priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    /// From a plan's allowance.
+    Included,
+    /// Free credit, e.g. a trial.
+    Promotional,
+    /// Bought.
+    Prepaid,
+}
+
+impl GrantKind {
+    /// Lower is spent first: included, then promotional, then prepaid.
+    pub fn default_priority(self) -> u32 {
+        match self {
+            GrantKind::Included => 10,
+            GrantKind::Promotional => 20,
+            GrantKind::Prepaid => 30,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::Included => "included",
+            GrantKind::Promotional => "promotional",
+            GrantKind::Prepaid => "prepaid",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<GrantKind> {
+        match text {
+            "included" => Some(GrantKind::Included),
+            "promotional" => Some(GrantKind::Promotional),
+            "prepaid" => Some(GrantKind::Prepaid),
+            _ => None,
+        }
+    }
+}
+
+/// What a grant is made of, as the granter said it. Two grants with the same id must have the
+/// same terms, which is how a repeated grant is recognised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantTerms {
+    pub id: GrantId,
+    pub wallet: WalletId,
+    pub kind: GrantKind,
+    /// Lower is spent first.
+    pub priority: u32,
+    pub amount_minor: i64,
+    /// After this instant the grant pays for nothing new.
+    pub expires_at_ms: Option<i64>,
+    /// Features this grant may pay for, sorted and without repeats; empty means any.
+    pub features: Vec<FeatureId>,
+}
+
+/// A grant and what is left of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub terms: GrantTerms,
+    /// Not yet charged: `amount − charged − voided`.
+    pub remaining_minor: i64,
+    /// Set aside by open holds; always `≤ remaining_minor`.
+    pub held_minor: i64,
+    pub created_at_ms: i64,
+    pub voided_at_ms: Option<i64>,
+}
+
+/// Whether a grant can pay for new holds and charges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantStatus {
+    Active,
+    Expired,
+    Voided,
+}
+
+impl Grant {
+    pub fn new(terms: GrantTerms, now_ms: i64) -> Grant {
+        Grant {
+            remaining_minor: terms.amount_minor,
+            held_minor: 0,
+            created_at_ms: now_ms,
+            voided_at_ms: None,
+            terms,
+        }
+    }
+
+    pub fn status(&self, now_ms: i64) -> GrantStatus {
+        if self.voided_at_ms.is_some() {
+            GrantStatus::Voided
+        } else if self.terms.expires_at_ms.is_some_and(|at| at <= now_ms) {
+            GrantStatus::Expired
+        } else {
+            GrantStatus::Active
+        }
+    }
+
+    pub fn is_active(&self, now_ms: i64) -> bool {
+        self.status(now_ms) == GrantStatus::Active
+    }
+
+    /// Whether this grant's scope lets it pay for `feature`.
+    pub fn admits(&self, feature: &FeatureId) -> bool {
+        self.terms.features.is_empty() || self.terms.features.binary_search(feature).is_ok()
+    }
+
+    /// What a new hold could take from this grant.
+    pub fn spendable_minor(&self) -> i64 {
+        self.remaining_minor - self.held_minor
+    }
+
+    /// The sort key of the consumption order.
+    fn order_key(&self) -> (bool, u32, i64, i64, &GrantId) {
+        (
+            self.terms.features.is_empty(),
+            self.terms.priority,
+            self.terms.expires_at_ms.unwrap_or(i64::MAX),
+            self.created_at_ms,
+            &self.terms.id,
+        )
+    }
+}
+
+/// The part of an amount paid by one grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Portion {
+    pub grant: GrantId,
+    pub amount_minor: i64,
+}
+
+/// Why a draw could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortfall {
+    /// Grants admit the feature, but together they hold only `available_minor`.
+    Insufficient { available_minor: i64 },
+    /// The wallet has spendable credit, but no grant of it may pay for this feature.
+    FeatureNotAllowed,
+}
+
+/// Indexes of the grants that may pay for `feature` now, in consumption order.
+pub fn consumption_order(grants: &[Grant], feature: &FeatureId, now_ms: i64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..grants.len())
+        .filter(|&i| grants[i].is_active(now_ms) && grants[i].admits(feature))
+        .collect();
+    order.sort_by(|&a, &b| grants[a].order_key().cmp(&grants[b].order_key()));
+    order
+}
+
+/// What a new hold or charge for `feature` could take from these grants now.
+pub fn available_minor(grants: &[Grant], feature: &FeatureId, now_ms: i64) -> i64 {
+    grants
+        .iter()
+        .filter(|g| g.is_active(now_ms) && g.admits(feature))
+        .map(Grant::spendable_minor)
+        .sum()
+}
+
+/// Splits `amount_minor` over the grants in consumption order, without changing them.
+///
+/// A zero amount draws nothing and always succeeds.
+pub fn plan_draw(
+    grants: &[Grant],
+    feature: &FeatureId,
+    now_ms: i64,
+    amount_minor: i64,
+) -> Result<Vec<Portion>, Shortfall> {
+    debug_assert!(amount_minor >= 0);
+    let order = consumption_order(grants, feature, now_ms);
+    let available: i64 = order.iter().map(|&i| grants[i].spendable_minor()).sum();
+    if available < amount_minor {
+        let elsewhere = grants
+            .iter()
+            .any(|g| g.is_active(now_ms) && g.spendable_minor() > 0 && !g.admits(feature));
+        return Err(if available == 0 && elsewhere {
+            Shortfall::FeatureNotAllowed
+        } else {
+            Shortfall::Insufficient {
+                available_minor: available,
+            }
+        });
+    }
+    let mut left = amount_minor;
+    let mut split = Vec::new();
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        let take = grants[i].spendable_minor().min(left);
+        if take > 0 {
+            split.push(Portion {
+                grant: grants[i].terms.id.clone(),
+                amount_minor: take,
+            });
+            left -= take;
+        }
+    }
+    Ok(split)
+}
+
+/// Divides a hold's split into what is charged and what is released when `charge_minor` of it
+/// is committed: the portions are charged in the order they were taken.
+pub fn settle(split: &[Portion], charge_minor: i64) -> (Vec<Portion>, Vec<Portion>) {
+    let mut left = charge_minor;
+    let mut charged = Vec::new();
+    let mut released = Vec::new();
+    for portion in split {
+        let take = portion.amount_minor.min(left);
+        left -= take;
+        if take > 0 {
+            charged.push(Portion {
+                grant: portion.grant.clone(),
+                amount_minor: take,
+            });
+        }
+        if portion.amount_minor > take {
+            released.push(Portion {
+                grant: portion.grant.clone(),
+                amount_minor: portion.amount_minor - take,
+            });
+        }
+    }
+    (charged, released)
+}
+
+/// Adds `extra` to `split`, merging portions of the same grant and keeping the first-taken order.
+pub fn merge_split(split: &mut Vec<Portion>, extra: Vec<Portion>) {
+    for portion in extra {
+        match split.iter_mut().find(|p| p.grant == portion.grant) {
+            Some(existing) => existing.amount_minor += portion.amount_minor,
+            None => split.push(portion),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feature(name: &str) -> FeatureId {
+        FeatureId::parse(name).unwrap()
+    }
+
+    fn grant(id: &str, kind: GrantKind, amount: i64) -> Grant {
+        Grant::new(
+            GrantTerms {
+                id: GrantId::parse(id).unwrap(),
+                wallet: WalletId::default_wallet(),
+                kind,
+                priority: kind.default_priority(),
+                amount_minor: amount,
+                expires_at_ms: None,
+                features: vec![],
+            },
+            0,
+        )
+    }
+
+    fn ids(split: &[Portion]) -> Vec<(&str, i64)> {
+        split
+            .iter()
+            .map(|p| (p.grant.as_str(), p.amount_minor))
+            .collect()
+    }
+
+    #[test]
+    fn draws_included_then_promotional_then_prepaid() {
+        let grants = vec![
+            grant("prepaid", GrantKind::Prepaid, 100),
+            grant("trial", GrantKind::Promotional, 10),
+            grant("plan", GrantKind::Included, 20),
+        ];
+        let split = plan_draw(&grants, &feature("chat"), 1, 50).unwrap();
+        assert_eq!(ids(&split), [("plan", 20), ("trial", 10), ("prepaid", 20)]);
+    }
+
+    #[test]
+    fn scoped_grants_pay_before_unscoped_ones_whatever_their_priority() {
+        let mut scoped = grant("agents-only", GrantKind::Prepaid, 30);
+        scoped.terms.features = vec![feature("agent.minutes"), feature("cloud.inference")];
+        let grants = vec![grant("plan", GrantKind::Included, 30), scoped];
+        let split = plan_draw(&grants, &feature("agent.minutes"), 1, 40).unwrap();
+        assert_eq!(ids(&split), [("agents-only", 30), ("plan", 10)]);
+        let split = plan_draw(&grants, &feature("chat"), 1, 30).unwrap();
+        assert_eq!(ids(&split), [("plan", 30)], "the scoped grant never pays for chat");
+        assert_eq!(
+            plan_draw(&grants, &feature("chat"), 1, 31),
+            Err(Shortfall::Insufficient {
+                available_minor: 30
+            })
+        );
+    }
+
+    #[test]
+    fn earlier_expiry_then_older_grant_pays_first() {
+        let mut late = grant("late", GrantKind::Prepaid, 10);
+        late.terms.expires_at_ms = Some(2_000);
+        let mut soon = grant("soon", GrantKind::Prepaid, 10);
+        soon.terms.expires_at_ms = Some(1_000);
+        let mut never_old = grant("never-old", GrantKind::Prepaid, 10);
+        never_old.created_at_ms = -5;
+        let never_new = grant("never-new", GrantKind::Prepaid, 10);
+        let grants = vec![never_new, late, never_old, soon];
+        let split = plan_draw(&grants, &feature("f"), 1, 40).unwrap();
+        assert_eq!(
+            ids(&split),
+            [("soon", 10), ("late", 10), ("never-old", 10), ("never-new", 10)]
+        );
+    }
+
+    #[test]
+    fn explicit_priority_overrides_the_kind() {
+        let mut urgent = grant("urgent", GrantKind::Prepaid, 10);
+        urgent.terms.priority = 1;
+        let grants = vec![grant("plan", GrantKind::Included, 10), urgent];
+        let split = plan_draw(&grants, &feature("f"), 1, 15).unwrap();
+        assert_eq!(ids(&split), [("urgent", 10), ("plan", 5)]);
+    }
+
+    #[test]
+    fn expired_voided_and_held_credit_never_pays() {
+        let mut expired = grant("expired", GrantKind::Included, 100);
+        expired.terms.expires_at_ms = Some(1_000);
+        let mut voided = grant("voided", GrantKind::Included, 100);
+        voided.voided_at_ms = Some(0);
+        let mut held = grant("held", GrantKind::Prepaid, 100);
+        held.held_minor = 70;
+        let grants = vec![expired, voided, held];
+        assert_eq!(available_minor(&grants, &feature("f"), 1_000), 30);
+        assert_eq!(
+            plan_draw(&grants, &feature("f"), 1_000, 31),
+            Err(Shortfall::Insufficient {
+                available_minor: 30
+            })
+        );
+        assert_eq!(
+            available_minor(&grants, &feature("f"), 999),
+            130,
+            "a grant is active until its expiry instant"
+        );
+    }
+
+    #[test]
+    fn credit_that_only_other_features_may_use_is_reported_as_such() {
+        let mut scoped = grant("trial", GrantKind::Promotional, 10);
+        scoped.terms.features = vec![feature("agent.minutes")];
+        assert_eq!(
+            plan_draw(&[scoped], &feature("chat"), 1, 1),
+            Err(Shortfall::FeatureNotAllowed)
+        );
+    }
+
+    #[test]
+    fn zero_draws_nothing() {
+        assert_eq!(plan_draw(&[], &feature("f"), 1, 0), Ok(vec![]));
+    }
+
+    #[test]
+    fn settling_charges_portions_in_the_order_they_were_taken() {
+        let split = vec![
+            Portion {
+                grant: GrantId::parse("a").unwrap(),
+                amount_minor: 20,
+            },
+            Portion {
+                grant: GrantId::parse("b").unwrap(),
+                amount_minor: 10,
+            },
+        ];
+        let (charged, released) = settle(&split, 25);
+        assert_eq!(ids(&charged), [("a", 20), ("b", 5)]);
+        assert_eq!(ids(&released), [("b", 5)]);
+        let (charged, released) = settle(&split, 0);
+        assert!(charged.is_empty());
+        assert_eq!(ids(&released), [("a", 20), ("b", 10)]);
+        let (charged, released) = settle(&split, 30);
+        assert_eq!(ids(&charged), [("a", 20), ("b", 10)]);
+        assert!(released.is_empty());
+    }
+
+    #[test]
+    fn merging_keeps_one_portion_per_grant() {
+        let p = |g: &str, a| Portion {
+            grant: GrantId::parse(g).unwrap(),
+            amount_minor: a,
+        };
+        let mut split = vec![p("a", 1)];
+        merge_split(&mut split, vec![p("a", 2), p("b", 3)]);
+        assert_eq!(ids(&split), [("a", 3), ("b", 3)]);
+    }
+}

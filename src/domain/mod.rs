@@ -1,0 +1,22 @@
+//! The credit model as plain Rust: money, identifiers, accounts, grants and the consumption
+//! order, prices, and the reservation state machine.
+//!
+//! Nothing here performs I/O or knows about gRPC, Redis or SQL; stores and ledgers are written
+//! against these types, and the API converts its messages into them in one place.
+
+pub mod account;
+pub mod grant;
+pub mod hold;
+pub mod ids;
+pub mod money;
+pub mod price;
+
+pub use account::{Account, AccountStatus, DenyReason};
+pub use grant::{Grant, GrantKind, GrantStatus, GrantTerms, Portion, Shortfall};
+pub use hold::{CommitRecord, Hold, HoldState, ReleaseRecord};
+pub use ids::{
+    AccountId, FeatureId, GrantId, IdError, IdempotencyKey, Labels, ModelId, ReservationId,
+    WalletId,
+};
+pub use money::{Amount, AmountError, Rounding, format_minor};
+pub use price::{FeaturePrice, PriceError, PriceRule, TokenPrice, Units, Usage};

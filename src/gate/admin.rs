@@ -1,0 +1,133 @@
+//! The operator's side of the gate: accounts, grants, voids, prices and the ledger listing.
+
+use std::sync::Arc;
+
+use super::{Catalog, Gate, GateError, new_entry_id};
+use crate::domain::grant::GRANT_FEATURES_MAX;
+use crate::domain::price::CATALOG_FEATURES_MAX;
+use crate::domain::{
+    Account, AccountId, Amount, FeatureId, FeaturePrice, GrantId, GrantKind, GrantTerms, WalletId,
+};
+use crate::store::outbox::LedgerEntry;
+use crate::store::{AccountUpdate, GrantReceipt, VoidReceipt};
+
+/// Longest reason for a void, in bytes.
+pub const REASON_LEN_MAX: usize = 1_024;
+
+/// Credits to add to a wallet.
+#[derive(Clone, Debug)]
+pub struct GrantRequest {
+    pub account: AccountId,
+    pub grant: GrantId,
+    pub wallet: Option<WalletId>,
+    pub amount: Amount,
+    pub kind: GrantKind,
+    pub priority: Option<u32>,
+    pub expires_at_ms: Option<i64>,
+    pub features: Vec<FeatureId>,
+}
+
+#[derive(Clone, Debug)]
+pub struct VoidRequest {
+    pub account: AccountId,
+    pub grant: GrantId,
+    pub reason: String,
+}
+
+impl Gate {
+    pub async fn put_account(&self, update: AccountUpdate) -> Result<Account, GateError> {
+        let written = self.store.put_account(update).await?;
+        self.make_durable(written.outbox_seq).await?;
+        Ok(written.value)
+    }
+
+    pub async fn account(&self, id: &AccountId) -> Result<Account, GateError> {
+        self.store
+            .account(id)
+            .await?
+            .ok_or_else(|| GateError::NotFound(format!("account {id} does not exist")))
+    }
+
+    pub async fn add_grant(&self, request: GrantRequest) -> Result<GrantReceipt, GateError> {
+        if request.amount.is_zero() {
+            return Err(GateError::invalid("amount", "a grant must be greater than zero"));
+        }
+        let mut features = request.features;
+        features.sort();
+        features.dedup();
+        if features.len() > GRANT_FEATURES_MAX {
+            return Err(GateError::invalid(
+                "features",
+                format!("a grant may be scoped to at most {GRANT_FEATURES_MAX} features"),
+            ));
+        }
+        let terms = GrantTerms {
+            id: request.grant,
+            wallet: request.wallet.unwrap_or_else(WalletId::default_wallet),
+            kind: request.kind,
+            priority: request
+                .priority
+                .unwrap_or_else(|| request.kind.default_priority()),
+            amount_minor: request.amount.to_minor(),
+            expires_at_ms: request.expires_at_ms,
+            features,
+        };
+        let written = self
+            .store
+            .add_grant(&request.account, terms, new_entry_id())
+            .await?;
+        self.make_durable(written.outbox_seq).await?;
+        Ok(written.value)
+    }
+
+    pub async fn void_grant(&self, request: VoidRequest) -> Result<VoidReceipt, GateError> {
+        if request.reason.len() > REASON_LEN_MAX {
+            return Err(GateError::invalid(
+                "reason",
+                format!("is longer than {REASON_LEN_MAX} bytes"),
+            ));
+        }
+        let written = self
+            .store
+            .void_grant(&request.account, &request.grant, request.reason, new_entry_id())
+            .await?;
+        self.make_durable(written.outbox_seq).await?;
+        Ok(written.value)
+    }
+
+    /// Sets the prices of the given features in the ledger, then in the catalog in use.
+    pub async fn set_prices(&self, prices: Vec<FeaturePrice>) -> Result<Arc<Catalog>, GateError> {
+        let mut catalog = (*self.catalog()).clone();
+        for price in &prices {
+            catalog.put(price.clone());
+        }
+        if catalog.len() > CATALOG_FEATURES_MAX {
+            return Err(GateError::invalid(
+                "features",
+                format!("the catalog may hold at most {CATALOG_FEATURES_MAX} features"),
+            ));
+        }
+        let now = self.store.now_ms().await?;
+        self.ledger.put_prices(&prices, now).await?;
+        // Apply to the catalog in use now, not the copy above: another call may have changed it.
+        let mut current = self.catalog.write().unwrap_or_else(|e| e.into_inner());
+        let mut catalog = (**current).clone();
+        for price in prices {
+            catalog.put(price);
+        }
+        *current = Arc::new(catalog);
+        Ok(current.clone())
+    }
+
+    pub fn prices(&self) -> Arc<Catalog> {
+        self.catalog()
+    }
+
+    pub async fn entries(
+        &self,
+        account: &AccountId,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, GateError> {
+        Ok(self.ledger.entries(account, limit).await?)
+    }
+}

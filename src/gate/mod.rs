@@ -1,0 +1,392 @@
+//! The gate: the rules, in order, between a parsed request and the store.
+//!
+//! For every call: resolve the feature's wallet and price from the catalog, price usage (rounded
+//! up for holds, half-even for charges), check limits such as the hold TTL, fingerprint the
+//! request for its idempotency key, then make exactly one store operation. Calls that move money
+//! (commits, charges, grants, voids) return only once the ledger has them, when the settings ask
+//! for ledger durability (always, on the embedded default).
+//!
+//! Requests arrive already parsed into domain types by [`crate::api`], so nothing here sees a
+//! malformed field; the checks here are the ones that need the catalog or the limits.
+
+mod admin;
+mod error;
+
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+pub use admin::{GrantRequest, VoidRequest};
+pub use error::GateError;
+
+use crate::domain::{
+    AccountId, Amount, FeatureId, FeaturePrice, IdempotencyKey, Labels, PriceRule, ReservationId,
+    Rounding, Usage, WalletId,
+};
+use crate::ledger::Ledger;
+use crate::store::{
+    AccountView, BalanceStore, ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt,
+    Decision, ExtendOp, ExtendReceipt, Idempotency, ReleaseReceipt, ReserveOp, ReserveReceipt,
+};
+use crate::sync::Durability;
+
+/// Limits the gate enforces, each with its unit in its name.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// TTL of a hold whose request gives none.
+    pub hold_ttl_ms_default: u64,
+    /// Shortest TTL a request may ask for.
+    pub hold_ttl_ms_min: u64,
+    /// Longest TTL a request may ask for.
+    pub hold_ttl_ms_max: u64,
+}
+
+/// What a call costs: an amount, or usage to price from the catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cost {
+    Amount(Amount),
+    Usage(Usage),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReserveRequest {
+    pub account: AccountId,
+    pub feature: FeatureId,
+    pub wallet: Option<WalletId>,
+    pub cost: Cost,
+    pub ttl_ms: Option<u64>,
+    #[serde(skip)]
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub labels: Labels,
+}
+
+#[derive(Clone, Debug)]
+pub struct CommitRequest {
+    pub id: ReservationId,
+    pub actual: Cost,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ExtendRequest {
+    pub id: ReservationId,
+    pub additional: Amount,
+    pub ttl_ms: Option<u64>,
+    #[serde(skip)]
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChargeRequest {
+    pub account: AccountId,
+    pub feature: FeatureId,
+    pub wallet: Option<WalletId>,
+    pub cost: Cost,
+    #[serde(skip)]
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub labels: Labels,
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckRequest {
+    pub account: AccountId,
+    pub feature: FeatureId,
+    pub wallet: Option<WalletId>,
+    pub cost: Option<Cost>,
+}
+
+/// The answer to a Check, with the amount it was judged for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckAnswer {
+    pub wallet: WalletId,
+    pub amount_minor: i64,
+    pub decision: Decision<CheckReceipt>,
+}
+
+/// A denial of a Reserve or Charge, with the amount that was asked for.
+pub type Priced<T> = (i64, WalletId, Decision<T>);
+
+/// The price catalog: each feature's wallet and price rule.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    features: std::collections::BTreeMap<FeatureId, FeaturePrice>,
+}
+
+impl Catalog {
+    pub fn get(&self, feature: &FeatureId) -> Option<&FeaturePrice> {
+        self.features.get(feature)
+    }
+
+    pub fn put(&mut self, price: FeaturePrice) {
+        self.features.insert(price.feature.clone(), price);
+    }
+
+    pub fn len(&self) -> usize {
+        self.features.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.features.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &FeaturePrice> {
+        self.features.values()
+    }
+}
+
+/// The rules over a store and a ledger. See the module documentation.
+pub struct Gate {
+    store: Arc<dyn BalanceStore>,
+    ledger: Arc<dyn Ledger>,
+    catalog: RwLock<Arc<Catalog>>,
+    /// `None` acknowledges writes once the store has them.
+    durability: Option<Durability>,
+    limits: Limits,
+}
+
+/// A canonical form of a request, so that equal requests have equal fingerprints.
+fn fingerprint(operation: &str, request: &impl Serialize) -> String {
+    // Requests are plain data with string map keys; serialising them cannot fail.
+    let body = serde_json::to_string(request).expect("requests serialise to JSON");
+    format!("{operation}:{body}")
+}
+
+impl Gate {
+    pub fn new(
+        store: Arc<dyn BalanceStore>,
+        ledger: Arc<dyn Ledger>,
+        catalog: Catalog,
+        durability: Option<Durability>,
+        limits: Limits,
+    ) -> Gate {
+        Gate {
+            store,
+            ledger,
+            catalog: RwLock::new(Arc::new(catalog)),
+            durability,
+            limits,
+        }
+    }
+
+    fn catalog(&self) -> Arc<Catalog> {
+        // The lock only guards swapping one Arc for another; a poisoned lock still holds a
+        // complete catalog.
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn make_durable(&self, seq: u64) -> Result<(), GateError> {
+        if let Some(durability) = &self.durability {
+            durability.wait(seq).await?;
+        }
+        Ok(())
+    }
+
+    /// The wallet that pays for `feature` and its price, checking a wallet the caller named.
+    fn resolve(
+        &self,
+        feature: &FeatureId,
+        wallet: Option<WalletId>,
+    ) -> Result<(WalletId, Option<PriceRule>), GateError> {
+        match (self.catalog().get(feature), wallet) {
+            (Some(price), Some(wallet)) if wallet != price.wallet => Err(GateError::invalid(
+                "wallet",
+                format!(
+                    "feature {feature} is paid from wallet {}, not {wallet}",
+                    price.wallet
+                ),
+            )),
+            (Some(price), _) => Ok((price.wallet.clone(), Some(price.rule.clone()))),
+            (None, wallet) => Ok((wallet.unwrap_or_else(WalletId::default_wallet), None)),
+        }
+    }
+
+    fn cost_minor(
+        feature: &FeatureId,
+        cost: &Cost,
+        price: Option<&PriceRule>,
+        rounding: Rounding,
+    ) -> Result<i64, GateError> {
+        match cost {
+            Cost::Amount(amount) => Ok(amount.to_minor()),
+            Cost::Usage(usage) => {
+                let price = price.ok_or_else(|| {
+                    GateError::invalid(
+                        "usage",
+                        format!("feature {feature} has no price in the catalog; send an amount"),
+                    )
+                })?;
+                price.cost_minor(usage, rounding).map_err(|e| {
+                    let text = e.to_string();
+                    let (field, message) = text.split_once(": ").unwrap_or(("usage", &text));
+                    GateError::invalid(field, message)
+                })
+            }
+        }
+    }
+
+    fn ttl_ms(&self, requested: Option<u64>) -> Result<i64, GateError> {
+        let ttl = requested.unwrap_or(self.limits.hold_ttl_ms_default);
+        let (min, max) = (self.limits.hold_ttl_ms_min, self.limits.hold_ttl_ms_max);
+        if !(min..=max).contains(&ttl) {
+            return Err(GateError::invalid(
+                "ttl_ms",
+                format!("must be between {min} and {max} milliseconds"),
+            ));
+        }
+        Ok(ttl as i64)
+    }
+
+    /// Holds credit for work about to start.
+    pub async fn reserve(
+        &self,
+        request: ReserveRequest,
+    ) -> Result<Priced<ReserveReceipt>, GateError> {
+        let (wallet, price) = self.resolve(&request.feature, request.wallet.clone())?;
+        let amount = Self::cost_minor(&request.feature, &request.cost, price.as_ref(), Rounding::Hold)?;
+        if amount == 0 {
+            let field = match request.cost {
+                Cost::Amount(_) => "amount",
+                Cost::Usage(_) => "usage",
+            };
+            return Err(GateError::invalid(field, "a hold must be greater than zero"));
+        }
+        let ttl_ms = self.ttl_ms(request.ttl_ms)?;
+        let idempotency = request.idempotency_key.clone().map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint("reserve", &request),
+        });
+        let op = ReserveOp {
+            id: ReservationId::generate(&request.account),
+            wallet: wallet.clone(),
+            feature: request.feature,
+            amount_minor: amount,
+            ttl_ms,
+            labels: request.labels,
+            price,
+            idempotency,
+        };
+        let written = self.store.reserve(op).await?;
+        Ok((amount, wallet, written.value))
+    }
+
+    /// Charges the actual cost of a hold and releases the rest.
+    pub async fn commit(&self, request: CommitRequest) -> Result<CommitReceipt, GateError> {
+        let amount = match &request.actual {
+            Cost::Amount(amount) => amount.to_minor(),
+            Cost::Usage(_) => {
+                let hold = self
+                    .store
+                    .hold(&request.id)
+                    .await?
+                    .ok_or_else(|| GateError::NotFound(format!("reservation {} does not exist", request.id)))?;
+                let price = hold.price.as_ref().ok_or_else(|| {
+                    GateError::invalid(
+                        "usage",
+                        "the reservation was not priced from the catalog; commit an amount",
+                    )
+                })?;
+                Self::cost_minor(&hold.feature, &request.actual, Some(price), Rounding::Charge)?
+            }
+        };
+        let op = CommitOp {
+            id: request.id,
+            amount_minor: amount,
+            entry_id: new_entry_id(),
+        };
+        let written = self.store.commit(op).await?;
+        self.make_durable(written.outbox_seq).await?;
+        Ok(written.value)
+    }
+
+    /// Gives a hold back.
+    pub async fn release(&self, id: ReservationId) -> Result<ReleaseReceipt, GateError> {
+        Ok(self.store.release(&id).await?.value)
+    }
+
+    /// Adds to a hold and/or moves its expiry later.
+    pub async fn extend(
+        &self,
+        request: ExtendRequest,
+    ) -> Result<Decision<ExtendReceipt>, GateError> {
+        if request.additional.is_zero() && request.ttl_ms.is_none() {
+            return Err(GateError::invalid(
+                "additional_amount",
+                "an extend needs an additional amount, a ttl_ms, or both",
+            ));
+        }
+        let ttl_ms = request.ttl_ms.map(|t| self.ttl_ms(Some(t))).transpose()?;
+        let idempotency = request.idempotency_key.clone().map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint("extend", &request),
+        });
+        let op = ExtendOp {
+            id: request.id,
+            additional_minor: request.additional.to_minor(),
+            ttl_ms,
+            idempotency,
+        };
+        Ok(self.store.extend(op).await?.value)
+    }
+
+    /// Debits credit in one step.
+    pub async fn charge(&self, request: ChargeRequest) -> Result<Priced<ChargeReceipt>, GateError> {
+        let (wallet, price) = self.resolve(&request.feature, request.wallet.clone())?;
+        let amount =
+            Self::cost_minor(&request.feature, &request.cost, price.as_ref(), Rounding::Charge)?;
+        let idempotency = request.idempotency_key.clone().map(|key| Idempotency {
+            key,
+            fingerprint: fingerprint("charge", &request),
+        });
+        let op = ChargeOp {
+            account: request.account,
+            wallet: wallet.clone(),
+            feature: request.feature,
+            amount_minor: amount,
+            labels: request.labels,
+            entry_id: new_entry_id(),
+            idempotency,
+        };
+        let written = self.store.charge(op).await?;
+        if matches!(written.value, Decision::Allowed(_)) {
+            self.make_durable(written.outbox_seq).await?;
+        }
+        Ok((amount, wallet, written.value))
+    }
+
+    /// Whether a hold of the cost would be allowed now; without a cost, whether anything is
+    /// spendable for the feature.
+    pub async fn check(&self, request: CheckRequest) -> Result<CheckAnswer, GateError> {
+        let (wallet, price) = self.resolve(&request.feature, request.wallet)?;
+        let amount = match &request.cost {
+            Some(cost) => Self::cost_minor(&request.feature, cost, price.as_ref(), Rounding::Hold)?,
+            None => 0,
+        };
+        // "Anything spendable" is a hold of one minor unit.
+        let judged = amount.max(1);
+        let decision = self
+            .store
+            .check(&request.account, &wallet, &request.feature, judged)
+            .await?;
+        Ok(CheckAnswer {
+            wallet,
+            amount_minor: amount,
+            decision,
+        })
+    }
+
+    /// Balances of an account.
+    pub async fn balance(&self, account: &AccountId) -> Result<AccountView, GateError> {
+        self.store
+            .balance(account)
+            .await?
+            .ok_or_else(|| GateError::NotFound(format!("account {account} does not exist")))
+    }
+}
+
+/// A new, unique ledger entry id.
+fn new_entry_id() -> String {
+    format!("e{}", uuid::Uuid::new_v4().simple())
+}

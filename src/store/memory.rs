@@ -1,0 +1,1033 @@
+//! `MemoryStore`: the balance store in this process, for the embedded single-node default and as
+//! the reference the Redis store is tested against.
+//!
+//! Each account lives in one map entry; an operation takes that entry's lock, does all of its
+//! checks, then all of its writes and its outbox entries, and lets go: atomic per account, as a
+//! Lua script is in Redis. Memory is not durable, so on the embedded default the sync loop makes
+//! every acknowledged write durable in the ledger first (see [`crate::sync`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use dashmap::mapref::one::RefMut;
+
+use super::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered, Reply};
+use super::{
+    AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
+    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, ExtendOp, ExtendReceipt,
+    GrantReceipt, Idempotency, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError,
+    VoidReceipt, Written,
+};
+use crate::clock::Clock;
+use crate::domain::grant::{
+    GRANTS_PER_WALLET_MAX, available_minor, merge_split, plan_draw, settle,
+};
+use crate::domain::money::MINOR_MAX;
+use crate::domain::{
+    Account, AccountId, AccountStatus, CommitRecord, DenyReason, FeatureId, Grant, GrantId,
+    GrantTerms, Hold, HoldState, IdempotencyKey, Portion, ReleaseRecord, ReservationId, Shortfall,
+    WalletId,
+};
+
+/// Outbox records kept before writes are refused: bounds memory while the ledger is away.
+pub const OUTBOX_LEN_MAX_DEFAULT: usize = 1_000_000;
+
+/// One account's state. Guarded by its map entry's lock.
+#[derive(Debug)]
+struct AccountState {
+    account: Account,
+    wallets: BTreeMap<WalletId, Vec<Grant>>,
+    /// Open holds and ended ones still remembered, by token.
+    holds: HashMap<String, Hold>,
+    remembered: HashMap<IdempotencyKey, Remembered>,
+}
+
+impl AccountState {
+    fn new(account: Account) -> AccountState {
+        AccountState {
+            account,
+            wallets: BTreeMap::new(),
+            holds: HashMap::new(),
+            remembered: HashMap::new(),
+        }
+    }
+
+    fn grants(&self, wallet: &WalletId) -> &[Grant] {
+        self.wallets.get(wallet).map_or(&[], Vec::as_slice)
+    }
+
+    fn available(&self, wallet: &WalletId, feature: &FeatureId, now_ms: i64) -> i64 {
+        available_minor(self.grants(wallet), feature, now_ms)
+    }
+
+    /// Spendable balance of a wallet for any feature.
+    fn wallet_available(&self, wallet: &WalletId, now_ms: i64) -> i64 {
+        self.grants(wallet)
+            .iter()
+            .filter(|g| g.is_active(now_ms))
+            .map(Grant::spendable_minor)
+            .sum()
+    }
+
+    /// The reply remembered for `idempotency`, if any; a reuse for another request is an error.
+    fn recall(&self, idempotency: Option<&Idempotency>) -> Result<Option<&Reply>, StoreError> {
+        let Some(idempotency) = idempotency else {
+            return Ok(None);
+        };
+        match self.remembered.get(&idempotency.key) {
+            None => Ok(None),
+            Some(r) if r.fingerprint == idempotency.fingerprint => Ok(Some(&r.reply)),
+            Some(_) => Err(StoreError::IdempotencyConflict {
+                key: idempotency.key.clone(),
+            }),
+        }
+    }
+
+    fn remember(&mut self, idempotency: Idempotency, reply: Reply, now_ms: i64) -> Remembered {
+        let remembered = Remembered {
+            account: self.account.id.clone(),
+            key: idempotency.key.clone(),
+            fingerprint: idempotency.fingerprint,
+            reply,
+            at_ms: now_ms,
+        };
+        self.remembered
+            .insert(idempotency.key, remembered.clone());
+        remembered
+    }
+
+    /// Applies `delta` to the `held_minor` of each grant in `split`.
+    fn adjust_held(&mut self, wallet: &WalletId, split: &[Portion], sign: i64) {
+        let grants = self.wallets.entry(wallet.clone()).or_default();
+        for portion in split {
+            let grant = find_grant(grants, &portion.grant);
+            grant.held_minor += sign * portion.amount_minor;
+            assert!(
+                (0..=grant.remaining_minor).contains(&grant.held_minor),
+                "held out of range on grant {}",
+                grant.terms.id
+            );
+        }
+    }
+
+    /// Takes `split` out of the grants' remaining amounts (a charge).
+    fn take_remaining(&mut self, wallet: &WalletId, split: &[Portion]) {
+        let grants = self.wallets.entry(wallet.clone()).or_default();
+        for portion in split {
+            let grant = find_grant(grants, &portion.grant);
+            grant.remaining_minor -= portion.amount_minor;
+            assert!(
+                grant.remaining_minor >= grant.held_minor,
+                "remaining below held on grant {}",
+                grant.terms.id
+            );
+        }
+    }
+
+    /// Ends an open hold: gives its split back and records how it ended.
+    fn end_hold(&mut self, token: &str, state: HoldState, now_ms: i64) -> Hold {
+        let hold = self.holds.get(token).expect("caller checked the hold");
+        let (wallet, split) = (hold.wallet.clone(), hold.split.clone());
+        self.adjust_held(&wallet, &split, -1);
+        let feature = self.holds[token].feature.clone();
+        let available = self.available(&wallet, &feature, now_ms);
+        let hold = self.holds.get_mut(token).expect("checked above");
+        hold.state = hold
+            .state
+            .transition(state)
+            .expect("caller checked the hold is held");
+        if state != HoldState::Committed {
+            hold.release = Some(ReleaseRecord {
+                released_minor: hold.amount_minor,
+                available_minor: available,
+                at_ms: now_ms,
+            });
+        }
+        hold.clone()
+    }
+}
+
+fn find_grant<'a>(grants: &'a mut [Grant], id: &GrantId) -> &'a mut Grant {
+    // A hold's split names grants of its wallet, and grants are never removed while held.
+    grants
+        .iter_mut()
+        .find(|g| &g.terms.id == id)
+        .expect("a held grant is in its wallet")
+}
+
+fn denial(shortfall: Shortfall) -> Denial {
+    match shortfall {
+        Shortfall::Insufficient { available_minor } => Denial {
+            reason: DenyReason::InsufficientCredits,
+            available_minor,
+        },
+        Shortfall::FeatureNotAllowed => Denial {
+            reason: DenyReason::FeatureNotAllowed,
+            available_minor: 0,
+        },
+    }
+}
+
+/// Something to forget once the retention period has passed.
+#[derive(Debug)]
+enum Retained {
+    Reply(AccountId, IdempotencyKey),
+    Hold(ReservationId),
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Sequence number of the last record written; 0 before the first.
+    last_seq: u64,
+    records: VecDeque<OutboxRecord>,
+}
+
+/// The balance store in process memory. See the module documentation.
+pub struct MemoryStore {
+    clock: Arc<dyn Clock>,
+    accounts: DashMap<AccountId, AccountState>,
+    /// Open holds by expiry. May hold stale entries (holds extended or ended since); the
+    /// sweeper checks each against the hold itself.
+    expiries: Mutex<BTreeSet<(i64, ReservationId)>>,
+    /// Replies and ended holds in the order they may be forgotten.
+    retained: Mutex<VecDeque<(i64, Retained)>>,
+    outbox: Mutex<Outbox>,
+    outbox_len_max: usize,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>) -> MemoryStore {
+        MemoryStore::with_outbox_len_max(clock, OUTBOX_LEN_MAX_DEFAULT)
+    }
+
+    pub fn with_outbox_len_max(clock: Arc<dyn Clock>, outbox_len_max: usize) -> MemoryStore {
+        MemoryStore {
+            clock,
+            accounts: DashMap::new(),
+            expiries: Mutex::new(BTreeSet::new()),
+            retained: Mutex::new(VecDeque::new()),
+            outbox: Mutex::new(Outbox::default()),
+            outbox_len_max,
+        }
+    }
+
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding this lock is a bug that already failed a request; the queue
+        // itself is still consistent (pushes and pops are single calls).
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.outbox().last_seq
+    }
+
+    /// Refuses new writes while the outbox is full, so that nothing is acknowledged that the
+    /// ledger may never receive.
+    fn ensure_outbox_room(&self) -> Result<(), StoreError> {
+        if self.outbox().records.len() >= self.outbox_len_max {
+            return Err(StoreError::Unavailable(format!(
+                "the outbox holds {} records the ledger has not taken yet",
+                self.outbox_len_max
+            )));
+        }
+        Ok(())
+    }
+
+    fn append(&self, entries: impl IntoIterator<Item = OutboxEntry>) -> u64 {
+        let mut outbox = self.outbox();
+        for entry in entries {
+            outbox.last_seq += 1;
+            let seq = outbox.last_seq;
+            outbox.records.push_back(OutboxRecord { seq, entry });
+        }
+        outbox.last_seq
+    }
+
+    fn watch_expiry(&self, expires_at_ms: i64, id: &ReservationId) {
+        self.expiries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((expires_at_ms, id.clone()));
+    }
+
+    fn retain(&self, at_ms: i64, what: Retained) {
+        self.retained
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((at_ms, what));
+    }
+
+    fn account_mut(&self, id: &AccountId) -> Option<RefMut<'_, AccountId, AccountState>> {
+        self.accounts.get_mut(id)
+    }
+
+    /// The account of a reservation, with the hold checked to exist. Expires the hold first if
+    /// its time has passed, so that no call acts on a hold the clock has already ended.
+    fn held_account(
+        &self,
+        id: &ReservationId,
+        now_ms: i64,
+    ) -> Result<RefMut<'_, AccountId, AccountState>, StoreError> {
+        let mut state = self
+            .account_mut(id.account())
+            .ok_or_else(|| StoreError::ReservationNotFound(id.clone()))?;
+        let hold = state
+            .holds
+            .get(id.token())
+            .ok_or_else(|| StoreError::ReservationNotFound(id.clone()))?;
+        if hold.state == HoldState::Held && hold.expires_at_ms <= now_ms {
+            let ended = state.end_hold(id.token(), HoldState::Expired, now_ms);
+            self.retain(now_ms, Retained::Hold(id.clone()));
+            self.append([OutboxEntry::Hold(ended)]);
+        }
+        Ok(state)
+    }
+}
+
+fn ended(hold: &Hold) -> StoreError {
+    StoreError::ReservationEnded {
+        id: hold.id.clone(),
+        state: hold.state,
+    }
+}
+
+#[async_trait]
+impl BalanceStore for MemoryStore {
+    async fn now_ms(&self) -> Result<i64, StoreError> {
+        Ok(self.clock.now_ms())
+    }
+
+    async fn reserve(
+        &self,
+        op: ReserveOp,
+    ) -> Result<Written<Decision<ReserveReceipt>>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let Some(mut state) = self.account_mut(op.id.account()) else {
+            return Ok(Written {
+                value: Decision::Denied(Denial {
+                    reason: DenyReason::AccountNotFound,
+                    available_minor: 0,
+                }),
+                outbox_seq: self.last_seq(),
+            });
+        };
+        if let Some(Reply::Reserve(receipt)) = state.recall(op.idempotency.as_ref())? {
+            return Ok(Written {
+                value: Decision::Allowed(receipt.clone()),
+                outbox_seq: self.last_seq(),
+            });
+        }
+        let available = state.available(&op.wallet, &op.feature, now);
+        if state.account.status == AccountStatus::Suspended {
+            return Ok(Written {
+                value: Decision::Denied(Denial {
+                    reason: DenyReason::AccountSuspended,
+                    available_minor: available,
+                }),
+                outbox_seq: self.last_seq(),
+            });
+        }
+        let split = match plan_draw(state.grants(&op.wallet), &op.feature, now, op.amount_minor) {
+            Ok(split) => split,
+            Err(shortfall) => {
+                return Ok(Written {
+                    value: Decision::Denied(denial(shortfall)),
+                    outbox_seq: self.last_seq(),
+                });
+            }
+        };
+        state.adjust_held(&op.wallet, &split, 1);
+        let hold = Hold {
+            id: op.id.clone(),
+            wallet: op.wallet.clone(),
+            feature: op.feature,
+            amount_minor: op.amount_minor,
+            split: split.clone(),
+            created_at_ms: now,
+            expires_at_ms: now + op.ttl_ms,
+            state: HoldState::Held,
+            labels: op.labels,
+            price: op.price,
+            idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
+            commit: None,
+            release: None,
+        };
+        state.holds.insert(op.id.token().to_owned(), hold.clone());
+        let receipt = ReserveReceipt {
+            id: op.id.clone(),
+            wallet: op.wallet,
+            amount_minor: op.amount_minor,
+            expires_at_ms: hold.expires_at_ms,
+            split,
+            available_minor: available - op.amount_minor,
+        };
+        self.watch_expiry(hold.expires_at_ms, &op.id);
+        let mut entries = vec![OutboxEntry::Hold(hold)];
+        if let Some(idempotency) = op.idempotency {
+            let account = state.account.id.clone();
+            self.retain(now, Retained::Reply(account, idempotency.key.clone()));
+            let remembered = state.remember(idempotency, Reply::Reserve(receipt.clone()), now);
+            entries.push(OutboxEntry::Remember(remembered));
+        }
+        Ok(Written {
+            value: Decision::Allowed(receipt),
+            outbox_seq: self.append(entries),
+        })
+    }
+
+    async fn commit(&self, op: CommitOp) -> Result<Written<CommitReceipt>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let mut state = self.held_account(&op.id, now)?;
+        let hold = &state.holds[op.id.token()];
+        match (hold.state, &hold.commit) {
+            (HoldState::Held, _) => {}
+            (HoldState::Committed, Some(record)) if record.charged_minor == op.amount_minor => {
+                return Ok(Written {
+                    value: commit_receipt(&op.id, record),
+                    outbox_seq: self.last_seq(),
+                });
+            }
+            (HoldState::Committed, Some(record)) => {
+                return Err(StoreError::CommitMismatch {
+                    id: op.id.clone(),
+                    committed_minor: record.charged_minor,
+                    requested_minor: op.amount_minor,
+                });
+            }
+            _ => return Err(ended(hold)),
+        }
+        if op.amount_minor > hold.amount_minor {
+            return Err(StoreError::ExceedsHold {
+                id: op.id.clone(),
+                held_minor: hold.amount_minor,
+                requested_minor: op.amount_minor,
+            });
+        }
+        let (charged, _released) = settle(&hold.split, op.amount_minor);
+        let wallet = hold.wallet.clone();
+        state.end_hold(op.id.token(), HoldState::Committed, now);
+        state.take_remaining(&wallet, &charged);
+        let hold = &state.holds[op.id.token()];
+        let record = CommitRecord {
+            entry_id: op.entry_id.clone(),
+            charged_minor: op.amount_minor,
+            released_minor: hold.amount_minor - op.amount_minor,
+            split: charged.clone(),
+            available_minor: state.available(&wallet, &hold.feature, now),
+            at_ms: now,
+        };
+        let entry = LedgerEntry {
+            id: op.entry_id,
+            kind: EntryKind::Commit,
+            account: op.id.account().clone(),
+            wallet,
+            feature: Some(hold.feature.clone()),
+            amount_minor: op.amount_minor,
+            split: charged,
+            reservation: Some(op.id.clone()),
+            grant: None,
+            idempotency_key: hold.idempotency_key.clone(),
+            labels: hold.labels.clone(),
+            reason: None,
+            at_ms: now,
+        };
+        let hold = state
+            .holds
+            .get_mut(op.id.token())
+            .expect("checked above");
+        hold.commit = Some(record.clone());
+        let hold = hold.clone();
+        self.retain(now, Retained::Hold(op.id.clone()));
+        let seq = self.append([OutboxEntry::Charge(entry), OutboxEntry::Hold(hold)]);
+        Ok(Written {
+            value: commit_receipt(&op.id, &record),
+            outbox_seq: seq,
+        })
+    }
+
+    async fn release(&self, id: &ReservationId) -> Result<Written<ReleaseReceipt>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let mut state = self.held_account(id, now)?;
+        let hold = &state.holds[id.token()];
+        match (hold.state, &hold.release) {
+            (HoldState::Held, _) => {}
+            (HoldState::Released, Some(record)) => {
+                return Ok(Written {
+                    value: ReleaseReceipt {
+                        id: id.clone(),
+                        released_minor: record.released_minor,
+                        available_minor: record.available_minor,
+                    },
+                    outbox_seq: self.last_seq(),
+                });
+            }
+            _ => return Err(ended(hold)),
+        }
+        let hold = state.end_hold(id.token(), HoldState::Released, now);
+        let record = hold.release.clone().expect("end_hold records a release");
+        self.retain(now, Retained::Hold(id.clone()));
+        let seq = self.append([OutboxEntry::Hold(hold)]);
+        Ok(Written {
+            value: ReleaseReceipt {
+                id: id.clone(),
+                released_minor: record.released_minor,
+                available_minor: record.available_minor,
+            },
+            outbox_seq: seq,
+        })
+    }
+
+    async fn extend(&self, op: ExtendOp) -> Result<Written<Decision<ExtendReceipt>>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let mut state = self.held_account(&op.id, now)?;
+        if let Some(Reply::Extend(receipt)) = state.recall(op.idempotency.as_ref())? {
+            return Ok(Written {
+                value: Decision::Allowed(receipt.clone()),
+                outbox_seq: self.last_seq(),
+            });
+        }
+        let hold = &state.holds[op.id.token()];
+        if hold.state != HoldState::Held {
+            return Err(ended(hold));
+        }
+        let (wallet, feature) = (hold.wallet.clone(), hold.feature.clone());
+        let available = state.available(&wallet, &feature, now);
+        if state.account.status == AccountStatus::Suspended {
+            return Ok(Written {
+                value: Decision::Denied(Denial {
+                    reason: DenyReason::AccountSuspended,
+                    available_minor: available,
+                }),
+                outbox_seq: self.last_seq(),
+            });
+        }
+        let extra = match plan_draw(state.grants(&wallet), &feature, now, op.additional_minor) {
+            Ok(extra) => extra,
+            Err(shortfall) => {
+                return Ok(Written {
+                    value: Decision::Denied(denial(shortfall)),
+                    outbox_seq: self.last_seq(),
+                });
+            }
+        };
+        state.adjust_held(&wallet, &extra, 1);
+        let hold = state
+            .holds
+            .get_mut(op.id.token())
+            .expect("checked above");
+        hold.amount_minor += op.additional_minor;
+        merge_split(&mut hold.split, extra);
+        let expiry_moved = match op.ttl_ms {
+            Some(ttl_ms) if now + ttl_ms > hold.expires_at_ms => {
+                hold.expires_at_ms = now + ttl_ms;
+                true
+            }
+            _ => false,
+        };
+        let hold = hold.clone();
+        if expiry_moved {
+            self.watch_expiry(hold.expires_at_ms, &op.id);
+        }
+        let receipt = ExtendReceipt {
+            id: op.id.clone(),
+            amount_minor: hold.amount_minor,
+            expires_at_ms: hold.expires_at_ms,
+            split: hold.split.clone(),
+            available_minor: available - op.additional_minor,
+        };
+        let mut entries = vec![OutboxEntry::Hold(hold)];
+        if let Some(idempotency) = op.idempotency {
+            let account = op.id.account().clone();
+            self.retain(now, Retained::Reply(account, idempotency.key.clone()));
+            let remembered = state.remember(idempotency, Reply::Extend(receipt.clone()), now);
+            entries.push(OutboxEntry::Remember(remembered));
+        }
+        Ok(Written {
+            value: Decision::Allowed(receipt),
+            outbox_seq: self.append(entries),
+        })
+    }
+
+    async fn charge(&self, op: ChargeOp) -> Result<Written<Decision<ChargeReceipt>>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let denied = |reason, available_minor| {
+            Ok(Written {
+                value: Decision::Denied(Denial {
+                    reason,
+                    available_minor,
+                }),
+                outbox_seq: self.last_seq(),
+            })
+        };
+        let Some(mut state) = self.account_mut(&op.account) else {
+            return denied(DenyReason::AccountNotFound, 0);
+        };
+        if let Some(Reply::Charge(receipt)) = state.recall(op.idempotency.as_ref())? {
+            return Ok(Written {
+                value: Decision::Allowed(receipt.clone()),
+                outbox_seq: self.last_seq(),
+            });
+        }
+        let available = state.available(&op.wallet, &op.feature, now);
+        if state.account.status == AccountStatus::Suspended {
+            return denied(DenyReason::AccountSuspended, available);
+        }
+        let split = match plan_draw(state.grants(&op.wallet), &op.feature, now, op.amount_minor) {
+            Ok(split) => split,
+            Err(shortfall) => {
+                let Denial {
+                    reason,
+                    available_minor,
+                } = denial(shortfall);
+                return denied(reason, available_minor);
+            }
+        };
+        state.take_remaining(&op.wallet, &split);
+        let receipt = ChargeReceipt {
+            entry_id: op.entry_id.clone(),
+            wallet: op.wallet.clone(),
+            charged_minor: op.amount_minor,
+            split: split.clone(),
+            available_minor: available - op.amount_minor,
+        };
+        let entry = LedgerEntry {
+            id: op.entry_id,
+            kind: EntryKind::Charge,
+            account: op.account.clone(),
+            wallet: op.wallet,
+            feature: Some(op.feature),
+            amount_minor: op.amount_minor,
+            split,
+            reservation: None,
+            grant: None,
+            idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
+            labels: op.labels,
+            reason: None,
+            at_ms: now,
+        };
+        let mut entries = vec![OutboxEntry::Charge(entry)];
+        if let Some(idempotency) = op.idempotency {
+            self.retain(now, Retained::Reply(op.account, idempotency.key.clone()));
+            let remembered = state.remember(idempotency, Reply::Charge(receipt.clone()), now);
+            entries.push(OutboxEntry::Remember(remembered));
+        }
+        Ok(Written {
+            value: Decision::Allowed(receipt),
+            outbox_seq: self.append(entries),
+        })
+    }
+
+    async fn check(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        feature: &FeatureId,
+        amount_minor: i64,
+    ) -> Result<Decision<CheckReceipt>, StoreError> {
+        let now = self.clock.now_ms();
+        let Some(state) = self.accounts.get(account) else {
+            return Ok(Decision::Denied(Denial {
+                reason: DenyReason::AccountNotFound,
+                available_minor: 0,
+            }));
+        };
+        let available = state.available(wallet, feature, now);
+        if state.account.status == AccountStatus::Suspended {
+            return Ok(Decision::Denied(Denial {
+                reason: DenyReason::AccountSuspended,
+                available_minor: available,
+            }));
+        }
+        Ok(
+            match plan_draw(state.grants(wallet), feature, now, amount_minor) {
+                Ok(_) => Decision::Allowed(CheckReceipt {
+                    available_minor: available,
+                }),
+                Err(shortfall) => Decision::Denied(denial(shortfall)),
+            },
+        )
+    }
+
+    async fn hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError> {
+        Ok(self
+            .accounts
+            .get(id.account())
+            .and_then(|state| state.holds.get(id.token()).cloned()))
+    }
+
+    async fn balance(&self, account: &AccountId) -> Result<Option<AccountView>, StoreError> {
+        let now = self.clock.now_ms();
+        Ok(self.accounts.get(account).map(|state| AccountView {
+            account: state.account.clone(),
+            wallets: state
+                .wallets
+                .iter()
+                .map(|(wallet, grants)| {
+                    let shown = grants
+                        .iter()
+                        .filter(|g| g.is_active(now) || g.held_minor > 0)
+                        .cloned()
+                        .collect();
+                    (wallet.clone(), shown)
+                })
+                .collect(),
+            now_ms: now,
+        }))
+    }
+
+    async fn account(&self, account: &AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self.accounts.get(account).map(|s| s.account.clone()))
+    }
+
+    async fn put_account(&self, update: AccountUpdate) -> Result<Written<Account>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let mut state = self.accounts.entry(update.id.clone()).or_insert_with(|| {
+            AccountState::new(Account {
+                id: update.id.clone(),
+                display_name: String::new(),
+                status: AccountStatus::Active,
+                created_at_ms: now,
+            })
+        });
+        state.account.display_name = update.display_name;
+        state.account.status = update.status;
+        let account = state.account.clone();
+        let seq = self.append([OutboxEntry::Account(account.clone())]);
+        Ok(Written {
+            value: account,
+            outbox_seq: seq,
+        })
+    }
+
+    async fn add_grant(
+        &self,
+        account: &AccountId,
+        terms: GrantTerms,
+        entry_id: String,
+    ) -> Result<Written<GrantReceipt>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let mut entries = Vec::new();
+        let mut state = self.accounts.entry(account.clone()).or_insert_with(|| {
+            let account = Account {
+                id: account.clone(),
+                display_name: String::new(),
+                status: AccountStatus::Active,
+                created_at_ms: now,
+            };
+            entries.push(OutboxEntry::Account(account.clone()));
+            AccountState::new(account)
+        });
+        let existing = state
+            .wallets
+            .values()
+            .flatten()
+            .find(|g| g.terms.id == terms.id);
+        if let Some(existing) = existing {
+            if existing.terms != terms {
+                return Err(StoreError::GrantConflict { grant: terms.id });
+            }
+            return Ok(Written {
+                value: GrantReceipt {
+                    grant: existing.clone(),
+                    created: false,
+                    available_minor: state.wallet_available(&terms.wallet, now),
+                },
+                outbox_seq: self.last_seq(),
+            });
+        }
+        let grants = state.grants(&terms.wallet);
+        let active = grants.iter().filter(|g| g.is_active(now)).count();
+        if active >= GRANTS_PER_WALLET_MAX {
+            return Err(StoreError::TooManyGrants {
+                wallet: terms.wallet,
+                max: GRANTS_PER_WALLET_MAX,
+            });
+        }
+        let total: i64 = grants
+            .iter()
+            .filter(|g| g.is_active(now))
+            .map(|g| g.remaining_minor)
+            .sum();
+        if total + terms.amount_minor > MINOR_MAX {
+            return Err(StoreError::BalanceTooLarge {
+                wallet: terms.wallet,
+            });
+        }
+        let grant = Grant::new(terms.clone(), now);
+        let entry = LedgerEntry {
+            id: entry_id,
+            kind: EntryKind::Grant,
+            account: account.clone(),
+            wallet: terms.wallet.clone(),
+            feature: None,
+            amount_minor: terms.amount_minor,
+            split: vec![],
+            reservation: None,
+            grant: Some(terms.id.clone()),
+            idempotency_key: None,
+            labels: Default::default(),
+            reason: None,
+            at_ms: now,
+        };
+        state
+            .wallets
+            .entry(terms.wallet.clone())
+            .or_default()
+            .push(grant.clone());
+        entries.push(OutboxEntry::Grant {
+            grant: grant.clone(),
+            entry,
+        });
+        let receipt = GrantReceipt {
+            grant,
+            created: true,
+            available_minor: state.wallet_available(&terms.wallet, now),
+        };
+        Ok(Written {
+            value: receipt,
+            outbox_seq: self.append(entries),
+        })
+    }
+
+    async fn void_grant(
+        &self,
+        account: &AccountId,
+        grant_id: &GrantId,
+        reason: String,
+        entry_id: String,
+    ) -> Result<Written<VoidReceipt>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let mut state = self
+            .account_mut(account)
+            .ok_or_else(|| StoreError::AccountNotFound(account.clone()))?;
+        let not_found = || StoreError::GrantNotFound {
+            account: account.clone(),
+            grant: grant_id.clone(),
+        };
+        let wallet = state
+            .wallets
+            .iter()
+            .find(|(_, grants)| grants.iter().any(|g| &g.terms.id == grant_id))
+            .map(|(wallet, _)| wallet.clone())
+            .ok_or_else(not_found)?;
+        let grants = state.wallets.get_mut(&wallet).expect("found above");
+        let grant = find_grant(grants, grant_id);
+        if grant.voided_at_ms.is_some() {
+            let grant = grant.clone();
+            return Ok(Written {
+                value: VoidReceipt {
+                    grant,
+                    voided_minor: 0,
+                    available_minor: state.wallet_available(&wallet, now),
+                },
+                outbox_seq: self.last_seq(),
+            });
+        }
+        let voided = grant.spendable_minor();
+        grant.remaining_minor -= voided;
+        grant.voided_at_ms = Some(now);
+        let grant = grant.clone();
+        let entry = LedgerEntry {
+            id: entry_id,
+            kind: EntryKind::Void,
+            account: account.clone(),
+            wallet: wallet.clone(),
+            feature: None,
+            amount_minor: voided,
+            split: vec![Portion {
+                grant: grant_id.clone(),
+                amount_minor: voided,
+            }],
+            reservation: None,
+            grant: Some(grant_id.clone()),
+            idempotency_key: None,
+            labels: Default::default(),
+            reason: Some(reason),
+            at_ms: now,
+        };
+        let seq = self.append([OutboxEntry::Void { entry }]);
+        Ok(Written {
+            value: VoidReceipt {
+                grant,
+                voided_minor: voided,
+                available_minor: state.wallet_available(&wallet, now),
+            },
+            outbox_seq: seq,
+        })
+    }
+
+    async fn expire_due(&self, limit: usize) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let due: Vec<ReservationId> = {
+            let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut due = Vec::new();
+            while due.len() < limit {
+                match expiries.first() {
+                    Some((at, _)) if *at <= now => {
+                        let (_, id) = expiries.pop_first().expect("first exists");
+                        due.push(id);
+                    }
+                    _ => break,
+                }
+            }
+            due
+        };
+        let mut expired = 0;
+        for id in due {
+            let Some(mut state) = self.account_mut(id.account()) else {
+                continue;
+            };
+            let is_due = state
+                .holds
+                .get(id.token())
+                .is_some_and(|h| h.state == HoldState::Held && h.expires_at_ms <= now);
+            if is_due {
+                let hold = state.end_hold(id.token(), HoldState::Expired, now);
+                self.retain(now, Retained::Hold(id.clone()));
+                self.append([OutboxEntry::Hold(hold)]);
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
+    async fn forget_older_than(&self, retention_ms: i64) -> Result<usize, StoreError> {
+        let cutoff = self.clock.now_ms() - retention_ms;
+        let mut forgotten = 0;
+        loop {
+            let next = {
+                let mut retained = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+                match retained.front() {
+                    Some((at, _)) if *at < cutoff => retained.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some((_, what)) = next else {
+                break;
+            };
+            match what {
+                Retained::Reply(account, key) => {
+                    if let Some(mut state) = self.account_mut(&account) {
+                        let old = state.remembered.get(&key).is_some_and(|r| r.at_ms < cutoff);
+                        if old && state.remembered.remove(&key).is_some() {
+                            forgotten += 1;
+                        }
+                    }
+                }
+                Retained::Hold(id) => {
+                    if let Some(mut state) = self.account_mut(id.account()) {
+                        let old = state
+                            .holds
+                            .get(id.token())
+                            .is_some_and(|h| h.state != HoldState::Held);
+                        if old && state.holds.remove(id.token()).is_some() {
+                            forgotten += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(forgotten)
+    }
+
+    async fn load(&self, accounts: Vec<AccountSnapshot>) -> Result<(), StoreError> {
+        self.accounts.clear();
+        self.expiries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.retained
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        for snapshot in accounts {
+            let Some(account) = snapshot.account else {
+                continue;
+            };
+            let mut state = AccountState::new(account);
+            for mut grant in snapshot.grants {
+                grant.held_minor = 0;
+                state
+                    .wallets
+                    .entry(grant.terms.wallet.clone())
+                    .or_default()
+                    .push(grant);
+            }
+            let mut retained = Vec::new();
+            for hold in snapshot.holds {
+                if hold.state == HoldState::Held {
+                    state.adjust_held(&hold.wallet, &hold.split, 1);
+                    self.watch_expiry(hold.expires_at_ms, &hold.id);
+                } else {
+                    let ended_at = hold
+                        .commit
+                        .as_ref()
+                        .map(|c| c.at_ms)
+                        .or(hold.release.as_ref().map(|r| r.at_ms))
+                        .unwrap_or(hold.created_at_ms);
+                    retained.push((ended_at, Retained::Hold(hold.id.clone())));
+                }
+                state.holds.insert(hold.id.token().to_owned(), hold);
+            }
+            for remembered in snapshot.remembered {
+                retained.push((
+                    remembered.at_ms,
+                    Retained::Reply(remembered.account.clone(), remembered.key.clone()),
+                ));
+                state.remembered.insert(remembered.key.clone(), remembered);
+            }
+            for grants in state.wallets.values_mut() {
+                grants.sort_by_key(|g| (g.created_at_ms, g.terms.id.clone()));
+            }
+            let mut queue = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+            queue.extend(retained);
+            drop(queue);
+            self.accounts.insert(state.account.id.clone(), state);
+        }
+        self.retained
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .make_contiguous()
+            .sort_by_key(|(at, _)| *at);
+        Ok(())
+    }
+
+    async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        Ok(self
+            .outbox()
+            .records
+            .iter()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn outbox_ack(&self, seq: u64) -> Result<(), StoreError> {
+        let mut outbox = self.outbox();
+        while outbox.records.front().is_some_and(|r| r.seq <= seq) {
+            outbox.records.pop_front();
+        }
+        Ok(())
+    }
+}
+
+fn commit_receipt(id: &ReservationId, record: &CommitRecord) -> CommitReceipt {
+    CommitReceipt {
+        id: id.clone(),
+        entry_id: record.entry_id.clone(),
+        charged_minor: record.charged_minor,
+        released_minor: record.released_minor,
+        split: record.split.clone(),
+        available_minor: record.available_minor,
+    }
+}

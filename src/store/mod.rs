@@ -1,0 +1,315 @@
+//! The balance store: where holds and balances live, changed one atomic step per operation.
+//!
+//! [`BalanceStore`] is the seam between the rules in [`crate::gate`] and the storage that every
+//! replica shares. Each method is one atomic operation on one account: it validates everything it
+//! needs, applies the change, and appends the matching [`outbox`] entries in the same step, so a
+//! charge and its ledger record cannot part. The store's own clock decides expiry.
+//!
+//! Implementations: [`memory::MemoryStore`], the embedded default and the reference semantics.
+
+pub mod memory;
+pub mod outbox;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
+    HoldState, IdempotencyKey, Labels, Portion, PriceRule, ReservationId, WalletId,
+};
+use outbox::{OutboxRecord, Remembered};
+
+/// A caller's idempotency key and the canonical form of the request it was first used with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    pub key: IdempotencyKey,
+    /// Equal fingerprints mean equal requests; see [`crate::gate`].
+    pub fingerprint: String,
+}
+
+/// Sets aside `amount_minor` of a wallet for a feature.
+#[derive(Clone, Debug)]
+pub struct ReserveOp {
+    /// Chosen by the caller of the store so that a store needs no randomness.
+    pub id: ReservationId,
+    pub wallet: WalletId,
+    pub feature: FeatureId,
+    pub amount_minor: i64,
+    pub ttl_ms: i64,
+    pub labels: Labels,
+    pub price: Option<PriceRule>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// Charges `amount_minor` of a hold and releases the rest.
+#[derive(Clone, Debug)]
+pub struct CommitOp {
+    pub id: ReservationId,
+    pub amount_minor: i64,
+    /// Used only if this commit is the first; a repeated commit returns the first entry id.
+    pub entry_id: String,
+}
+
+/// Adds to a hold and/or moves its expiry later.
+#[derive(Clone, Debug)]
+pub struct ExtendOp {
+    pub id: ReservationId,
+    pub additional_minor: i64,
+    /// New time to live from now; the expiry never moves earlier.
+    pub ttl_ms: Option<i64>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// Debits `amount_minor` in one step.
+#[derive(Clone, Debug)]
+pub struct ChargeOp {
+    pub account: AccountId,
+    pub wallet: WalletId,
+    pub feature: FeatureId,
+    pub amount_minor: i64,
+    pub labels: Labels,
+    pub entry_id: String,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// Creates or updates an account.
+#[derive(Clone, Debug)]
+pub struct AccountUpdate {
+    pub id: AccountId,
+    pub display_name: String,
+    pub status: AccountStatus,
+}
+
+/// An allowed answer, or a denial: denials are answers, not errors, and change nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision<T> {
+    Allowed(T),
+    Denied(Denial),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denial {
+    pub reason: DenyReason,
+    /// Spendable balance for the feature when the denial was made.
+    pub available_minor: i64,
+}
+
+/// A successful store write and the outbox position it reached: once the ledger has everything
+/// up to `outbox_seq`, the write is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written<T> {
+    pub value: T,
+    pub outbox_seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveReceipt {
+    pub id: ReservationId,
+    pub wallet: WalletId,
+    pub amount_minor: i64,
+    pub expires_at_ms: i64,
+    pub split: Vec<Portion>,
+    pub available_minor: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitReceipt {
+    pub id: ReservationId,
+    pub entry_id: String,
+    pub charged_minor: i64,
+    pub released_minor: i64,
+    pub split: Vec<Portion>,
+    pub available_minor: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseReceipt {
+    pub id: ReservationId,
+    pub released_minor: i64,
+    pub available_minor: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtendReceipt {
+    pub id: ReservationId,
+    pub amount_minor: i64,
+    pub expires_at_ms: i64,
+    pub split: Vec<Portion>,
+    pub available_minor: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeReceipt {
+    pub entry_id: String,
+    pub wallet: WalletId,
+    pub charged_minor: i64,
+    pub split: Vec<Portion>,
+    pub available_minor: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckReceipt {
+    pub available_minor: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantReceipt {
+    pub grant: Grant,
+    /// False when the same grant already existed and nothing changed.
+    pub created: bool,
+    /// Spendable balance of the wallet (any feature) after the call.
+    pub available_minor: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoidReceipt {
+    pub grant: Grant,
+    pub voided_minor: i64,
+    pub available_minor: i64,
+}
+
+/// An account's balances as the store sees them now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountView {
+    pub account: Account,
+    /// Every wallet with its grants that are active or still held, in wallet order.
+    pub wallets: Vec<(WalletId, Vec<Grant>)>,
+    pub now_ms: i64,
+}
+
+/// Everything a store keeps of one account, as rebuilt from the ledger on start.
+#[derive(Clone, Debug, Default)]
+pub struct AccountSnapshot {
+    pub account: Option<Account>,
+    /// Grants with their remaining amounts; held amounts are recomputed from `holds`.
+    pub grants: Vec<Grant>,
+    /// Open holds, and ended ones still remembered for repeated commits and releases.
+    pub holds: Vec<Hold>,
+    /// Idempotent replies still within the retention period.
+    pub remembered: Vec<Remembered>,
+}
+
+/// Why a store operation failed. Denials are not errors: see [`Decision`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("reservation {0} does not exist")]
+    ReservationNotFound(ReservationId),
+    #[error("reservation {id} is already {}", state.as_str())]
+    ReservationEnded { id: ReservationId, state: HoldState },
+    #[error(
+        "reservation {id} was already committed for {committed}, not {requested}",
+        committed = crate::domain::format_minor(*committed_minor),
+        requested = crate::domain::format_minor(*requested_minor)
+    )]
+    CommitMismatch {
+        id: ReservationId,
+        committed_minor: i64,
+        requested_minor: i64,
+    },
+    #[error(
+        "amount: {requested} exceeds the {held} held by reservation {id}",
+        requested = crate::domain::format_minor(*requested_minor),
+        held = crate::domain::format_minor(*held_minor)
+    )]
+    ExceedsHold {
+        id: ReservationId,
+        held_minor: i64,
+        requested_minor: i64,
+    },
+    #[error(
+        "idempotency_key: \"{}\" was already used for a different request",
+        key.as_str()
+    )]
+    IdempotencyConflict { key: IdempotencyKey },
+    #[error("grant_id: grant {grant} already exists with different terms")]
+    GrantConflict { grant: GrantId },
+    #[error("grant_id: account {account} has no grant {grant}")]
+    GrantNotFound { account: AccountId, grant: GrantId },
+    #[error("wallet {wallet} already has {max} active grants")]
+    TooManyGrants { wallet: WalletId, max: usize },
+    #[error(
+        "amount: wallet {wallet} would hold more than {max}",
+        max = crate::domain::Amount::max()
+    )]
+    BalanceTooLarge { wallet: WalletId },
+    #[error("account_id: account {0} does not exist")]
+    AccountNotFound(AccountId),
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed if retried later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Holds and balances, changed atomically per account. See the module documentation.
+#[async_trait]
+pub trait BalanceStore: Send + Sync + 'static {
+    /// The store's clock, in Unix milliseconds: the one clock that decides expiry.
+    async fn now_ms(&self) -> Result<i64, StoreError>;
+
+    async fn reserve(&self, op: ReserveOp)
+    -> Result<Written<Decision<ReserveReceipt>>, StoreError>;
+
+    /// Ends a hold by charging part or all of it. Repeating the same commit returns the first
+    /// receipt; a different amount is [`StoreError::CommitMismatch`].
+    async fn commit(&self, op: CommitOp) -> Result<Written<CommitReceipt>, StoreError>;
+
+    /// Ends a hold without charging. Repeating it returns the first receipt.
+    async fn release(&self, id: &ReservationId) -> Result<Written<ReleaseReceipt>, StoreError>;
+
+    async fn extend(&self, op: ExtendOp) -> Result<Written<Decision<ExtendReceipt>>, StoreError>;
+
+    async fn charge(&self, op: ChargeOp) -> Result<Written<Decision<ChargeReceipt>>, StoreError>;
+
+    /// Whether `amount_minor` could be held for the feature now; changes nothing.
+    async fn check(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        feature: &FeatureId,
+        amount_minor: i64,
+    ) -> Result<Decision<CheckReceipt>, StoreError>;
+
+    async fn hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError>;
+
+    async fn balance(&self, account: &AccountId) -> Result<Option<AccountView>, StoreError>;
+
+    async fn account(&self, account: &AccountId) -> Result<Option<Account>, StoreError>;
+
+    async fn put_account(&self, update: AccountUpdate) -> Result<Written<Account>, StoreError>;
+
+    /// Adds a grant, creating the account if needed. Idempotent by grant id.
+    async fn add_grant(
+        &self,
+        account: &AccountId,
+        terms: GrantTerms,
+        entry_id: String,
+    ) -> Result<Written<GrantReceipt>, StoreError>;
+
+    async fn void_grant(
+        &self,
+        account: &AccountId,
+        grant: &GrantId,
+        reason: String,
+        entry_id: String,
+    ) -> Result<Written<VoidReceipt>, StoreError>;
+
+    /// Expires up to `limit` holds whose expiry has passed; returns how many it expired.
+    async fn expire_due(&self, limit: usize) -> Result<usize, StoreError>;
+
+    /// Forgets idempotent replies and ended holds older than `retention_ms`.
+    async fn forget_older_than(&self, retention_ms: i64) -> Result<usize, StoreError>;
+
+    /// Replaces the store's content with accounts rebuilt from the ledger.
+    async fn load(&self, accounts: Vec<AccountSnapshot>) -> Result<(), StoreError>;
+
+    /// Up to `limit` outbox records not yet acknowledged, oldest first.
+    async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// Drops outbox records up to and including `seq`: the ledger has them.
+    async fn outbox_ack(&self, seq: u64) -> Result<(), StoreError>;
+}

@@ -1,0 +1,115 @@
+//! The outbox: what a store operation must tell the ledger, written in the same atomic step as the
+//! balance change and carried to the ledger by the sync loop.
+//!
+//! Ledger entries (grants, voids, commits, charges) are money movements: append-only, each with a
+//! unique id so that writing one twice is harmless. Account, hold and idempotency records are the
+//! state the store needs to be rebuilt after a restart; the ledger keeps their latest version.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ChargeReceipt, ExtendReceipt, ReserveReceipt};
+use crate::domain::{
+    Account, AccountId, FeatureId, Grant, GrantId, Hold, IdempotencyKey, Labels, Portion,
+    ReservationId, WalletId,
+};
+
+/// What a ledger entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// Credits added to a wallet.
+    Grant,
+    /// The unheld remainder of a grant taken away.
+    Void,
+    /// A hold charged.
+    Commit,
+    /// A one-shot charge.
+    Charge,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Grant => "grant",
+            EntryKind::Void => "void",
+            EntryKind::Commit => "commit",
+            EntryKind::Charge => "charge",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EntryKind> {
+        match text {
+            "grant" => Some(EntryKind::Grant),
+            "void" => Some(EntryKind::Void),
+            "commit" => Some(EntryKind::Commit),
+            "charge" => Some(EntryKind::Charge),
+            _ => None,
+        }
+    }
+}
+
+/// One money movement, as the ledger keeps it forever.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Unique; the ledger ignores a second write of the same id.
+    pub id: String,
+    pub kind: EntryKind,
+    pub account: AccountId,
+    pub wallet: WalletId,
+    pub feature: Option<FeatureId>,
+    pub amount_minor: i64,
+    /// For commits and charges, what each grant paid; for voids, the grant's remainder.
+    pub split: Vec<Portion>,
+    pub reservation: Option<ReservationId>,
+    pub grant: Option<GrantId>,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub labels: Labels,
+    /// Reason given for a void.
+    pub reason: Option<String>,
+    /// The store's clock when the movement happened.
+    pub at_ms: i64,
+}
+
+/// A reply kept for an idempotency key, returned as is when the same request comes again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Reserve(ReserveReceipt),
+    Extend(ExtendReceipt),
+    Charge(ChargeReceipt),
+}
+
+/// An idempotency key with the request it was used for and the reply it got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub account: AccountId,
+    pub key: IdempotencyKey,
+    pub fingerprint: String,
+    pub reply: Reply,
+    pub at_ms: i64,
+}
+
+/// What the store tells the ledger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxEntry {
+    /// An account as it now is.
+    Account(Account),
+    /// A new grant and its ledger entry.
+    Grant { grant: Grant, entry: LedgerEntry },
+    /// A grant voided and its ledger entry.
+    Void { entry: LedgerEntry },
+    /// A commit or charge.
+    Charge(LedgerEntry),
+    /// A hold as it now is (taken, extended or ended).
+    Hold(Hold),
+    /// An idempotent reply to keep.
+    Remember(Remembered),
+}
+
+/// An outbox entry and its position: positions only grow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub seq: u64,
+    pub entry: OutboxEntry,
+}

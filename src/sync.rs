@@ -1,0 +1,182 @@
+//! The sync loop: carries the store's outbox into the ledger, and sweeps expired holds.
+//!
+//! Outbox records are written to the ledger in batches, in order, one transaction per batch;
+//! then they are acknowledged in the store. A batch that fails is retried (the ledger ignores
+//! what it already has), so every record reaches the ledger exactly once. Callers that must not
+//! answer before their write is durable wait on [`Durability`], which wakes the loop at once:
+//! writes that arrive while a batch is being written ride on the next one (group commit).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::ledger::Ledger;
+use crate::shutdown::Shutdown;
+use crate::store::BalanceStore;
+
+/// How the sync loop runs.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// Most outbox records written in one ledger transaction.
+    pub batch_len_max: usize,
+    /// Time between flushes when nobody is waiting for one.
+    pub interval_ms: u64,
+    /// Time between sweeps for expired holds.
+    pub sweep_interval_ms: u64,
+    /// Most holds expired in one sweep step.
+    pub sweep_batch_len_max: usize,
+    /// How long idempotent replies and ended holds are kept.
+    pub retention_ms: i64,
+    /// First wait after a failed ledger write; doubles up to one second.
+    pub retry_backoff_ms: u64,
+}
+
+/// Lets a caller wait until a store write has reached the ledger.
+#[derive(Clone, Debug)]
+pub struct Durability {
+    persisted: watch::Receiver<u64>,
+    kick: Arc<Notify>,
+    timeout: Duration,
+}
+
+/// The ledger did not take the write in time. The write is in the store and will still reach
+/// the ledger; the caller may retry with its idempotency key to learn the outcome.
+#[derive(Debug, thiserror::Error)]
+#[error("the ledger has not confirmed the write within {0:?}; retry with the same idempotency key")]
+pub struct NotDurable(pub Duration);
+
+impl Durability {
+    /// Waits until every outbox record up to `seq` is in the ledger.
+    pub async fn wait(&self, seq: u64) -> Result<(), NotDurable> {
+        let mut persisted = self.persisted.clone();
+        if *persisted.borrow() >= seq {
+            return Ok(());
+        }
+        self.kick.notify_one();
+        match tokio::time::timeout(self.timeout, persisted.wait_for(|&p| p >= seq)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(NotDurable(self.timeout)),
+        }
+    }
+}
+
+/// The sync loop's handle on the outside world.
+pub struct SyncLoop {
+    store: Arc<dyn BalanceStore>,
+    ledger: Arc<dyn Ledger>,
+    settings: SyncSettings,
+    persisted: watch::Sender<u64>,
+    kick: Arc<Notify>,
+}
+
+impl SyncLoop {
+    /// A loop and the [`Durability`] handle its callers wait on.
+    pub fn new(
+        store: Arc<dyn BalanceStore>,
+        ledger: Arc<dyn Ledger>,
+        settings: SyncSettings,
+        durable_timeout: Duration,
+    ) -> (SyncLoop, Durability) {
+        let (persisted, rx) = watch::channel(0);
+        let kick = Arc::new(Notify::new());
+        let durability = Durability {
+            persisted: rx,
+            kick: kick.clone(),
+            timeout: durable_timeout,
+        };
+        let sync = SyncLoop {
+            store,
+            ledger,
+            settings,
+            persisted,
+            kick,
+        };
+        (sync, durability)
+    }
+
+    /// Runs until shutdown, then flushes everything once more.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let interval = Duration::from_millis(self.settings.interval_ms);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = self.kick.notified() => {}
+                _ = tokio::time::sleep(interval) => {}
+            }
+            self.flush(&shutdown).await;
+        }
+        self.flush(&shutdown).await;
+        tracing::info!("sync loop stopped; outbox flushed");
+    }
+
+    /// Writes the whole outbox to the ledger, batch by batch. Retries a failing batch with
+    /// backoff; once shutdown has fired it tries each batch only a few more times.
+    pub async fn flush(&self, shutdown: &Shutdown) {
+        let mut backoff_ms = self.settings.retry_backoff_ms;
+        let mut failures_after_shutdown = 0;
+        loop {
+            let batch = match self.store.outbox_read(self.settings.batch_len_max).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the outbox");
+                    return;
+                }
+            };
+            let Some(last) = batch.last().map(|r| r.seq) else {
+                return;
+            };
+            match self.ledger.append(&batch).await {
+                Ok(()) => {
+                    backoff_ms = self.settings.retry_backoff_ms;
+                    if let Err(error) = self.store.outbox_ack(last).await {
+                        tracing::warn!(%error, "cannot acknowledge the outbox");
+                        return;
+                    }
+                    self.persisted.send_replace(last);
+                }
+                Err(error) => {
+                    tracing::error!(%error, batch_len = batch.len(), "ledger write failed; retrying");
+                    if shutdown.is_fired() {
+                        failures_after_shutdown += 1;
+                        if failures_after_shutdown >= 3 {
+                            tracing::error!("giving up flushing the outbox at shutdown");
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                    backoff_ms = (backoff_ms * 2).min(1_000);
+                }
+            }
+        }
+    }
+}
+
+/// Expires holds whose time has passed and forgets old idempotent replies, until shutdown.
+pub async fn sweep(store: Arc<dyn BalanceStore>, settings: SyncSettings, mut shutdown: Shutdown) {
+    let interval = Duration::from_millis(settings.sweep_interval_ms);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        loop {
+            match store.expire_due(settings.sweep_batch_len_max).await {
+                Ok(n) if n == settings.sweep_batch_len_max => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(expired = n, "expired holds released");
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "sweep failed");
+                    break;
+                }
+            }
+        }
+        if let Err(error) = store.forget_older_than(settings.retention_ms).await {
+            tracing::warn!(%error, "forgetting old replies failed");
+        }
+    }
+}
