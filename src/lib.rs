@@ -20,14 +20,14 @@
 //! - [`cli`]: the `creditgate` command's client subcommands.
 //! - [`config`], [`clock`], [`shutdown`]: settings, time, and stopping cleanly.
 
-// pub mod api;
-// pub mod cli;
+pub mod api;
+pub mod cli;
 pub mod clock;
-// pub mod config;
+pub mod config;
 pub mod domain;
 pub mod gate;
 pub mod ledger;
-// pub mod server;
+pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod sync;

@@ -1,1 +1,343 @@
-fn main() {}
+//! The `creditgate` command: parse, dispatch.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use creditgate::cli::{
+    self, Answer, ChargeCall, CliError, Connection, CostArgs, GrantCall, ReserveCall,
+    parse_duration_ms, parse_label,
+};
+use creditgate::clock::SystemClock;
+use creditgate::config::{FileConfig, ServerConfig};
+use creditgate::server::Server;
+
+/// A low-latency gRPC credit gate: reserve, commit and release prepaid credits.
+#[derive(Parser, Debug)]
+#[command(name = "creditgate", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gate and admin services. With no settings: embedded store, SQLite ledger in
+    /// ./creditgate-data, gate on 127.0.0.1:50051, admin on 127.0.0.1:50052.
+    Serve(ServeArgs),
+    /// Add credits to a wallet (creates the account if needed).
+    Grant(GrantArgs),
+    /// Show an account's balances per wallet and grant.
+    Balance(BalanceArgs),
+    /// Hold credits for work about to start.
+    Reserve(ReserveArgs),
+    /// Charge the actual cost of a hold and release the rest.
+    Commit(CommitArgs),
+    /// Give a hold back without charging.
+    Release(ReleaseArgs),
+    /// Add to a hold and/or move its expiry later.
+    Extend(ExtendArgs),
+    /// Charge credits in one step.
+    Charge(ChargeArgs),
+    /// Ask whether a hold would be allowed, without holding anything.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address of the gate service [default: 127.0.0.1:50051].
+    #[arg(long, env = "CREDITGATE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address of the admin service [default: 127.0.0.1:50052].
+    #[arg(long, env = "CREDITGATE_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Directory of the SQLite ledger, created if missing [default: creditgate-data].
+    #[arg(long, env = "CREDITGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (limits, prices); flags and environment variables win over it.
+    #[arg(long, env = "CREDITGATE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Flags that name what a call is about.
+#[derive(Args, Debug)]
+struct Target {
+    /// Account id.
+    #[arg(long)]
+    account: String,
+    /// Feature being paid for, e.g. chat.completions.
+    #[arg(long)]
+    feature: String,
+    /// Wallet to draw on [default: the feature's wallet, else "default"].
+    #[arg(long)]
+    wallet: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct GrantArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    account: String,
+    /// Amount of credits, e.g. 10.00.
+    #[arg(long)]
+    amount: String,
+    /// Grant id, which makes the call idempotent [default: a new random id].
+    #[arg(long)]
+    grant_id: Option<String>,
+    /// Wallet to add to [default: default].
+    #[arg(long)]
+    wallet: Option<String>,
+    /// prepaid, included or promotional.
+    #[arg(long, default_value = "prepaid")]
+    kind: String,
+    /// Lower is spent first [default: by kind: included 10, promotional 20, prepaid 30].
+    #[arg(long)]
+    priority: Option<u32>,
+    /// Expire the grant after this long, e.g. 30d.
+    #[arg(long, value_parser = parse_duration_ms)]
+    expires_in: Option<u64>,
+    /// Only this feature may spend the grant; repeat for more.
+    #[arg(long = "feature")]
+    features: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct BalanceArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    account: String,
+    /// Only this wallet.
+    #[arg(long)]
+    wallet: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ReserveArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    cost: CostArgs,
+    /// Time to live of the hold, e.g. 90s or 5m [default: the server's, one minute].
+    #[arg(long, value_parser = parse_duration_ms)]
+    ttl: Option<u64>,
+    /// Makes retries safe: the same key returns the first answer.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Attribution kept with the charge, key=value; repeat for more.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+struct CommitArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Reservation id, as printed by reserve.
+    id: String,
+    #[command(flatten)]
+    cost: CostArgs,
+}
+
+#[derive(Args, Debug)]
+struct ReleaseArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Reservation id, as printed by reserve.
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct ExtendArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Reservation id, as printed by reserve.
+    id: String,
+    /// Amount to add to the hold.
+    #[arg(long)]
+    amount: Option<String>,
+    /// New time to live from now, e.g. 5m.
+    #[arg(long, value_parser = parse_duration_ms)]
+    ttl: Option<u64>,
+    /// Makes retries safe: without it, two extends add twice.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ChargeArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    cost: CostArgs,
+    /// Makes retries safe: the same key returns the first answer.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Attribution kept with the charge, key=value; repeat for more.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    cost: CostArgs,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn terminated() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = ctrl_c => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let config = ServerConfig::resolve(args.listen, args.admin_listen, args.data_dir, file)?;
+    let server = Server::start(config, Arc::new(SystemClock)).await?;
+    terminated().await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
+
+async fn client(command: Command) -> Result<(Answer, bool), CliError> {
+    Ok(match command {
+        Command::Serve(_) => unreachable!("serve is dispatched before"),
+        Command::Grant(a) => {
+            let expires_at_ms = match a.expires_in {
+                Some(ms) => creditgate::clock::Clock::now_ms(&SystemClock) + ms as i64,
+                None => 0,
+            };
+            let call = GrantCall {
+                account: a.account,
+                grant_id: a
+                    .grant_id
+                    .unwrap_or_else(|| format!("g{}", uuid::Uuid::new_v4().simple())),
+                wallet: a.wallet,
+                amount: a.amount,
+                kind: a.kind,
+                priority: a.priority.unwrap_or(0),
+                expires_at_ms,
+                features: a.features,
+            };
+            (cli::grant(&a.connection, call).await?, a.connection.json)
+        }
+        Command::Balance(a) => (
+            cli::balance(&a.connection, a.account, a.wallet).await?,
+            a.connection.json,
+        ),
+        Command::Reserve(a) => {
+            let call = ReserveCall {
+                account: a.target.account,
+                feature: a.target.feature,
+                wallet: a.target.wallet,
+                cost: a.cost,
+                ttl_ms: a.ttl.unwrap_or(0),
+                idempotency_key: a.idempotency_key,
+                labels: a.labels,
+            };
+            (cli::reserve(&a.connection, call).await?, a.connection.json)
+        }
+        Command::Commit(a) => (cli::commit(&a.connection, a.id, a.cost).await?, a.connection.json),
+        Command::Release(a) => (cli::release(&a.connection, a.id).await?, a.connection.json),
+        Command::Extend(a) => (
+            cli::extend(&a.connection, a.id, a.amount, a.ttl.unwrap_or(0), a.idempotency_key)
+                .await?,
+            a.connection.json,
+        ),
+        Command::Charge(a) => {
+            let call = ChargeCall {
+                account: a.target.account,
+                feature: a.target.feature,
+                wallet: a.target.wallet,
+                cost: a.cost,
+                idempotency_key: a.idempotency_key,
+                labels: a.labels,
+            };
+            (cli::charge(&a.connection, call).await?, a.connection.json)
+        }
+        Command::Check(a) => (
+            cli::check(
+                &a.connection,
+                a.target.account,
+                a.target.feature,
+                a.target.wallet,
+                a.cost,
+            )
+            .await?,
+            a.connection.json,
+        ),
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Serve(args) = cli.command {
+        return match serve(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("creditgate: {error}");
+                ExitCode::from(cli::EXIT_FAILED as u8)
+            }
+        };
+    }
+    match client(cli.command).await {
+        Ok((answer, json)) => {
+            cli::print(&answer, json);
+            if answer.denied {
+                ExitCode::from(cli::EXIT_DENIED as u8)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(error) => {
+            eprintln!("creditgate: {error}");
+            ExitCode::from(cli::EXIT_FAILED as u8)
+        }
+    }
+}

@@ -250,6 +250,34 @@ pub fn merge_split(split: &mut Vec<Portion>, extra: Vec<Portion>) {
     }
 }
 
+/// A wallet's balance in four figures, over its active grants plus holds on any grant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalletTotals {
+    /// Amounts of the active grants.
+    pub granted_minor: i64,
+    /// Open holds.
+    pub held_minor: i64,
+    /// Charged from the active grants.
+    pub spent_minor: i64,
+    /// What a new hold for any feature could take: active remaining less held.
+    pub available_minor: i64,
+}
+
+impl WalletTotals {
+    pub fn of(grants: &[Grant], now_ms: i64) -> WalletTotals {
+        let mut totals = WalletTotals::default();
+        for grant in grants {
+            totals.held_minor += grant.held_minor;
+            if grant.is_active(now_ms) {
+                totals.granted_minor += grant.terms.amount_minor;
+                totals.spent_minor += grant.terms.amount_minor - grant.remaining_minor;
+                totals.available_minor += grant.spendable_minor();
+            }
+        }
+        totals
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

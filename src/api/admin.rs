@@ -1,0 +1,158 @@
+//! The `creditgate.v1.Admin` service.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, money};
+use super::status;
+use crate::domain::account::DISPLAY_NAME_LEN_MAX;
+use crate::domain::{FeatureId, GrantId};
+use crate::gate::{Gate, GateError, GrantRequest, VoidRequest};
+use crate::ledger::ENTRIES_LIMIT_MAX;
+use crate::proto::{self, admin_server};
+use crate::store::AccountUpdate;
+
+/// Entries a listing returns when the request does not say.
+const ENTRIES_LIMIT_DEFAULT: usize = 100;
+
+/// Serves the admin side of [`Gate`] over gRPC.
+#[derive(Clone)]
+pub struct AdminService {
+    gate: Arc<Gate>,
+}
+
+impl AdminService {
+    pub fn new(gate: Arc<Gate>) -> AdminService {
+        AdminService { gate }
+    }
+
+    pub fn into_server(self) -> admin_server::AdminServer<AdminService> {
+        admin_server::AdminServer::new(self)
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn catalog_to_proto(catalog: &crate::gate::Catalog) -> proto::PriceCatalog {
+    proto::PriceCatalog {
+        features: catalog.iter().map(convert::feature_price_to_proto).collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for AdminService {
+    async fn put_account(&self, request: Request<proto::PutAccountRequest>) -> Reply<proto::Account> {
+        let r = request.into_inner();
+        let id = convert::account(&r.account_id).map_err(status)?;
+        if r.display_name.len() > DISPLAY_NAME_LEN_MAX || r.display_name.chars().any(char::is_control) {
+            return Err(status(GateError::invalid(
+                "display_name",
+                format!("must be at most {DISPLAY_NAME_LEN_MAX} bytes of text without control characters"),
+            )));
+        }
+        let update = AccountUpdate {
+            id,
+            display_name: r.display_name,
+            status: convert::account_status(r.status).map_err(status)?,
+        };
+        let account = self.gate.put_account(update).await.map_err(status)?;
+        Ok(Response::new(convert::account_to_proto(&account)))
+    }
+
+    async fn get_account(&self, request: Request<proto::GetAccountRequest>) -> Reply<proto::Account> {
+        let id = convert::account(&request.get_ref().account_id).map_err(status)?;
+        let account = self.gate.account(&id).await.map_err(status)?;
+        Ok(Response::new(convert::account_to_proto(&account)))
+    }
+
+    async fn add_grant(&self, request: Request<proto::AddGrantRequest>) -> Reply<proto::AddGrantResponse> {
+        let r = request.into_inner();
+        if r.expires_at_ms < 0 {
+            return Err(status(GateError::invalid("expires_at_ms", "must not be negative")));
+        }
+        let features = r
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| convert::required(&format!("features[{i}]"), f, FeatureId::parse))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status)?;
+        let request = GrantRequest {
+            account: convert::account(&r.account_id).map_err(status)?,
+            grant: convert::required("grant_id", &r.grant_id, GrantId::parse).map_err(status)?,
+            wallet: convert::wallet(&r.wallet).map_err(status)?,
+            amount: convert::amount("amount", &r.amount).map_err(status)?,
+            kind: convert::grant_kind(r.kind).map_err(status)?,
+            priority: (r.priority != 0).then_some(r.priority),
+            expires_at_ms: (r.expires_at_ms != 0).then_some(r.expires_at_ms),
+            features,
+        };
+        let receipt = self.gate.add_grant(request).await.map_err(status)?;
+        let now = receipt.grant.created_at_ms.max(0);
+        Ok(Response::new(proto::AddGrantResponse {
+            wallet: receipt.grant.terms.wallet.to_string(),
+            grant: Some(convert::grant(&receipt.grant, now)),
+            created: receipt.created,
+            available: money(receipt.available_minor),
+        }))
+    }
+
+    async fn void_grant(&self, request: Request<proto::VoidGrantRequest>) -> Reply<proto::VoidGrantResponse> {
+        let r = request.into_inner();
+        let request = VoidRequest {
+            account: convert::account(&r.account_id).map_err(status)?,
+            grant: convert::required("grant_id", &r.grant_id, GrantId::parse).map_err(status)?,
+            reason: r.reason,
+        };
+        let receipt = self.gate.void_grant(request).await.map_err(status)?;
+        let at = receipt.grant.voided_at_ms.unwrap_or(0);
+        Ok(Response::new(proto::VoidGrantResponse {
+            grant: Some(convert::grant(&receipt.grant, at)),
+            voided: money(receipt.voided_minor),
+            available: money(receipt.available_minor),
+        }))
+    }
+
+    async fn set_prices(&self, request: Request<proto::SetPricesRequest>) -> Reply<proto::PriceCatalog> {
+        let r = request.into_inner();
+        if r.features.is_empty() {
+            return Err(status(GateError::invalid("features", "at least one feature price is required")));
+        }
+        let prices = r
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, p)| convert::feature_price(i, p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status)?;
+        let catalog = self.gate.set_prices(prices).await.map_err(status)?;
+        Ok(Response::new(catalog_to_proto(&catalog)))
+    }
+
+    async fn get_prices(&self, _request: Request<proto::GetPricesRequest>) -> Reply<proto::PriceCatalog> {
+        Ok(Response::new(catalog_to_proto(&self.gate.prices())))
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<proto::ListEntriesRequest>,
+    ) -> Reply<proto::ListEntriesResponse> {
+        let r = request.into_inner();
+        let account = convert::account(&r.account_id).map_err(status)?;
+        let limit = match r.limit as usize {
+            0 => ENTRIES_LIMIT_DEFAULT,
+            n if n > ENTRIES_LIMIT_MAX => {
+                return Err(status(GateError::invalid(
+                    "limit",
+                    format!("must be at most {ENTRIES_LIMIT_MAX}"),
+                )));
+            }
+            n => n,
+        };
+        let entries = self.gate.entries(&account, limit).await.map_err(status)?;
+        Ok(Response::new(proto::ListEntriesResponse {
+            entries: entries.iter().map(convert::entry).collect(),
+        }))
+    }
+}

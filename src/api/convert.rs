@@ -1,0 +1,367 @@
+//! Proto ⇄ domain, in one place. Parsing names the field at fault in every error, so that a
+//! malformed request is refused with `INVALID_ARGUMENT` before anything else happens.
+
+use std::collections::HashMap;
+
+use crate::domain::grant::WalletTotals;
+use crate::domain::ids::check_labels;
+use crate::domain::{
+    Account, AccountId, AccountStatus, Amount, DenyReason, FeatureId, FeaturePrice, Grant,
+    GrantId, GrantKind, GrantStatus, IdempotencyKey, Labels, ModelId, Portion, PriceRule,
+    ReservationId, TokenPrice, Units, Usage, WalletId, format_minor,
+};
+use crate::gate::{Cost, GateError};
+use crate::proto;
+use crate::store::outbox::{EntryKind, LedgerEntry};
+use crate::store::{Decision, Denial};
+
+/// Parses a required field with `parse`, naming it on failure.
+pub fn required<T, E: ToString>(
+    field: &str,
+    text: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, GateError> {
+    parse(text).map_err(|e| GateError::invalid(field, e))
+}
+
+/// Parses an optional field: empty means absent.
+pub fn optional<T, E: ToString>(
+    field: &str,
+    text: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>, GateError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    required(field, text, parse).map(Some)
+}
+
+pub fn account(text: &str) -> Result<AccountId, GateError> {
+    required("account_id", text, AccountId::parse)
+}
+
+pub fn feature(text: &str) -> Result<FeatureId, GateError> {
+    required("feature", text, FeatureId::parse)
+}
+
+pub fn wallet(text: &str) -> Result<Option<WalletId>, GateError> {
+    optional("wallet", text, WalletId::parse)
+}
+
+pub fn reservation(text: &str) -> Result<ReservationId, GateError> {
+    required("reservation_id", text, ReservationId::parse)
+}
+
+pub fn idempotency_key(text: &str) -> Result<Option<IdempotencyKey>, GateError> {
+    optional("idempotency_key", text, IdempotencyKey::parse)
+}
+
+pub fn amount(field: &str, text: &str) -> Result<Amount, GateError> {
+    required(field, text, Amount::parse)
+}
+
+pub fn ttl_ms(value: u64) -> Option<u64> {
+    (value != 0).then_some(value)
+}
+
+pub fn labels(labels: &HashMap<String, String>) -> Result<Labels, GateError> {
+    check_labels(labels.iter()).map_err(|(key, error)| {
+        if key.is_empty() {
+            GateError::invalid("labels", error)
+        } else {
+            GateError::invalid(format!("labels[{key}]"), error)
+        }
+    })
+}
+
+pub fn usage(usage: &proto::Usage) -> Result<Usage, GateError> {
+    Ok(Usage {
+        units: optional("usage.units", &usage.units, Units::parse)?,
+        model: optional("usage.model", &usage.model, ModelId::parse)?,
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+    })
+}
+
+/// A `cost` oneof: an amount or usage. Absent is an error naming both fields.
+pub fn cost(amount: Option<&String>, usage: Option<&proto::Usage>) -> Result<Cost, GateError> {
+    match (amount, usage) {
+        (Some(text), _) => Ok(Cost::Amount(self::amount("amount", text)?)),
+        (None, Some(u)) => Ok(Cost::Usage(self::usage(u)?)),
+        (None, None) => Err(GateError::invalid(
+            "amount",
+            "one of amount or usage is required",
+        )),
+    }
+}
+
+pub fn money(minor: i64) -> String {
+    format_minor(minor)
+}
+
+pub fn split(split: &[Portion]) -> Vec<proto::GrantPortion> {
+    split
+        .iter()
+        .map(|p| proto::GrantPortion {
+            grant_id: p.grant.to_string(),
+            amount: money(p.amount_minor),
+        })
+        .collect()
+}
+
+pub fn deny_reason(reason: DenyReason) -> proto::DenyReason {
+    match reason {
+        DenyReason::InsufficientCredits => proto::DenyReason::InsufficientCredits,
+        DenyReason::FeatureNotAllowed => proto::DenyReason::FeatureNotAllowed,
+        DenyReason::AccountNotFound => proto::DenyReason::AccountNotFound,
+        DenyReason::AccountSuspended => proto::DenyReason::AccountSuspended,
+    }
+}
+
+/// The decision, reason, available balance and message fields shared by every gate answer.
+pub struct Verdict {
+    pub decision: i32,
+    pub reason: i32,
+    pub available: String,
+    pub message: String,
+}
+
+pub fn verdict<T>(
+    account: &AccountId,
+    decision: &Decision<T>,
+    available: impl Fn(&T) -> i64,
+) -> Verdict {
+    match decision {
+        Decision::Allowed(value) => Verdict {
+            decision: proto::Decision::Allowed as i32,
+            reason: proto::DenyReason::Unspecified as i32,
+            available: money(available(value)),
+            message: String::new(),
+        },
+        Decision::Denied(Denial {
+            reason,
+            available_minor,
+        }) => Verdict {
+            decision: proto::Decision::Denied as i32,
+            reason: deny_reason(*reason) as i32,
+            available: money(*available_minor),
+            message: reason.explain(account),
+        },
+    }
+}
+
+pub fn grant_kind(kind: i32) -> Result<GrantKind, GateError> {
+    match proto::GrantKind::try_from(kind) {
+        Ok(proto::GrantKind::Unspecified | proto::GrantKind::Prepaid) => Ok(GrantKind::Prepaid),
+        Ok(proto::GrantKind::Included) => Ok(GrantKind::Included),
+        Ok(proto::GrantKind::Promotional) => Ok(GrantKind::Promotional),
+        Err(_) => Err(GateError::invalid("kind", format!("unknown grant kind {kind}"))),
+    }
+}
+
+fn grant_kind_to_proto(kind: GrantKind) -> proto::GrantKind {
+    match kind {
+        GrantKind::Included => proto::GrantKind::Included,
+        GrantKind::Promotional => proto::GrantKind::Promotional,
+        GrantKind::Prepaid => proto::GrantKind::Prepaid,
+    }
+}
+
+pub fn grant(grant: &Grant, now_ms: i64) -> proto::GrantBalance {
+    let status = match grant.status(now_ms) {
+        GrantStatus::Active => proto::GrantStatus::Active,
+        GrantStatus::Expired => proto::GrantStatus::Expired,
+        GrantStatus::Voided => proto::GrantStatus::Voided,
+    };
+    proto::GrantBalance {
+        grant_id: grant.terms.id.to_string(),
+        kind: grant_kind_to_proto(grant.terms.kind) as i32,
+        priority: grant.terms.priority,
+        amount: money(grant.terms.amount_minor),
+        remaining: money(grant.remaining_minor),
+        held: money(grant.held_minor),
+        expires_at_ms: grant.terms.expires_at_ms.unwrap_or(0),
+        features: grant.terms.features.iter().map(|f| f.to_string()).collect(),
+        status: status as i32,
+    }
+}
+
+pub fn wallet_balance(wallet: &WalletId, grants: &[Grant], now_ms: i64) -> proto::WalletBalance {
+    let totals = WalletTotals::of(grants, now_ms);
+    proto::WalletBalance {
+        wallet: wallet.to_string(),
+        granted: money(totals.granted_minor),
+        held: money(totals.held_minor),
+        spent: money(totals.spent_minor),
+        available: money(totals.available_minor),
+        grants: grants.iter().map(|g| self::grant(g, now_ms)).collect(),
+    }
+}
+
+pub fn account_status(status: i32) -> Result<AccountStatus, GateError> {
+    match proto::AccountStatus::try_from(status) {
+        Ok(proto::AccountStatus::Unspecified | proto::AccountStatus::Active) => {
+            Ok(AccountStatus::Active)
+        }
+        Ok(proto::AccountStatus::Suspended) => Ok(AccountStatus::Suspended),
+        Err(_) => Err(GateError::invalid(
+            "status",
+            format!("unknown account status {status}"),
+        )),
+    }
+}
+
+pub fn account_to_proto(account: &Account) -> proto::Account {
+    let status = match account.status {
+        AccountStatus::Active => proto::AccountStatus::Active,
+        AccountStatus::Suspended => proto::AccountStatus::Suspended,
+    };
+    proto::Account {
+        account_id: account.id.to_string(),
+        display_name: account.display_name.clone(),
+        status: status as i32,
+        created_at_ms: account.created_at_ms,
+    }
+}
+
+/// Longest unit name in a per-unit price.
+const UNIT_LEN_MAX: usize = 32;
+
+pub fn feature_price(index: usize, price: &proto::FeaturePrice) -> Result<FeaturePrice, GateError> {
+    use proto::feature_price::Rule;
+    let at = |field: &str| format!("features[{index}].{field}");
+    let rule = match &price.rule {
+        Some(Rule::PerCall(p)) => PriceRule::PerCall {
+            price: amount(&at("per_call.price"), &p.price)?,
+        },
+        Some(Rule::PerUnit(p)) => {
+            let unit_ok = !p.unit.is_empty()
+                && p.unit.len() <= UNIT_LEN_MAX
+                && p.unit.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !unit_ok {
+                return Err(GateError::invalid(
+                    at("per_unit.unit"),
+                    format!("must be 1-{UNIT_LEN_MAX} letters, digits or _ (e.g. \"minute\")"),
+                ));
+            }
+            PriceRule::PerUnit {
+                unit: p.unit.clone(),
+                price: amount(&at("per_unit.price"), &p.price)?,
+            }
+        }
+        Some(Rule::PerMillionTokens(p)) => {
+            if p.models.is_empty() {
+                return Err(GateError::invalid(
+                    at("per_million_tokens.models"),
+                    "at least one model is required",
+                ));
+            }
+            if p.models.len() > crate::domain::price::MODELS_PER_PRICE_MAX {
+                return Err(GateError::invalid(
+                    at("per_million_tokens.models"),
+                    format!(
+                        "at most {} models",
+                        crate::domain::price::MODELS_PER_PRICE_MAX
+                    ),
+                ));
+            }
+            let mut models = std::collections::BTreeMap::new();
+            for (m, model) in p.models.iter().enumerate() {
+                let field = |name: &str| at(&format!("per_million_tokens.models[{m}].{name}"));
+                let id = required(&field("model"), &model.model, ModelId::parse)?;
+                let price = TokenPrice {
+                    input: amount(&field("input"), &model.input)?,
+                    output: amount(&field("output"), &model.output)?,
+                };
+                if models.insert(id.clone(), price).is_some() {
+                    return Err(GateError::invalid(
+                        field("model"),
+                        format!("model {id} is listed twice"),
+                    ));
+                }
+            }
+            PriceRule::PerMillionTokens { models }
+        }
+        None => {
+            return Err(GateError::invalid(
+                at("rule"),
+                "one of per_call, per_unit or per_million_tokens is required",
+            ));
+        }
+    };
+    Ok(FeaturePrice {
+        feature: required(&at("feature"), &price.feature, FeatureId::parse)?,
+        wallet: optional(&at("wallet"), &price.wallet, WalletId::parse)?
+            .unwrap_or_else(WalletId::default_wallet),
+        rule,
+    })
+}
+
+pub fn feature_price_to_proto(price: &FeaturePrice) -> proto::FeaturePrice {
+    use proto::feature_price::Rule;
+    let rule = match &price.rule {
+        PriceRule::PerCall { price } => Rule::PerCall(proto::PerCallPrice {
+            price: price.to_string(),
+        }),
+        PriceRule::PerUnit { unit, price } => Rule::PerUnit(proto::PerUnitPrice {
+            unit: unit.clone(),
+            price: price.to_string(),
+        }),
+        PriceRule::PerMillionTokens { models } => {
+            Rule::PerMillionTokens(proto::PerMillionTokensPrice {
+                models: models
+                    .iter()
+                    .map(|(model, price)| proto::ModelPrice {
+                        model: model.to_string(),
+                        input: price.input.to_string(),
+                        output: price.output.to_string(),
+                    })
+                    .collect(),
+            })
+        }
+    };
+    proto::FeaturePrice {
+        feature: price.feature.to_string(),
+        wallet: price.wallet.to_string(),
+        rule: Some(rule),
+    }
+}
+
+pub fn entry(entry: &LedgerEntry) -> proto::LedgerEntry {
+    let kind = match entry.kind {
+        EntryKind::Grant => proto::EntryKind::Grant,
+        EntryKind::Void => proto::EntryKind::Void,
+        EntryKind::Commit => proto::EntryKind::Commit,
+        EntryKind::Charge => proto::EntryKind::Charge,
+    };
+    proto::LedgerEntry {
+        entry_id: entry.id.clone(),
+        kind: kind as i32,
+        account_id: entry.account.to_string(),
+        wallet: entry.wallet.to_string(),
+        feature: entry
+            .feature
+            .as_ref()
+            .map(|f| f.to_string())
+            .unwrap_or_default(),
+        amount: money(entry.amount_minor),
+        split: split(&entry.split),
+        reservation_id: entry
+            .reservation
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default(),
+        grant_id: entry
+            .grant
+            .as_ref()
+            .map(GrantId::to_string)
+            .unwrap_or_default(),
+        idempotency_key: entry
+            .idempotency_key
+            .as_ref()
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default(),
+        labels: entry.labels.clone().into_iter().collect(),
+        at_ms: entry.at_ms,
+    }
+}

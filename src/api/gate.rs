@@ -1,0 +1,228 @@
+//! The `creditgate.v1.Gate` service.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, money, split, verdict};
+use super::status;
+use crate::gate::{self, CheckRequest, CommitRequest, Cost, ExtendRequest, Gate};
+use crate::proto::{self, gate_server};
+use crate::store::Decision;
+
+/// Serves [`Gate`] over gRPC.
+#[derive(Clone)]
+pub struct GateService {
+    gate: Arc<Gate>,
+}
+
+impl GateService {
+    pub fn new(gate: Arc<Gate>) -> GateService {
+        GateService { gate }
+    }
+
+    pub fn into_server(self) -> gate_server::GateServer<GateService> {
+        gate_server::GateServer::new(self)
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl gate_server::Gate for GateService {
+    async fn reserve(&self, request: Request<proto::ReserveRequest>) -> Reply<proto::ReserveResponse> {
+        use proto::reserve_request::Cost as C;
+        let r = request.into_inner();
+        let (amount, usage) = match &r.cost {
+            Some(C::Amount(a)) => (Some(a), None),
+            Some(C::Usage(u)) => (None, Some(u)),
+            None => (None, None),
+        };
+        let request = gate::ReserveRequest {
+            account: convert::account(&r.account_id).map_err(status)?,
+            feature: convert::feature(&r.feature).map_err(status)?,
+            wallet: convert::wallet(&r.wallet).map_err(status)?,
+            cost: convert::cost(amount, usage).map_err(status)?,
+            ttl_ms: convert::ttl_ms(r.ttl_ms),
+            idempotency_key: convert::idempotency_key(&r.idempotency_key).map_err(status)?,
+            labels: convert::labels(&r.labels).map_err(status)?,
+        };
+        let account = request.account.clone();
+        let (asked, wallet, decision) = self.gate.reserve(request).await.map_err(status)?;
+        let v = verdict(&account, &decision, |h| h.available_minor);
+        let mut response = proto::ReserveResponse {
+            decision: v.decision,
+            reason: v.reason,
+            available: v.available,
+            message: v.message,
+            amount: money(asked),
+            wallet: wallet.to_string(),
+            ..Default::default()
+        };
+        if let Decision::Allowed(hold) = decision {
+            response.reservation_id = hold.id.to_string();
+            response.amount = money(hold.amount_minor);
+            response.expires_at_ms = hold.expires_at_ms;
+            response.split = split(&hold.split);
+            response.wallet = hold.wallet.to_string();
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn commit(&self, request: Request<proto::CommitRequest>) -> Reply<proto::CommitResponse> {
+        use proto::commit_request::Actual;
+        let r = request.into_inner();
+        let id = convert::reservation(&r.reservation_id).map_err(status)?;
+        let actual = match &r.actual {
+            Some(Actual::Amount(a)) => Cost::Amount(convert::amount("amount", a).map_err(status)?),
+            Some(Actual::Usage(u)) => Cost::Usage(convert::usage(u).map_err(status)?),
+            None => {
+                return Err(status(gate::GateError::invalid(
+                    "amount",
+                    "one of amount or usage is required",
+                )));
+            }
+        };
+        let receipt = self
+            .gate
+            .commit(CommitRequest { id, actual })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::CommitResponse {
+            reservation_id: receipt.id.to_string(),
+            charged: money(receipt.charged_minor),
+            released: money(receipt.released_minor),
+            split: split(&receipt.split),
+            entry_id: receipt.entry_id,
+            available: money(receipt.available_minor),
+        }))
+    }
+
+    async fn release(&self, request: Request<proto::ReleaseRequest>) -> Reply<proto::ReleaseResponse> {
+        let id = convert::reservation(&request.get_ref().reservation_id).map_err(status)?;
+        let receipt = self.gate.release(id).await.map_err(status)?;
+        Ok(Response::new(proto::ReleaseResponse {
+            reservation_id: receipt.id.to_string(),
+            released: money(receipt.released_minor),
+            available: money(receipt.available_minor),
+        }))
+    }
+
+    async fn extend(&self, request: Request<proto::ExtendRequest>) -> Reply<proto::ExtendResponse> {
+        let r = request.into_inner();
+        let id = convert::reservation(&r.reservation_id).map_err(status)?;
+        let additional = if r.additional_amount.is_empty() {
+            crate::domain::Amount::ZERO
+        } else {
+            convert::amount("additional_amount", &r.additional_amount).map_err(status)?
+        };
+        let request = ExtendRequest {
+            id: id.clone(),
+            additional,
+            ttl_ms: convert::ttl_ms(r.ttl_ms),
+            idempotency_key: convert::idempotency_key(&r.idempotency_key).map_err(status)?,
+        };
+        let decision = self.gate.extend(request).await.map_err(status)?;
+        let v = verdict(id.account(), &decision, |h| h.available_minor);
+        let mut response = proto::ExtendResponse {
+            decision: v.decision,
+            reason: v.reason,
+            available: v.available,
+            message: v.message,
+            reservation_id: id.to_string(),
+            ..Default::default()
+        };
+        if let Decision::Allowed(hold) = decision {
+            response.amount = money(hold.amount_minor);
+            response.expires_at_ms = hold.expires_at_ms;
+            response.split = split(&hold.split);
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn charge(&self, request: Request<proto::ChargeRequest>) -> Reply<proto::ChargeResponse> {
+        use proto::charge_request::Cost as C;
+        let r = request.into_inner();
+        let (amount, usage) = match &r.cost {
+            Some(C::Amount(a)) => (Some(a), None),
+            Some(C::Usage(u)) => (None, Some(u)),
+            None => (None, None),
+        };
+        let request = gate::ChargeRequest {
+            account: convert::account(&r.account_id).map_err(status)?,
+            feature: convert::feature(&r.feature).map_err(status)?,
+            wallet: convert::wallet(&r.wallet).map_err(status)?,
+            cost: convert::cost(amount, usage).map_err(status)?,
+            idempotency_key: convert::idempotency_key(&r.idempotency_key).map_err(status)?,
+            labels: convert::labels(&r.labels).map_err(status)?,
+        };
+        let account = request.account.clone();
+        let (asked, wallet, decision) = self.gate.charge(request).await.map_err(status)?;
+        let v = verdict(&account, &decision, |c| c.available_minor);
+        let mut response = proto::ChargeResponse {
+            decision: v.decision,
+            reason: v.reason,
+            available: v.available,
+            message: v.message,
+            charged: money(0),
+            wallet: wallet.to_string(),
+            ..Default::default()
+        };
+        if let Decision::Allowed(charge) = decision {
+            response.charged = money(charge.charged_minor);
+            response.split = split(&charge.split);
+            response.entry_id = charge.entry_id;
+        } else {
+            // A denied charge charged nothing; say what it was for.
+            response.message = format!("{} (asked for {})", response.message, money(asked));
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn check(&self, request: Request<proto::CheckRequest>) -> Reply<proto::CheckResponse> {
+        use proto::check_request::Cost as C;
+        let r = request.into_inner();
+        let cost = match &r.cost {
+            Some(C::Amount(a)) => Some(convert::cost(Some(a), None).map_err(status)?),
+            Some(C::Usage(u)) => Some(convert::cost(None, Some(u)).map_err(status)?),
+            None => None,
+        };
+        let request = CheckRequest {
+            account: convert::account(&r.account_id).map_err(status)?,
+            feature: convert::feature(&r.feature).map_err(status)?,
+            wallet: convert::wallet(&r.wallet).map_err(status)?,
+            cost,
+        };
+        let account = request.account.clone();
+        let answer = self.gate.check(request).await.map_err(status)?;
+        let v = verdict(&account, &answer.decision, |c| c.available_minor);
+        Ok(Response::new(proto::CheckResponse {
+            decision: v.decision,
+            reason: v.reason,
+            amount: money(answer.amount_minor),
+            available: v.available,
+            wallet: answer.wallet.to_string(),
+            message: v.message,
+        }))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<proto::GetBalanceRequest>,
+    ) -> Reply<proto::GetBalanceResponse> {
+        let r = request.into_inner();
+        let account = convert::account(&r.account_id).map_err(status)?;
+        let only = convert::wallet(&r.wallet).map_err(status)?;
+        let view = self.gate.balance(&account).await.map_err(status)?;
+        let wallets = view
+            .wallets
+            .iter()
+            .filter(|(wallet, _)| only.as_ref().is_none_or(|w| w == wallet))
+            .map(|(wallet, grants)| convert::wallet_balance(wallet, grants, view.now_ms))
+            .collect();
+        Ok(Response::new(proto::GetBalanceResponse {
+            account_id: account.to_string(),
+            wallets,
+        }))
+    }
+}

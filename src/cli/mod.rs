@@ -1,0 +1,506 @@
+//! The `creditgate` command's client subcommands, for people and scripts.
+//!
+//! Each subcommand makes one call and prints its answer: as `field: value` lines, or with
+//! `--json` as one JSON object whose field names are the proto's. Exit status: 0 when allowed or
+//! done, 3 when denied (the answer is still printed), 1 with a message on stderr when the call
+//! itself failed.
+
+mod output;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::{Value, json};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::admin_client::AdminClient;
+use crate::proto::gate_client::GateClient;
+use crate::proto::{self};
+
+pub use output::print;
+
+/// Exit status when the call was answered with a denial.
+pub const EXIT_DENIED: i32 = 3;
+/// Exit status when the call failed.
+pub const EXIT_FAILED: i32 = 1;
+
+/// Where the services are, and how to print.
+#[derive(Args, Clone, Debug)]
+pub struct Connection {
+    /// URL of the gate service.
+    #[arg(long, env = "CREDITGATE_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// URL of the admin service.
+    #[arg(long, env = "CREDITGATE_ADMIN_SERVER", default_value = "http://127.0.0.1:50052")]
+    pub admin_server: String,
+    /// Print one JSON object with the proto's field names instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a call costs: an amount, or usage priced from the catalog.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CostArgs {
+    /// Amount of money, e.g. 2.50.
+    #[arg(long, conflicts_with_all = ["units", "model", "input_tokens", "output_tokens"])]
+    pub amount: Option<String>,
+    /// Units of a per-unit (or per-call) price, e.g. 2.5 (minutes).
+    #[arg(long)]
+    pub units: Option<String>,
+    /// Model of a per-token price.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Input tokens of a per-token price.
+    #[arg(long)]
+    pub input_tokens: Option<u64>,
+    /// Output tokens of a per-token price.
+    #[arg(long)]
+    pub output_tokens: Option<u64>,
+}
+
+impl CostArgs {
+    fn usage(&self) -> Option<proto::Usage> {
+        let any = self.units.is_some()
+            || self.model.is_some()
+            || self.input_tokens.is_some()
+            || self.output_tokens.is_some();
+        any.then(|| proto::Usage {
+            units: self.units.clone().unwrap_or_default(),
+            model: self.model.clone().unwrap_or_default(),
+            input_tokens: self.input_tokens.unwrap_or(0),
+            output_tokens: self.output_tokens.unwrap_or(0),
+        })
+    }
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Call(#[from] tonic::Status),
+}
+
+/// An answer to print, and whether it was a denial.
+pub struct Answer {
+    pub json: Value,
+    pub denied: bool,
+}
+
+/// Parses `90s`, `5m`, `1h`, `30d` or `500ms` into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} needs a unit: ms, s, m, h or d"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} must start with a number"))?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("duration {text:?} has unknown unit {unit:?}: use ms, s, m, h or d")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("duration {text:?} is too long"))
+}
+
+/// Parses `key=value`.
+pub fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("label {text:?} must look like key=value"))
+}
+
+async fn channel(url: &str) -> Result<Channel, CliError> {
+    let connect = |source| CliError::Connect {
+        url: url.to_owned(),
+        source,
+    };
+    Endpoint::from_shared(url.to_owned())
+        .map_err(connect)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .map_err(connect)
+}
+
+pub async fn gate(connection: &Connection) -> Result<GateClient<Channel>, CliError> {
+    Ok(GateClient::new(channel(&connection.server).await?))
+}
+
+pub async fn admin(connection: &Connection) -> Result<AdminClient<Channel>, CliError> {
+    Ok(AdminClient::new(channel(&connection.admin_server).await?))
+}
+
+fn labels(labels: &[(String, String)]) -> HashMap<String, String> {
+    labels.iter().cloned().collect()
+}
+
+fn decision_name(decision: i32) -> &'static str {
+    match proto::Decision::try_from(decision) {
+        Ok(proto::Decision::Allowed) => "ALLOWED",
+        Ok(proto::Decision::Denied) => "DENIED",
+        _ => "UNSPECIFIED",
+    }
+}
+
+fn reason_name(reason: i32) -> Value {
+    match proto::DenyReason::try_from(reason) {
+        Ok(proto::DenyReason::Unspecified) | Err(_) => Value::Null,
+        Ok(r) => Value::String(
+            r.as_str_name()
+                .trim_start_matches("DENY_REASON_")
+                .to_owned(),
+        ),
+    }
+}
+
+fn split(split: &[proto::GrantPortion]) -> Value {
+    split
+        .iter()
+        .map(|p| json!({"grant_id": p.grant_id, "amount": p.amount}))
+        .collect()
+}
+
+fn is_denied(decision: i32) -> bool {
+    decision == proto::Decision::Denied as i32
+}
+
+pub struct ReserveCall {
+    pub account: String,
+    pub feature: String,
+    pub wallet: Option<String>,
+    pub cost: CostArgs,
+    pub ttl_ms: u64,
+    pub idempotency_key: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+pub async fn reserve(connection: &Connection, call: ReserveCall) -> Result<Answer, CliError> {
+    use proto::reserve_request::Cost;
+    let cost = match (call.cost.amount.clone(), call.cost.usage()) {
+        (Some(amount), _) => Some(Cost::Amount(amount)),
+        (None, Some(usage)) => Some(Cost::Usage(usage)),
+        (None, None) => None,
+    };
+    let r = gate(connection)
+        .await?
+        .reserve(proto::ReserveRequest {
+            account_id: call.account,
+            feature: call.feature,
+            wallet: call.wallet.unwrap_or_default(),
+            cost,
+            ttl_ms: call.ttl_ms,
+            idempotency_key: call.idempotency_key.unwrap_or_default(),
+            labels: labels(&call.labels),
+        })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: is_denied(r.decision),
+        json: json!({
+            "decision": decision_name(r.decision),
+            "reason": reason_name(r.reason),
+            "reservation_id": r.reservation_id,
+            "wallet": r.wallet,
+            "amount": r.amount,
+            "expires_at_ms": r.expires_at_ms,
+            "available": r.available,
+            "split": split(&r.split),
+            "message": r.message,
+        }),
+    })
+}
+
+pub async fn commit(connection: &Connection, id: String, cost: CostArgs) -> Result<Answer, CliError> {
+    use proto::commit_request::Actual;
+    let actual = match (cost.amount.clone(), cost.usage()) {
+        (Some(amount), _) => Some(Actual::Amount(amount)),
+        (None, Some(usage)) => Some(Actual::Usage(usage)),
+        (None, None) => None,
+    };
+    let r = gate(connection)
+        .await?
+        .commit(proto::CommitRequest {
+            reservation_id: id,
+            actual,
+        })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: false,
+        json: json!({
+            "reservation_id": r.reservation_id,
+            "charged": r.charged,
+            "released": r.released,
+            "split": split(&r.split),
+            "entry_id": r.entry_id,
+            "available": r.available,
+        }),
+    })
+}
+
+pub async fn release(connection: &Connection, id: String) -> Result<Answer, CliError> {
+    let r = gate(connection)
+        .await?
+        .release(proto::ReleaseRequest { reservation_id: id })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: false,
+        json: json!({
+            "reservation_id": r.reservation_id,
+            "released": r.released,
+            "available": r.available,
+        }),
+    })
+}
+
+pub async fn extend(
+    connection: &Connection,
+    id: String,
+    amount: Option<String>,
+    ttl_ms: u64,
+    idempotency_key: Option<String>,
+) -> Result<Answer, CliError> {
+    let r = gate(connection)
+        .await?
+        .extend(proto::ExtendRequest {
+            reservation_id: id,
+            additional_amount: amount.unwrap_or_default(),
+            ttl_ms,
+            idempotency_key: idempotency_key.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: is_denied(r.decision),
+        json: json!({
+            "decision": decision_name(r.decision),
+            "reason": reason_name(r.reason),
+            "reservation_id": r.reservation_id,
+            "amount": r.amount,
+            "expires_at_ms": r.expires_at_ms,
+            "available": r.available,
+            "split": split(&r.split),
+            "message": r.message,
+        }),
+    })
+}
+
+pub struct ChargeCall {
+    pub account: String,
+    pub feature: String,
+    pub wallet: Option<String>,
+    pub cost: CostArgs,
+    pub idempotency_key: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+pub async fn charge(connection: &Connection, call: ChargeCall) -> Result<Answer, CliError> {
+    use proto::charge_request::Cost;
+    let cost = match (call.cost.amount.clone(), call.cost.usage()) {
+        (Some(amount), _) => Some(Cost::Amount(amount)),
+        (None, Some(usage)) => Some(Cost::Usage(usage)),
+        (None, None) => None,
+    };
+    let r = gate(connection)
+        .await?
+        .charge(proto::ChargeRequest {
+            account_id: call.account,
+            feature: call.feature,
+            wallet: call.wallet.unwrap_or_default(),
+            cost,
+            idempotency_key: call.idempotency_key.unwrap_or_default(),
+            labels: labels(&call.labels),
+        })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: is_denied(r.decision),
+        json: json!({
+            "decision": decision_name(r.decision),
+            "reason": reason_name(r.reason),
+            "wallet": r.wallet,
+            "charged": r.charged,
+            "split": split(&r.split),
+            "entry_id": r.entry_id,
+            "available": r.available,
+            "message": r.message,
+        }),
+    })
+}
+
+pub async fn check(
+    connection: &Connection,
+    account: String,
+    feature: String,
+    wallet: Option<String>,
+    cost: CostArgs,
+) -> Result<Answer, CliError> {
+    use proto::check_request::Cost;
+    let cost = match (cost.amount.clone(), cost.usage()) {
+        (Some(amount), _) => Some(Cost::Amount(amount)),
+        (None, Some(usage)) => Some(Cost::Usage(usage)),
+        (None, None) => None,
+    };
+    let r = gate(connection)
+        .await?
+        .check(proto::CheckRequest {
+            account_id: account,
+            feature,
+            wallet: wallet.unwrap_or_default(),
+            cost,
+        })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: is_denied(r.decision),
+        json: json!({
+            "decision": decision_name(r.decision),
+            "reason": reason_name(r.reason),
+            "wallet": r.wallet,
+            "amount": r.amount,
+            "available": r.available,
+            "message": r.message,
+        }),
+    })
+}
+
+fn grant_json(g: &proto::GrantBalance) -> Value {
+    let kind = proto::GrantKind::try_from(g.kind)
+        .map(|k| k.as_str_name().trim_start_matches("GRANT_KIND_").to_owned())
+        .unwrap_or_default();
+    let status = proto::GrantStatus::try_from(g.status)
+        .map(|s| s.as_str_name().trim_start_matches("GRANT_STATUS_").to_owned())
+        .unwrap_or_default();
+    json!({
+        "grant_id": g.grant_id,
+        "kind": kind,
+        "priority": g.priority,
+        "amount": g.amount,
+        "remaining": g.remaining,
+        "held": g.held,
+        "expires_at_ms": g.expires_at_ms,
+        "features": g.features,
+        "status": status,
+    })
+}
+
+pub async fn balance(
+    connection: &Connection,
+    account: String,
+    wallet: Option<String>,
+) -> Result<Answer, CliError> {
+    let r = gate(connection)
+        .await?
+        .get_balance(proto::GetBalanceRequest {
+            account_id: account,
+            wallet: wallet.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    let wallets: Vec<Value> = r
+        .wallets
+        .iter()
+        .map(|w| {
+            json!({
+                "wallet": w.wallet,
+                "granted": w.granted,
+                "held": w.held,
+                "spent": w.spent,
+                "available": w.available,
+                "grants": w.grants.iter().map(grant_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Answer {
+        denied: false,
+        json: json!({"account_id": r.account_id, "wallets": wallets}),
+    })
+}
+
+pub struct GrantCall {
+    pub account: String,
+    pub grant_id: String,
+    pub wallet: Option<String>,
+    pub amount: String,
+    pub kind: String,
+    pub priority: u32,
+    pub expires_at_ms: i64,
+    pub features: Vec<String>,
+}
+
+pub async fn grant(connection: &Connection, call: GrantCall) -> Result<Answer, CliError> {
+    let kind = match call.kind.as_str() {
+        "prepaid" => proto::GrantKind::Prepaid,
+        "included" => proto::GrantKind::Included,
+        "promotional" => proto::GrantKind::Promotional,
+        other => {
+            return Err(CliError::Usage(format!(
+                "--kind {other:?}: use prepaid, included or promotional"
+            )));
+        }
+    };
+    let r = admin(connection)
+        .await?
+        .add_grant(proto::AddGrantRequest {
+            account_id: call.account,
+            grant_id: call.grant_id,
+            wallet: call.wallet.unwrap_or_default(),
+            amount: call.amount,
+            kind: kind as i32,
+            priority: call.priority,
+            expires_at_ms: call.expires_at_ms,
+            features: call.features,
+        })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: false,
+        json: json!({
+            "wallet": r.wallet,
+            "created": r.created,
+            "available": r.available,
+            "grant": r.grant.as_ref().map(grant_json).unwrap_or(Value::Null),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("5m"), Ok(300_000));
+        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
+        assert_eq!(parse_duration_ms("30d"), Ok(2_592_000_000));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert!(parse_duration_ms("90").is_err());
+        assert!(parse_duration_ms("m").is_err());
+        assert!(parse_duration_ms("5 m").is_err());
+        assert!(parse_duration_ms("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn labels_are_key_value() {
+        assert_eq!(parse_label("project=atlas"), Ok(("project".into(), "atlas".into())));
+        assert_eq!(parse_label("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_label("project").is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! Settings of `creditgate serve`: command-line flags, then environment variables, then the
+//! config file (`--config`, TOML), then the defaults below, in that order of precedence.
+//!
+//! Every field is documented with its default and unit; unknown fields in the file are an error,
+//! so a typo cannot silently leave a default in place.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::domain::{Amount, FeatureId, FeaturePrice, ModelId, PriceRule, TokenPrice, WalletId};
+use crate::gate::Limits;
+use crate::sync::SyncSettings;
+
+/// Default address of the gate service.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:50051";
+/// Default address of the admin service.
+pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:50052";
+/// Default data directory, relative to the working directory.
+pub const DATA_DIR_DEFAULT: &str = "creditgate-data";
+/// Shortest hold TTL anyone may ask for.
+pub const HOLD_TTL_MS_MIN: u64 = 1_000;
+
+/// The config file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Address of the gate service. Default `127.0.0.1:50051`.
+    pub listen: Option<SocketAddr>,
+    /// Address of the admin service. Default `127.0.0.1:50052`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Directory of the SQLite ledger. Default `creditgate-data`.
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Prices written to the ledger at start, replacing those of the same features.
+    #[serde(default)]
+    pub prices: Vec<PriceConfig>,
+}
+
+/// Limits and intervals. Each field's unit is the last part of its name.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// TTL of a hold whose request gives none. Default 60 000 (one minute).
+    pub hold_ttl_ms_default: u64,
+    /// Longest hold TTL a request may ask for. Default 86 400 000 (24 hours).
+    pub hold_ttl_ms_max: u64,
+    /// How long idempotency keys and ended holds are remembered. Default 86 400 000 (24 hours).
+    pub idempotency_ttl_ms: u64,
+    /// Time between sweeps for expired holds; a hold is released at most this long after its
+    /// expiry. Default 1 000.
+    pub sweep_interval_ms: u64,
+    /// Time between outbox flushes when no call is waiting for one. Default 100.
+    pub sync_interval_ms: u64,
+    /// Most outbox records per ledger transaction. Default 1 024.
+    pub sync_batch_len_max: usize,
+    /// How long a commit, charge or grant waits for the ledger before answering UNAVAILABLE.
+    /// Default 5 000.
+    pub ledger_timeout_ms: u64,
+    /// How long `serve` waits for calls in flight after SIGTERM. Default 10 000.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            hold_ttl_ms_default: 60_000,
+            hold_ttl_ms_max: 86_400_000,
+            idempotency_ttl_ms: 86_400_000,
+            sweep_interval_ms: 1_000,
+            sync_interval_ms: 100,
+            sync_batch_len_max: 1_024,
+            ledger_timeout_ms: 5_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// One feature's price in the config file: exactly one of `per_call`, `per_unit` and
+/// `per_million_tokens`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub feature: FeatureId,
+    /// Wallet that pays for the feature. Default `default`.
+    pub wallet: Option<WalletId>,
+    /// Flat price per call, e.g. `"0.002"`.
+    pub per_call: Option<Amount>,
+    /// Price per unit, e.g. `{ unit = "minute", price = "0.05" }`.
+    pub per_unit: Option<PerUnitConfig>,
+    /// Prices per 1M tokens by model, e.g. `{ "gpt-x" = { input = "3.00", output = "15.00" } }`.
+    pub per_million_tokens: Option<BTreeMap<ModelId, TokenPrice>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerUnitConfig {
+    pub unit: String,
+    pub price: Amount,
+}
+
+/// Why the settings could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Limit(String),
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        for (i, price) in config.prices.iter().enumerate() {
+            price.rule().map_err(|message| ConfigError::Invalid {
+                path: path.to_owned(),
+                message: format!("prices[{i}] ({}): {message}", price.feature),
+            })?;
+        }
+        Ok(config)
+    }
+}
+
+impl PriceConfig {
+    fn rule(&self) -> Result<PriceRule, String> {
+        match (&self.per_call, &self.per_unit, &self.per_million_tokens) {
+            (Some(price), None, None) => Ok(PriceRule::PerCall { price: *price }),
+            (None, Some(p), None) => {
+                if p.unit.is_empty() || !p.unit.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err("per_unit.unit must be letters, digits or _".into());
+                }
+                Ok(PriceRule::PerUnit {
+                    unit: p.unit.clone(),
+                    price: p.price,
+                })
+            }
+            (None, None, Some(models)) if !models.is_empty() => Ok(PriceRule::PerMillionTokens {
+                models: models.clone(),
+            }),
+            _ => Err("give exactly one of per_call, per_unit or per_million_tokens".into()),
+        }
+    }
+
+    pub fn to_feature_price(&self) -> FeaturePrice {
+        FeaturePrice {
+            feature: self.feature.clone(),
+            wallet: self.wallet.clone().unwrap_or_else(WalletId::default_wallet),
+            rule: self.rule().expect("checked when the file was loaded"),
+        }
+    }
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub limits: LimitsConfig,
+    pub prices: Vec<FeaturePrice>,
+}
+
+impl ServerConfig {
+    /// Merges flags and environment (already merged by the argument parser) over the file.
+    pub fn resolve(
+        listen: Option<SocketAddr>,
+        admin_listen: Option<SocketAddr>,
+        data_dir: Option<PathBuf>,
+        file: FileConfig,
+    ) -> Result<ServerConfig, ConfigError> {
+        let default_addr = |text: &str| text.parse().expect("default addresses parse");
+        let config = ServerConfig {
+            listen: listen.or(file.listen).unwrap_or_else(|| default_addr(LISTEN_DEFAULT)),
+            admin_listen: admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| default_addr(ADMIN_LISTEN_DEFAULT)),
+            data_dir: data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            prices: file.prices.iter().map(PriceConfig::to_feature_price).collect(),
+            limits: file.limits,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Settings for a server on free loopback ports with the given data directory, for tests.
+    pub fn for_tests(data_dir: PathBuf) -> ServerConfig {
+        let any = "127.0.0.1:0".parse().expect("literal address");
+        ServerConfig {
+            listen: any,
+            admin_listen: any,
+            data_dir,
+            limits: LimitsConfig::default(),
+            prices: Vec::new(),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if l.hold_ttl_ms_max < HOLD_TTL_MS_MIN {
+            return Err(ConfigError::Limit(format!(
+                "limits.hold_ttl_ms_max must be at least {HOLD_TTL_MS_MIN}"
+            )));
+        }
+        if !(HOLD_TTL_MS_MIN..=l.hold_ttl_ms_max).contains(&l.hold_ttl_ms_default) {
+            return Err(ConfigError::Limit(format!(
+                "limits.hold_ttl_ms_default must be between {HOLD_TTL_MS_MIN} and limits.hold_ttl_ms_max"
+            )));
+        }
+        let positive = [
+            ("limits.sweep_interval_ms", l.sweep_interval_ms),
+            ("limits.sync_interval_ms", l.sync_interval_ms),
+            ("limits.sync_batch_len_max", l.sync_batch_len_max as u64),
+            ("limits.ledger_timeout_ms", l.ledger_timeout_ms),
+            ("limits.idempotency_ttl_ms", l.idempotency_ttl_ms),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Limit(format!("{name} must be greater than 0")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn gate_limits(&self) -> Limits {
+        Limits {
+            hold_ttl_ms_default: self.limits.hold_ttl_ms_default,
+            hold_ttl_ms_min: HOLD_TTL_MS_MIN,
+            hold_ttl_ms_max: self.limits.hold_ttl_ms_max,
+        }
+    }
+
+    pub fn sync_settings(&self) -> SyncSettings {
+        SyncSettings {
+            batch_len_max: self.limits.sync_batch_len_max,
+            interval_ms: self.limits.sync_interval_ms,
+            sweep_interval_ms: self.limits.sweep_interval_ms,
+            sweep_batch_len_max: 1_024,
+            retention_ms: self.limits.idempotency_ttl_ms as i64,
+            retry_backoff_ms: 50,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_into_prices_and_limits() {
+        let text = r#"
+            listen = "127.0.0.1:6000"
+            [limits]
+            hold_ttl_ms_default = 30000
+            [[prices]]
+            feature = "chat.completions"
+            per_million_tokens = { "gpt-x" = { input = "3.00", output = "15.00" } }
+            [[prices]]
+            feature = "agent.minutes"
+            wallet = "cloud"
+            per_unit = { unit = "minute", price = "0.05" }
+            [[prices]]
+            feature = "image.generate"
+            per_call = "0.04"
+        "#;
+        let file: FileConfig = toml::from_str(text).unwrap();
+        let config = ServerConfig::resolve(None, None, None, file).unwrap();
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.admin_listen.to_string(), ADMIN_LISTEN_DEFAULT);
+        assert_eq!(config.limits.hold_ttl_ms_default, 30_000);
+        assert_eq!(config.limits.hold_ttl_ms_max, 86_400_000);
+        assert_eq!(config.prices.len(), 3);
+        assert_eq!(config.prices[1].wallet.as_str(), "cloud");
+        assert_eq!(config.prices[2].rule.describe(), "0.04 per call");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: FileConfig = toml::from_str(r#"listen = "127.0.0.1:6000""#).unwrap();
+        let flag = Some("127.0.0.1:7000".parse().unwrap());
+        let config = ServerConfig::resolve(flag, None, None, file).unwrap();
+        assert_eq!(config.listen.port(), 7000);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_prices_are_refused() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[[prices]]\nfeature = \"f\"\nper_call = \"1e3\"").is_err());
+        let both: FileConfig = toml::from_str(
+            "[[prices]]\nfeature = \"f\"\nper_call = \"1\"\nper_unit = { unit = \"m\", price = \"1\" }",
+        )
+        .unwrap();
+        assert!(both.prices[0].rule().is_err());
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let file: FileConfig = toml::from_str("[limits]\nhold_ttl_ms_default = 10").unwrap();
+        assert!(ServerConfig::resolve(None, None, None, file).is_err());
+    }
+}

@@ -1,0 +1,196 @@
+//! Wires the parts together and runs them: ledger, store rebuilt from it, gate, sync loop,
+//! sweeper, and the two gRPC services, until shutdown.
+//!
+//! Shutdown happens in two steps: the services stop taking calls and finish the ones in flight
+//! (within the grace period); then the sync loop flushes the outbox once more and the ledger is
+//! closed, so that nothing a call acknowledged is left behind.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::admin::AdminService;
+use crate::api::gate::GateService;
+use crate::clock::Clock;
+use crate::config::ServerConfig;
+use crate::gate::{Catalog, Gate};
+use crate::ledger::sqlite::SqliteLedger;
+use crate::ledger::{Ledger, LedgerError};
+use crate::shutdown::{self, ShutdownTrigger};
+use crate::store::memory::MemoryStore;
+use crate::store::{BalanceStore, StoreError};
+use crate::sync::{self, SyncLoop};
+
+/// Largest request message accepted, in bytes.
+pub const REQUEST_LEN_MAX: usize = 64 * 1024;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running server. Dropping it without [`Server::stop`] leaves its tasks to the runtime.
+pub struct Server {
+    gate_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    stop_serving: ShutdownTrigger,
+    stop_background: ShutdownTrigger,
+    services: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    ledger: SqliteLedger,
+    grace: Duration,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
+}
+
+impl Server {
+    /// Opens the ledger, rebuilds the store from it, and starts serving.
+    pub async fn start(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+        let ledger = SqliteLedger::open(&config.data_dir).await?;
+        let store = Arc::new(MemoryStore::new(clock.clone()));
+        let retention_ms = config.limits.idempotency_ttl_ms as i64;
+        let accounts = ledger.load_accounts(clock.now_ms(), retention_ms).await?;
+        let account_count = accounts.len();
+        store.load(accounts).await?;
+        if !config.prices.is_empty() {
+            ledger.put_prices(&config.prices, clock.now_ms()).await?;
+        }
+        let mut catalog = Catalog::default();
+        for price in ledger.prices().await? {
+            catalog.put(price);
+        }
+        tracing::info!(
+            accounts = account_count,
+            prices = catalog.len(),
+            data_dir = %config.data_dir.display(),
+            "store rebuilt from the ledger"
+        );
+
+        let store: Arc<dyn BalanceStore> = store;
+        let ledger_dyn: Arc<dyn Ledger> = Arc::new(ledger.clone());
+        let settings = config.sync_settings();
+        let (sync_loop, durability) = SyncLoop::new(
+            store.clone(),
+            ledger_dyn.clone(),
+            settings.clone(),
+            Duration::from_millis(config.limits.ledger_timeout_ms),
+        );
+        let gate = Arc::new(Gate::new(
+            store.clone(),
+            ledger_dyn,
+            catalog,
+            Some(durability),
+            config.gate_limits(),
+        ));
+
+        let gate_listener = bind(config.listen).await?;
+        let admin_listener = bind(config.admin_listen).await?;
+        let gate_addr = gate_listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.admin_listen,
+            source,
+        })?;
+
+        let (stop_background, background_shutdown) = shutdown::channel();
+        let background = vec![
+            tokio::spawn(sync_loop.run(background_shutdown.clone())),
+            tokio::spawn(sync::sweep(store, settings, background_shutdown)),
+        ];
+
+        let (stop_serving, serving_shutdown) = shutdown::channel();
+        let gate_service = GateService::new(gate.clone())
+            .into_server()
+            .max_decoding_message_size(REQUEST_LEN_MAX);
+        let admin_service = AdminService::new(gate)
+            .into_server()
+            .max_decoding_message_size(REQUEST_LEN_MAX);
+        let mut gate_shutdown = serving_shutdown.clone();
+        let mut admin_shutdown = serving_shutdown;
+        let services = vec![
+            tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(gate_service)
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(gate_listener),
+                        async move { gate_shutdown.wait().await },
+                    )
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "gate service failed");
+                }
+            }),
+            tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(admin_service)
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(admin_listener),
+                        async move { admin_shutdown.wait().await },
+                    )
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "admin service failed");
+                }
+            }),
+        ];
+        tracing::info!(%gate_addr, %admin_addr, "creditgate serving");
+        Ok(Server {
+            gate_addr,
+            admin_addr,
+            stop_serving,
+            stop_background,
+            services,
+            background,
+            ledger,
+            grace: Duration::from_millis(config.limits.shutdown_grace_ms),
+        })
+    }
+
+    /// Address the gate service listens on.
+    pub fn gate_addr(&self) -> SocketAddr {
+        self.gate_addr
+    }
+
+    /// Address the admin service listens on.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Stops taking calls, finishes those in flight within the grace period, flushes the
+    /// outbox to the ledger and closes it.
+    pub async fn stop(self) {
+        self.stop_serving.fire();
+        let deadline = tokio::time::Instant::now() + self.grace;
+        for mut service in self.services {
+            if tokio::time::timeout_at(deadline, &mut service).await.is_err() {
+                tracing::warn!(grace = ?self.grace, "calls still in flight after the grace period");
+                service.abort();
+            }
+        }
+        self.stop_background.fire();
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.ledger.close().await;
+        tracing::info!("creditgate stopped");
+    }
+}
