@@ -1,0 +1,151 @@
+//! Helpers shared by the end-to-end tests: a real server on free loopback ports, with its own
+//! data directory, and gRPC clients connected to it.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use creditgate::clock::{Clock, ManualClock, SystemClock};
+use creditgate::config::ServerConfig;
+use creditgate::proto::admin_client::AdminClient;
+use creditgate::proto::gate_client::GateClient;
+use creditgate::proto::{self, reserve_request};
+use creditgate::server::Server;
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub server: Server,
+    pub gate: GateClient<Channel>,
+    pub admin: AdminClient<Channel>,
+}
+
+/// Settings for tests: free ports, short sweep interval.
+pub fn config(data_dir: &Path) -> ServerConfig {
+    let mut config = ServerConfig::for_tests(data_dir.to_owned());
+    config.limits.sweep_interval_ms = 20;
+    config.limits.sync_interval_ms = 10;
+    config
+}
+
+pub async fn start(data_dir: &Path) -> TestServer {
+    start_with(config(data_dir), Arc::new(SystemClock)).await
+}
+
+/// A server whose store clock moves only when the test says.
+pub async fn start_manual(data_dir: &Path) -> (TestServer, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let server = start_with(config(data_dir), clock.clone()).await;
+    (server, clock)
+}
+
+pub async fn start_with(config: ServerConfig, clock: Arc<dyn Clock>) -> TestServer {
+    let server = Server::start(config, clock).await.expect("server starts");
+    let gate = GateClient::connect(format!("http://{}", server.gate_addr()))
+        .await
+        .expect("gate client connects");
+    let admin = AdminClient::connect(format!("http://{}", server.admin_addr()))
+        .await
+        .expect("admin client connects");
+    TestServer {
+        server,
+        gate,
+        admin,
+    }
+}
+
+pub async fn grant(admin: &mut AdminClient<Channel>, account: &str, grant_id: &str, amount: &str) {
+    admin
+        .add_grant(proto::AddGrantRequest {
+            account_id: account.into(),
+            grant_id: grant_id.into(),
+            amount: amount.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("grant succeeds");
+}
+
+pub fn reserve_amount(account: &str, feature: &str, amount: &str) -> proto::ReserveRequest {
+    proto::ReserveRequest {
+        account_id: account.into(),
+        feature: feature.into(),
+        cost: Some(reserve_request::Cost::Amount(amount.into())),
+        ..Default::default()
+    }
+}
+
+pub fn charge_amount(account: &str, feature: &str, amount: &str) -> proto::ChargeRequest {
+    proto::ChargeRequest {
+        account_id: account.into(),
+        feature: feature.into(),
+        cost: Some(proto::charge_request::Cost::Amount(amount.into())),
+        ..Default::default()
+    }
+}
+
+pub fn commit_amount(id: &str, amount: &str) -> proto::CommitRequest {
+    proto::CommitRequest {
+        reservation_id: id.into(),
+        actual: Some(proto::commit_request::Actual::Amount(amount.into())),
+    }
+}
+
+/// The wallets of an account by name.
+pub async fn balance(
+    gate: &mut GateClient<Channel>,
+    account: &str,
+) -> HashMap<String, proto::WalletBalance> {
+    gate.get_balance(proto::GetBalanceRequest {
+        account_id: account.into(),
+        wallet: String::new(),
+    })
+    .await
+    .expect("balance succeeds")
+    .into_inner()
+    .wallets
+    .into_iter()
+    .map(|w| (w.wallet.clone(), w))
+    .collect()
+}
+
+pub async fn default_wallet(gate: &mut GateClient<Channel>, account: &str) -> proto::WalletBalance {
+    balance(gate, account)
+        .await
+        .remove("default")
+        .expect("default wallet exists")
+}
+
+pub async fn entries(admin: &mut AdminClient<Channel>, account: &str) -> Vec<proto::LedgerEntry> {
+    admin
+        .list_entries(proto::ListEntriesRequest {
+            account_id: account.into(),
+            limit: 1_000,
+        })
+        .await
+        .expect("listing succeeds")
+        .into_inner()
+        .entries
+}
+
+/// Polls `probe` until it returns true, failing after `timeout`. For conditions that a
+/// background task makes true (the sweeper), so the test does not depend on its timing.
+pub async fn eventually<F, Fut>(timeout: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !probe().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub const ALLOWED: i32 = proto::Decision::Allowed as i32;
+pub const DENIED: i32 = proto::Decision::Denied as i32;
