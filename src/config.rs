@@ -141,7 +141,12 @@ impl PriceConfig {
         match (&self.per_call, &self.per_unit, &self.per_million_tokens) {
             (Some(price), None, None) => Ok(PriceRule::PerCall { price: *price }),
             (None, Some(p), None) => {
-                if p.unit.is_empty() || !p.unit.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                if p.unit.is_empty()
+                    || !p
+                        .unit
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
                     return Err("per_unit.unit must be letters, digits or _".into());
                 }
                 Ok(PriceRule::PerUnit {
@@ -185,14 +190,20 @@ impl ServerConfig {
     ) -> Result<ServerConfig, ConfigError> {
         let default_addr = |text: &str| text.parse().expect("default addresses parse");
         let config = ServerConfig {
-            listen: listen.or(file.listen).unwrap_or_else(|| default_addr(LISTEN_DEFAULT)),
+            listen: listen
+                .or(file.listen)
+                .unwrap_or_else(|| default_addr(LISTEN_DEFAULT)),
             admin_listen: admin_listen
                 .or(file.admin_listen)
                 .unwrap_or_else(|| default_addr(ADMIN_LISTEN_DEFAULT)),
             data_dir: data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
-            prices: file.prices.iter().map(PriceConfig::to_feature_price).collect(),
+            prices: file
+                .prices
+                .iter()
+                .map(PriceConfig::to_feature_price)
+                .collect(),
             limits: file.limits,
         };
         config.check()?;
@@ -301,7 +312,10 @@ mod tests {
     #[test]
     fn unknown_fields_and_bad_prices_are_refused() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
-        assert!(toml::from_str::<FileConfig>("[[prices]]\nfeature = \"f\"\nper_call = \"1e3\"").is_err());
+        assert!(
+            toml::from_str::<FileConfig>("[[prices]]\nfeature = \"f\"\nper_call = \"1e3\"")
+                .is_err()
+        );
         let both: FileConfig = toml::from_str(
             "[[prices]]\nfeature = \"f\"\nper_call = \"1\"\nper_unit = { unit = \"m\", price = \"1\" }",
         )

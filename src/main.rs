@@ -282,11 +282,20 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
             };
             (cli::reserve(&a.connection, call).await?, a.connection.json)
         }
-        Command::Commit(a) => (cli::commit(&a.connection, a.id, a.cost).await?, a.connection.json),
+        Command::Commit(a) => (
+            cli::commit(&a.connection, a.id, a.cost).await?,
+            a.connection.json,
+        ),
         Command::Release(a) => (cli::release(&a.connection, a.id).await?, a.connection.json),
         Command::Extend(a) => (
-            cli::extend(&a.connection, a.id, a.amount, a.ttl.unwrap_or(0), a.idempotency_key)
-                .await?,
+            cli::extend(
+                &a.connection,
+                a.id,
+                a.amount,
+                a.ttl.unwrap_or(0),
+                a.idempotency_key,
+            )
+            .await?,
             a.connection.json,
         ),
         Command::Charge(a) => {

@@ -102,14 +102,18 @@ impl Server {
 
         let gate_listener = bind(config.listen).await?;
         let admin_listener = bind(config.admin_listen).await?;
-        let gate_addr = gate_listener.local_addr().map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Listen {
-            addr: config.admin_listen,
-            source,
-        })?;
+        let gate_addr = gate_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.admin_listen,
+                source,
+            })?;
 
         let (stop_background, background_shutdown) = shutdown::channel();
         let background = vec![
@@ -181,7 +185,10 @@ impl Server {
         self.stop_serving.fire();
         let deadline = tokio::time::Instant::now() + self.grace;
         for mut service in self.services {
-            if tokio::time::timeout_at(deadline, &mut service).await.is_err() {
+            if tokio::time::timeout_at(deadline, &mut service)
+                .await
+                .is_err()
+            {
                 tracing::warn!(grace = ?self.grace, "calls still in flight after the grace period");
                 service.abort();
             }

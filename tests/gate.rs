@@ -38,7 +38,12 @@ async fn walk_through_grant_reserve_commit_balance_restart() {
 
     let wallet = default_wallet(&mut t.gate, "acme").await;
     assert_eq!(
-        (wallet.granted.as_str(), wallet.held.as_str(), wallet.spent.as_str(), wallet.available.as_str()),
+        (
+            wallet.granted.as_str(),
+            wallet.held.as_str(),
+            wallet.spent.as_str(),
+            wallet.available.as_str()
+        ),
         ("10.00", "0.00", "2.50", "7.50")
     );
 
@@ -103,7 +108,11 @@ async fn reserve_retries_with_the_same_key_return_the_first_reply() {
     different.cost = Some(reserve_request::Cost::Amount("4.00".into()));
     let status = t.gate.reserve(different).await.unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
-    assert!(status.message().contains("idempotency_key"), "{}", status.message());
+    assert!(
+        status.message().contains("idempotency_key"),
+        "{}",
+        status.message()
+    );
     assert_eq!(default_wallet(&mut t.gate, "acme").await.held, "3.00");
     t.server.stop().await;
 }
@@ -119,19 +128,34 @@ async fn charge_and_commit_retries_change_nothing_and_survive_a_restart() {
     charge.labels.insert("project".into(), "atlas".into());
     let first = t.gate.charge(charge.clone()).await.unwrap().into_inner();
     assert_eq!(first.decision, ALLOWED);
-    assert_eq!(t.gate.charge(charge.clone()).await.unwrap().into_inner(), first);
+    assert_eq!(
+        t.gate.charge(charge.clone()).await.unwrap().into_inner(),
+        first
+    );
 
-    let hold = t.gate.reserve(reserve_amount("acme", "chat", "2.00")).await.unwrap().into_inner();
+    let hold = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "2.00"))
+        .await
+        .unwrap()
+        .into_inner();
     let commit = commit_amount(&hold.reservation_id, "1.00");
     let committed = t.gate.commit(commit.clone()).await.unwrap().into_inner();
-    assert_eq!(t.gate.commit(commit.clone()).await.unwrap().into_inner(), committed);
+    assert_eq!(
+        t.gate.commit(commit.clone()).await.unwrap().into_inner(),
+        committed
+    );
     let status = t
         .gate
         .commit(commit_amount(&hold.reservation_id, "1.50"))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains("already committed"), "{}", status.message());
+    assert!(
+        status.message().contains("already committed"),
+        "{}",
+        status.message()
+    );
 
     let before = default_wallet(&mut t.gate, "acme").await;
     assert_eq!(before.available, "7.75");
@@ -144,12 +168,18 @@ async fn charge_and_commit_retries_change_nothing_and_survive_a_restart() {
     assert_eq!(t.gate.commit(commit).await.unwrap().into_inner(), committed);
     assert_eq!(default_wallet(&mut t.gate, "acme").await, before);
     let after = entries(&mut t.admin, "acme").await;
-    assert_eq!(after, history, "history is kept and nothing was charged twice");
+    assert_eq!(
+        after, history,
+        "history is kept and nothing was charged twice"
+    );
     let charge_entry = after
         .iter()
         .find(|e| e.kind == proto::EntryKind::Charge as i32)
         .unwrap();
-    assert_eq!(charge_entry.labels.get("project").map(String::as_str), Some("atlas"));
+    assert_eq!(
+        charge_entry.labels.get("project").map(String::as_str),
+        Some("atlas")
+    );
     assert_eq!(charge_entry.idempotency_key, "call-7");
     t.server.stop().await;
 }
@@ -159,7 +189,12 @@ async fn an_open_hold_survives_a_restart_and_can_still_be_committed() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = start(dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
-    let hold = t.gate.reserve(reserve_amount("acme", "chat", "4.00")).await.unwrap().into_inner();
+    let hold = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "4.00"))
+        .await
+        .unwrap()
+        .into_inner();
     t.server.stop().await;
 
     let mut t = start(dir.path()).await;
@@ -232,7 +267,12 @@ async fn release_gives_the_hold_back_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = start(dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
-    let hold = t.gate.reserve(reserve_amount("acme", "chat", "3.00")).await.unwrap().into_inner();
+    let hold = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "3.00"))
+        .await
+        .unwrap()
+        .into_inner();
     let release = proto::ReleaseRequest {
         reservation_id: hold.reservation_id.clone(),
     };
@@ -246,7 +286,11 @@ async fn release_gives_the_hold_back_once() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains("released"), "{}", status.message());
+    assert!(
+        status.message().contains("released"),
+        "{}",
+        status.message()
+    );
 
     let unknown = t
         .gate
@@ -264,7 +308,12 @@ async fn a_commit_above_the_hold_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = start(dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
-    let hold = t.gate.reserve(reserve_amount("acme", "chat", "3.00")).await.unwrap().into_inner();
+    let hold = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "3.00"))
+        .await
+        .unwrap()
+        .into_inner();
     let status = t
         .gate
         .commit(commit_amount(&hold.reservation_id, "3.01"))
@@ -303,8 +352,15 @@ async fn extend_adds_to_the_hold_when_the_wallet_covers_it() {
     assert_eq!(extended.decision, ALLOWED);
     assert_eq!(extended.amount, "8.00");
     assert_eq!(extended.available, "2.00");
-    assert_eq!(extended.expires_at_ms, hold.expires_at_ms - 60_000 + 30_000 + 120_000);
-    assert_eq!(t.gate.extend(extend).await.unwrap().into_inner(), extended, "retry adds nothing");
+    assert_eq!(
+        extended.expires_at_ms,
+        hold.expires_at_ms - 60_000 + 30_000 + 120_000
+    );
+    assert_eq!(
+        t.gate.extend(extend).await.unwrap().into_inner(),
+        extended,
+        "retry adds nothing"
+    );
 
     let too_much = t
         .gate
@@ -317,7 +373,10 @@ async fn extend_adds_to_the_hold_when_the_wallet_covers_it() {
         .unwrap()
         .into_inner();
     assert_eq!(too_much.decision, DENIED);
-    assert_eq!(too_much.reason, proto::DenyReason::InsufficientCredits as i32);
+    assert_eq!(
+        too_much.reason,
+        proto::DenyReason::InsufficientCredits as i32
+    );
     assert_eq!(default_wallet(&mut t.gate, "acme").await.held, "8.00");
 
     // The original expiry has passed; the extended one has not.
@@ -350,9 +409,19 @@ async fn charge_is_denied_without_credit_and_check_holds_nothing() {
     assert_eq!(no.decision, DENIED);
     assert_eq!(default_wallet(&mut t.gate, "acme").await.held, "0.00");
 
-    let charged = t.gate.charge(charge_amount("acme", "chat", "1.00")).await.unwrap().into_inner();
+    let charged = t
+        .gate
+        .charge(charge_amount("acme", "chat", "1.00"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(charged.decision, ALLOWED);
-    let denied = t.gate.charge(charge_amount("acme", "chat", "0.01")).await.unwrap().into_inner();
+    let denied = t
+        .gate
+        .charge(charge_amount("acme", "chat", "0.01"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(denied.decision, DENIED);
     assert_eq!(denied.reason, proto::DenyReason::InsufficientCredits as i32);
     assert_eq!(denied.available, "0.00");
@@ -361,9 +430,17 @@ async fn charge_is_denied_without_credit_and_check_holds_nothing() {
         feature: "chat".into(),
         ..Default::default()
     };
-    assert_eq!(t.gate.check(anything).await.unwrap().into_inner().decision, DENIED);
+    assert_eq!(
+        t.gate.check(anything).await.unwrap().into_inner().decision,
+        DENIED
+    );
 
-    let stranger = t.gate.reserve(reserve_amount("nobody", "chat", "1.00")).await.unwrap().into_inner();
+    let stranger = t
+        .gate
+        .reserve(reserve_amount("nobody", "chat", "1.00"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stranger.decision, DENIED);
     assert_eq!(stranger.reason, proto::DenyReason::AccountNotFound as i32);
     t.server.stop().await;
@@ -480,7 +557,12 @@ async fn grants_are_spent_in_consumption_order_and_scoped_credit_stays_in_scope(
     for request in [
         add("bought", "10.00", proto::GrantKind::Prepaid, vec![]),
         add("plan", "2.00", proto::GrantKind::Included, vec![]),
-        add("trial", "1.00", proto::GrantKind::Promotional, vec!["agent.minutes".into()]),
+        add(
+            "trial",
+            "1.00",
+            proto::GrantKind::Promotional,
+            vec!["agent.minutes".into()],
+        ),
     ] {
         t.admin.add_grant(request).await.unwrap();
     }
@@ -490,8 +572,15 @@ async fn grants_are_spent_in_consumption_order_and_scoped_credit_stays_in_scope(
         .await
         .unwrap()
         .into_inner();
-    let split: Vec<_> = hold.split.iter().map(|p| (p.grant_id.as_str(), p.amount.as_str())).collect();
-    assert_eq!(split, [("trial", "1.00"), ("plan", "2.00"), ("bought", "1.00")]);
+    let split: Vec<_> = hold
+        .split
+        .iter()
+        .map(|p| (p.grant_id.as_str(), p.amount.as_str()))
+        .collect();
+    assert_eq!(
+        split,
+        [("trial", "1.00"), ("plan", "2.00"), ("bought", "1.00")]
+    );
 
     let chat = t
         .gate
@@ -500,7 +589,11 @@ async fn grants_are_spent_in_consumption_order_and_scoped_credit_stays_in_scope(
         .unwrap()
         .into_inner();
     assert_eq!(chat.decision, ALLOWED);
-    let split: Vec<_> = chat.split.iter().map(|p| (p.grant_id.as_str(), p.amount.as_str())).collect();
+    let split: Vec<_> = chat
+        .split
+        .iter()
+        .map(|p| (p.grant_id.as_str(), p.amount.as_str()))
+        .collect();
     assert_eq!(split, [("bought", "9.00")]);
     t.server.stop().await;
 }
@@ -515,9 +608,19 @@ async fn grants_are_idempotent_by_id_and_voids_stop_spending() {
         amount: "5.00".into(),
         ..Default::default()
     };
-    let first = t.admin.add_grant(request.clone()).await.unwrap().into_inner();
+    let first = t
+        .admin
+        .add_grant(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(first.created);
-    let again = t.admin.add_grant(request.clone()).await.unwrap().into_inner();
+    let again = t
+        .admin
+        .add_grant(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!again.created);
     assert_eq!(again.available, "5.00");
     let mut different = request.clone();
@@ -525,7 +628,12 @@ async fn grants_are_idempotent_by_id_and_voids_stop_spending() {
     let status = t.admin.add_grant(different).await.unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
 
-    let hold = t.gate.reserve(reserve_amount("acme", "chat", "2.00")).await.unwrap().into_inner();
+    let hold = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "2.00"))
+        .await
+        .unwrap()
+        .into_inner();
     let void = t
         .admin
         .void_grant(proto::VoidGrantRequest {
@@ -538,7 +646,12 @@ async fn grants_are_idempotent_by_id_and_voids_stop_spending() {
         .into_inner();
     assert_eq!(void.voided, "3.00");
     assert_eq!(void.available, "0.00");
-    let denied = t.gate.reserve(reserve_amount("acme", "chat", "0.01")).await.unwrap().into_inner();
+    let denied = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "0.01"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(denied.decision, DENIED);
     // The hold taken before the void can still be committed.
     let commit = t
@@ -548,10 +661,18 @@ async fn grants_are_idempotent_by_id_and_voids_stop_spending() {
         .unwrap()
         .into_inner();
     assert_eq!(commit.charged, "2.00");
-    let kinds: Vec<i32> = entries(&mut t.admin, "acme").await.iter().map(|e| e.kind).collect();
+    let kinds: Vec<i32> = entries(&mut t.admin, "acme")
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(
         kinds,
-        [proto::EntryKind::Commit as i32, proto::EntryKind::Void as i32, proto::EntryKind::Grant as i32]
+        [
+            proto::EntryKind::Commit as i32,
+            proto::EntryKind::Void as i32,
+            proto::EntryKind::Grant as i32
+        ]
     );
     t.server.stop().await;
 }
@@ -561,7 +682,12 @@ async fn a_suspended_account_is_denied_new_spending() {
     let dir = tempfile::tempdir().unwrap();
     let mut t = start(dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
-    let hold = t.gate.reserve(reserve_amount("acme", "chat", "1.00")).await.unwrap().into_inner();
+    let hold = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "1.00"))
+        .await
+        .unwrap()
+        .into_inner();
     t.admin
         .put_account(proto::PutAccountRequest {
             account_id: "acme".into(),
@@ -570,7 +696,12 @@ async fn a_suspended_account_is_denied_new_spending() {
         })
         .await
         .unwrap();
-    let denied = t.gate.reserve(reserve_amount("acme", "chat", "1.00")).await.unwrap().into_inner();
+    let denied = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "1.00"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(denied.reason, proto::DenyReason::AccountSuspended as i32);
     t.gate
         .commit(commit_amount(&hold.reservation_id, "1.00"))

@@ -36,19 +36,29 @@ type Reply<T> = Result<Response<T>, Status>;
 
 fn catalog_to_proto(catalog: &crate::gate::Catalog) -> proto::PriceCatalog {
     proto::PriceCatalog {
-        features: catalog.iter().map(convert::feature_price_to_proto).collect(),
+        features: catalog
+            .iter()
+            .map(convert::feature_price_to_proto)
+            .collect(),
     }
 }
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
-    async fn put_account(&self, request: Request<proto::PutAccountRequest>) -> Reply<proto::Account> {
+    async fn put_account(
+        &self,
+        request: Request<proto::PutAccountRequest>,
+    ) -> Reply<proto::Account> {
         let r = request.into_inner();
         let id = convert::account(&r.account_id).map_err(status)?;
-        if r.display_name.len() > DISPLAY_NAME_LEN_MAX || r.display_name.chars().any(char::is_control) {
+        if r.display_name.len() > DISPLAY_NAME_LEN_MAX
+            || r.display_name.chars().any(char::is_control)
+        {
             return Err(status(GateError::invalid(
                 "display_name",
-                format!("must be at most {DISPLAY_NAME_LEN_MAX} bytes of text without control characters"),
+                format!(
+                    "must be at most {DISPLAY_NAME_LEN_MAX} bytes of text without control characters"
+                ),
             )));
         }
         let update = AccountUpdate {
@@ -60,16 +70,25 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(convert::account_to_proto(&account)))
     }
 
-    async fn get_account(&self, request: Request<proto::GetAccountRequest>) -> Reply<proto::Account> {
+    async fn get_account(
+        &self,
+        request: Request<proto::GetAccountRequest>,
+    ) -> Reply<proto::Account> {
         let id = convert::account(&request.get_ref().account_id).map_err(status)?;
         let account = self.gate.account(&id).await.map_err(status)?;
         Ok(Response::new(convert::account_to_proto(&account)))
     }
 
-    async fn add_grant(&self, request: Request<proto::AddGrantRequest>) -> Reply<proto::AddGrantResponse> {
+    async fn add_grant(
+        &self,
+        request: Request<proto::AddGrantRequest>,
+    ) -> Reply<proto::AddGrantResponse> {
         let r = request.into_inner();
         if r.expires_at_ms < 0 {
-            return Err(status(GateError::invalid("expires_at_ms", "must not be negative")));
+            return Err(status(GateError::invalid(
+                "expires_at_ms",
+                "must not be negative",
+            )));
         }
         let features = r
             .features
@@ -98,7 +117,10 @@ impl admin_server::Admin for AdminService {
         }))
     }
 
-    async fn void_grant(&self, request: Request<proto::VoidGrantRequest>) -> Reply<proto::VoidGrantResponse> {
+    async fn void_grant(
+        &self,
+        request: Request<proto::VoidGrantRequest>,
+    ) -> Reply<proto::VoidGrantResponse> {
         let r = request.into_inner();
         let request = VoidRequest {
             account: convert::account(&r.account_id).map_err(status)?,
@@ -114,10 +136,16 @@ impl admin_server::Admin for AdminService {
         }))
     }
 
-    async fn set_prices(&self, request: Request<proto::SetPricesRequest>) -> Reply<proto::PriceCatalog> {
+    async fn set_prices(
+        &self,
+        request: Request<proto::SetPricesRequest>,
+    ) -> Reply<proto::PriceCatalog> {
         let r = request.into_inner();
         if r.features.is_empty() {
-            return Err(status(GateError::invalid("features", "at least one feature price is required")));
+            return Err(status(GateError::invalid(
+                "features",
+                "at least one feature price is required",
+            )));
         }
         let prices = r
             .features
@@ -130,7 +158,10 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(catalog_to_proto(&catalog)))
     }
 
-    async fn get_prices(&self, _request: Request<proto::GetPricesRequest>) -> Reply<proto::PriceCatalog> {
+    async fn get_prices(
+        &self,
+        _request: Request<proto::GetPricesRequest>,
+    ) -> Reply<proto::PriceCatalog> {
         Ok(Response::new(catalog_to_proto(&self.gate.prices())))
     }
 

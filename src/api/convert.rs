@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use crate::domain::grant::WalletTotals;
 use crate::domain::ids::check_labels;
 use crate::domain::{
-    Account, AccountId, AccountStatus, Amount, DenyReason, FeatureId, FeaturePrice, Grant,
-    GrantId, GrantKind, GrantStatus, IdempotencyKey, Labels, ModelId, Portion, PriceRule,
-    ReservationId, TokenPrice, Units, Usage, WalletId, format_minor,
+    Account, AccountId, AccountStatus, Amount, DenyReason, FeatureId, FeaturePrice, Grant, GrantId,
+    GrantKind, GrantStatus, IdempotencyKey, Labels, ModelId, Portion, PriceRule, ReservationId,
+    TokenPrice, Units, Usage, WalletId, format_minor,
 };
 use crate::gate::{Cost, GateError};
 use crate::proto;
@@ -155,7 +155,10 @@ pub fn grant_kind(kind: i32) -> Result<GrantKind, GateError> {
         Ok(proto::GrantKind::Unspecified | proto::GrantKind::Prepaid) => Ok(GrantKind::Prepaid),
         Ok(proto::GrantKind::Included) => Ok(GrantKind::Included),
         Ok(proto::GrantKind::Promotional) => Ok(GrantKind::Promotional),
-        Err(_) => Err(GateError::invalid("kind", format!("unknown grant kind {kind}"))),
+        Err(_) => Err(GateError::invalid(
+            "kind",
+            format!("unknown grant kind {kind}"),
+        )),
     }
 }
 
@@ -237,7 +240,9 @@ pub fn feature_price(index: usize, price: &proto::FeaturePrice) -> Result<Featur
         Some(Rule::PerUnit(p)) => {
             let unit_ok = !p.unit.is_empty()
                 && p.unit.len() <= UNIT_LEN_MAX
-                && p.unit.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                && p.unit
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !unit_ok {
                 return Err(GateError::invalid(
                     at("per_unit.unit"),

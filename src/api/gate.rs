@@ -30,7 +30,10 @@ type Reply<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl gate_server::Gate for GateService {
-    async fn reserve(&self, request: Request<proto::ReserveRequest>) -> Reply<proto::ReserveResponse> {
+    async fn reserve(
+        &self,
+        request: Request<proto::ReserveRequest>,
+    ) -> Reply<proto::ReserveResponse> {
         use proto::reserve_request::Cost as C;
         let r = request.into_inner();
         let (amount, usage) = match &r.cost {
@@ -98,7 +101,10 @@ impl gate_server::Gate for GateService {
         }))
     }
 
-    async fn release(&self, request: Request<proto::ReleaseRequest>) -> Reply<proto::ReleaseResponse> {
+    async fn release(
+        &self,
+        request: Request<proto::ReleaseRequest>,
+    ) -> Reply<proto::ReleaseResponse> {
         let id = convert::reservation(&request.get_ref().reservation_id).map_err(status)?;
         let receipt = self.gate.release(id).await.map_err(status)?;
         Ok(Response::new(proto::ReleaseResponse {

@@ -29,10 +29,18 @@ pub const EXIT_FAILED: i32 = 1;
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
     /// URL of the gate service.
-    #[arg(long, env = "CREDITGATE_SERVER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "CREDITGATE_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub server: String,
     /// URL of the admin service.
-    #[arg(long, env = "CREDITGATE_ADMIN_SERVER", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "CREDITGATE_ADMIN_SERVER",
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub admin_server: String,
     /// Print one JSON object with the proto's field names instead of lines.
     #[arg(long)]
@@ -109,7 +117,11 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("duration {text:?} has unknown unit {unit:?}: use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "duration {text:?} has unknown unit {unit:?}: use ms, s, m, h or d"
+            ));
+        }
     };
     number
         .checked_mul(scale)
@@ -225,7 +237,11 @@ pub async fn reserve(connection: &Connection, call: ReserveCall) -> Result<Answe
     })
 }
 
-pub async fn commit(connection: &Connection, id: String, cost: CostArgs) -> Result<Answer, CliError> {
+pub async fn commit(
+    connection: &Connection,
+    id: String,
+    cost: CostArgs,
+) -> Result<Answer, CliError> {
     use proto::commit_request::Actual;
     let actual = match (cost.amount.clone(), cost.usage()) {
         (Some(amount), _) => Some(Actual::Amount(amount)),
@@ -385,7 +401,11 @@ fn grant_json(g: &proto::GrantBalance) -> Value {
         .map(|k| k.as_str_name().trim_start_matches("GRANT_KIND_").to_owned())
         .unwrap_or_default();
     let status = proto::GrantStatus::try_from(g.status)
-        .map(|s| s.as_str_name().trim_start_matches("GRANT_STATUS_").to_owned())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("GRANT_STATUS_")
+                .to_owned()
+        })
         .unwrap_or_default();
     json!({
         "grant_id": g.grant_id,
@@ -499,7 +519,10 @@ mod tests {
 
     #[test]
     fn labels_are_key_value() {
-        assert_eq!(parse_label("project=atlas"), Ok(("project".into(), "atlas".into())));
+        assert_eq!(
+            parse_label("project=atlas"),
+            Ok(("project".into(), "atlas".into()))
+        );
         assert_eq!(parse_label("a=b=c"), Ok(("a".into(), "b=c".into())));
         assert!(parse_label("project").is_err());
     }

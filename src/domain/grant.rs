@@ -327,7 +327,11 @@ mod tests {
         let split = plan_draw(&grants, &feature("agent.minutes"), 1, 40).unwrap();
         assert_eq!(ids(&split), [("agents-only", 30), ("plan", 10)]);
         let split = plan_draw(&grants, &feature("chat"), 1, 30).unwrap();
-        assert_eq!(ids(&split), [("plan", 30)], "the scoped grant never pays for chat");
+        assert_eq!(
+            ids(&split),
+            [("plan", 30)],
+            "the scoped grant never pays for chat"
+        );
         assert_eq!(
             plan_draw(&grants, &feature("chat"), 1, 31),
             Err(Shortfall::Insufficient {
@@ -349,7 +353,12 @@ mod tests {
         let split = plan_draw(&grants, &feature("f"), 1, 40).unwrap();
         assert_eq!(
             ids(&split),
-            [("soon", 10), ("late", 10), ("never-old", 10), ("never-new", 10)]
+            [
+                ("soon", 10),
+                ("late", 10),
+                ("never-old", 10),
+                ("never-new", 10)
+            ]
         );
     }
 

@@ -113,7 +113,10 @@ mod tests {
                 assert_eq!(from.transition(to), Err(TransitionError { from, to }));
             }
         }
-        assert!(Held.transition(Held).is_err(), "holding twice is not a move");
+        assert!(
+            Held.transition(Held).is_err(),
+            "holding twice is not a move"
+        );
     }
 
     #[test]

@@ -51,7 +51,15 @@ impl Amount {
     ///
     /// Rejects signs, whitespace, exponents, words such as `NaN`, more than six fractional
     /// digits (even trailing zeros: the caller meant something we cannot promise to keep) and
-    /// values above [`Amount::MAX`].
+    /// values above [`Amount::max`].
+    ///
+    /// ```
+    /// use creditgate::domain::{Amount, AmountError};
+    ///
+    /// assert_eq!(Amount::parse("2.50").unwrap().to_minor(), 2_500_000);
+    /// assert_eq!(Amount::parse("1e3"), Err(AmountError::Malformed));
+    /// assert_eq!(Amount::parse("0.0000001"), Err(AmountError::TooPrecise { max: 6 }));
+    /// ```
     pub fn parse(text: &str) -> Result<Amount, AmountError> {
         let value = parse_decimal(text, SCALE)?;
         Self::from_decimal(value)

@@ -228,7 +228,10 @@ mod tests {
             unit: "minute".into(),
             price: amount("0.05"),
         };
-        assert_eq!(rule.cost_minor(&units("2.5"), Rounding::Charge), Ok(125_000));
+        assert_eq!(
+            rule.cost_minor(&units("2.5"), Rounding::Charge),
+            Ok(125_000)
+        );
         assert_eq!(
             rule.cost_minor(&Usage::default(), Rounding::Hold),
             Err(PriceError::UnitsRequired {

@@ -50,7 +50,10 @@ impl Gate {
 
     pub async fn add_grant(&self, request: GrantRequest) -> Result<GrantReceipt, GateError> {
         if request.amount.is_zero() {
-            return Err(GateError::invalid("amount", "a grant must be greater than zero"));
+            return Err(GateError::invalid(
+                "amount",
+                "a grant must be greater than zero",
+            ));
         }
         let mut features = request.features;
         features.sort();
@@ -89,7 +92,12 @@ impl Gate {
         }
         let written = self
             .store
-            .void_grant(&request.account, &request.grant, request.reason, new_entry_id())
+            .void_grant(
+                &request.account,
+                &request.grant,
+                request.reason,
+                new_entry_id(),
+            )
             .await?;
         self.make_durable(written.outbox_seq).await?;
         Ok(written.value)

@@ -245,13 +245,21 @@ impl Gate {
         request: ReserveRequest,
     ) -> Result<Priced<ReserveReceipt>, GateError> {
         let (wallet, price) = self.resolve(&request.feature, request.wallet.clone())?;
-        let amount = Self::cost_minor(&request.feature, &request.cost, price.as_ref(), Rounding::Hold)?;
+        let amount = Self::cost_minor(
+            &request.feature,
+            &request.cost,
+            price.as_ref(),
+            Rounding::Hold,
+        )?;
         if amount == 0 {
             let field = match request.cost {
                 Cost::Amount(_) => "amount",
                 Cost::Usage(_) => "usage",
             };
-            return Err(GateError::invalid(field, "a hold must be greater than zero"));
+            return Err(GateError::invalid(
+                field,
+                "a hold must be greater than zero",
+            ));
         }
         let ttl_ms = self.ttl_ms(request.ttl_ms)?;
         let idempotency = request.idempotency_key.clone().map(|key| Idempotency {
@@ -277,18 +285,21 @@ impl Gate {
         let amount = match &request.actual {
             Cost::Amount(amount) => amount.to_minor(),
             Cost::Usage(_) => {
-                let hold = self
-                    .store
-                    .hold(&request.id)
-                    .await?
-                    .ok_or_else(|| GateError::NotFound(format!("reservation {} does not exist", request.id)))?;
+                let hold = self.store.hold(&request.id).await?.ok_or_else(|| {
+                    GateError::NotFound(format!("reservation {} does not exist", request.id))
+                })?;
                 let price = hold.price.as_ref().ok_or_else(|| {
                     GateError::invalid(
                         "usage",
                         "the reservation was not priced from the catalog; commit an amount",
                     )
                 })?;
-                Self::cost_minor(&hold.feature, &request.actual, Some(price), Rounding::Charge)?
+                Self::cost_minor(
+                    &hold.feature,
+                    &request.actual,
+                    Some(price),
+                    Rounding::Charge,
+                )?
             }
         };
         let op = CommitOp {
@@ -334,8 +345,12 @@ impl Gate {
     /// Debits credit in one step.
     pub async fn charge(&self, request: ChargeRequest) -> Result<Priced<ChargeReceipt>, GateError> {
         let (wallet, price) = self.resolve(&request.feature, request.wallet.clone())?;
-        let amount =
-            Self::cost_minor(&request.feature, &request.cost, price.as_ref(), Rounding::Charge)?;
+        let amount = Self::cost_minor(
+            &request.feature,
+            &request.cost,
+            price.as_ref(),
+            Rounding::Charge,
+        )?;
         let idempotency = request.idempotency_key.clone().map(|key| Idempotency {
             key,
             fingerprint: fingerprint("charge", &request),

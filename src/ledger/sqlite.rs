@@ -235,7 +235,10 @@ fn read_account(row: &SqliteRow) -> Result<Account, LedgerError> {
     })
 }
 
-fn read_grant(row: &SqliteRow, spent: &HashMap<(String, String), i64>) -> Result<Grant, LedgerError> {
+fn read_grant(
+    row: &SqliteRow,
+    spent: &HashMap<(String, String), i64>,
+) -> Result<Grant, LedgerError> {
     let account: String = row.try_get("account_id")?;
     let id: String = row.try_get("grant_id")?;
     let wallet: String = row.try_get("wallet")?;
@@ -243,10 +246,7 @@ fn read_grant(row: &SqliteRow, spent: &HashMap<(String, String), i64>) -> Result
     let features: String = row.try_get("features")?;
     let priority: i64 = row.try_get("priority")?;
     let amount_minor: i64 = row.try_get("amount_minor")?;
-    let taken = spent
-        .get(&(account, id.clone()))
-        .copied()
-        .unwrap_or(0);
+    let taken = spent.get(&(account, id.clone())).copied().unwrap_or(0);
     Ok(Grant {
         terms: GrantTerms {
             id: parse(GrantId::parse(&id), "grant id", &id)?,
@@ -330,7 +330,11 @@ impl Ledger for SqliteLedger {
             let account: String = row.try_get("account_id")?;
             let remembered: Remembered =
                 from_json(&row.try_get::<String, _>("body")?, "idempotent reply")?;
-            snapshots.entry(account).or_default().remembered.push(remembered);
+            snapshots
+                .entry(account)
+                .or_default()
+                .remembered
+                .push(remembered);
         }
         Ok(snapshots.into_values().collect())
     }
@@ -377,13 +381,12 @@ impl Ledger for SqliteLedger {
         limit: usize,
     ) -> Result<Vec<LedgerEntry>, LedgerError> {
         let limit = limit.min(super::ENTRIES_LIMIT_MAX) as i64;
-        let rows = sqlx::query(
-            "SELECT * FROM entries WHERE account_id = ? ORDER BY seq DESC LIMIT ?",
-        )
-        .bind(account.as_str())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT * FROM entries WHERE account_id = ? ORDER BY seq DESC LIMIT ?")
+                .bind(account.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
         let mut entries = Vec::with_capacity(rows.len());
         for row in rows {
             let id: String = row.try_get("entry_id")?;

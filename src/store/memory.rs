@@ -16,9 +16,8 @@ use dashmap::mapref::one::RefMut;
 use super::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered, Reply};
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
-    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, ExtendOp, ExtendReceipt,
-    GrantReceipt, Idempotency, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError,
-    VoidReceipt, Written,
+    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, ExtendOp, ExtendReceipt, GrantReceipt,
+    Idempotency, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, VoidReceipt, Written,
 };
 use crate::clock::Clock;
 use crate::domain::grant::{
@@ -93,8 +92,7 @@ impl AccountState {
             reply,
             at_ms: now_ms,
         };
-        self.remembered
-            .insert(idempotency.key, remembered.clone());
+        self.remembered.insert(idempotency.key, remembered.clone());
         remembered
     }
 
@@ -435,10 +433,7 @@ impl BalanceStore for MemoryStore {
             reason: None,
             at_ms: now,
         };
-        let hold = state
-            .holds
-            .get_mut(op.id.token())
-            .expect("checked above");
+        let hold = state.holds.get_mut(op.id.token()).expect("checked above");
         hold.commit = Some(record.clone());
         let hold = hold.clone();
         self.retain(now, Retained::Hold(op.id.clone()));
@@ -517,10 +512,7 @@ impl BalanceStore for MemoryStore {
             }
         };
         state.adjust_held(&wallet, &extra, 1);
-        let hold = state
-            .holds
-            .get_mut(op.id.token())
-            .expect("checked above");
+        let hold = state.holds.get_mut(op.id.token()).expect("checked above");
         hold.amount_minor += op.additional_minor;
         merge_split(&mut hold.split, extra);
         let expiry_moved = match op.ttl_ms {
@@ -1003,13 +995,7 @@ impl BalanceStore for MemoryStore {
     }
 
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        Ok(self
-            .outbox()
-            .records
-            .iter()
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(self.outbox().records.iter().take(limit).cloned().collect())
     }
 
     async fn outbox_ack(&self, seq: u64) -> Result<(), StoreError> {

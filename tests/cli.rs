@@ -1,0 +1,254 @@
+//! The README walk-through with the real `creditgate` binary: a server process, the client
+//! subcommands with `--json`, `kill -9`, and a restart on the same data directory.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_creditgate");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Serve {
+    child: Child,
+    gate: String,
+    admin: String,
+}
+
+impl Serve {
+    fn start(data_dir: &Path, gate_port: u16, admin_port: u16) -> Serve {
+        let child = Command::new(BIN)
+            .args(["serve", "--listen"])
+            .arg(format!("127.0.0.1:{gate_port}"))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("creditgate serve starts");
+        let serve = Serve {
+            child,
+            gate: format!("http://127.0.0.1:{gate_port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", gate_port)).is_err()
+        {
+            assert!(Instant::now() < deadline, "server did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        serve
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args([
+                "--server",
+                &self.gate,
+                "--admin-server",
+                &self.admin,
+                "--json",
+            ])
+            .output()
+            .expect("creditgate client runs")
+    }
+
+    /// Runs a client subcommand, checks its exit status, and parses its JSON.
+    fn json(&self, args: &[&str], status: i32) -> Value {
+        let output = self.run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(status),
+            "{args:?}: stderr {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("one JSON object")
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_readme_walk_through_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gate_port, admin_port) = (free_port(), free_port());
+    let serve = Serve::start(dir.path(), gate_port, admin_port);
+
+    let grant = serve.json(&["grant", "--account", "acme", "--amount", "10.00"], 0);
+    assert_eq!(grant["available"], "10.00");
+
+    let hold = serve.json(
+        &[
+            "reserve",
+            "--account",
+            "acme",
+            "--feature",
+            "chat",
+            "--amount",
+            "3.00",
+            "--ttl",
+            "5m",
+        ],
+        0,
+    );
+    assert_eq!(hold["decision"], "ALLOWED");
+    assert_eq!(hold["available"], "7.00");
+    let id = hold["reservation_id"].as_str().unwrap().to_owned();
+
+    let commit = serve.json(&["commit", &id, "--amount", "2.50"], 0);
+    assert_eq!(commit["charged"], "2.50");
+    assert_eq!(commit["released"], "0.50");
+
+    let balance = serve.json(&["balance", "--account", "acme"], 0);
+    assert_eq!(balance["wallets"][0]["available"], "7.50");
+
+    let denied = serve.json(
+        &[
+            "reserve",
+            "--account",
+            "acme",
+            "--feature",
+            "chat",
+            "--amount",
+            "8.00",
+        ],
+        3,
+    );
+    assert_eq!(denied["decision"], "DENIED");
+    assert_eq!(denied["reason"], "INSUFFICIENT_CREDITS");
+
+    let failed = serve.run(&[
+        "reserve",
+        "--account",
+        "acme",
+        "--feature",
+        "chat",
+        "--amount",
+        "1e3",
+    ]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("amount"));
+
+    // An acknowledged commit is in the ledger file: SIGKILL loses nothing.
+    serve.kill_9();
+    let serve = Serve::start(dir.path(), gate_port, admin_port);
+    let balance = serve.json(&["balance", "--account", "acme"], 0);
+    assert_eq!(balance["wallets"][0]["available"], "7.50");
+    assert_eq!(balance["wallets"][0]["spent"], "2.50");
+    let again = serve.json(&["commit", &id, "--amount", "2.50"], 0);
+    assert_eq!(again, commit, "a retried commit returns the first answer");
+}
+
+/// Charges in flight from many tasks when the server is killed: every acknowledged charge is
+/// in the ledger after the restart, and retrying every attempted key charges each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_charges_survive_kill_9_and_retries_charge_once() {
+    use creditgate::proto::{self, gate_client::GateClient};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (gate_port, admin_port) = (free_port(), free_port());
+    let serve = Serve::start(dir.path(), gate_port, admin_port);
+    serve.json(&["grant", "--account", "acme", "--amount", "1000.00"], 0);
+
+    let charge = |key: String| proto::ChargeRequest {
+        account_id: "acme".into(),
+        feature: "chat".into(),
+        cost: Some(proto::charge_request::Cost::Amount("0.01".into())),
+        idempotency_key: key,
+        ..Default::default()
+    };
+    let client = GateClient::connect(serve.gate.clone()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let (mut client, stop) = (client.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut attempted, mut acknowledged) = (Vec::new(), 0);
+            for n in 0..100_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = format!("t{task}-{n}");
+                attempted.push(key.clone());
+                match client.charge(charge(key)).await {
+                    Ok(r) if r.get_ref().decision == proto::Decision::Allowed as i32 => {
+                        acknowledged += 1
+                    }
+                    Ok(_) => panic!("denied with credit left"),
+                    Err(_) => break,
+                }
+            }
+            (attempted, acknowledged)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    serve.kill_9();
+    stop.store(true, Ordering::Relaxed);
+    let (mut attempted, mut acknowledged) = (Vec::new(), 0);
+    for task in tasks {
+        let (keys, acked) = task.await.unwrap();
+        attempted.extend(keys);
+        acknowledged += acked;
+    }
+    assert!(
+        acknowledged > 0,
+        "some charges were acknowledged before the kill"
+    );
+    eprintln!(
+        "{acknowledged} charges acknowledged, {} attempted before SIGKILL",
+        attempted.len()
+    );
+
+    let serve = Serve::start(dir.path(), gate_port, admin_port);
+    let spent_minor = |balance: &Value| {
+        let text = balance["wallets"][0]["spent"].as_str().unwrap();
+        let minor = creditgate::domain::Amount::parse(text).unwrap().to_minor();
+        (minor / 10_000) as usize
+    };
+    let after_crash = spent_minor(&serve.json(&["balance", "--account", "acme"], 0));
+    assert!(
+        after_crash >= acknowledged,
+        "{acknowledged} charges were acknowledged but only {after_crash} are in the ledger"
+    );
+    let mut client = GateClient::connect(serve.gate.clone()).await.unwrap();
+    for key in &attempted {
+        let r = client
+            .charge(charge(key.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.decision, proto::Decision::Allowed as i32);
+    }
+    let after_retries = spent_minor(&serve.json(&["balance", "--account", "acme"], 0));
+    assert_eq!(
+        after_retries,
+        attempted.len(),
+        "each attempted key charged exactly once"
+    );
+}
