@@ -709,3 +709,78 @@ async fn a_suspended_account_is_denied_new_spending() {
         .expect("a hold taken before the suspension can be committed");
     t.server.stop().await;
 }
+
+#[tokio::test]
+async fn prices_from_the_config_file_are_in_the_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("creditgate.toml");
+    std::fs::write(
+        &file,
+        r#"
+        [[prices]]
+        feature = "image.generate"
+        per_call = "0.04"
+        "#,
+    )
+    .unwrap();
+    let file_config = creditgate::config::FileConfig::load(&file).unwrap();
+    let mut config = config(dir.path());
+    config.prices = creditgate::config::ServerConfig::resolve(None, None, None, file_config)
+        .unwrap()
+        .prices;
+    let mut t = start_with(config, std::sync::Arc::new(creditgate::clock::SystemClock)).await;
+    grant(&mut t.admin, "acme", "g1", "1.00").await;
+    let catalog = t
+        .admin
+        .get_prices(proto::GetPricesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(catalog.features.len(), 1);
+    assert_eq!(catalog.features[0].feature, "image.generate");
+    let three_images = t
+        .gate
+        .charge(proto::ChargeRequest {
+            account_id: "acme".into(),
+            feature: "image.generate".into(),
+            cost: Some(proto::charge_request::Cost::Usage(proto::Usage {
+                units: "3".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(three_images.charged, "0.12");
+    assert_eq!(three_images.available, "0.88");
+    t.server.stop().await;
+}
+
+#[tokio::test]
+async fn every_account_shows_its_default_wallet() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start(dir.path()).await;
+    t.admin
+        .put_account(proto::PutAccountRequest {
+            account_id: "fresh".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let wallet = default_wallet(&mut t.gate, "fresh").await;
+    assert_eq!(
+        (wallet.granted.as_str(), wallet.available.as_str()),
+        ("0.00", "0.00")
+    );
+    let missing = t
+        .gate
+        .get_balance(proto::GetBalanceRequest {
+            account_id: "nobody".into(),
+            wallet: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    t.server.stop().await;
+}

@@ -108,10 +108,9 @@ impl admin_server::Admin for AdminService {
             features,
         };
         let receipt = self.gate.add_grant(request).await.map_err(status)?;
-        let now = receipt.grant.created_at_ms.max(0);
         Ok(Response::new(proto::AddGrantResponse {
             wallet: receipt.grant.terms.wallet.to_string(),
-            grant: Some(convert::grant(&receipt.grant, now)),
+            grant: Some(convert::grant(&receipt.grant, receipt.now_ms)),
             created: receipt.created,
             available: money(receipt.available_minor),
         }))

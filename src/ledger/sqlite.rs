@@ -446,3 +446,125 @@ impl Ledger for SqliteLedger {
         Ok(entries)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{GrantStatus, Labels};
+
+    fn account(id: &str) -> AccountId {
+        AccountId::parse(id).unwrap()
+    }
+
+    fn records() -> Vec<OutboxRecord> {
+        let acme = account("acme");
+        let grant = Grant::new(
+            GrantTerms {
+                id: GrantId::parse("g1").unwrap(),
+                wallet: WalletId::default_wallet(),
+                kind: GrantKind::Prepaid,
+                priority: 30,
+                amount_minor: 10_000_000,
+                expires_at_ms: None,
+                features: vec![],
+            },
+            1_000,
+        );
+        let entry = |id: &str, kind, amount_minor| LedgerEntry {
+            id: id.into(),
+            kind,
+            account: acme.clone(),
+            wallet: WalletId::default_wallet(),
+            feature: None,
+            amount_minor,
+            split: if kind == EntryKind::Grant {
+                vec![]
+            } else {
+                vec![Portion {
+                    grant: GrantId::parse("g1").unwrap(),
+                    amount_minor,
+                }]
+            },
+            reservation: None,
+            grant: Some(GrantId::parse("g1").unwrap()),
+            idempotency_key: None,
+            labels: Labels::new(),
+            reason: None,
+            at_ms: 2_000,
+        };
+        let entries = [
+            OutboxEntry::Account(Account {
+                id: acme.clone(),
+                display_name: String::new(),
+                status: AccountStatus::Active,
+                created_at_ms: 1_000,
+            }),
+            OutboxEntry::Grant {
+                grant,
+                entry: entry("e-grant", EntryKind::Grant, 10_000_000),
+            },
+            OutboxEntry::Charge(entry("e-charge", EntryKind::Charge, 2_500_000)),
+        ];
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, entry)| OutboxRecord {
+                seq: i as u64 + 1,
+                entry,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn appending_a_batch_twice_records_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(dir.path()).await.unwrap();
+        ledger.append(&records()).await.unwrap();
+        ledger.append(&records()).await.unwrap();
+        let entries = ledger.entries(&account("acme"), 100).await.unwrap();
+        let ids: Vec<_> = entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["e-charge", "e-grant"]);
+        assert_eq!(entries[0].split.len(), 1);
+
+        let snapshots = ledger.load_accounts(3_000, 1_000).await.unwrap();
+        assert_eq!(snapshots.len(), 1);
+        let grant = &snapshots[0].grants[0];
+        assert_eq!(grant.remaining_minor, 7_500_000, "the charge counted once");
+        assert_eq!(grant.status(3_000), GrantStatus::Active);
+        ledger.close().await;
+    }
+
+    #[tokio::test]
+    async fn ledger_entries_cannot_be_changed_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(dir.path()).await.unwrap();
+        ledger.append(&records()).await.unwrap();
+        for statement in [
+            "UPDATE entries SET amount_minor = 0",
+            "DELETE FROM entries",
+            "UPDATE entry_splits SET amount_minor = 0",
+            "DELETE FROM entry_splits",
+        ] {
+            let error = sqlx::query(statement)
+                .execute(&ledger.pool)
+                .await
+                .expect_err(statement);
+            assert!(error.to_string().contains("append-only"), "{error}");
+        }
+        ledger.close().await;
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_everything_and_migrations_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(dir.path()).await.unwrap();
+        ledger.append(&records()).await.unwrap();
+        ledger.close().await;
+        let ledger = SqliteLedger::open(dir.path()).await.unwrap();
+        assert_eq!(
+            ledger.entries(&account("acme"), 100).await.unwrap().len(),
+            2
+        );
+        ledger.close().await;
+    }
+}

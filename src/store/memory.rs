@@ -656,9 +656,8 @@ impl BalanceStore for MemoryStore {
 
     async fn balance(&self, account: &AccountId) -> Result<Option<AccountView>, StoreError> {
         let now = self.clock.now_ms();
-        Ok(self.accounts.get(account).map(|state| AccountView {
-            account: state.account.clone(),
-            wallets: state
+        Ok(self.accounts.get(account).map(|state| {
+            let mut wallets: BTreeMap<WalletId, Vec<Grant>> = state
                 .wallets
                 .iter()
                 .map(|(wallet, grants)| {
@@ -669,8 +668,13 @@ impl BalanceStore for MemoryStore {
                         .collect();
                     (wallet.clone(), shown)
                 })
-                .collect(),
-            now_ms: now,
+                .collect();
+            wallets.entry(WalletId::default_wallet()).or_default();
+            AccountView {
+                account: state.account.clone(),
+                wallets: wallets.into_iter().collect(),
+                now_ms: now,
+            }
         }))
     }
 
@@ -732,6 +736,7 @@ impl BalanceStore for MemoryStore {
                     grant: existing.clone(),
                     created: false,
                     available_minor: state.wallet_available(&terms.wallet, now),
+                    now_ms: now,
                 },
                 outbox_seq: self.last_seq(),
             });
@@ -783,6 +788,7 @@ impl BalanceStore for MemoryStore {
             grant,
             created: true,
             available_minor: state.wallet_available(&terms.wallet, now),
+            now_ms: now,
         };
         Ok(Written {
             value: receipt,

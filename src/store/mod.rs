@@ -159,6 +159,8 @@ pub struct GrantReceipt {
     pub created: bool,
     /// Spendable balance of the wallet (any feature) after the call.
     pub available_minor: i64,
+    /// The store's clock at the call, to judge the grant's status by.
+    pub now_ms: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,7 +174,8 @@ pub struct VoidReceipt {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountView {
     pub account: Account,
-    /// Every wallet with its grants that are active or still held, in wallet order.
+    /// Every wallet with its grants that are active or still held, in wallet order; the
+    /// `default` wallet is always there.
     pub wallets: Vec<(WalletId, Vec<Grant>)>,
     pub now_ms: i64,
 }
