@@ -510,6 +510,11 @@ async fn usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges() {
         .unwrap()
         .into_inner();
     assert_eq!(commit.charged, "0.000001");
+    let commit_entry = entries(&mut t.admin, "acme").await.remove(0);
+    assert_eq!(
+        commit_entry.model, "m1",
+        "the ledger keeps the model for usage by model"
+    );
 
     let minutes = t
         .gate

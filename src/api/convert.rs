@@ -368,5 +368,11 @@ pub fn entry(entry: &LedgerEntry) -> proto::LedgerEntry {
             .unwrap_or_default(),
         labels: entry.labels.clone().into_iter().collect(),
         at_ms: entry.at_ms,
+        model: entry
+            .model
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+        reason: entry.reason.clone().unwrap_or_default(),
     }
 }

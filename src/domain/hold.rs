@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::grant::Portion;
-use super::ids::{AccountId, FeatureId, IdempotencyKey, Labels, ReservationId, WalletId};
+use super::ids::{AccountId, FeatureId, IdempotencyKey, Labels, ModelId, ReservationId, WalletId};
 use super::price::PriceRule;
 
 /// Where a hold is in its life.
@@ -83,6 +83,8 @@ pub struct Hold {
     pub labels: Labels,
     /// The price in force when the hold was taken, used to price a commit by usage.
     pub price: Option<PriceRule>,
+    /// Model of the usage the hold was priced from, kept with its commit.
+    pub model: Option<ModelId>,
     pub idempotency_key: Option<IdempotencyKey>,
     pub commit: Option<CommitRecord>,
     pub release: Option<ReleaseRecord>,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{Catalog, Gate, GateError, new_entry_id};
+use super::{Catalog, Gate, GateError};
 use crate::domain::grant::GRANT_FEATURES_MAX;
 use crate::domain::price::CATALOG_FEATURES_MAX;
 use crate::domain::{
@@ -32,6 +32,17 @@ pub struct VoidRequest {
     pub account: AccountId,
     pub grant: GrantId,
     pub reason: String,
+}
+
+/// The ledger entry id of a grant: derived from the grant, so that the same grant arriving twice
+/// (through the API and from the ledger) makes one entry.
+pub fn grant_entry_id(account: &AccountId, grant: &GrantId) -> String {
+    format!("grant:{account}:{grant}")
+}
+
+/// The ledger entry id of a grant's void, unique for the same reason.
+pub fn void_entry_id(account: &AccountId, grant: &GrantId) -> String {
+    format!("void:{account}:{grant}")
 }
 
 impl Gate {
@@ -75,9 +86,10 @@ impl Gate {
             expires_at_ms: request.expires_at_ms,
             features,
         };
+        let entry_id = grant_entry_id(&request.account, &terms.id);
         let written = self
             .store
-            .add_grant(&request.account, terms, new_entry_id())
+            .add_grant(&request.account, terms, entry_id)
             .await?;
         self.make_durable(written.outbox_seq).await?;
         Ok(written.value)
@@ -96,7 +108,7 @@ impl Gate {
                 &request.account,
                 &request.grant,
                 request.reason,
-                new_entry_id(),
+                void_entry_id(&request.account, &request.grant),
             )
             .await?;
         self.make_durable(written.outbox_seq).await?;

@@ -274,6 +274,10 @@ impl Gate {
             ttl_ms,
             labels: request.labels,
             price,
+            model: match &request.cost {
+                Cost::Usage(usage) => usage.model.clone(),
+                Cost::Amount(_) => None,
+            },
             idempotency,
         };
         let written = self.store.reserve(op).await?;
@@ -306,6 +310,10 @@ impl Gate {
             id: request.id,
             amount_minor: amount,
             entry_id: new_entry_id(),
+            usage: match request.actual {
+                Cost::Usage(usage) => Some(usage),
+                Cost::Amount(_) => None,
+            },
         };
         let written = self.store.commit(op).await?;
         self.make_durable(written.outbox_seq).await?;
@@ -362,6 +370,10 @@ impl Gate {
             amount_minor: amount,
             labels: request.labels,
             entry_id: new_entry_id(),
+            usage: match request.cost {
+                Cost::Usage(usage) => Some(usage),
+                Cost::Amount(_) => None,
+            },
             idempotency,
         };
         let written = self.store.charge(op).await?;

@@ -98,15 +98,17 @@ async fn insert_entry(
     entry: &LedgerEntry,
 ) -> Result<(), LedgerError> {
     let inserted = sqlx::query(
-        "INSERT INTO entries (entry_id, kind, account_id, wallet, feature, amount_minor, \
-         reservation_id, grant_id, idempotency_key, labels, reason, at_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
+        "INSERT INTO entries (entry_id, kind, account_id, wallet, feature, model, usage, \
+         amount_minor, reservation_id, grant_id, idempotency_key, labels, reason, at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (entry_id) DO NOTHING",
     )
     .bind(&entry.id)
     .bind(entry.kind.as_str())
     .bind(entry.account.as_str())
     .bind(entry.wallet.as_str())
     .bind(entry.feature.as_ref().map(FeatureId::as_str))
+    .bind(entry.model.as_ref().map(|m| m.as_str()))
+    .bind(entry.usage.as_ref().map(to_json))
     .bind(entry.amount_minor)
     .bind(entry.reservation.as_ref().map(ReservationId::to_string))
     .bind(entry.grant.as_ref().map(GrantId::as_str))
@@ -393,6 +395,8 @@ impl Ledger for SqliteLedger {
             let kind: String = row.try_get("kind")?;
             let wallet: String = row.try_get("wallet")?;
             let feature: Option<String> = row.try_get("feature")?;
+            let model: Option<String> = row.try_get("model")?;
+            let usage: Option<String> = row.try_get("usage")?;
             let reservation: Option<String> = row.try_get("reservation_id")?;
             let grant: Option<String> = row.try_get("grant_id")?;
             let key: Option<String> = row.try_get("idempotency_key")?;
@@ -420,6 +424,10 @@ impl Ledger for SqliteLedger {
                 feature: feature
                     .map(|f| parse(FeatureId::parse(&f), "feature", &f))
                     .transpose()?,
+                model: model
+                    .map(|m| parse(crate::domain::ModelId::parse(&m), "model", &m))
+                    .transpose()?,
+                usage: usage.map(|u| from_json(&u, "usage")).transpose()?,
                 amount_minor: row.try_get("amount_minor")?,
                 split,
                 reservation: reservation
@@ -476,6 +484,8 @@ mod tests {
             account: acme.clone(),
             wallet: WalletId::default_wallet(),
             feature: None,
+            model: None,
+            usage: None,
             amount_minor,
             split: if kind == EntryKind::Grant {
                 vec![]

@@ -349,6 +349,7 @@ impl BalanceStore for MemoryStore {
             state: HoldState::Held,
             labels: op.labels,
             price: op.price,
+            model: op.model,
             idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
             commit: None,
             release: None,
@@ -424,6 +425,12 @@ impl BalanceStore for MemoryStore {
             account: op.id.account().clone(),
             wallet,
             feature: Some(hold.feature.clone()),
+            model: op
+                .usage
+                .as_ref()
+                .and_then(|u| u.model.clone())
+                .or_else(|| hold.model.clone()),
+            usage: op.usage,
             amount_minor: op.amount_minor,
             split: charged,
             reservation: Some(op.id.clone()),
@@ -595,6 +602,8 @@ impl BalanceStore for MemoryStore {
             account: op.account.clone(),
             wallet: op.wallet,
             feature: Some(op.feature),
+            model: op.usage.as_ref().and_then(|u| u.model.clone()),
+            usage: op.usage,
             amount_minor: op.amount_minor,
             split,
             reservation: None,
@@ -766,6 +775,8 @@ impl BalanceStore for MemoryStore {
             account: account.clone(),
             wallet: terms.wallet.clone(),
             feature: None,
+            model: None,
+            usage: None,
             amount_minor: terms.amount_minor,
             split: vec![],
             reservation: None,
@@ -841,6 +852,8 @@ impl BalanceStore for MemoryStore {
             account: account.clone(),
             wallet: wallet.clone(),
             feature: None,
+            model: None,
+            usage: None,
             amount_minor: voided,
             split: vec![Portion {
                 grant: grant_id.clone(),

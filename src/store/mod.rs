@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
-    HoldState, IdempotencyKey, Labels, Portion, PriceRule, ReservationId, WalletId,
+    HoldState, IdempotencyKey, Labels, ModelId, Portion, PriceRule, ReservationId, Usage, WalletId,
 };
 use outbox::{OutboxRecord, Remembered};
 
@@ -38,6 +38,7 @@ pub struct ReserveOp {
     pub ttl_ms: i64,
     pub labels: Labels,
     pub price: Option<PriceRule>,
+    pub model: Option<ModelId>,
     pub idempotency: Option<Idempotency>,
 }
 
@@ -48,6 +49,8 @@ pub struct CommitOp {
     pub amount_minor: i64,
     /// Used only if this commit is the first; a repeated commit returns the first entry id.
     pub entry_id: String,
+    /// The usage the amount was priced from, kept in the ledger entry.
+    pub usage: Option<Usage>,
 }
 
 /// Adds to a hold and/or moves its expiry later.
@@ -69,6 +72,8 @@ pub struct ChargeOp {
     pub amount_minor: i64,
     pub labels: Labels,
     pub entry_id: String,
+    /// The usage the amount was priced from, kept in the ledger entry.
+    pub usage: Option<Usage>,
     pub idempotency: Option<Idempotency>,
 }
 

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ChargeReceipt, ExtendReceipt, ReserveReceipt};
 use crate::domain::{
-    Account, AccountId, FeatureId, Grant, GrantId, Hold, IdempotencyKey, Labels, Portion,
-    ReservationId, WalletId,
+    Account, AccountId, FeatureId, Grant, GrantId, Hold, IdempotencyKey, Labels, ModelId, Portion,
+    ReservationId, Usage, WalletId,
 };
 
 /// What a ledger entry records.
@@ -57,6 +57,10 @@ pub struct LedgerEntry {
     pub account: AccountId,
     pub wallet: WalletId,
     pub feature: Option<FeatureId>,
+    /// Model of the usage charged, for usage by model.
+    pub model: Option<ModelId>,
+    /// Usage the amount was priced from, when it was priced from usage.
+    pub usage: Option<Usage>,
     pub amount_minor: i64,
     /// For commits and charges, what each grant paid; for voids, the grant's remainder.
     pub split: Vec<Portion>,

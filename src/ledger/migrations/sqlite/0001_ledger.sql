@@ -30,6 +30,8 @@ CREATE TABLE entries (
     account_id       TEXT NOT NULL,
     wallet           TEXT NOT NULL,
     feature          TEXT,
+    model            TEXT,
+    usage            TEXT,            -- JSON usage the amount was priced from
     amount_minor     INTEGER NOT NULL CHECK (amount_minor >= 0),
     reservation_id   TEXT,
     grant_id         TEXT,
