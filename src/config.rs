@@ -22,6 +22,14 @@ pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:50052";
 pub const DATA_DIR_DEFAULT: &str = "creditgate-data";
 /// Shortest hold TTL anyone may ask for.
 pub const HOLD_TTL_MS_MIN: u64 = 1_000;
+/// Longest hold TTL the settings may allow: one year.
+pub const HOLD_TTL_MS_MAX_MAX: u64 = 366 * 86_400_000;
+/// Shortest time idempotency keys may be kept: the 24 hours creditgate promises.
+pub const IDEMPOTENCY_TTL_MS_MIN: u64 = 86_400_000;
+/// Longest time idempotency keys may be kept: 30 days.
+pub const IDEMPOTENCY_TTL_MS_MAX: u64 = 30 * 86_400_000;
+/// Longest interval or timeout any setting may give: one hour.
+pub const INTERVAL_MS_MAX: u64 = 3_600_000;
 
 /// The config file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -224,26 +232,37 @@ impl ServerConfig {
 
     fn check(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        if l.hold_ttl_ms_max < HOLD_TTL_MS_MIN {
+        if !(HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX_MAX).contains(&l.hold_ttl_ms_max) {
             return Err(ConfigError::Limit(format!(
-                "limits.hold_ttl_ms_max must be at least {HOLD_TTL_MS_MIN}"
+                "limits.hold_ttl_ms_max must be between {HOLD_TTL_MS_MIN} and {HOLD_TTL_MS_MAX_MAX}"
             )));
+        }
+        if !(IDEMPOTENCY_TTL_MS_MIN..=IDEMPOTENCY_TTL_MS_MAX).contains(&l.idempotency_ttl_ms) {
+            return Err(ConfigError::Limit(format!(
+                "limits.idempotency_ttl_ms must be between {IDEMPOTENCY_TTL_MS_MIN} and {IDEMPOTENCY_TTL_MS_MAX}"
+            )));
+        }
+        if !(1..=1_000_000).contains(&l.sync_batch_len_max) {
+            return Err(ConfigError::Limit(
+                "limits.sync_batch_len_max must be between 1 and 1000000".into(),
+            ));
         }
         if !(HOLD_TTL_MS_MIN..=l.hold_ttl_ms_max).contains(&l.hold_ttl_ms_default) {
             return Err(ConfigError::Limit(format!(
                 "limits.hold_ttl_ms_default must be between {HOLD_TTL_MS_MIN} and limits.hold_ttl_ms_max"
             )));
         }
-        let positive = [
+        let intervals = [
             ("limits.sweep_interval_ms", l.sweep_interval_ms),
             ("limits.sync_interval_ms", l.sync_interval_ms),
-            ("limits.sync_batch_len_max", l.sync_batch_len_max as u64),
             ("limits.ledger_timeout_ms", l.ledger_timeout_ms),
-            ("limits.idempotency_ttl_ms", l.idempotency_ttl_ms),
+            ("limits.shutdown_grace_ms", l.shutdown_grace_ms),
         ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(ConfigError::Limit(format!("{name} must be greater than 0")));
+        for (name, value) in intervals {
+            if !(1..=INTERVAL_MS_MAX).contains(&value) {
+                return Err(ConfigError::Limit(format!(
+                    "{name} must be between 1 and {INTERVAL_MS_MAX}"
+                )));
             }
         }
         Ok(())

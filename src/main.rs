@@ -85,7 +85,8 @@ struct GrantArgs {
     /// Amount of credits, e.g. 10.00.
     #[arg(long)]
     amount: String,
-    /// Grant id, which makes the call idempotent [default: a new random id].
+    /// Grant id, which makes the call safe to retry [default: a new random id, so a retry
+    /// without it grants again].
     #[arg(long)]
     grant_id: Option<String>,
     /// Wallet to add to [default: default].
@@ -97,9 +98,12 @@ struct GrantArgs {
     /// Lower is spent first [default: by kind: included 10, promotional 20, prepaid 30].
     #[arg(long)]
     priority: Option<u32>,
-    /// Expire the grant after this long, e.g. 30d.
-    #[arg(long, value_parser = parse_duration_ms)]
+    /// Expire the grant this long from now (by this machine's clock), e.g. 30d.
+    #[arg(long, value_parser = parse_duration_ms, conflicts_with = "expires_at_ms")]
     expires_in: Option<u64>,
+    /// Expire the grant at this Unix time in milliseconds; use it with --grant-id to retry.
+    #[arg(long)]
+    expires_at_ms: Option<i64>,
     /// Only this feature may spend the grant; repeat for more.
     #[arg(long = "feature")]
     features: Vec<String>,
@@ -248,9 +252,14 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
     Ok(match command {
         Command::Serve(_) => unreachable!("serve is dispatched before"),
         Command::Grant(a) => {
-            let expires_at_ms = match a.expires_in {
-                Some(ms) => creditgate::clock::Clock::now_ms(&SystemClock) + ms as i64,
-                None => 0,
+            let expires_at_ms = match (a.expires_in, a.expires_at_ms) {
+                (Some(ms), _) => {
+                    let ms = i64::try_from(ms)
+                        .map_err(|_| CliError::Usage("--expires-in is too long".into()))?;
+                    creditgate::clock::Clock::now_ms(&SystemClock).saturating_add(ms)
+                }
+                (None, Some(at)) => at,
+                (None, None) => 0,
             };
             let call = GrantCall {
                 account: a.account,

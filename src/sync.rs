@@ -160,23 +160,39 @@ pub async fn sweep(store: Arc<dyn BalanceStore>, settings: SyncSettings, mut shu
             _ = shutdown.wait() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        loop {
-            match store.expire_due(settings.sweep_batch_len_max).await {
-                Ok(n) if n == settings.sweep_batch_len_max => continue,
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::debug!(expired = n, "expired holds released");
-                    }
-                    break;
+        sweep_round(store.as_ref(), &settings).await;
+    }
+}
+
+/// One round of the sweep: releases every hold due now, however many stale candidates (holds
+/// ended or extended since they were queued) stand before them, then forgets old replies.
+pub async fn sweep_round(store: &dyn BalanceStore, settings: &SyncSettings) {
+    let limit = settings.sweep_batch_len_max;
+    loop {
+        match store.expire_due(limit).await {
+            Ok(swept) => {
+                if swept.expired > 0 {
+                    tracing::debug!(expired = swept.expired, "expired holds released");
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "sweep failed");
+                if swept.examined < limit {
                     break;
                 }
             }
+            Err(error) => {
+                tracing::warn!(%error, "sweep failed");
+                break;
+            }
         }
-        if let Err(error) = store.forget_older_than(settings.retention_ms).await {
-            tracing::warn!(%error, "forgetting old replies failed");
+        tokio::task::yield_now().await;
+    }
+    loop {
+        match store.forget_older_than(settings.retention_ms, limit).await {
+            Ok(examined) if examined == limit => tokio::task::yield_now().await,
+            Ok(_) => break,
+            Err(error) => {
+                tracing::warn!(%error, "forgetting old replies failed");
+                break;
+            }
         }
     }
 }

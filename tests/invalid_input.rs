@@ -179,6 +179,10 @@ async fn malformed_requests_name_the_field_and_change_nothing() {
             charge(&|r| r.cost = Some(charge_request::Cost::Amount("inf".into()))),
         ),
         ("account_id", charge(&|r| r.account_id = "é".into())),
+        (
+            "amount",
+            charge(&|r| r.cost = Some(charge_request::Cost::Amount("0".into()))),
+        ),
         ("reservation_id", commit(commit_amount("", "1.00"))),
         ("reservation_id", commit(commit_amount("no-slash", "1.00"))),
         ("amount", commit(commit_amount(&id, "1.2.3"))),
@@ -274,6 +278,7 @@ async fn malformed_requests_name_the_field_and_change_nothing() {
         ),
         ("kind", add_grant(&|r| r.kind = 99)),
         ("expires_at_ms", add_grant(&|r| r.expires_at_ms = -1)),
+        ("expires_at_ms", add_grant(&|r| r.expires_at_ms = 1)),
         ("grant_id", {
             let mut admin = t.admin.clone();
             Box::pin(async move {

@@ -23,8 +23,9 @@ pub const CATALOG_FEATURES_MAX: usize = 10_000;
 pub struct Units(Decimal);
 
 impl Serialize for Units {
+    /// Normalised (`1.50` as `1.5`), so that equal quantities give equal request fingerprints.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
+        serializer.collect_str(&self.0.normalize())
     }
 }
 

@@ -35,14 +35,15 @@ pub struct VoidRequest {
 }
 
 /// The ledger entry id of a grant: derived from the grant, so that the same grant arriving twice
-/// (through the API and from the ledger) makes one entry.
+/// (through the API and from the ledger) makes one entry. `/` cannot occur in ids, so distinct
+/// grants never share an entry id.
 pub fn grant_entry_id(account: &AccountId, grant: &GrantId) -> String {
-    format!("grant:{account}:{grant}")
+    format!("grant/{account}/{grant}")
 }
 
 /// The ledger entry id of a grant's void, unique for the same reason.
 pub fn void_entry_id(account: &AccountId, grant: &GrantId) -> String {
-    format!("void:{account}:{grant}")
+    format!("void/{account}/{grant}")
 }
 
 impl Gate {
@@ -65,6 +66,15 @@ impl Gate {
                 "amount",
                 "a grant must be greater than zero",
             ));
+        }
+        if let Some(expires_at_ms) = request.expires_at_ms {
+            let now = self.store.now_ms().await?;
+            if expires_at_ms <= now {
+                return Err(GateError::invalid(
+                    "expires_at_ms",
+                    format!("{expires_at_ms} is not in the future (the store's clock reads {now})"),
+                ));
+            }
         }
         let mut features = request.features;
         features.sort();

@@ -307,9 +307,10 @@ impl Gate {
             }
         };
         let op = CommitOp {
+            // A hold is committed once, so its entry id can be derived from it.
+            entry_id: format!("commit/{}", request.id),
             id: request.id,
             amount_minor: amount,
-            entry_id: new_entry_id(),
             usage: match request.actual {
                 Cost::Usage(usage) => Some(usage),
                 Cost::Amount(_) => None,
@@ -320,9 +321,12 @@ impl Gate {
         Ok(written.value)
     }
 
-    /// Gives a hold back.
+    /// Gives a hold back. Durable before it answers: a release lost in a crash would bring the
+    /// hold back to life.
     pub async fn release(&self, id: ReservationId) -> Result<ReleaseReceipt, GateError> {
-        Ok(self.store.release(&id).await?.value)
+        let written = self.store.release(&id).await?;
+        self.make_durable(written.outbox_seq).await?;
+        Ok(written.value)
     }
 
     /// Adds to a hold and/or moves its expiry later.
@@ -347,7 +351,11 @@ impl Gate {
             ttl_ms,
             idempotency,
         };
-        Ok(self.store.extend(op).await?.value)
+        let written = self.store.extend(op).await?;
+        if matches!(written.value, Decision::Allowed(_)) {
+            self.make_durable(written.outbox_seq).await?;
+        }
+        Ok(written.value)
     }
 
     /// Debits credit in one step.
@@ -359,6 +367,16 @@ impl Gate {
             price.as_ref(),
             Rounding::Charge,
         )?;
+        if amount == 0 {
+            let field = match request.cost {
+                Cost::Amount(_) => "amount",
+                Cost::Usage(_) => "usage",
+            };
+            return Err(GateError::invalid(
+                field,
+                "a charge must be greater than zero",
+            ));
+        }
         let idempotency = request.idempotency_key.clone().map(|key| Idempotency {
             key,
             fingerprint: fingerprint("charge", &request),
@@ -369,6 +387,7 @@ impl Gate {
             feature: request.feature,
             amount_minor: amount,
             labels: request.labels,
+            // Not derived from the idempotency key: a key may be used again once forgotten.
             entry_id: new_entry_id(),
             usage: match request.cost {
                 Cost::Usage(usage) => Some(usage),

@@ -212,7 +212,8 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, entry: &OutboxEntry) -> Result<
         OutboxEntry::Remember(remembered) => {
             sqlx::query(
                 "INSERT INTO remembered (account_id, idempotency_key, at_ms, body) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (account_id, idempotency_key) DO NOTHING",
+                 VALUES (?, ?, ?, ?) ON CONFLICT (account_id, idempotency_key) DO UPDATE SET \
+                 at_ms = excluded.at_ms, body = excluded.body",
             )
             .bind(remembered.account.as_str())
             .bind(remembered.key.as_str())
@@ -271,8 +272,8 @@ fn read_grant(
 impl Ledger for SqliteLedger {
     async fn append(&self, records: &[OutboxRecord]) -> Result<(), LedgerError> {
         let mut tx = self.pool.begin().await?;
-        for record in records {
-            apply(&mut tx, &record.entry).await?;
+        for entry in records.iter().flat_map(|r| &r.entries) {
+            apply(&mut tx, entry).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -520,7 +521,8 @@ mod tests {
             .enumerate()
             .map(|(i, entry)| OutboxRecord {
                 seq: i as u64 + 1,
-                entry,
+                at_ms: 2_000,
+                entries: vec![entry],
             })
             .collect()
     }

@@ -17,7 +17,8 @@ use super::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembere
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, ExtendOp, ExtendReceipt, GrantReceipt,
-    Idempotency, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, VoidReceipt, Written,
+    Idempotency, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept, VoidReceipt,
+    Written,
 };
 use crate::clock::Clock;
 use crate::domain::grant::{
@@ -145,6 +146,55 @@ impl AccountState {
         }
         hold.clone()
     }
+
+    /// Voids what a hold gave back to grants voided while it was open: that credit stopped
+    /// being spendable with the void, and the ledger must say where it went.
+    fn void_released(
+        &mut self,
+        wallet: &WalletId,
+        released: &[Portion],
+        hold: &ReservationId,
+        now_ms: i64,
+    ) -> Vec<OutboxEntry> {
+        let account = self.account.id.clone();
+        let grants = self.wallets.entry(wallet.clone()).or_default();
+        let mut entries = Vec::new();
+        for portion in released {
+            let grant = find_grant(grants, &portion.grant);
+            if grant.voided_at_ms.is_none() || portion.amount_minor == 0 {
+                continue;
+            }
+            grant.remaining_minor -= portion.amount_minor;
+            entries.push(OutboxEntry::Void {
+                entry: LedgerEntry {
+                    id: format!("void/{account}/{}/{}", portion.grant, hold.token()),
+                    kind: EntryKind::Void,
+                    account: account.clone(),
+                    wallet: wallet.clone(),
+                    feature: None,
+                    model: None,
+                    usage: None,
+                    amount_minor: portion.amount_minor,
+                    split: vec![portion.clone()],
+                    reservation: Some(hold.clone()),
+                    grant: Some(portion.grant.clone()),
+                    idempotency_key: None,
+                    labels: Default::default(),
+                    reason: Some("released from a hold on a voided grant".into()),
+                    at_ms: now_ms,
+                },
+            });
+        }
+        entries
+    }
+
+    /// Ends an open hold without a charge (release or expiry), with the voids that follow.
+    fn end_uncharged(&mut self, token: &str, state: HoldState, now_ms: i64) -> Vec<OutboxEntry> {
+        let hold = self.end_hold(token, state, now_ms);
+        let mut entries = self.void_released(&hold.wallet, &hold.split, &hold.id, now_ms);
+        entries.push(OutboxEntry::Hold(hold));
+        entries
+    }
 }
 
 fn find_grant<'a>(grants: &'a mut [Grant], id: &GrantId) -> &'a mut Grant {
@@ -233,14 +283,17 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn append(&self, entries: impl IntoIterator<Item = OutboxEntry>) -> u64 {
+    /// Appends the entries of one operation as one record; returns its position.
+    fn append(&self, at_ms: i64, entries: impl IntoIterator<Item = OutboxEntry>) -> u64 {
         let mut outbox = self.outbox();
-        for entry in entries {
-            outbox.last_seq += 1;
-            let seq = outbox.last_seq;
-            outbox.records.push_back(OutboxRecord { seq, entry });
-        }
-        outbox.last_seq
+        outbox.last_seq += 1;
+        let seq = outbox.last_seq;
+        outbox.records.push_back(OutboxRecord {
+            seq,
+            at_ms,
+            entries: entries.into_iter().collect(),
+        });
+        seq
     }
 
     fn watch_expiry(&self, expires_at_ms: i64, id: &ReservationId) {
@@ -276,9 +329,9 @@ impl MemoryStore {
             .get(id.token())
             .ok_or_else(|| StoreError::ReservationNotFound(id.clone()))?;
         if hold.state == HoldState::Held && hold.expires_at_ms <= now_ms {
-            let ended = state.end_hold(id.token(), HoldState::Expired, now_ms);
+            let entries = state.end_uncharged(id.token(), HoldState::Expired, now_ms);
             self.retain(now_ms, Retained::Hold(id.clone()));
-            self.append([OutboxEntry::Hold(ended)]);
+            self.append(now_ms, entries);
         }
         Ok(state)
     }
@@ -373,7 +426,7 @@ impl BalanceStore for MemoryStore {
         }
         Ok(Written {
             value: Decision::Allowed(receipt),
-            outbox_seq: self.append(entries),
+            outbox_seq: self.append(now, entries),
         })
     }
 
@@ -406,10 +459,11 @@ impl BalanceStore for MemoryStore {
                 requested_minor: op.amount_minor,
             });
         }
-        let (charged, _released) = settle(&hold.split, op.amount_minor);
+        let (charged, released) = settle(&hold.split, op.amount_minor);
         let wallet = hold.wallet.clone();
         state.end_hold(op.id.token(), HoldState::Committed, now);
         state.take_remaining(&wallet, &charged);
+        let voids = state.void_released(&wallet, &released, &op.id, now);
         let hold = &state.holds[op.id.token()];
         let record = CommitRecord {
             entry_id: op.entry_id.clone(),
@@ -444,7 +498,10 @@ impl BalanceStore for MemoryStore {
         hold.commit = Some(record.clone());
         let hold = hold.clone();
         self.retain(now, Retained::Hold(op.id.clone()));
-        let seq = self.append([OutboxEntry::Charge(entry), OutboxEntry::Hold(hold)]);
+        let mut entries = vec![OutboxEntry::Charge(entry)];
+        entries.extend(voids);
+        entries.push(OutboxEntry::Hold(hold));
+        let seq = self.append(now, entries);
         Ok(Written {
             value: commit_receipt(&op.id, &record),
             outbox_seq: seq,
@@ -470,10 +527,13 @@ impl BalanceStore for MemoryStore {
             }
             _ => return Err(ended(hold)),
         }
-        let hold = state.end_hold(id.token(), HoldState::Released, now);
-        let record = hold.release.clone().expect("end_hold records a release");
+        let entries = state.end_uncharged(id.token(), HoldState::Released, now);
+        let record = state.holds[id.token()]
+            .release
+            .clone()
+            .expect("end_hold records a release");
         self.retain(now, Retained::Hold(id.clone()));
-        let seq = self.append([OutboxEntry::Hold(hold)]);
+        let seq = self.append(now, entries);
         Ok(Written {
             value: ReleaseReceipt {
                 id: id.clone(),
@@ -549,7 +609,7 @@ impl BalanceStore for MemoryStore {
         }
         Ok(Written {
             value: Decision::Allowed(receipt),
-            outbox_seq: self.append(entries),
+            outbox_seq: self.append(now, entries),
         })
     }
 
@@ -621,7 +681,7 @@ impl BalanceStore for MemoryStore {
         }
         Ok(Written {
             value: Decision::Allowed(receipt),
-            outbox_seq: self.append(entries),
+            outbox_seq: self.append(now, entries),
         })
     }
 
@@ -705,7 +765,7 @@ impl BalanceStore for MemoryStore {
         state.account.display_name = update.display_name;
         state.account.status = update.status;
         let account = state.account.clone();
-        let seq = self.append([OutboxEntry::Account(account.clone())]);
+        let seq = self.append(now, [OutboxEntry::Account(account.clone())]);
         Ok(Written {
             value: account,
             outbox_seq: seq,
@@ -803,7 +863,7 @@ impl BalanceStore for MemoryStore {
         };
         Ok(Written {
             value: receipt,
-            outbox_seq: self.append(entries),
+            outbox_seq: self.append(now, entries),
         })
     }
 
@@ -866,7 +926,7 @@ impl BalanceStore for MemoryStore {
             reason: Some(reason),
             at_ms: now,
         };
-        let seq = self.append([OutboxEntry::Void { entry }]);
+        let seq = self.append(now, [OutboxEntry::Void { entry }]);
         Ok(Written {
             value: VoidReceipt {
                 grant,
@@ -877,7 +937,7 @@ impl BalanceStore for MemoryStore {
         })
     }
 
-    async fn expire_due(&self, limit: usize) -> Result<usize, StoreError> {
+    async fn expire_due(&self, limit: usize) -> Result<Swept, StoreError> {
         let now = self.clock.now_ms();
         let due: Vec<ReservationId> = {
             let mut expiries = self.expiries.lock().unwrap_or_else(|e| e.into_inner());
@@ -893,7 +953,10 @@ impl BalanceStore for MemoryStore {
             }
             due
         };
-        let mut expired = 0;
+        let mut swept = Swept {
+            examined: due.len(),
+            expired: 0,
+        };
         for id in due {
             let Some(mut state) = self.account_mut(id.account()) else {
                 continue;
@@ -903,19 +966,23 @@ impl BalanceStore for MemoryStore {
                 .get(id.token())
                 .is_some_and(|h| h.state == HoldState::Held && h.expires_at_ms <= now);
             if is_due {
-                let hold = state.end_hold(id.token(), HoldState::Expired, now);
+                let entries = state.end_uncharged(id.token(), HoldState::Expired, now);
                 self.retain(now, Retained::Hold(id.clone()));
-                self.append([OutboxEntry::Hold(hold)]);
-                expired += 1;
+                self.append(now, entries);
+                swept.expired += 1;
             }
         }
-        Ok(expired)
+        Ok(swept)
     }
 
-    async fn forget_older_than(&self, retention_ms: i64) -> Result<usize, StoreError> {
+    async fn forget_older_than(
+        &self,
+        retention_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
         let cutoff = self.clock.now_ms() - retention_ms;
-        let mut forgotten = 0;
-        loop {
+        let mut examined = 0;
+        while examined < limit {
             let next = {
                 let mut retained = self.retained.lock().unwrap_or_else(|e| e.into_inner());
                 match retained.front() {
@@ -926,12 +993,13 @@ impl BalanceStore for MemoryStore {
             let Some((_, what)) = next else {
                 break;
             };
+            examined += 1;
             match what {
                 Retained::Reply(account, key) => {
                     if let Some(mut state) = self.account_mut(&account) {
                         let old = state.remembered.get(&key).is_some_and(|r| r.at_ms < cutoff);
-                        if old && state.remembered.remove(&key).is_some() {
-                            forgotten += 1;
+                        if old {
+                            state.remembered.remove(&key);
                         }
                     }
                 }
@@ -941,14 +1009,14 @@ impl BalanceStore for MemoryStore {
                             .holds
                             .get(id.token())
                             .is_some_and(|h| h.state != HoldState::Held);
-                        if old && state.holds.remove(id.token()).is_some() {
-                            forgotten += 1;
+                        if old {
+                            state.holds.remove(id.token());
                         }
                     }
                 }
             }
         }
-        Ok(forgotten)
+        Ok(examined)
     }
 
     async fn load(&self, accounts: Vec<AccountSnapshot>) -> Result<(), StoreError> {
@@ -1034,5 +1102,159 @@ fn commit_receipt(id: &ReservationId, record: &CommitRecord) -> CommitReceipt {
         released_minor: record.released_minor,
         split: record.split.clone(),
         available_minor: record.available_minor,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::domain::GrantKind;
+    use crate::sync::{SyncSettings, sweep_round};
+
+    fn id<T: TryFrom<String>>(text: &str) -> T
+    where
+        T::Error: std::fmt::Debug,
+    {
+        T::try_from(text.to_owned()).unwrap()
+    }
+
+    async fn store_with_grant(amount_minor: i64) -> (MemoryStore, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let store = MemoryStore::new(clock.clone());
+        let terms = GrantTerms {
+            id: id("g1"),
+            wallet: WalletId::default_wallet(),
+            kind: GrantKind::Prepaid,
+            priority: 30,
+            amount_minor,
+            expires_at_ms: None,
+            features: vec![],
+        };
+        store
+            .add_grant(&id("acme"), terms, "grant/acme/g1".into())
+            .await
+            .unwrap();
+        (store, clock)
+    }
+
+    fn reserve(amount_minor: i64, ttl_ms: i64) -> ReserveOp {
+        ReserveOp {
+            id: ReservationId::generate(&id("acme")),
+            wallet: WalletId::default_wallet(),
+            feature: id("chat"),
+            amount_minor,
+            ttl_ms,
+            labels: Default::default(),
+            price: None,
+            model: None,
+            idempotency: None,
+        }
+    }
+
+    fn settings() -> SyncSettings {
+        SyncSettings {
+            batch_len_max: 1_024,
+            interval_ms: 10,
+            sweep_interval_ms: 10,
+            sweep_batch_len_max: 100,
+            retention_ms: 86_400_000,
+            retry_backoff_ms: 10,
+        }
+    }
+
+    async fn available(store: &MemoryStore) -> i64 {
+        let view = store.balance(&id("acme")).await.unwrap().unwrap();
+        crate::domain::grant::WalletTotals::of(&view.wallets[0].1, view.now_ms).available_minor
+    }
+
+    #[tokio::test]
+    async fn one_sweep_round_releases_due_holds_behind_many_stale_candidates() {
+        let (store, clock) = store_with_grant(1_000_000).await;
+        for _ in 0..1_000 {
+            let op = reserve(1, 1_000);
+            let id = op.id.clone();
+            store.reserve(op).await.unwrap();
+            store.release(&id).await.unwrap();
+        }
+        store.reserve(reserve(5, 1_000)).await.unwrap();
+        assert_eq!(available(&store).await, 1_000_000 - 5);
+        clock.advance_ms(1_000);
+        sweep_round(&store, &settings()).await;
+        assert_eq!(available(&store).await, 1_000_000);
+    }
+
+    #[tokio::test]
+    async fn holds_are_not_expired_before_their_time() {
+        let (store, clock) = store_with_grant(100).await;
+        store.reserve(reserve(40, 1_000)).await.unwrap();
+        clock.advance_ms(999);
+        sweep_round(&store, &settings()).await;
+        assert_eq!(available(&store).await, 60);
+        clock.advance_ms(1);
+        sweep_round(&store, &settings()).await;
+        assert_eq!(available(&store).await, 100);
+    }
+
+    #[tokio::test]
+    async fn each_operation_is_one_outbox_record() {
+        let (store, _clock) = store_with_grant(100).await;
+        let op = reserve(40, 1_000);
+        let hold = op.id.clone();
+        store.reserve(op).await.unwrap();
+        let commit = CommitOp {
+            id: hold,
+            amount_minor: 30,
+            entry_id: "commit/x".into(),
+            usage: None,
+        };
+        let written = store.commit(commit).await.unwrap();
+        let records = store.outbox_read(100).await.unwrap();
+        let last = records.last().unwrap();
+        assert_eq!(last.seq, written.outbox_seq);
+        assert!(
+            matches!(
+                last.entries.as_slice(),
+                [OutboxEntry::Charge(_), OutboxEntry::Hold(_)]
+            ),
+            "the charge and the hold's new state travel together"
+        );
+    }
+
+    #[tokio::test]
+    async fn credit_released_from_a_voided_grant_is_voided_in_the_ledger_too() {
+        let (store, _clock) = store_with_grant(100).await;
+        let op = reserve(40, 1_000);
+        let hold = op.id.clone();
+        store.reserve(op).await.unwrap();
+        let void = store
+            .void_grant(
+                &id("acme"),
+                &id("g1"),
+                "refund".into(),
+                "void/acme/g1".into(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(void.value.voided_minor, 60);
+        let commit = CommitOp {
+            id: hold,
+            amount_minor: 15,
+            entry_id: "commit/x".into(),
+            usage: None,
+        };
+        store.commit(commit).await.unwrap();
+        let records = store.outbox_read(100).await.unwrap();
+        let voids: Vec<i64> = records
+            .iter()
+            .flat_map(|r| &r.entries)
+            .filter_map(|e| match e {
+                OutboxEntry::Void { entry } => Some(entry.amount_minor),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(voids, [60, 25], "granted 100 = charged 15 + voided 60 + 25");
+        let view = store.balance(&id("acme")).await.unwrap().unwrap();
+        assert!(view.wallets[0].1.is_empty(), "nothing left on the grant");
     }
 }

@@ -175,6 +175,15 @@ pub struct VoidReceipt {
     pub available_minor: i64,
 }
 
+/// What one sweep step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Candidates looked at; when it equals the limit, more may be due.
+    pub examined: usize,
+    /// Holds expired (candidates may have been extended or ended since they were queued).
+    pub expired: usize,
+}
+
 /// An account's balances as the store sees them now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountView {
@@ -215,7 +224,7 @@ pub enum StoreError {
         requested_minor: i64,
     },
     #[error(
-        "amount: {requested} exceeds the {held} held by reservation {id}",
+        "a commit of {requested} exceeds the {held} held by reservation {id}",
         requested = crate::domain::format_minor(*requested_minor),
         held = crate::domain::format_minor(*held_minor)
     )]
@@ -306,11 +315,13 @@ pub trait BalanceStore: Send + Sync + 'static {
         entry_id: String,
     ) -> Result<Written<VoidReceipt>, StoreError>;
 
-    /// Expires up to `limit` holds whose expiry has passed; returns how many it expired.
-    async fn expire_due(&self, limit: usize) -> Result<usize, StoreError>;
+    /// Expires holds whose expiry has passed, looking at no more than `limit` candidates.
+    async fn expire_due(&self, limit: usize) -> Result<Swept, StoreError>;
 
-    /// Forgets idempotent replies and ended holds older than `retention_ms`.
-    async fn forget_older_than(&self, retention_ms: i64) -> Result<usize, StoreError>;
+    /// Forgets up to `limit` idempotent replies and ended holds older than `retention_ms`;
+    /// returns how many it looked at.
+    async fn forget_older_than(&self, retention_ms: i64, limit: usize)
+    -> Result<usize, StoreError>;
 
     /// Replaces the store's content with accounts rebuilt from the ledger.
     async fn load(&self, accounts: Vec<AccountSnapshot>) -> Result<(), StoreError>;

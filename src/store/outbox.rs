@@ -111,9 +111,12 @@ pub enum OutboxEntry {
     Remember(Remembered),
 }
 
-/// An outbox entry and its position: positions only grow.
+/// Everything one store operation tells the ledger, at one position: positions only grow. The
+/// ledger writes a record's entries in one transaction, so an operation never reaches it half.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRecord {
     pub seq: u64,
-    pub entry: OutboxEntry,
+    /// The store's clock when the operation happened; the age of the oldest record is the lag.
+    pub at_ms: i64,
+    pub entries: Vec<OutboxEntry>,
 }
