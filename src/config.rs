@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::domain::{Amount, FeatureId, FeaturePrice, ModelId, PriceRule, TokenPrice, WalletId};
 use crate::gate::Limits;
+use crate::ledger::LedgerTarget;
 use crate::sync::SyncSettings;
 
 /// Default address of the gate service.
@@ -39,8 +40,16 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// Address of the admin service. Default `127.0.0.1:50052`.
     pub admin_listen: Option<SocketAddr>,
+    /// Address of the Prometheus `/metrics` endpoint. Default: none.
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the SQLite ledger. Default `creditgate-data`.
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL of the ledger. Default: the SQLite file in `data_dir`.
+    pub ledger: Option<String>,
+    /// `ledger` (default) or `store`: when commits and charges are acknowledged.
+    pub commit_durability: Option<CommitDurability>,
+    /// Whether `serve` applies the ledger's migrations on start. Default true.
+    pub migrate: Option<bool>,
     #[serde(default)]
     pub limits: LimitsConfig,
     /// Prices written to the ledger at start, replacing those of the same features.
@@ -178,35 +187,72 @@ impl PriceConfig {
     }
 }
 
+/// When a commit or charge is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitDurability {
+    /// Once the store has it (a durable store's own persistence decides what a crash loses).
+    Store,
+    /// Once its ledger entry is committed in the ledger database.
+    #[default]
+    Ledger,
+}
+
+/// Settings given on the command line or in the environment; each wins over the file.
+#[derive(Clone, Debug, Default)]
+pub struct Flags {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub ledger: Option<String>,
+    pub commit_durability: Option<CommitDurability>,
+    pub no_migrate: bool,
+}
+
 /// Everything `serve` needs, resolved.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Where `/metrics` is served; `None` serves no metrics.
+    pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
+    pub ledger: LedgerTarget,
+    pub commit_durability: CommitDurability,
+    /// Whether `serve` applies the ledger's migrations on start.
+    pub migrate: bool,
     pub limits: LimitsConfig,
     pub prices: Vec<FeaturePrice>,
 }
 
 impl ServerConfig {
     /// Merges flags and environment (already merged by the argument parser) over the file.
-    pub fn resolve(
-        listen: Option<SocketAddr>,
-        admin_listen: Option<SocketAddr>,
-        data_dir: Option<PathBuf>,
-        file: FileConfig,
-    ) -> Result<ServerConfig, ConfigError> {
+    pub fn resolve(flags: Flags, file: FileConfig) -> Result<ServerConfig, ConfigError> {
         let default_addr = |text: &str| text.parse().expect("default addresses parse");
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
+        let ledger = LedgerTarget::parse(flags.ledger.or(file.ledger).as_deref(), data_dir.clone())
+            .map_err(ConfigError::Limit)?;
         let config = ServerConfig {
-            listen: listen
+            listen: flags
+                .listen
                 .or(file.listen)
                 .unwrap_or_else(|| default_addr(LISTEN_DEFAULT)),
-            admin_listen: admin_listen
+            admin_listen: flags
+                .admin_listen
                 .or(file.admin_listen)
                 .unwrap_or_else(|| default_addr(ADMIN_LISTEN_DEFAULT)),
-            data_dir: data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT)),
+            metrics_listen: flags.metrics_listen.or(file.metrics_listen),
+            data_dir,
+            ledger,
+            commit_durability: flags
+                .commit_durability
+                .or(file.commit_durability)
+                .unwrap_or_default(),
+            migrate: !flags.no_migrate && file.migrate.unwrap_or(true),
             prices: file
                 .prices
                 .iter()
@@ -224,7 +270,13 @@ impl ServerConfig {
         ServerConfig {
             listen: any,
             admin_listen: any,
+            metrics_listen: None,
+            ledger: LedgerTarget::Sqlite {
+                data_dir: data_dir.clone(),
+            },
             data_dir,
+            commit_durability: CommitDurability::Ledger,
+            migrate: true,
             limits: LimitsConfig::default(),
             prices: Vec::new(),
         }
@@ -310,7 +362,7 @@ mod tests {
             per_call = "0.04"
         "#;
         let file: FileConfig = toml::from_str(text).unwrap();
-        let config = ServerConfig::resolve(None, None, None, file).unwrap();
+        let config = ServerConfig::resolve(Flags::default(), file).unwrap();
         assert_eq!(config.listen.port(), 6000);
         assert_eq!(config.admin_listen.to_string(), ADMIN_LISTEN_DEFAULT);
         assert_eq!(config.limits.hold_ttl_ms_default, 30_000);
@@ -323,8 +375,11 @@ mod tests {
     #[test]
     fn flags_win_over_the_file() {
         let file: FileConfig = toml::from_str(r#"listen = "127.0.0.1:6000""#).unwrap();
-        let flag = Some("127.0.0.1:7000".parse().unwrap());
-        let config = ServerConfig::resolve(flag, None, None, file).unwrap();
+        let flags = Flags {
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..Flags::default()
+        };
+        let config = ServerConfig::resolve(flags, file).unwrap();
         assert_eq!(config.listen.port(), 7000);
     }
 
@@ -345,6 +400,6 @@ mod tests {
     #[test]
     fn limits_are_checked() {
         let file: FileConfig = toml::from_str("[limits]\nhold_ttl_ms_default = 10").unwrap();
-        assert!(ServerConfig::resolve(None, None, None, file).is_err());
+        assert!(ServerConfig::resolve(Flags::default(), file).is_err());
     }
 }

@@ -14,8 +14,8 @@
 //! - [`store`]: the [`store::BalanceStore`] trait, atomic per account, with its outbox;
 //!   [`store::memory::MemoryStore`] is the embedded default.
 //! - [`sync`]: outbox → ledger in batches (group commit), durability waits, the expiry sweep.
-//! - [`ledger`]: the [`ledger::Ledger`] trait, the authoritative record;
-//!   [`ledger::sqlite::SqliteLedger`] is the embedded default.
+//! - [`ledger`]: the [`ledger::Ledger`] trait, the authoritative record, and
+//!   [`ledger::sql::SqlLedger`] over a SQLite file (the embedded default) or PostgreSQL.
 //! - [`server`]: wires the parts together and runs them until shutdown.
 //! - [`cli`]: the `creditgate` command's client subcommands.
 //! - [`config`], [`clock`], [`shutdown`]: settings, time, and stopping cleanly.

@@ -12,7 +12,7 @@ use creditgate::cli::{
     parse_duration_ms, parse_label,
 };
 use creditgate::clock::SystemClock;
-use creditgate::config::{FileConfig, ServerConfig};
+use creditgate::config::{CommitDurability, FileConfig, Flags, ServerConfig};
 use creditgate::server::Server;
 
 /// A low-latency gRPC credit gate: reserve, commit and release prepaid credits.
@@ -28,6 +28,8 @@ enum Command {
     /// Run the gate and admin services. With no settings: embedded store, SQLite ledger in
     /// ./creditgate-data, gate on 127.0.0.1:50051, admin on 127.0.0.1:50052.
     Serve(ServeArgs),
+    /// Apply the ledger's embedded migrations and exit.
+    Migrate(LedgerArgs),
     /// Add credits to a wallet (creates the account if needed).
     Grant(GrantArgs),
     /// Show an account's balances per wallet and grant.
@@ -46,6 +48,21 @@ enum Command {
     Check(CheckArgs),
 }
 
+/// Where the ledger is.
+#[derive(Args, Debug)]
+struct LedgerArgs {
+    /// PostgreSQL URL of the ledger, e.g. postgres://creditgate@db:5432/creditgate
+    /// [default: the SQLite file in the data directory].
+    #[arg(long, env = "CREDITGATE_LEDGER")]
+    ledger: Option<String>,
+    /// Directory of the SQLite ledger, created if missing [default: creditgate-data].
+    #[arg(long, env = "CREDITGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (limits, prices); flags and environment variables win over it.
+    #[arg(long, env = "CREDITGATE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 struct ServeArgs {
     /// Address of the gate service [default: 127.0.0.1:50051].
@@ -54,12 +71,18 @@ struct ServeArgs {
     /// Address of the admin service [default: 127.0.0.1:50052].
     #[arg(long, env = "CREDITGATE_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
-    /// Directory of the SQLite ledger, created if missing [default: creditgate-data].
-    #[arg(long, env = "CREDITGATE_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// TOML config file (limits, prices); flags and environment variables win over it.
-    #[arg(long, env = "CREDITGATE_CONFIG")]
-    config: Option<PathBuf>,
+    /// Address of the Prometheus /metrics endpoint [default: none].
+    #[arg(long, env = "CREDITGATE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    ledger: LedgerArgs,
+    /// When commits and charges are acknowledged: once in the ledger, or once in the store
+    /// (needs a durable store; the embedded one always waits for the ledger) [default: ledger].
+    #[arg(long, env = "CREDITGATE_COMMIT_DURABILITY", value_enum)]
+    commit_durability: Option<CommitDurability>,
+    /// Do not apply the ledger's migrations on start (run `creditgate migrate` instead).
+    #[arg(long, env = "CREDITGATE_NO_MIGRATE")]
+    no_migrate: bool,
 }
 
 /// Flags that name what a call is about.
@@ -234,13 +257,43 @@ async fn terminated() {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    init_logging();
-    let file = match &args.config {
+fn resolve(ledger: LedgerArgs, flags: Flags) -> Result<ServerConfig, Box<dyn std::error::Error>> {
+    let file = match &ledger.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let config = ServerConfig::resolve(args.listen, args.admin_listen, args.data_dir, file)?;
+    let flags = Flags {
+        data_dir: ledger.data_dir,
+        ledger: ledger.ledger,
+        ..flags
+    };
+    Ok(ServerConfig::resolve(flags, file)?)
+}
+
+async fn migrate(args: LedgerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let config = resolve(args, Flags::default())?;
+    let ledger = creditgate::ledger::sql::SqlLedger::connect(
+        &config.ledger,
+        std::time::Duration::from_millis(config.limits.ledger_timeout_ms),
+    )
+    .await?;
+    ledger.migrate().await?;
+    ledger.close().await;
+    println!("ledger {} is up to date", config.ledger.describe());
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    init_logging();
+    let flags = Flags {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        metrics_listen: args.metrics_listen,
+        commit_durability: args.commit_durability,
+        no_migrate: args.no_migrate,
+        ..Flags::default()
+    };
+    let config = resolve(args.ledger, flags)?;
     let server = Server::start(config, Arc::new(SystemClock)).await?;
     terminated().await;
     tracing::info!("shutting down");
@@ -250,7 +303,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 
 async fn client(command: Command) -> Result<(Answer, bool), CliError> {
     Ok(match command {
-        Command::Serve(_) => unreachable!("serve is dispatched before"),
+        Command::Serve(_) | Command::Migrate(_) => unreachable!("dispatched before"),
         Command::Grant(a) => {
             let expires_at_ms = match (a.expires_in, a.expires_at_ms) {
                 (Some(ms), _) => {
@@ -335,6 +388,15 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Migrate(args) = cli.command {
+        return match migrate(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("creditgate: {error}");
+                ExitCode::from(cli::EXIT_FAILED as u8)
+            }
+        };
+    }
     if let Command::Serve(args) = cli.command {
         return match serve(args).await {
             Ok(()) => ExitCode::SUCCESS,

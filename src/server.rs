@@ -16,9 +16,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::admin::AdminService;
 use crate::api::gate::GateService;
 use crate::clock::Clock;
-use crate::config::ServerConfig;
+use crate::config::{CommitDurability, ServerConfig};
 use crate::gate::{Catalog, Gate};
-use crate::ledger::sqlite::SqliteLedger;
+use crate::ledger::sql::SqlLedger;
 use crate::ledger::{Ledger, LedgerError};
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::store::memory::MemoryStore;
@@ -35,6 +35,8 @@ pub enum StartError {
     Ledger(#[from] LedgerError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -50,7 +52,7 @@ pub struct Server {
     stop_background: ShutdownTrigger,
     services: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
-    ledger: SqliteLedger,
+    ledger: SqlLedger,
     grace: Duration,
 }
 
@@ -63,10 +65,28 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 impl Server {
     /// Opens the ledger, rebuilds the store from it, and starts serving.
     pub async fn start(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
-        let ledger = SqliteLedger::open(&config.data_dir).await?;
+        if config.commit_durability == CommitDurability::Store {
+            // Memory alone is not durable: acknowledging before the ledger has a commit could
+            // lose it in a crash.
+            return Err(StartError::Config(
+                "commit_durability = store needs a durable store; the embedded in-memory store \
+                 always acknowledges once the ledger has the write"
+                    .into(),
+            ));
+        }
+        let ledger = SqlLedger::connect(
+            &config.ledger,
+            Duration::from_millis(config.limits.ledger_timeout_ms),
+        )
+        .await?;
+        if config.migrate {
+            ledger.migrate().await?;
+        }
         let store = Arc::new(MemoryStore::new(clock.clone()));
         let retention_ms = config.limits.idempotency_ttl_ms as i64;
-        let accounts = ledger.load_accounts(clock.now_ms(), retention_ms).await?;
+        let accounts = ledger
+            .load_accounts(None, clock.now_ms(), retention_ms)
+            .await?;
         let account_count = accounts.len();
         store.load(accounts).await?;
         if !config.prices.is_empty() {
@@ -79,7 +99,7 @@ impl Server {
         tracing::info!(
             accounts = account_count,
             prices = catalog.len(),
-            data_dir = %config.data_dir.display(),
+            ledger = %config.ledger.describe(),
             "store rebuilt from the ledger"
         );
 

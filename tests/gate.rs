@@ -730,7 +730,7 @@ async fn prices_from_the_config_file_are_in_the_catalog() {
     .unwrap();
     let file_config = creditgate::config::FileConfig::load(&file).unwrap();
     let mut config = config(dir.path());
-    config.prices = creditgate::config::ServerConfig::resolve(None, None, None, file_config)
+    config.prices = creditgate::config::ServerConfig::resolve(Default::default(), file_config)
         .unwrap()
         .prices;
     let mut t = start_with(config, std::sync::Arc::new(creditgate::clock::SystemClock)).await;

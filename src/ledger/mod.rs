@@ -1,20 +1,68 @@
 //! The ledger: the authoritative, durable record of accounts, grants, prices and every money
 //! movement. The store is rebuilt from it on start; the sync loop feeds it from the store's
-//! outbox.
+//! outbox, and carries changes written to it directly (by the Admin API or another system) back
+//! into the store.
 //!
-//! Implementations: [`sqlite::SqliteLedger`], a file under the data directory (the embedded
-//! default).
+//! One implementation, [`sql::SqlLedger`], over two databases: a SQLite file under the data
+//! directory (the embedded default) and PostgreSQL (production). Both have the same tables and
+//! pass the same tests.
 
-pub mod sqlite;
+pub mod sql;
+
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::domain::{AccountId, FeaturePrice};
+use crate::domain::{Account, AccountId, FeaturePrice, Grant, GrantId};
 use crate::store::AccountSnapshot;
 use crate::store::outbox::{LedgerEntry, OutboxRecord};
 
 /// Most entries one listing returns.
 pub const ENTRIES_LIMIT_MAX: usize = 1_000;
+/// Most groups one usage query returns.
+pub const USAGE_GROUPS_MAX: usize = 1_000;
+
+/// Where the ledger lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LedgerTarget {
+    /// A SQLite file in this directory (created if missing).
+    Sqlite { data_dir: PathBuf },
+    /// A PostgreSQL database, by URL (`postgres://user@host:port/database`).
+    Postgres { url: String },
+}
+
+impl LedgerTarget {
+    /// `postgres://…` or `postgresql://…` means PostgreSQL; nothing means the SQLite file in
+    /// `data_dir`.
+    pub fn parse(url: Option<&str>, data_dir: PathBuf) -> Result<LedgerTarget, String> {
+        match url {
+            None => Ok(LedgerTarget::Sqlite { data_dir }),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(LedgerTarget::Postgres {
+                    url: url.to_owned(),
+                })
+            }
+            Some(_) => Err("ledger must be a postgres:// URL (leave it out for the SQLite file in the data directory)".into()),
+        }
+    }
+
+    /// For logs: the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            LedgerTarget::Sqlite { data_dir } => {
+                format!("sqlite:{}", data_dir.join(sql::SQLITE_FILE_NAME).display())
+            }
+            LedgerTarget::Postgres { url } => match url.split_once('@') {
+                Some((credentials, host)) => {
+                    let user = credentials.rsplit_once(':').map_or(credentials, |(u, _)| u);
+                    let user = user.split("//").last().unwrap_or(user);
+                    format!("postgres://{user}@{host}")
+                }
+                None => url.clone(),
+            },
+        }
+    }
+}
 
 /// Why a ledger call failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +81,60 @@ impl LedgerError {
     }
 }
 
+/// What a change written to the ledger was about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Account,
+    Grant,
+    Void,
+    Price,
+}
+
+/// One change for the store to apply, in the order the ledger recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: ChangeKind,
+    pub account: Option<AccountId>,
+    /// The account id, grant id or feature the change is about.
+    pub key: String,
+}
+
+/// How usage is grouped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UsageGroup {
+    /// One total.
+    Total,
+    Feature,
+    Model,
+    Wallet,
+    /// By the value of one label, e.g. `project` or `task`.
+    Label(String),
+}
+
+/// Spend of one account over a time window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageQuery {
+    pub account: AccountId,
+    /// Inclusive.
+    pub since_ms: i64,
+    /// Exclusive.
+    pub until_ms: i64,
+    pub group: UsageGroup,
+    /// Only entries carrying this label with this value, e.g. `task=42`.
+    pub label: Option<(String, String)>,
+}
+
+/// Spend of one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The group's value; `None` for the total, or for entries without the grouped field.
+    pub key: Option<String>,
+    pub amount_minor: i64,
+    /// Commits and charges counted.
+    pub count: i64,
+}
+
 /// The durable record. See the module documentation.
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
@@ -40,13 +142,23 @@ pub trait Ledger: Send + Sync + 'static {
     /// nothing: entries are unique by id and state records keep their latest version.
     async fn append(&self, records: &[OutboxRecord]) -> Result<(), LedgerError>;
 
-    /// Every account as the store should hold it: grants with what remains of them, open
-    /// holds, and the holds and replies of the last `retention_ms` before `now_ms`.
+    /// Accounts as the store should hold them (all of them, or only `only`): grants with what
+    /// remains of them, open holds, and the holds and replies of the last `retention_ms`.
     async fn load_accounts(
         &self,
+        only: Option<&AccountId>,
         now_ms: i64,
         retention_ms: i64,
     ) -> Result<Vec<AccountSnapshot>, LedgerError>;
+
+    async fn account(&self, account: &AccountId) -> Result<Option<Account>, LedgerError>;
+
+    /// A grant as it was granted (amount, terms, void), without what was spent of it.
+    async fn grant(
+        &self,
+        account: &AccountId,
+        grant: &GrantId,
+    ) -> Result<Option<Grant>, LedgerError>;
 
     /// Sets the prices of the given features, leaving others as they are.
     async fn put_prices(&self, prices: &[FeaturePrice], at_ms: i64) -> Result<(), LedgerError>;
@@ -60,4 +172,19 @@ pub trait Ledger: Send + Sync + 'static {
         account: &AccountId,
         limit: usize,
     ) -> Result<Vec<LedgerEntry>, LedgerError>;
+
+    /// Spend (commits and charges) grouped as asked, largest first.
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError>;
+
+    /// Changes after `after`, plus those numbered in `gaps` (numbers skipped earlier, which a
+    /// transaction still open may yet fill), oldest first.
+    async fn changes(
+        &self,
+        after: i64,
+        gaps: &[i64],
+        limit: usize,
+    ) -> Result<Vec<Change>, LedgerError>;
+
+    /// The number of the newest change: where a store rebuilt now starts reading changes.
+    async fn last_change(&self) -> Result<i64, LedgerError>;
 }

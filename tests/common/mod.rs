@@ -149,3 +149,56 @@ where
 
 pub const ALLOWED: i32 = proto::Decision::Allowed as i32;
 pub const DENIED: i32 = proto::Decision::Denied as i32;
+
+/// A PostgreSQL database of its own for one test, created on the server at `DATABASE_URL`
+/// (default: the local server as `postgres`). Call [`PgDatabase::drop_database`] at the end.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        use sqlx::Connection;
+        let admin_url = postgres_admin_url();
+        let name = format!("creditgate_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
+            .await
+            .expect("PostgreSQL is reachable at DATABASE_URL (./scripts/test starts it)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("test database is created");
+        admin.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .expect("DATABASE_URL names a database");
+        PgDatabase {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+
+    pub async fn drop_database(self) {
+        use sqlx::Connection;
+        let mut admin = sqlx::postgres::PgConnection::connect(&self.admin_url)
+            .await
+            .expect("PostgreSQL is reachable");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("test database is dropped");
+        admin.close().await.ok();
+    }
+}

@@ -17,7 +17,7 @@ CREATE TABLE grants (
     priority       INTEGER NOT NULL,
     amount_minor   INTEGER NOT NULL CHECK (amount_minor >= 0),
     expires_at_ms  INTEGER,
-    features       TEXT NOT NULL,   -- JSON array of feature ids; empty means any feature
+    features       TEXT NOT NULL DEFAULT '[]',  -- JSON array of feature ids; empty means any
     created_at_ms  INTEGER NOT NULL,
     voided_at_ms   INTEGER,
     PRIMARY KEY (account_id, grant_id)
@@ -42,6 +42,7 @@ CREATE TABLE entries (
 );
 
 CREATE INDEX entries_by_account ON entries (account_id, seq);
+CREATE INDEX entries_by_account_time ON entries (account_id, at_ms);
 
 -- What each grant paid of an entry (commits, charges) or lost (voids).
 CREATE TABLE entry_splits (
@@ -90,3 +91,26 @@ CREATE TABLE prices (
     rule           TEXT NOT NULL,   -- JSON price rule
     updated_at_ms  INTEGER NOT NULL
 );
+
+-- Changes another system (or this one) made to the ledger that a store must apply: filled by
+-- triggers, read by the inbound sync loop in order of `seq`.
+CREATE TABLE changes (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL CHECK (kind IN ('account', 'grant', 'void', 'price')),
+    account_id  TEXT,
+    ref         TEXT NOT NULL
+);
+
+CREATE TRIGGER accounts_changed_insert AFTER INSERT ON accounts
+BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('account', NEW.account_id, NEW.account_id); END;
+CREATE TRIGGER accounts_changed_update AFTER UPDATE ON accounts
+BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('account', NEW.account_id, NEW.account_id); END;
+CREATE TRIGGER grants_changed_insert AFTER INSERT ON grants
+BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('grant', NEW.account_id, NEW.grant_id); END;
+CREATE TRIGGER grants_changed_void AFTER UPDATE OF voided_at_ms ON grants
+WHEN OLD.voided_at_ms IS NULL AND NEW.voided_at_ms IS NOT NULL
+BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('void', NEW.account_id, NEW.grant_id); END;
+CREATE TRIGGER prices_changed_insert AFTER INSERT ON prices
+BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('price', NULL, NEW.feature); END;
+CREATE TRIGGER prices_changed_update AFTER UPDATE ON prices
+BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('price', NULL, NEW.feature); END;

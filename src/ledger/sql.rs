@@ -1,0 +1,731 @@
+//! The ledger in SQL: one implementation over sqlx's `Any` driver for both SQLite (a file under
+//! the data directory, the embedded default) and PostgreSQL. The tables are the same in both
+//! (see `migrations/`); statements use `$n` placeholders, which both understand, and the one
+//! place the dialects differ (reading a label out of JSON) is [`Backend::label_value`].
+//!
+//! SQLite runs in WAL mode with `synchronous = FULL`, so a transaction that has returned is on
+//! disk. The sync loop writes many outbox records per transaction (group commit), which is what
+//! makes acknowledging every commit only once it is durable affordable.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+
+use super::{
+    Change, ChangeKind, Ledger, LedgerError, LedgerTarget, USAGE_GROUPS_MAX, UsageGroup,
+    UsageQuery, UsageRow,
+};
+use crate::domain::{
+    Account, AccountId, AccountStatus, FeatureId, FeaturePrice, Grant, GrantId, GrantKind,
+    GrantTerms, Hold, IdempotencyKey, ModelId, Portion, ReservationId, WalletId,
+};
+use crate::store::AccountSnapshot;
+use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered};
+
+/// Name of the SQLite ledger file inside the data directory.
+pub const SQLITE_FILE_NAME: &str = "ledger.sqlite3";
+
+/// Set on every SQLite connection: wait up to 5 s for a lock held by another connection; WAL
+/// journal; every commit synced to disk before it returns.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;";
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/ledger/migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator =
+    sqlx::migrate!("src/ledger/migrations/postgres");
+
+impl From<sqlx::Error> for LedgerError {
+    fn from(error: sqlx::Error) -> LedgerError {
+        LedgerError::Database(error.to_string())
+    }
+}
+
+/// Which database is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// An SQL expression for the value of a label in `labels`, with `{}` for the parameter
+    /// that names it, and what to bind to that parameter for label `name`.
+    fn label_value(self, name: &str) -> (String, String) {
+        match self {
+            Backend::Sqlite => ("json_extract(labels, {})".into(), format!("$.\"{name}\"")),
+            Backend::Postgres => ("(labels::jsonb ->> {})".into(), name.to_owned()),
+        }
+    }
+}
+
+/// The ledger in a SQL database. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct SqlLedger {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn install_drivers() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(sqlx::any::install_default_drivers);
+}
+
+impl SqlLedger {
+    /// Connects to the ledger; `timeout` bounds waiting for a connection. Does not migrate.
+    pub async fn connect(
+        target: &LedgerTarget,
+        timeout: Duration,
+    ) -> Result<SqlLedger, LedgerError> {
+        install_drivers();
+        match target {
+            LedgerTarget::Sqlite { data_dir } => Self::connect_sqlite(data_dir, timeout).await,
+            LedgerTarget::Postgres { url } => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(timeout)
+                    .connect(url)
+                    .await?;
+                Ok(SqlLedger {
+                    pool,
+                    backend: Backend::Postgres,
+                })
+            }
+        }
+    }
+
+    async fn connect_sqlite(data_dir: &Path, timeout: Duration) -> Result<SqlLedger, LedgerError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            LedgerError::Database(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let path = data_dir.join(SQLITE_FILE_NAME);
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(timeout)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    connection.execute(SQLITE_PRAGMAS).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(SqlLedger {
+            pool,
+            backend: Backend::Sqlite,
+        })
+    }
+
+    /// Applies the embedded migrations that the database does not have yet.
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|e| LedgerError::Database(format!("migrations: {e}")))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool, for tests that look at the tables themselves.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for statements in flight.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Serialising plain data structs with string keys cannot fail.
+    serde_json::to_string(value).expect("ledger records serialise to JSON")
+}
+
+fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, LedgerError> {
+    serde_json::from_str(text).map_err(|e| LedgerError::Corrupt(format!("{what}: {e}")))
+}
+
+fn parse<T, E: std::fmt::Display>(
+    result: Result<T, E>,
+    what: &str,
+    text: &str,
+) -> Result<T, LedgerError> {
+    result.map_err(|e| LedgerError::Corrupt(format!("{what} {text:?}: {e}")))
+}
+
+fn parse_opt<T, E: std::fmt::Display>(
+    text: Option<String>,
+    what: &str,
+    parse_fn: impl Fn(&str) -> Result<T, E>,
+) -> Result<Option<T>, LedgerError> {
+    text.map(|t| parse(parse_fn(&t), what, &t)).transpose()
+}
+
+type Tx<'a> = Transaction<'a, Any>;
+
+async fn insert_entry(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), LedgerError> {
+    let inserted = sqlx::query(
+        "INSERT INTO entries (entry_id, kind, account_id, wallet, feature, model, usage, \
+         amount_minor, reservation_id, grant_id, idempotency_key, labels, reason, at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (entry_id) DO NOTHING",
+    )
+    .bind(&entry.id)
+    .bind(entry.kind.as_str())
+    .bind(entry.account.as_str())
+    .bind(entry.wallet.as_str())
+    .bind(entry.feature.as_ref().map(|f| f.as_str().to_owned()))
+    .bind(entry.model.as_ref().map(|m| m.as_str().to_owned()))
+    .bind(entry.usage.as_ref().map(to_json))
+    .bind(entry.amount_minor)
+    .bind(entry.reservation.as_ref().map(ReservationId::to_string))
+    .bind(entry.grant.as_ref().map(|g| g.as_str().to_owned()))
+    .bind(
+        entry
+            .idempotency_key
+            .as_ref()
+            .map(|k| k.as_str().to_owned()),
+    )
+    .bind(to_json(&entry.labels))
+    .bind(entry.reason.clone())
+    .bind(entry.at_ms)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // Written by an earlier batch: its splits are there too.
+        return Ok(());
+    }
+    for (position, portion) in entry.split.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO entry_splits (entry_id, position, account_id, grant_id, amount_minor) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&entry.id)
+        .bind(position as i64)
+        .bind(entry.account.as_str())
+        .bind(portion.grant.as_str())
+        .bind(portion.amount_minor)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> {
+    match entry {
+        OutboxEntry::Account(account) => {
+            sqlx::query(
+                "INSERT INTO accounts (account_id, display_name, status, created_at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_id) DO UPDATE SET \
+                 display_name = excluded.display_name, status = excluded.status",
+            )
+            .bind(account.id.as_str())
+            .bind(&account.display_name)
+            .bind(account.status.as_str())
+            .bind(account.created_at_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        OutboxEntry::Grant { grant, entry } => {
+            let terms = &grant.terms;
+            sqlx::query(
+                "INSERT INTO grants (account_id, grant_id, wallet, kind, priority, amount_minor, \
+                 expires_at_ms, features, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (account_id, grant_id) DO NOTHING",
+            )
+            .bind(entry.account.as_str())
+            .bind(terms.id.as_str())
+            .bind(terms.wallet.as_str())
+            .bind(terms.kind.as_str())
+            .bind(i64::from(terms.priority))
+            .bind(terms.amount_minor)
+            .bind(terms.expires_at_ms)
+            .bind(to_json(&terms.features))
+            .bind(grant.created_at_ms)
+            .execute(&mut **tx)
+            .await?;
+            insert_entry(tx, entry).await?;
+        }
+        OutboxEntry::Void { entry } => {
+            sqlx::query(
+                "UPDATE grants SET voided_at_ms = $1 \
+                 WHERE account_id = $2 AND grant_id = $3 AND voided_at_ms IS NULL",
+            )
+            .bind(entry.at_ms)
+            .bind(entry.account.as_str())
+            .bind(entry.grant.as_ref().map(|g| g.as_str().to_owned()))
+            .execute(&mut **tx)
+            .await?;
+            insert_entry(tx, entry).await?;
+        }
+        OutboxEntry::Charge(entry) => insert_entry(tx, entry).await?,
+        OutboxEntry::Hold(hold) => {
+            let updated_at = hold
+                .commit
+                .as_ref()
+                .map(|c| c.at_ms)
+                .or(hold.release.as_ref().map(|r| r.at_ms))
+                .unwrap_or(hold.created_at_ms);
+            sqlx::query(
+                "INSERT INTO holds (reservation_id, account_id, state, updated_at_ms, body) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reservation_id) DO UPDATE SET \
+                 state = excluded.state, updated_at_ms = excluded.updated_at_ms, \
+                 body = excluded.body",
+            )
+            .bind(hold.id.to_string())
+            .bind(hold.account().as_str())
+            .bind(hold.state.as_str())
+            .bind(updated_at)
+            .bind(to_json(hold))
+            .execute(&mut **tx)
+            .await?;
+        }
+        OutboxEntry::Remember(remembered) => {
+            // A key may be used again once the store has forgotten it: keep the newest use.
+            sqlx::query(
+                "INSERT INTO remembered (account_id, idempotency_key, at_ms, body) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, idempotency_key) DO UPDATE SET \
+                 at_ms = excluded.at_ms, body = excluded.body",
+            )
+            .bind(remembered.account.as_str())
+            .bind(remembered.key.as_str())
+            .bind(remembered.at_ms)
+            .bind(to_json(remembered))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+fn read_account(row: &AnyRow) -> Result<Account, LedgerError> {
+    let id: String = row.try_get("account_id")?;
+    let status: String = row.try_get("status")?;
+    Ok(Account {
+        id: parse(AccountId::parse(&id), "account id", &id)?,
+        display_name: row.try_get("display_name")?,
+        status: AccountStatus::parse(&status)
+            .ok_or_else(|| LedgerError::Corrupt(format!("account status {status:?}")))?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+/// A grant row, with `taken` (charged and voided) already subtracted from its amount.
+fn read_grant(row: &AnyRow, taken_minor: i64) -> Result<Grant, LedgerError> {
+    let id: String = row.try_get("grant_id")?;
+    let wallet: String = row.try_get("wallet")?;
+    let kind: String = row.try_get("kind")?;
+    let features: String = row.try_get("features")?;
+    let priority: i64 = row.try_get("priority")?;
+    let amount_minor: i64 = row.try_get("amount_minor")?;
+    Ok(Grant {
+        terms: GrantTerms {
+            id: parse(GrantId::parse(&id), "grant id", &id)?,
+            wallet: parse(WalletId::parse(&wallet), "wallet", &wallet)?,
+            kind: GrantKind::parse(&kind)
+                .ok_or_else(|| LedgerError::Corrupt(format!("grant kind {kind:?}")))?,
+            priority: parse(u32::try_from(priority), "priority", &priority.to_string())?,
+            amount_minor,
+            expires_at_ms: row.try_get("expires_at_ms")?,
+            features: from_json(&features, "grant features")?,
+        },
+        remaining_minor: amount_minor - taken_minor,
+        held_minor: 0,
+        created_at_ms: row.try_get("created_at_ms")?,
+        voided_at_ms: row.try_get("voided_at_ms")?,
+    })
+}
+
+fn read_entry(row: &AnyRow, split: Vec<Portion>) -> Result<LedgerEntry, LedgerError> {
+    let id: String = row.try_get("entry_id")?;
+    let kind: String = row.try_get("kind")?;
+    let account: String = row.try_get("account_id")?;
+    let wallet: String = row.try_get("wallet")?;
+    let usage: Option<String> = row.try_get("usage")?;
+    let labels: String = row.try_get("labels")?;
+    Ok(LedgerEntry {
+        kind: EntryKind::parse(&kind)
+            .ok_or_else(|| LedgerError::Corrupt(format!("entry kind {kind:?}")))?,
+        account: parse(AccountId::parse(&account), "account id", &account)?,
+        wallet: parse(WalletId::parse(&wallet), "wallet", &wallet)?,
+        feature: parse_opt(row.try_get("feature")?, "feature", FeatureId::parse)?,
+        model: parse_opt(row.try_get("model")?, "model", ModelId::parse)?,
+        usage: usage.map(|u| from_json(&u, "usage")).transpose()?,
+        amount_minor: row.try_get("amount_minor")?,
+        split,
+        reservation: parse_opt(
+            row.try_get("reservation_id")?,
+            "reservation id",
+            ReservationId::parse,
+        )?,
+        grant: parse_opt(row.try_get("grant_id")?, "grant id", GrantId::parse)?,
+        idempotency_key: parse_opt(
+            row.try_get("idempotency_key")?,
+            "idempotency key",
+            IdempotencyKey::parse,
+        )?,
+        labels: from_json(&labels, "labels")?,
+        reason: row.try_get("reason")?,
+        at_ms: row.try_get("at_ms")?,
+        id,
+    })
+}
+
+fn read_change(row: &AnyRow) -> Result<Change, LedgerError> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Change {
+        seq: row.try_get("seq")?,
+        kind: match kind.as_str() {
+            "account" => ChangeKind::Account,
+            "grant" => ChangeKind::Grant,
+            "void" => ChangeKind::Void,
+            "price" => ChangeKind::Price,
+            other => return Err(LedgerError::Corrupt(format!("change kind {other:?}"))),
+        },
+        account: parse_opt(row.try_get("account_id")?, "account id", AccountId::parse)?,
+        key: row.try_get("ref")?,
+    })
+}
+
+/// A statement built piece by piece, numbering its parameters as they are added: PostgreSQL
+/// refuses parameters a statement does not use, so only the ones written in are bound.
+#[derive(Default)]
+struct Statement {
+    sql: String,
+    params: Vec<Param>,
+}
+
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl Statement {
+    fn new(sql: &str) -> Statement {
+        Statement {
+            sql: sql.to_owned(),
+            params: Vec::new(),
+        }
+    }
+
+    /// Appends `sql`, in which `{}` stands for the placeholder of `param`.
+    fn push(&mut self, sql: &str, param: Param) -> &mut Statement {
+        self.params.push(param);
+        self.sql
+            .push_str(&sql.replace("{}", &format!("${}", self.params.len())));
+        self
+    }
+
+    fn push_sql(&mut self, sql: &str) -> &mut Statement {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// `AND column = $n` when only one account is wanted.
+    fn only(&mut self, column: &str, only: Option<&AccountId>) -> &mut Statement {
+        if let Some(account) = only {
+            self.push(
+                &format!(" AND {column} = {{}}"),
+                Param::Text(account.to_string()),
+            );
+        }
+        self
+    }
+
+    async fn fetch_all(&self, pool: &AnyPool) -> Result<Vec<AnyRow>, LedgerError> {
+        // The text is built only from this module's literals; every value is a parameter.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql.as_str()));
+        for param in &self.params {
+            query = match param {
+                Param::Text(text) => query.bind(text.clone()),
+                Param::Int(value) => query.bind(*value),
+            };
+        }
+        Ok(query.fetch_all(pool).await?)
+    }
+}
+
+#[async_trait]
+impl Ledger for SqlLedger {
+    async fn append(&self, records: &[OutboxRecord]) -> Result<(), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        for entry in records.iter().flat_map(|r| &r.entries) {
+            apply(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_accounts(
+        &self,
+        only: Option<&AccountId>,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Result<Vec<AccountSnapshot>, LedgerError> {
+        let since = now_ms - retention_ms;
+        let mut snapshots: HashMap<String, AccountSnapshot> = HashMap::new();
+
+        let accounts = Statement::new("SELECT * FROM accounts WHERE 1 = 1")
+            .only("account_id", only)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in accounts {
+            let account = read_account(&row)?;
+            let key = account.id.to_string();
+            snapshots.entry(key).or_default().account = Some(account);
+        }
+
+        let taken_rows = Statement::new(
+            "SELECT s.account_id, s.grant_id, CAST(SUM(s.amount_minor) AS BIGINT) AS taken \
+             FROM entry_splits s JOIN entries e ON e.entry_id = s.entry_id \
+             WHERE e.kind IN ('commit', 'charge', 'void')",
+        )
+        .only("s.account_id", only)
+        .push_sql(" GROUP BY s.account_id, s.grant_id")
+        .fetch_all(&self.pool)
+        .await?;
+        let mut taken: HashMap<(String, String), i64> = HashMap::new();
+        for row in taken_rows {
+            let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
+            taken.insert(key, row.try_get::<i64, _>("taken")?);
+        }
+
+        let grants = Statement::new("SELECT * FROM grants WHERE 1 = 1")
+            .only("account_id", only)
+            .push_sql(" ORDER BY created_at_ms, grant_id")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in grants {
+            let account: String = row.try_get("account_id")?;
+            let grant_id: String = row.try_get("grant_id")?;
+            let spent = taken
+                .get(&(account.clone(), grant_id))
+                .copied()
+                .unwrap_or(0);
+            let grant = read_grant(&row, spent)?;
+            snapshots.entry(account).or_default().grants.push(grant);
+        }
+
+        let holds = Statement::new("SELECT account_id, body FROM holds WHERE ")
+            .push("(state = 'held' OR updated_at_ms >= {})", Param::Int(since))
+            .only("account_id", only)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in holds {
+            let account: String = row.try_get("account_id")?;
+            let hold: Hold = from_json(&row.try_get::<String, _>("body")?, "hold")?;
+            snapshots.entry(account).or_default().holds.push(hold);
+        }
+
+        let remembered = Statement::new("SELECT account_id, body FROM remembered WHERE ")
+            .push("at_ms >= {}", Param::Int(since))
+            .only("account_id", only)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in remembered {
+            let account: String = row.try_get("account_id")?;
+            let remembered: Remembered =
+                from_json(&row.try_get::<String, _>("body")?, "idempotent reply")?;
+            snapshots
+                .entry(account)
+                .or_default()
+                .remembered
+                .push(remembered);
+        }
+        Ok(snapshots.into_values().collect())
+    }
+
+    async fn account(&self, account: &AccountId) -> Result<Option<Account>, LedgerError> {
+        sqlx::query("SELECT * FROM accounts WHERE account_id = $1")
+            .bind(account.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| read_account(&row))
+            .transpose()
+    }
+
+    async fn grant(
+        &self,
+        account: &AccountId,
+        grant: &GrantId,
+    ) -> Result<Option<Grant>, LedgerError> {
+        sqlx::query("SELECT * FROM grants WHERE account_id = $1 AND grant_id = $2")
+            .bind(account.as_str())
+            .bind(grant.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| read_grant(&row, 0))
+            .transpose()
+    }
+
+    async fn put_prices(&self, prices: &[FeaturePrice], at_ms: i64) -> Result<(), LedgerError> {
+        let mut tx = self.pool.begin().await?;
+        for price in prices {
+            sqlx::query(
+                "INSERT INTO prices (feature, wallet, rule, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (feature) DO UPDATE SET \
+                 wallet = excluded.wallet, rule = excluded.rule, \
+                 updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(price.feature.as_str())
+            .bind(price.wallet.as_str())
+            .bind(to_json(&price.rule))
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn prices(&self) -> Result<Vec<FeaturePrice>, LedgerError> {
+        let mut prices = Vec::new();
+        for row in sqlx::query("SELECT feature, wallet, rule FROM prices ORDER BY feature")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let feature: String = row.try_get("feature")?;
+            let wallet: String = row.try_get("wallet")?;
+            prices.push(FeaturePrice {
+                feature: parse(FeatureId::parse(&feature), "feature", &feature)?,
+                wallet: parse(WalletId::parse(&wallet), "wallet", &wallet)?,
+                rule: from_json(&row.try_get::<String, _>("rule")?, "price rule")?,
+            });
+        }
+        Ok(prices)
+    }
+
+    async fn entries(
+        &self,
+        account: &AccountId,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, LedgerError> {
+        let limit = limit.min(super::ENTRIES_LIMIT_MAX) as i64;
+        let rows =
+            sqlx::query("SELECT * FROM entries WHERE account_id = $1 ORDER BY seq DESC LIMIT $2")
+                .bind(account.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get("entry_id")?;
+            let mut split = Vec::new();
+            for portion in sqlx::query(
+                "SELECT grant_id, amount_minor FROM entry_splits WHERE entry_id = $1 \
+                 ORDER BY position",
+            )
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await?
+            {
+                let grant: String = portion.try_get("grant_id")?;
+                split.push(Portion {
+                    grant: parse(GrantId::parse(&grant), "grant id", &grant)?,
+                    amount_minor: portion.try_get("amount_minor")?,
+                });
+            }
+            entries.push(read_entry(&row, split)?);
+        }
+        Ok(entries)
+    }
+
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
+        let mut statement = Statement::new("SELECT ");
+        match &query.group {
+            UsageGroup::Total => statement.push_sql("CAST(NULL AS TEXT)"),
+            UsageGroup::Feature => statement.push_sql("feature"),
+            UsageGroup::Model => statement.push_sql("model"),
+            UsageGroup::Wallet => statement.push_sql("wallet"),
+            UsageGroup::Label(name) => {
+                let (expr, path) = self.backend.label_value(name);
+                statement.push(&expr, Param::Text(path))
+            }
+        };
+        statement
+            .push_sql(
+                " AS usage_key, CAST(SUM(amount_minor) AS BIGINT) AS total, COUNT(*) AS n \
+                 FROM entries WHERE kind IN ('commit', 'charge')",
+            )
+            .push(
+                " AND account_id = {}",
+                Param::Text(query.account.to_string()),
+            )
+            .push(" AND at_ms >= {}", Param::Int(query.since_ms))
+            .push(" AND at_ms < {}", Param::Int(query.until_ms));
+        if let Some((name, value)) = &query.label {
+            let (expr, path) = self.backend.label_value(name);
+            statement
+                .push(&format!(" AND {expr}"), Param::Text(path))
+                .push(" = {}", Param::Text(value.clone()));
+        }
+        statement.push_sql(&format!(
+            " GROUP BY usage_key ORDER BY total DESC, usage_key LIMIT {USAGE_GROUPS_MAX}"
+        ));
+        let rows = statement.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    key: row.try_get("usage_key")?,
+                    amount_minor: row.try_get("total")?,
+                    count: row.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn changes(
+        &self,
+        after: i64,
+        gaps: &[i64],
+        limit: usize,
+    ) -> Result<Vec<Change>, LedgerError> {
+        let mut changes = Vec::new();
+        if !gaps.is_empty() {
+            // Gaps are few and numbers; they are written into the statement, not bound.
+            let list = gaps
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("SELECT * FROM changes WHERE seq IN ({list}) ORDER BY seq");
+            // Only integers are written into the text.
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for row in query.fetch_all(&self.pool).await? {
+                changes.push(read_change(&row)?);
+            }
+        }
+        for row in sqlx::query("SELECT * FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            changes.push(read_change(&row)?);
+        }
+        Ok(changes)
+    }
+
+    async fn last_change(&self) -> Result<i64, LedgerError> {
+        let row = sqlx::query("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS last FROM changes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("last")?)
+    }
+}
