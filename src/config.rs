@@ -79,6 +79,14 @@ pub struct LimitsConfig {
     pub ledger_timeout_ms: u64,
     /// How long `serve` waits for calls in flight after SIGTERM. Default 10 000.
     pub shutdown_grace_ms: u64,
+    /// Time between reads of grants, voids and prices written to the ledger directly: they
+    /// reach the store within this. Default 1 000.
+    pub inbound_interval_ms: u64,
+    /// Time between comparisons of every account in the store with the ledger. Default 60 000.
+    pub reconcile_interval_ms: u64,
+    /// Outbox records kept for the ledger before writes are refused with UNAVAILABLE.
+    /// Default 1 000 000.
+    pub outbox_len_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -92,6 +100,9 @@ impl Default for LimitsConfig {
             sync_batch_len_max: 1_024,
             ledger_timeout_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            inbound_interval_ms: 1_000,
+            reconcile_interval_ms: 60_000,
+            outbox_len_max: 1_000_000,
         }
     }
 }
@@ -294,6 +305,11 @@ impl ServerConfig {
                 "limits.idempotency_ttl_ms must be between {IDEMPOTENCY_TTL_MS_MIN} and {IDEMPOTENCY_TTL_MS_MAX}"
             )));
         }
+        if !(1..=100_000_000).contains(&l.outbox_len_max) {
+            return Err(ConfigError::Limit(
+                "limits.outbox_len_max must be between 1 and 100000000".into(),
+            ));
+        }
         if !(1..=1_000_000).contains(&l.sync_batch_len_max) {
             return Err(ConfigError::Limit(
                 "limits.sync_batch_len_max must be between 1 and 1000000".into(),
@@ -309,6 +325,8 @@ impl ServerConfig {
             ("limits.sync_interval_ms", l.sync_interval_ms),
             ("limits.ledger_timeout_ms", l.ledger_timeout_ms),
             ("limits.shutdown_grace_ms", l.shutdown_grace_ms),
+            ("limits.inbound_interval_ms", l.inbound_interval_ms),
+            ("limits.reconcile_interval_ms", l.reconcile_interval_ms),
         ];
         for (name, value) in intervals {
             if !(1..=INTERVAL_MS_MAX).contains(&value) {
@@ -336,6 +354,8 @@ impl ServerConfig {
             sweep_batch_len_max: 1_024,
             retention_ms: self.limits.idempotency_ttl_ms as i64,
             retry_backoff_ms: 50,
+            ledger_timeout_ms: self.limits.ledger_timeout_ms,
+            inbound_interval_ms: self.limits.inbound_interval_ms,
         }
     }
 }

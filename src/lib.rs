@@ -21,6 +21,7 @@
 //! - [`config`], [`clock`], [`shutdown`]: settings, time, and stopping cleanly.
 
 pub mod api;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 
 /// Generated protocol types and service stubs of `proto/creditgate/v1`.
 pub mod proto {

@@ -15,15 +15,16 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::admin::AdminService;
 use crate::api::gate::GateService;
+use crate::catalog::{Catalog, SharedCatalog};
 use crate::clock::Clock;
 use crate::config::{CommitDurability, ServerConfig};
-use crate::gate::{Catalog, Gate};
+use crate::gate::Gate;
 use crate::ledger::sql::SqlLedger;
 use crate::ledger::{Ledger, LedgerError};
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::store::memory::MemoryStore;
 use crate::store::{BalanceStore, StoreError};
-use crate::sync::{self, SyncLoop};
+use crate::sync::{self, Inbound, SyncLoop};
 
 /// Largest request message accepted, in bytes.
 pub const REQUEST_LEN_MAX: usize = 64 * 1024;
@@ -82,8 +83,13 @@ impl Server {
         if config.migrate {
             ledger.migrate().await?;
         }
-        let store = Arc::new(MemoryStore::new(clock.clone()));
+        let store = Arc::new(MemoryStore::with_outbox_len_max(
+            clock.clone(),
+            config.limits.outbox_len_max,
+        ));
         let retention_ms = config.limits.idempotency_ttl_ms as i64;
+        // Read before the accounts: a change made meanwhile is applied again, harmlessly.
+        let change_cursor = ledger.last_change().await?;
         let accounts = ledger
             .load_accounts(None, clock.now_ms(), retention_ms)
             .await?;
@@ -92,10 +98,7 @@ impl Server {
         if !config.prices.is_empty() {
             ledger.put_prices(&config.prices, clock.now_ms()).await?;
         }
-        let mut catalog = Catalog::default();
-        for price in ledger.prices().await? {
-            catalog.put(price);
-        }
+        let catalog = Catalog::from_prices(ledger.prices().await?);
         tracing::info!(
             accounts = account_count,
             prices = catalog.len(),
@@ -112,6 +115,15 @@ impl Server {
             settings.clone(),
             Duration::from_millis(config.limits.ledger_timeout_ms),
         );
+        let catalog = Arc::new(SharedCatalog::new(catalog));
+        let inbound = Inbound::new(
+            store.clone(),
+            ledger_dyn.clone(),
+            catalog.clone(),
+            change_cursor,
+            Duration::from_millis(config.limits.inbound_interval_ms),
+            settings.batch_len_max,
+        );
         let gate = Arc::new(Gate::new(
             store.clone(),
             ledger_dyn,
@@ -120,6 +132,10 @@ impl Server {
             config.gate_limits(),
         ));
 
+        if let Some(addr) = config.metrics_listen {
+            crate::telemetry::serve_metrics(addr).map_err(|e| StartError::Config(e.to_string()))?;
+            tracing::info!(%addr, "serving /metrics");
+        }
         let gate_listener = bind(config.listen).await?;
         let admin_listener = bind(config.admin_listen).await?;
         let gate_addr = gate_listener
@@ -138,6 +154,7 @@ impl Server {
         let (stop_background, background_shutdown) = shutdown::channel();
         let background = vec![
             tokio::spawn(sync_loop.run(background_shutdown.clone())),
+            tokio::spawn(inbound.run(background_shutdown.clone())),
             tokio::spawn(sync::sweep(store, settings, background_shutdown)),
         ];
 

@@ -6,14 +6,18 @@
 //! answer before their write is durable wait on [`Durability`], which wakes the loop at once:
 //! writes that arrive while a batch is being written ride on the next one (group commit).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use crate::ledger::Ledger;
+use crate::catalog::{Catalog, SharedCatalog};
+use crate::domain::GrantId;
+use crate::ledger::{Change, ChangeKind, Ledger, LedgerError};
 use crate::shutdown::Shutdown;
 use crate::store::BalanceStore;
+use crate::telemetry;
 
 /// How the sync loop runs.
 #[derive(Clone, Debug)]
@@ -30,6 +34,10 @@ pub struct SyncSettings {
     pub retention_ms: i64,
     /// First wait after a failed ledger write; doubles up to one second.
     pub retry_backoff_ms: u64,
+    /// Longest wait for one ledger write before it counts as failed.
+    pub ledger_timeout_ms: u64,
+    /// Time between reads of changes written to the ledger directly.
+    pub inbound_interval_ms: u64,
 }
 
 /// Lets a caller wait until a store write has reached the ledger.
@@ -110,6 +118,13 @@ impl SyncLoop {
         tracing::info!("sync loop stopped; outbox flushed");
     }
 
+    async fn record_lag(&self) {
+        if let Ok(stats) = self.store.outbox_stats().await {
+            metrics::gauge!(telemetry::OUTBOX_RECORDS).set(stats.records as f64);
+            metrics::gauge!(telemetry::OUTBOX_LAG_MS).set(stats.lag_ms as f64);
+        }
+    }
+
     /// Writes the whole outbox to the ledger, batch by batch. Retries a failing batch with
     /// backoff; once shutdown has fired it tries each batch only a few more times.
     pub async fn flush(&self, shutdown: &Shutdown) {
@@ -126,7 +141,14 @@ impl SyncLoop {
             let Some(last) = batch.last().map(|r| r.seq) else {
                 return;
             };
-            match self.ledger.append(&batch).await {
+            let deadline = Duration::from_millis(self.settings.ledger_timeout_ms);
+            let written = match tokio::time::timeout(deadline, self.ledger.append(&batch)).await {
+                Ok(result) => result,
+                Err(_) => Err(LedgerError::Database(format!(
+                    "no answer within {deadline:?}"
+                ))),
+            };
+            match written {
                 Ok(()) => {
                     backoff_ms = self.settings.retry_backoff_ms;
                     if let Err(error) = self.store.outbox_ack(last).await {
@@ -134,8 +156,14 @@ impl SyncLoop {
                         return;
                     }
                     self.persisted.send_replace(last);
+                    metrics::counter!(telemetry::LEDGER_BATCHES_TOTAL).increment(1);
+                    metrics::counter!(telemetry::LEDGER_RECORDS_TOTAL)
+                        .increment(batch.len() as u64);
+                    self.record_lag().await;
                 }
                 Err(error) => {
+                    metrics::counter!(telemetry::LEDGER_WRITE_ERRORS_TOTAL).increment(1);
+                    self.record_lag().await;
                     tracing::error!(%error, batch_len = batch.len(), "ledger write failed; retrying");
                     if shutdown.is_fired() {
                         failures_after_shutdown += 1;
@@ -192,6 +220,139 @@ pub async fn sweep_round(store: &dyn BalanceStore, settings: &SyncSettings) {
             Err(error) => {
                 tracing::warn!(%error, "forgetting old replies failed");
                 break;
+            }
+        }
+    }
+}
+
+/// Change numbers skipped by the ledger are re-read for this long: a transaction still open
+/// may fill them. After it, a skipped number is taken for a rolled-back transaction.
+const GAP_WAIT: Duration = Duration::from_secs(60);
+/// Most skipped change numbers watched at once.
+const GAPS_MAX: usize = 10_000;
+
+/// Carries changes written to the ledger directly (grants, voids, prices: by the Admin API of
+/// any replica, or by another system inserting rows) into the store and the catalog.
+///
+/// Changes are read in order of their number, every `interval_ms`, so one reaches the store
+/// within that interval (plus the time to apply it). Applying is idempotent: a grant the store
+/// already has, or a void it already made, changes nothing, which is also why a change this
+/// replica made itself and reads back is harmless.
+pub struct Inbound {
+    store: Arc<dyn BalanceStore>,
+    ledger: Arc<dyn Ledger>,
+    catalog: Arc<SharedCatalog>,
+    /// Number of the newest change applied.
+    cursor: i64,
+    /// Numbers below the cursor not seen yet, with when they were first missed.
+    gaps: BTreeMap<i64, Instant>,
+    interval: Duration,
+    batch_len_max: usize,
+}
+
+impl Inbound {
+    /// Reads changes after `cursor`: the newest change when the store was rebuilt.
+    pub fn new(
+        store: Arc<dyn BalanceStore>,
+        ledger: Arc<dyn Ledger>,
+        catalog: Arc<SharedCatalog>,
+        cursor: i64,
+        interval: Duration,
+        batch_len_max: usize,
+    ) -> Inbound {
+        Inbound {
+            store,
+            ledger,
+            catalog,
+            cursor,
+            gaps: BTreeMap::new(),
+            interval,
+            batch_len_max,
+        }
+    }
+
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+            if let Err(error) = self.poll().await {
+                tracing::warn!(%error, "reading ledger changes failed; retrying");
+            }
+        }
+    }
+
+    /// Applies every change recorded since the last poll.
+    pub async fn poll(&mut self) -> Result<usize, LedgerError> {
+        let now = Instant::now();
+        self.gaps
+            .retain(|_, first_missed| now - *first_missed < GAP_WAIT);
+        let gaps: Vec<i64> = self.gaps.keys().copied().collect();
+        let changes = self
+            .ledger
+            .changes(self.cursor, &gaps, self.batch_len_max)
+            .await?;
+        let count = changes.len();
+        let mut prices_changed = false;
+        for change in changes {
+            if change.seq > self.cursor {
+                for missing in self.cursor + 1..change.seq {
+                    if self.gaps.len() < GAPS_MAX {
+                        self.gaps.insert(missing, now);
+                    }
+                }
+                self.cursor = change.seq;
+            } else {
+                self.gaps.remove(&change.seq);
+            }
+            match change.kind {
+                ChangeKind::Price => prices_changed = true,
+                ChangeKind::Grant | ChangeKind::Void => self.apply_grant_change(&change).await?,
+            }
+        }
+        if prices_changed {
+            self.catalog
+                .replace(Catalog::from_prices(self.ledger.prices().await?));
+        }
+        metrics::counter!(telemetry::INBOUND_CHANGES_TOTAL).increment(count as u64);
+        Ok(count)
+    }
+
+    async fn apply_grant_change(&self, change: &Change) -> Result<(), LedgerError> {
+        let Some(account) = &change.account else {
+            return Ok(());
+        };
+        let Ok(grant_id) = GrantId::parse(&change.key) else {
+            tracing::error!(key = %change.key, "ledger change names an invalid grant id");
+            return Ok(());
+        };
+        let Some(grant) = self.ledger.grant(account, &grant_id).await? else {
+            return Ok(());
+        };
+        let entry_id = crate::gate::grant_entry_id(account, &grant_id);
+        let applied = match self.store.add_grant(account, grant.terms, entry_id).await {
+            Ok(_) if grant.voided_at_ms.is_some() => self
+                .store
+                .void_grant(
+                    account,
+                    &grant_id,
+                    "voided in the ledger".into(),
+                    crate::gate::void_entry_id(account, &grant_id),
+                )
+                .await
+                .map(drop),
+            other => other.map(drop),
+        };
+        match applied {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_transient() => Err(LedgerError::Database(error.to_string())),
+            Err(error) => {
+                // A grant the store cannot take (conflicting terms, too many grants) would fail
+                // the same way on every retry: report it and go on.
+                tracing::error!(%account, grant = %grant_id, %error, "ledger grant not applied");
+                metrics::counter!(telemetry::INBOUND_REJECTED_TOTAL).increment(1);
+                Ok(())
             }
         }
     }

@@ -34,7 +34,7 @@ impl AdminService {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-fn catalog_to_proto(catalog: &crate::gate::Catalog) -> proto::PriceCatalog {
+fn catalog_to_proto(catalog: &crate::catalog::Catalog) -> proto::PriceCatalog {
     proto::PriceCatalog {
         features: catalog
             .iter()

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{Catalog, Gate, GateError};
+use super::{Gate, GateError};
+use crate::catalog::Catalog;
 use crate::domain::grant::GRANT_FEATURES_MAX;
 use crate::domain::price::CATALOG_FEATURES_MAX;
 use crate::domain::{
@@ -139,14 +140,7 @@ impl Gate {
         }
         let now = self.store.now_ms().await?;
         self.ledger.put_prices(&prices, now).await?;
-        // Apply to the catalog in use now, not the copy above: another call may have changed it.
-        let mut current = self.catalog.write().unwrap_or_else(|e| e.into_inner());
-        let mut catalog = (**current).clone();
-        for price in prices {
-            catalog.put(price);
-        }
-        *current = Arc::new(catalog);
-        Ok(current.clone())
+        Ok(self.catalog.put_all(prices))
     }
 
     pub fn prices(&self) -> Arc<Catalog> {

@@ -12,16 +12,17 @@
 mod admin;
 mod error;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use admin::{GrantRequest, VoidRequest};
+pub use admin::{GrantRequest, VoidRequest, grant_entry_id, void_entry_id};
 pub use error::GateError;
 
+use crate::catalog::{Catalog, SharedCatalog};
 use crate::domain::{
-    AccountId, Amount, FeatureId, FeaturePrice, IdempotencyKey, Labels, PriceRule, ReservationId,
-    Rounding, Usage, WalletId,
+    AccountId, Amount, FeatureId, IdempotencyKey, Labels, PriceRule, ReservationId, Rounding,
+    Usage, WalletId,
 };
 use crate::ledger::Ledger;
 use crate::store::{
@@ -106,39 +107,11 @@ pub struct CheckAnswer {
 /// A denial of a Reserve or Charge, with the amount that was asked for.
 pub type Priced<T> = (i64, WalletId, Decision<T>);
 
-/// The price catalog: each feature's wallet and price rule.
-#[derive(Clone, Debug, Default)]
-pub struct Catalog {
-    features: std::collections::BTreeMap<FeatureId, FeaturePrice>,
-}
-
-impl Catalog {
-    pub fn get(&self, feature: &FeatureId) -> Option<&FeaturePrice> {
-        self.features.get(feature)
-    }
-
-    pub fn put(&mut self, price: FeaturePrice) {
-        self.features.insert(price.feature.clone(), price);
-    }
-
-    pub fn len(&self) -> usize {
-        self.features.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.features.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &FeaturePrice> {
-        self.features.values()
-    }
-}
-
 /// The rules over a store and a ledger. See the module documentation.
 pub struct Gate {
     store: Arc<dyn BalanceStore>,
     ledger: Arc<dyn Ledger>,
-    catalog: RwLock<Arc<Catalog>>,
+    catalog: Arc<SharedCatalog>,
     /// `None` acknowledges writes once the store has them.
     durability: Option<Durability>,
     limits: Limits,
@@ -155,26 +128,21 @@ impl Gate {
     pub fn new(
         store: Arc<dyn BalanceStore>,
         ledger: Arc<dyn Ledger>,
-        catalog: Catalog,
+        catalog: Arc<SharedCatalog>,
         durability: Option<Durability>,
         limits: Limits,
     ) -> Gate {
         Gate {
             store,
             ledger,
-            catalog: RwLock::new(Arc::new(catalog)),
+            catalog,
             durability,
             limits,
         }
     }
 
     fn catalog(&self) -> Arc<Catalog> {
-        // The lock only guards swapping one Arc for another; a poisoned lock still holds a
-        // complete catalog.
-        self.catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.catalog.get()
     }
 
     async fn make_durable(&self, seq: u64) -> Result<(), GateError> {

@@ -84,7 +84,6 @@ impl LedgerError {
 /// What a change written to the ledger was about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
-    Account,
     Grant,
     Void,
     Price,
@@ -96,7 +95,7 @@ pub struct Change {
     pub seq: i64,
     pub kind: ChangeKind,
     pub account: Option<AccountId>,
-    /// The account id, grant id or feature the change is about.
+    /// The grant id or feature the change is about.
     pub key: String,
 }
 

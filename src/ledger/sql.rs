@@ -392,7 +392,6 @@ fn read_change(row: &AnyRow) -> Result<Change, LedgerError> {
     Ok(Change {
         seq: row.try_get("seq")?,
         kind: match kind.as_str() {
-            "account" => ChangeKind::Account,
             "grant" => ChangeKind::Grant,
             "void" => ChangeKind::Void,
             "price" => ChangeKind::Price,

@@ -17,8 +17,8 @@ use super::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembere
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, ExtendOp, ExtendReceipt, GrantReceipt,
-    Idempotency, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept, VoidReceipt,
-    Written,
+    Idempotency, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept,
+    VoidReceipt, Written,
 };
 use crate::clock::Clock;
 use crate::domain::grant::{
@@ -754,7 +754,9 @@ impl BalanceStore for MemoryStore {
     async fn put_account(&self, update: AccountUpdate) -> Result<Written<Account>, StoreError> {
         let now = self.clock.now_ms();
         self.ensure_outbox_room()?;
+        let mut created = false;
         let mut state = self.accounts.entry(update.id.clone()).or_insert_with(|| {
+            created = true;
             AccountState::new(Account {
                 id: update.id.clone(),
                 display_name: String::new(),
@@ -762,6 +764,14 @@ impl BalanceStore for MemoryStore {
                 created_at_ms: now,
             })
         });
+        let unchanged = state.account.display_name == update.display_name
+            && state.account.status == update.status;
+        if unchanged && !created {
+            return Ok(Written {
+                value: state.account.clone(),
+                outbox_seq: self.last_seq(),
+            });
+        }
         state.account.display_name = update.display_name;
         state.account.status = update.status;
         let account = state.account.clone();
@@ -1085,6 +1095,18 @@ impl BalanceStore for MemoryStore {
         Ok(self.outbox().records.iter().take(limit).cloned().collect())
     }
 
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let now = self.clock.now_ms();
+        let outbox = self.outbox();
+        Ok(OutboxStats {
+            records: outbox.records.len(),
+            lag_ms: outbox
+                .records
+                .front()
+                .map_or(0, |oldest| (now - oldest.at_ms).max(0)),
+        })
+    }
+
     async fn outbox_ack(&self, seq: u64) -> Result<(), StoreError> {
         let mut outbox = self.outbox();
         while outbox.records.front().is_some_and(|r| r.seq <= seq) {
@@ -1160,6 +1182,8 @@ mod tests {
             sweep_batch_len_max: 100,
             retention_ms: 86_400_000,
             retry_backoff_ms: 10,
+            ledger_timeout_ms: 1_000,
+            inbound_interval_ms: 10,
         }
     }
 

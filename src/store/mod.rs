@@ -175,6 +175,15 @@ pub struct VoidReceipt {
     pub available_minor: i64,
 }
 
+/// How far the ledger is behind the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Records not yet in the ledger.
+    pub records: usize,
+    /// How long the oldest of them has waited, by the store's clock; 0 when there is none.
+    pub lag_ms: i64,
+}
+
 /// What one sweep step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
@@ -331,4 +340,7 @@ pub trait BalanceStore: Send + Sync + 'static {
 
     /// Drops outbox records up to and including `seq`: the ledger has them.
     async fn outbox_ack(&self, seq: u64) -> Result<(), StoreError>;
+
+    /// How far the ledger is behind the store.
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
 }

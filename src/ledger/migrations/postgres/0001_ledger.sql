@@ -98,16 +98,14 @@ CREATE TABLE prices (
 -- triggers, read by the inbound sync loop in order of `seq`.
 CREATE TABLE changes (
     seq         BIGSERIAL PRIMARY KEY,
-    kind        TEXT NOT NULL CHECK (kind IN ('account', 'grant', 'void', 'price')),
+    kind        TEXT NOT NULL CHECK (kind IN ('grant', 'void', 'price')),
     account_id  TEXT,
     ref         TEXT NOT NULL
 );
 
 CREATE FUNCTION creditgate_note_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_TABLE_NAME = 'accounts' THEN
-        INSERT INTO changes (kind, account_id, ref) VALUES ('account', NEW.account_id, NEW.account_id);
-    ELSIF TG_TABLE_NAME = 'prices' THEN
+    IF TG_TABLE_NAME = 'prices' THEN
         INSERT INTO changes (kind, account_id, ref) VALUES ('price', NULL, NEW.feature);
     ELSIF TG_OP = 'INSERT' THEN
         INSERT INTO changes (kind, account_id, ref) VALUES ('grant', NEW.account_id, NEW.grant_id);
@@ -117,8 +115,6 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER accounts_changed AFTER INSERT OR UPDATE ON accounts
-FOR EACH ROW EXECUTE FUNCTION creditgate_note_change();
 CREATE TRIGGER grants_changed AFTER INSERT OR UPDATE ON grants
 FOR EACH ROW EXECUTE FUNCTION creditgate_note_change();
 CREATE TRIGGER prices_changed AFTER INSERT OR UPDATE ON prices

@@ -96,15 +96,11 @@ CREATE TABLE prices (
 -- triggers, read by the inbound sync loop in order of `seq`.
 CREATE TABLE changes (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind        TEXT NOT NULL CHECK (kind IN ('account', 'grant', 'void', 'price')),
+    kind        TEXT NOT NULL CHECK (kind IN ('grant', 'void', 'price')),
     account_id  TEXT,
     ref         TEXT NOT NULL
 );
 
-CREATE TRIGGER accounts_changed_insert AFTER INSERT ON accounts
-BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('account', NEW.account_id, NEW.account_id); END;
-CREATE TRIGGER accounts_changed_update AFTER UPDATE ON accounts
-BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('account', NEW.account_id, NEW.account_id); END;
 CREATE TRIGGER grants_changed_insert AFTER INSERT ON grants
 BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('grant', NEW.account_id, NEW.grant_id); END;
 CREATE TRIGGER grants_changed_void AFTER UPDATE OF voided_at_ms ON grants

@@ -1,0 +1,129 @@
+//! The gate on a PostgreSQL ledger: changes written to the ledger by another system reach the
+//! store without a restart, and the ledger explains every balance.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use creditgate::clock::SystemClock;
+use creditgate::ledger::LedgerTarget;
+use creditgate::proto;
+use sqlx::Connection;
+
+async fn start_on(database: &PgDatabase, dir: &std::path::Path) -> TestServer {
+    let mut config = config(dir);
+    config.ledger = LedgerTarget::Postgres {
+        url: database.url.clone(),
+    };
+    config.limits.inbound_interval_ms = 20;
+    start_with(config, Arc::new(SystemClock)).await
+}
+
+async fn execute(database: &PgDatabase, sql: &str) {
+    let mut connection = sqlx::postgres::PgConnection::connect(&database.url)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn grants_voids_and_prices_written_to_the_ledger_reach_the_store_without_a_restart() {
+    let database = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start_on(&database, dir.path()).await;
+    grant(&mut t.admin, "acme", "welcome", "1.00").await;
+
+    execute(
+        &database,
+        "INSERT INTO grants (account_id, grant_id, wallet, kind, priority, amount_minor, \
+         created_at_ms) VALUES ('acme', 'paid-42', 'default', 'prepaid', 30, 5000000, 0)",
+    )
+    .await;
+    let mut gate = t.gate.clone();
+    eventually(Duration::from_secs(10), || {
+        let mut gate = gate.clone();
+        async move { default_wallet(&mut gate, "acme").await.available == "6.00" }
+    })
+    .await;
+    let hold = gate
+        .reserve(reserve_amount("acme", "chat", "5.50"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hold.decision, ALLOWED, "the inserted grant is spendable");
+    gate.release(proto::ReleaseRequest {
+        reservation_id: hold.reservation_id,
+    })
+    .await
+    .unwrap();
+
+    execute(
+        &database,
+        "UPDATE grants SET voided_at_ms = 1 WHERE account_id = 'acme' AND grant_id = 'paid-42'",
+    )
+    .await;
+    eventually(Duration::from_secs(10), || {
+        let mut gate = gate.clone();
+        async move { default_wallet(&mut gate, "acme").await.available == "1.00" }
+    })
+    .await;
+
+    execute(
+        &database,
+        r#"INSERT INTO prices (feature, wallet, rule, updated_at_ms) VALUES
+           ('image.generate', 'default', '{"per_call":{"price":"0.25"}}', 0)"#,
+    )
+    .await;
+    eventually(Duration::from_secs(10), || {
+        let mut admin = t.admin.clone();
+        async move {
+            let catalog = admin
+                .get_prices(proto::GetPricesRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            catalog.features.len() == 1
+        }
+    })
+    .await;
+    let image = gate
+        .charge(proto::ChargeRequest {
+            account_id: "acme".into(),
+            feature: "image.generate".into(),
+            cost: Some(proto::charge_request::Cost::Usage(proto::Usage::default())),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(image.charged, "0.25");
+
+    // The ledger explains the balance: what a rebuild from it shows is what the store shows.
+    let before = balance(&mut gate, "acme").await;
+    let kinds: Vec<i32> = entries(&mut t.admin, "acme")
+        .await
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            proto::EntryKind::Charge as i32,
+            proto::EntryKind::Void as i32,
+            proto::EntryKind::Grant as i32,
+            proto::EntryKind::Grant as i32,
+        ],
+        "the inserted grant and its void have ledger entries"
+    );
+    t.server.stop().await;
+    let mut t = start_on(&database, dir.path()).await;
+    assert_eq!(balance(&mut t.gate, "acme").await, before);
+    t.server.stop().await;
+    database.drop_database().await;
+}
