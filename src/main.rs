@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use creditgate::cli::{
-    self, Answer, ChargeCall, CliError, Connection, CostArgs, GrantCall, ReserveCall,
+    self, Answer, ChargeCall, CliError, Connection, CostArgs, GrantCall, ReserveCall, UsageCall,
     parse_duration_ms, parse_label,
 };
 use creditgate::clock::SystemClock;
@@ -46,6 +46,8 @@ enum Command {
     Charge(ChargeArgs),
     /// Ask whether a hold would be allowed, without holding anything.
     Check(CheckArgs),
+    /// Spend over a time window from the ledger, in total or by feature, model, wallet or label.
+    Usage(UsageArgs),
 }
 
 /// Where the ledger is.
@@ -214,6 +216,23 @@ struct ChargeArgs {
 }
 
 #[derive(Args, Debug)]
+struct UsageArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    account: String,
+    /// Group by feature, model, wallet or label:NAME (e.g. label:project) [default: total only].
+    #[arg(long = "by", default_value = "")]
+    group_by: String,
+    /// Window ending now, e.g. 24h or 30d.
+    #[arg(long, value_parser = parse_duration_ms, default_value = "30d")]
+    since: u64,
+    /// Only spend carrying this label, key=value (e.g. task=42 for the cost of one task).
+    #[arg(long, value_parser = parse_label)]
+    label: Option<(String, String)>,
+}
+
+#[derive(Args, Debug)]
 struct CheckArgs {
     #[command(flatten)]
     connection: Connection,
@@ -370,6 +389,17 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 labels: a.labels,
             };
             (cli::charge(&a.connection, call).await?, a.connection.json)
+        }
+        Command::Usage(a) => {
+            let since = i64::try_from(a.since)
+                .map_err(|_| CliError::Usage("--since is too long".into()))?;
+            let call = UsageCall {
+                account: a.account,
+                group_by: a.group_by,
+                since_ms: creditgate::clock::Clock::now_ms(&SystemClock).saturating_sub(since),
+                label: a.label,
+            };
+            (cli::usage(&a.connection, call).await?, a.connection.json)
         }
         Command::Check(a) => (
             cli::check(

@@ -8,7 +8,7 @@ use super::convert::{self, money};
 use super::status;
 use crate::domain::account::DISPLAY_NAME_LEN_MAX;
 use crate::domain::{FeatureId, GrantId};
-use crate::gate::{Gate, GateError, GrantRequest, VoidRequest};
+use crate::gate::{Gate, GateError, GrantRequest, UsageRequest, VoidRequest};
 use crate::ledger::ENTRIES_LIMIT_MAX;
 use crate::proto::{self, admin_server};
 use crate::store::AccountUpdate;
@@ -162,6 +162,56 @@ impl admin_server::Admin for AdminService {
         _request: Request<proto::GetPricesRequest>,
     ) -> Reply<proto::PriceCatalog> {
         Ok(Response::new(catalog_to_proto(&self.gate.prices())))
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<proto::GetUsageRequest>,
+    ) -> Reply<proto::GetUsageResponse> {
+        let r = request.into_inner();
+        let account = convert::account(&r.account_id).map_err(status)?;
+        let window = |field: &str, ms: i64| match ms {
+            0 => Ok(None),
+            ms if ms > 0 => Ok(Some(ms)),
+            _ => Err(status(GateError::invalid(field, "must not be negative"))),
+        };
+        let label = match (r.label_key.is_empty(), r.label_value.is_empty()) {
+            (true, true) => None,
+            (false, _) => {
+                convert::required("label_key", &r.label_key, FeatureId::parse).map_err(status)?;
+                Some((r.label_key, r.label_value))
+            }
+            (true, false) => {
+                return Err(status(GateError::invalid(
+                    "label_key",
+                    "is required with label_value",
+                )));
+            }
+        };
+        let request = UsageRequest {
+            account: account.clone(),
+            since_ms: window("since_ms", r.since_ms)?,
+            until_ms: window("until_ms", r.until_ms)?,
+            group: convert::usage_group(&r.group_by).map_err(status)?,
+            label,
+        };
+        let usage = self.gate.usage(request).await.map_err(status)?;
+        Ok(Response::new(proto::GetUsageResponse {
+            account_id: account.to_string(),
+            since_ms: usage.since_ms,
+            until_ms: usage.until_ms,
+            total: money(usage.total.amount_minor),
+            count: usage.total.count as u64,
+            groups: usage
+                .groups
+                .iter()
+                .map(|g| proto::UsageGroup {
+                    key: g.key.clone().unwrap_or_default(),
+                    amount: money(g.amount_minor),
+                    count: g.count as u64,
+                })
+                .collect(),
+        }))
     }
 
     async fn list_entries(

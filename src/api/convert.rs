@@ -376,3 +376,21 @@ pub fn entry(entry: &LedgerEntry) -> proto::LedgerEntry {
         reason: entry.reason.clone().unwrap_or_default(),
     }
 }
+
+/// `feature`, `model`, `wallet`, `label:NAME`, or empty for the total.
+pub fn usage_group(text: &str) -> Result<crate::ledger::UsageGroup, GateError> {
+    use crate::ledger::UsageGroup;
+    match text {
+        "" => Ok(UsageGroup::Total),
+        "feature" => Ok(UsageGroup::Feature),
+        "model" => Ok(UsageGroup::Model),
+        "wallet" => Ok(UsageGroup::Wallet),
+        other => match other.strip_prefix("label:") {
+            Some(name) if FeatureId::parse(name).is_ok() => Ok(UsageGroup::Label(name.to_owned())),
+            _ => Err(GateError::invalid(
+                "group_by",
+                "must be feature, model, wallet or label:NAME",
+            )),
+        },
+    }
+}

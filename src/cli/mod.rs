@@ -500,6 +500,45 @@ pub async fn grant(connection: &Connection, call: GrantCall) -> Result<Answer, C
     })
 }
 
+pub struct UsageCall {
+    pub account: String,
+    pub group_by: String,
+    pub since_ms: i64,
+    pub label: Option<(String, String)>,
+}
+
+pub async fn usage(connection: &Connection, call: UsageCall) -> Result<Answer, CliError> {
+    let (label_key, label_value) = call.label.unwrap_or_default();
+    let r = admin(connection)
+        .await?
+        .get_usage(proto::GetUsageRequest {
+            account_id: call.account,
+            since_ms: call.since_ms,
+            until_ms: 0,
+            group_by: call.group_by,
+            label_key,
+            label_value,
+        })
+        .await?
+        .into_inner();
+    let groups: Vec<Value> = r
+        .groups
+        .iter()
+        .map(|g| json!({"key": g.key, "amount": g.amount, "count": g.count}))
+        .collect();
+    Ok(Answer {
+        denied: false,
+        json: json!({
+            "account_id": r.account_id,
+            "since_ms": r.since_ms,
+            "until_ms": r.until_ms,
+            "total": r.total,
+            "count": r.count,
+            "groups": groups,
+        }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

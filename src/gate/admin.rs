@@ -9,8 +9,31 @@ use crate::domain::price::CATALOG_FEATURES_MAX;
 use crate::domain::{
     Account, AccountId, Amount, FeatureId, FeaturePrice, GrantId, GrantKind, GrantTerms, WalletId,
 };
+use crate::ledger::{UsageGroup, UsageQuery, UsageRow};
 use crate::store::outbox::LedgerEntry;
 use crate::store::{AccountUpdate, GrantReceipt, VoidReceipt};
+
+/// Window of a usage query that does not give its start: 30 days.
+pub const USAGE_WINDOW_MS_DEFAULT: i64 = 30 * 86_400_000;
+
+/// Spend of one account over a window.
+#[derive(Clone, Debug)]
+pub struct UsageRequest {
+    pub account: AccountId,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub group: UsageGroup,
+    pub label: Option<(String, String)>,
+}
+
+/// The answer to a [`UsageRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub since_ms: i64,
+    pub until_ms: i64,
+    pub total: UsageRow,
+    pub groups: Vec<UsageRow>,
+}
 
 /// Longest reason for a void, in bytes.
 pub const REASON_LEN_MAX: usize = 1_024;
@@ -145,6 +168,47 @@ impl Gate {
 
     pub fn prices(&self) -> Arc<Catalog> {
         self.catalog()
+    }
+
+    /// Spend over a window, from the ledger: the total, and the groups asked for.
+    pub async fn usage(&self, request: UsageRequest) -> Result<Usage, GateError> {
+        let until_ms = match request.until_ms {
+            Some(until) => until,
+            None => self.store.now_ms().await?,
+        };
+        let since_ms = request
+            .since_ms
+            .unwrap_or(until_ms.saturating_sub(USAGE_WINDOW_MS_DEFAULT));
+        if since_ms >= until_ms {
+            return Err(GateError::invalid("since_ms", "must be before until_ms"));
+        }
+        let query = |group| UsageQuery {
+            account: request.account.clone(),
+            since_ms,
+            until_ms,
+            group,
+            label: request.label.clone(),
+        };
+        let total = self
+            .ledger
+            .usage(&query(UsageGroup::Total))
+            .await?
+            .pop()
+            .unwrap_or(UsageRow {
+                key: None,
+                amount_minor: 0,
+                count: 0,
+            });
+        let groups = match request.group {
+            UsageGroup::Total => Vec::new(),
+            group => self.ledger.usage(&query(group)).await?,
+        };
+        Ok(Usage {
+            since_ms,
+            until_ms,
+            total,
+            groups,
+        })
     }
 
     pub async fn entries(

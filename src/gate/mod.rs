@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use admin::{GrantRequest, VoidRequest, grant_entry_id, void_entry_id};
+pub use admin::{
+    GrantRequest, Usage as UsageReport, UsageRequest, VoidRequest, grant_entry_id, void_entry_id,
+};
 pub use error::GateError;
 
 use crate::catalog::{Catalog, SharedCatalog};
