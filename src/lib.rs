@@ -28,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod gate;
 pub mod ledger;
+pub mod reconcile;
 pub mod server;
 pub mod shutdown;
 pub mod store;

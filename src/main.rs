@@ -48,6 +48,8 @@ enum Command {
     Check(CheckArgs),
     /// Spend over a time window from the ledger, in total or by feature, model, wallet or label.
     Usage(UsageArgs),
+    /// Compare balances in the store with the ledger; optionally rebuild an account from it.
+    Reconcile(ReconcileArgs),
 }
 
 /// Where the ledger is.
@@ -213,6 +215,18 @@ struct ChargeArgs {
     /// Attribution kept with the charge, key=value; repeat for more.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+struct ReconcileArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Only this account [default: every account].
+    #[arg(long)]
+    account: Option<String>,
+    /// Replace the account in the store with the ledger's version (needs --account).
+    #[arg(long, requires = "account")]
+    rebuild: bool,
 }
 
 #[derive(Args, Debug)]
@@ -390,6 +404,10 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
             };
             (cli::charge(&a.connection, call).await?, a.connection.json)
         }
+        Command::Reconcile(a) => (
+            cli::reconcile(&a.connection, a.account, a.rebuild).await?,
+            a.connection.json,
+        ),
         Command::Usage(a) => {
             let since = i64::try_from(a.since)
                 .map_err(|_| CliError::Usage("--since is too long".into()))?;

@@ -21,6 +21,7 @@ use crate::config::{CommitDurability, ServerConfig};
 use crate::gate::Gate;
 use crate::ledger::sql::SqlLedger;
 use crate::ledger::{Ledger, LedgerError};
+use crate::reconcile::Reconciler;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::store::memory::MemoryStore;
 use crate::store::{BalanceStore, StoreError};
@@ -124,6 +125,13 @@ impl Server {
             Duration::from_millis(config.limits.inbound_interval_ms),
             settings.batch_len_max,
         );
+        let reconciler = Arc::new(Reconciler::new(
+            store.clone(),
+            ledger_dyn.clone(),
+            durability.clone(),
+            retention_ms,
+        ));
+        // The in-memory store is not durable: it always acknowledges once the ledger has it.
         let gate = Arc::new(Gate::new(
             store.clone(),
             ledger_dyn,
@@ -155,6 +163,12 @@ impl Server {
         let background = vec![
             tokio::spawn(sync_loop.run(background_shutdown.clone())),
             tokio::spawn(inbound.run(background_shutdown.clone())),
+            tokio::spawn({
+                let reconciler = reconciler.clone();
+                let interval = Duration::from_millis(config.limits.reconcile_interval_ms);
+                let shutdown = background_shutdown.clone();
+                async move { reconciler.run(interval, shutdown).await }
+            }),
             tokio::spawn(sync::sweep(store, settings, background_shutdown)),
         ];
 
@@ -162,7 +176,7 @@ impl Server {
         let gate_service = GateService::new(gate.clone())
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
-        let admin_service = AdminService::new(gate)
+        let admin_service = AdminService::new(gate, reconciler)
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
         let mut gate_shutdown = serving_shutdown.clone();

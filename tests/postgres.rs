@@ -127,3 +127,97 @@ async fn grants_voids_and_prices_written_to_the_ledger_reach_the_store_without_a
     t.server.stop().await;
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn reconcile_finds_drift_and_rebuilds_the_account_from_the_ledger() {
+    let database = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start_on(&database, dir.path()).await;
+    grant(&mut t.admin, "acme", "g1", "10.00").await;
+    let hold = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "3.00"))
+        .await
+        .unwrap()
+        .into_inner();
+    t.gate
+        .charge(charge_amount("acme", "chat", "1.00"))
+        .await
+        .unwrap();
+    let reconcile = |rebuild| proto::ReconcileRequest {
+        account_id: "acme".into(),
+        rebuild,
+        ..Default::default()
+    };
+    let report = t
+        .admin
+        .reconcile(reconcile(false))
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts
+        .remove(0);
+    assert_eq!(report.outcome, proto::ReconcileOutcome::Compared as i32);
+    let wallet = &report.wallets[0];
+    assert_eq!(
+        (
+            wallet.store_remaining.as_str(),
+            wallet.ledger_remaining.as_str()
+        ),
+        ("9.00", "9.00")
+    );
+    assert_eq!(
+        (wallet.store_held.as_str(), wallet.ledger_held.as_str()),
+        ("3.00", "3.00")
+    );
+    assert_eq!(wallet.drift, "0.00", "the ledger explains the store");
+
+    // Someone corrects the grant in the ledger by hand: the store now disagrees.
+    execute(
+        &database,
+        "UPDATE grants SET amount_minor = 12000000 WHERE grant_id = 'g1'",
+    )
+    .await;
+    let report = t
+        .admin
+        .reconcile(reconcile(false))
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts
+        .remove(0);
+    assert_eq!(report.wallets[0].ledger_remaining, "11.00");
+    assert_eq!(report.wallets[0].drift, "2.00");
+
+    let report = t
+        .admin
+        .reconcile(reconcile(true))
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts
+        .remove(0);
+    assert!(report.rebuilt);
+    let wallet = default_wallet(&mut t.gate, "acme").await;
+    assert_eq!(
+        (wallet.available.as_str(), wallet.held.as_str()),
+        ("8.00", "3.00")
+    );
+    let report = t
+        .admin
+        .reconcile(reconcile(false))
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts
+        .remove(0);
+    assert_eq!(report.wallets[0].drift, "0.00");
+    // The open hold survived the rebuild and still commits.
+    t.gate
+        .commit(commit_amount(&hold.reservation_id, "3.00"))
+        .await
+        .unwrap();
+    assert_eq!(default_wallet(&mut t.gate, "acme").await.available, "8.00");
+    t.server.stop().await;
+    database.drop_database().await;
+}

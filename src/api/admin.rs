@@ -7,24 +7,29 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, money};
 use super::status;
 use crate::domain::account::DISPLAY_NAME_LEN_MAX;
-use crate::domain::{FeatureId, GrantId};
+use crate::domain::{AccountId, FeatureId, GrantId};
 use crate::gate::{Gate, GateError, GrantRequest, UsageRequest, VoidRequest};
 use crate::ledger::ENTRIES_LIMIT_MAX;
 use crate::proto::{self, admin_server};
+use crate::reconcile::Reconciler;
 use crate::store::AccountUpdate;
 
 /// Entries a listing returns when the request does not say.
 const ENTRIES_LIMIT_DEFAULT: usize = 100;
 
+/// Accounts one reconcile call compares when the request does not say.
+const RECONCILE_LIMIT_DEFAULT: usize = 100;
+
 /// Serves the admin side of [`Gate`] over gRPC.
 #[derive(Clone)]
 pub struct AdminService {
     gate: Arc<Gate>,
+    reconciler: Arc<Reconciler>,
 }
 
 impl AdminService {
-    pub fn new(gate: Arc<Gate>) -> AdminService {
-        AdminService { gate }
+    pub fn new(gate: Arc<Gate>, reconciler: Arc<Reconciler>) -> AdminService {
+        AdminService { gate, reconciler }
     }
 
     pub fn into_server(self) -> admin_server::AdminServer<AdminService> {
@@ -211,6 +216,59 @@ impl admin_server::Admin for AdminService {
                     count: g.count as u64,
                 })
                 .collect(),
+        }))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<proto::ReconcileRequest>,
+    ) -> Reply<proto::ReconcileResponse> {
+        let r = request.into_inner();
+        let limit = match r.limit as usize {
+            0 => RECONCILE_LIMIT_DEFAULT,
+            n if n > crate::reconcile::ROUND_ACCOUNTS_MAX => {
+                return Err(status(GateError::invalid(
+                    "limit",
+                    format!("must be at most {}", crate::reconcile::ROUND_ACCOUNTS_MAX),
+                )));
+            }
+            n => n,
+        };
+        let only =
+            convert::optional("account_id", &r.account_id, AccountId::parse).map_err(status)?;
+        let after = convert::optional("after_account_id", &r.after_account_id, AccountId::parse)
+            .map_err(status)?;
+        if r.rebuild && only.is_none() {
+            return Err(status(GateError::invalid(
+                "account_id",
+                "is required to rebuild: name the account to rebuild",
+            )));
+        }
+        let accounts = match only {
+            Some(account) => vec![account],
+            None => self
+                .gate
+                .accounts(after.as_ref(), limit)
+                .await
+                .map_err(status)?,
+        };
+        let mut reports = Vec::with_capacity(accounts.len());
+        for account in &accounts {
+            let comparison = self
+                .reconciler
+                .compare(account, r.rebuild)
+                .await
+                .map_err(status)?;
+            reports.push(convert::reconcile_report(account, &comparison));
+        }
+        let next = if r.account_id.is_empty() && accounts.len() == limit {
+            accounts.last().map(|a| a.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::ReconcileResponse {
+            accounts: reports,
+            next_after_account_id: next,
         }))
     }
 

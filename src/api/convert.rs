@@ -394,3 +394,35 @@ pub fn usage_group(text: &str) -> Result<crate::ledger::UsageGroup, GateError> {
         },
     }
 }
+
+pub fn reconcile_report(
+    account: &AccountId,
+    comparison: &crate::reconcile::Comparison,
+) -> proto::AccountReconcile {
+    use crate::reconcile::Comparison;
+    let (outcome, rebuilt, wallets) = match comparison {
+        Comparison::Compared { wallets, rebuilt } => (
+            proto::ReconcileOutcome::Compared,
+            *rebuilt,
+            wallets.as_slice(),
+        ),
+        Comparison::Busy => (proto::ReconcileOutcome::Busy, false, &[][..]),
+        Comparison::Missing => (proto::ReconcileOutcome::Missing, false, &[][..]),
+    };
+    proto::AccountReconcile {
+        account_id: account.to_string(),
+        outcome: outcome as i32,
+        rebuilt,
+        wallets: wallets
+            .iter()
+            .map(|w| proto::WalletReconcile {
+                wallet: w.wallet.to_string(),
+                store_remaining: money(w.store_remaining_minor),
+                ledger_remaining: money(w.ledger_remaining_minor),
+                store_held: money(w.store_held_minor),
+                ledger_held: money(w.ledger_held_minor),
+                drift: money(w.drift_minor()),
+            })
+            .collect(),
+    }
+}

@@ -539,6 +539,66 @@ pub async fn usage(connection: &Connection, call: UsageCall) -> Result<Answer, C
     })
 }
 
+/// Compares store and ledger for one account (optionally rebuilding it) or for all of them,
+/// page by page.
+pub async fn reconcile(
+    connection: &Connection,
+    account: Option<String>,
+    rebuild: bool,
+) -> Result<Answer, CliError> {
+    let mut client = admin(connection).await?;
+    let mut accounts = Vec::new();
+    let mut after = String::new();
+    loop {
+        let r = client
+            .reconcile(proto::ReconcileRequest {
+                account_id: account.clone().unwrap_or_default(),
+                rebuild,
+                after_account_id: after.clone(),
+                limit: 0,
+            })
+            .await?
+            .into_inner();
+        for a in &r.accounts {
+            let outcome = proto::ReconcileOutcome::try_from(a.outcome)
+                .map(|o| {
+                    o.as_str_name()
+                        .trim_start_matches("RECONCILE_OUTCOME_")
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            let wallets: Vec<Value> = a
+                .wallets
+                .iter()
+                .map(|w| {
+                    json!({
+                        "wallet": w.wallet,
+                        "store_remaining": w.store_remaining,
+                        "ledger_remaining": w.ledger_remaining,
+                        "store_held": w.store_held,
+                        "ledger_held": w.ledger_held,
+                        "drift": w.drift,
+                    })
+                })
+                .collect();
+            accounts.push(json!({
+                "account_id": a.account_id,
+                "outcome": outcome,
+                "rebuilt": a.rebuilt,
+                "wallets": wallets,
+            }));
+        }
+        if r.next_after_account_id.is_empty() {
+            break;
+        }
+        after = r.next_after_account_id;
+    }
+    Ok(Answer {
+        denied: false,
+        json: json!({ "accounts": accounts }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -211,6 +211,15 @@ impl Gate {
         })
     }
 
+    /// Account ids in the store, in order, after `after`.
+    pub async fn accounts(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountId>, GateError> {
+        Ok(self.store.accounts(after, limit).await?)
+    }
+
     pub async fn entries(
         &self,
         account: &AccountId,

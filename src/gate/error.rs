@@ -51,6 +51,7 @@ impl From<StoreError> for GateError {
             | StoreError::TooManyGrants { .. }
             | StoreError::BalanceTooLarge { .. } => GateError::FailedPrecondition(message),
             StoreError::Unavailable(_) => GateError::Unavailable(message),
+            StoreError::Inconsistent(_) => GateError::Internal(message),
         }
     }
 }

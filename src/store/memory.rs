@@ -54,6 +54,24 @@ impl AccountState {
         }
     }
 
+    /// The account with every grant and its open holds, in a fixed order: what a reconcile
+    /// compares with the ledger.
+    fn balance_snapshot(&self) -> AccountSnapshot {
+        let mut holds: Vec<Hold> = self
+            .holds
+            .values()
+            .filter(|h| h.state == HoldState::Held)
+            .cloned()
+            .collect();
+        holds.sort_by(|a, b| a.id.cmp(&b.id));
+        AccountSnapshot {
+            account: Some(self.account.clone()),
+            grants: self.wallets.values().flatten().cloned().collect(),
+            holds,
+            remembered: Vec::new(),
+        }
+    }
+
     fn grants(&self, wallet: &WalletId) -> &[Grant] {
         self.wallets.get(wallet).map_or(&[], Vec::as_slice)
     }
@@ -310,6 +328,19 @@ impl MemoryStore {
             .push_back((at_ms, what));
     }
 
+    /// Puts a built account in place of whatever the store had for it.
+    fn install(&self, built: Built) {
+        for (at, id) in &built.expiries {
+            self.watch_expiry(*at, id);
+        }
+        self.retained
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(built.retained);
+        self.accounts
+            .insert(built.state.account.id.clone(), built.state);
+    }
+
     fn account_mut(&self, id: &AccountId) -> Option<RefMut<'_, AccountId, AccountState>> {
         self.accounts.get_mut(id)
     }
@@ -335,6 +366,80 @@ impl MemoryStore {
         }
         Ok(state)
     }
+}
+
+/// An account built from a snapshot, with what the store must watch for it.
+struct Built {
+    state: AccountState,
+    /// Open holds by expiry.
+    expiries: Vec<(i64, ReservationId)>,
+    /// Ended holds and replies, by when they may be forgotten.
+    retained: Vec<(i64, Retained)>,
+}
+
+/// Builds an account's state from a ledger snapshot, checking that its holds fit its grants.
+fn build_account(snapshot: AccountSnapshot) -> Result<Option<Built>, StoreError> {
+    let Some(account) = snapshot.account else {
+        return Ok(None);
+    };
+    let mut state = AccountState::new(account);
+    for mut grant in snapshot.grants {
+        grant.held_minor = 0;
+        state
+            .wallets
+            .entry(grant.terms.wallet.clone())
+            .or_default()
+            .push(grant);
+    }
+    for grants in state.wallets.values_mut() {
+        grants.sort_by_key(|g| (g.created_at_ms, g.terms.id.clone()));
+    }
+    let mut built = Built {
+        state,
+        expiries: Vec::new(),
+        retained: Vec::new(),
+    };
+    for hold in snapshot.holds {
+        if hold.state == HoldState::Held {
+            let grants = built.state.wallets.entry(hold.wallet.clone()).or_default();
+            for portion in &hold.split {
+                let grant = grants
+                    .iter_mut()
+                    .find(|g| g.terms.id == portion.grant)
+                    .filter(|g| g.held_minor + portion.amount_minor <= g.remaining_minor)
+                    .ok_or_else(|| {
+                        StoreError::Inconsistent(format!(
+                            "hold {} takes {} from grant {}, which does not have it",
+                            hold.id, portion.amount_minor, portion.grant
+                        ))
+                    })?;
+                grant.held_minor += portion.amount_minor;
+            }
+            built.expiries.push((hold.expires_at_ms, hold.id.clone()));
+        } else {
+            let ended_at = hold
+                .commit
+                .as_ref()
+                .map(|c| c.at_ms)
+                .or(hold.release.as_ref().map(|r| r.at_ms))
+                .unwrap_or(hold.created_at_ms);
+            built
+                .retained
+                .push((ended_at, Retained::Hold(hold.id.clone())));
+        }
+        built.state.holds.insert(hold.id.token().to_owned(), hold);
+    }
+    for remembered in snapshot.remembered {
+        built.retained.push((
+            remembered.at_ms,
+            Retained::Reply(remembered.account.clone(), remembered.key.clone()),
+        ));
+        built
+            .state
+            .remembered
+            .insert(remembered.key.clone(), remembered);
+    }
+    Ok(Some(built))
 }
 
 fn ended(hold: &Hold) -> StoreError {
@@ -1030,6 +1135,12 @@ impl BalanceStore for MemoryStore {
     }
 
     async fn load(&self, accounts: Vec<AccountSnapshot>) -> Result<(), StoreError> {
+        let mut built = Vec::with_capacity(accounts.len());
+        for snapshot in accounts {
+            if let Some(account) = build_account(snapshot)? {
+                built.push(account);
+            }
+        }
         self.accounts.clear();
         self.expiries
             .lock()
@@ -1039,49 +1150,8 @@ impl BalanceStore for MemoryStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        for snapshot in accounts {
-            let Some(account) = snapshot.account else {
-                continue;
-            };
-            let mut state = AccountState::new(account);
-            for mut grant in snapshot.grants {
-                grant.held_minor = 0;
-                state
-                    .wallets
-                    .entry(grant.terms.wallet.clone())
-                    .or_default()
-                    .push(grant);
-            }
-            let mut retained = Vec::new();
-            for hold in snapshot.holds {
-                if hold.state == HoldState::Held {
-                    state.adjust_held(&hold.wallet, &hold.split, 1);
-                    self.watch_expiry(hold.expires_at_ms, &hold.id);
-                } else {
-                    let ended_at = hold
-                        .commit
-                        .as_ref()
-                        .map(|c| c.at_ms)
-                        .or(hold.release.as_ref().map(|r| r.at_ms))
-                        .unwrap_or(hold.created_at_ms);
-                    retained.push((ended_at, Retained::Hold(hold.id.clone())));
-                }
-                state.holds.insert(hold.id.token().to_owned(), hold);
-            }
-            for remembered in snapshot.remembered {
-                retained.push((
-                    remembered.at_ms,
-                    Retained::Reply(remembered.account.clone(), remembered.key.clone()),
-                ));
-                state.remembered.insert(remembered.key.clone(), remembered);
-            }
-            for grants in state.wallets.values_mut() {
-                grants.sort_by_key(|g| (g.created_at_ms, g.terms.id.clone()));
-            }
-            let mut queue = self.retained.lock().unwrap_or_else(|e| e.into_inner());
-            queue.extend(retained);
-            drop(queue);
-            self.accounts.insert(state.account.id.clone(), state);
+        for account in built {
+            self.install(account);
         }
         self.retained
             .lock()
@@ -1089,6 +1159,62 @@ impl BalanceStore for MemoryStore {
             .make_contiguous()
             .sort_by_key(|(at, _)| *at);
         Ok(())
+    }
+
+    async fn snapshot(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<Written<AccountSnapshot>>, StoreError> {
+        Ok(self.accounts.get(account).map(|state| Written {
+            value: state.balance_snapshot(),
+            outbox_seq: self.last_seq(),
+        }))
+    }
+
+    async fn replace(
+        &self,
+        snapshot: AccountSnapshot,
+        expected: &AccountSnapshot,
+    ) -> Result<bool, StoreError> {
+        let Some(built) = build_account(snapshot)? else {
+            return Ok(false);
+        };
+        let Some(mut state) = self.account_mut(&built.state.account.id) else {
+            return Ok(false);
+        };
+        if &state.balance_snapshot() != expected {
+            return Ok(false);
+        }
+        let Built {
+            state: new_state,
+            expiries,
+            retained,
+        } = built;
+        *state = new_state;
+        drop(state);
+        for (at, id) in expiries {
+            self.watch_expiry(at, &id);
+        }
+        for (at, what) in retained {
+            self.retain(at, what);
+        }
+        Ok(true)
+    }
+
+    async fn accounts(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let mut ids: Vec<AccountId> = self
+            .accounts
+            .iter()
+            .map(|entry| entry.key().clone())
+            .filter(|id| after.is_none_or(|after| id > after))
+            .collect();
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
     }
 
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {

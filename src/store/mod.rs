@@ -204,7 +204,7 @@ pub struct AccountView {
 }
 
 /// Everything a store keeps of one account, as rebuilt from the ledger on start.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AccountSnapshot {
     pub account: Option<Account>,
     /// Grants with their remaining amounts; held amounts are recomputed from `holds`.
@@ -262,6 +262,9 @@ pub enum StoreError {
     AccountNotFound(AccountId),
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// Data that breaks the store's invariants, e.g. a ledger that does not explain a hold.
+    #[error("inconsistent data: {0}")]
+    Inconsistent(String),
 }
 
 impl StoreError {
@@ -334,6 +337,30 @@ pub trait BalanceStore: Send + Sync + 'static {
 
     /// Replaces the store's content with accounts rebuilt from the ledger.
     async fn load(&self, accounts: Vec<AccountSnapshot>) -> Result<(), StoreError>;
+
+    /// An account's grants (all of them, with what is held of each) and open holds, sorted, and
+    /// the outbox position at that moment: once the ledger has that position, it should
+    /// explain this snapshot.
+    async fn snapshot(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<Written<AccountSnapshot>>, StoreError>;
+
+    /// Replaces one account with `snapshot` (rebuilt from the ledger), but only if the store's
+    /// own snapshot of it still equals `expected`, so no change made meanwhile is lost.
+    /// Returns whether it replaced.
+    async fn replace(
+        &self,
+        snapshot: AccountSnapshot,
+        expected: &AccountSnapshot,
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` account ids in order, after `after`.
+    async fn accounts(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountId>, StoreError>;
 
     /// Up to `limit` outbox records not yet acknowledged, oldest first.
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
