@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_creditgate");
 
 fn free_port() -> u16 {
@@ -26,8 +28,14 @@ struct Serve {
 
 impl Serve {
     fn start(data_dir: &Path, gate_port: u16, admin_port: u16) -> Serve {
+        Serve::start_with(data_dir, gate_port, admin_port, &[])
+    }
+
+    fn start_with(data_dir: &Path, gate_port: u16, admin_port: u16, extra: &[&str]) -> Serve {
         let child = Command::new(BIN)
-            .args(["serve", "--listen"])
+            .args(["serve"])
+            .args(extra)
+            .arg("--listen")
             .arg(format!("127.0.0.1:{gate_port}"))
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin_port}"))
@@ -251,4 +259,108 @@ async fn acknowledged_charges_survive_kill_9_and_retries_charge_once() {
         attempted.len(),
         "each attempted key charged exactly once"
     );
+}
+
+/// Commits in flight on a PostgreSQL ledger when the server is killed: every commit that
+/// returned OK is in the ledger exactly once after the restart, and the ledger explains the
+/// balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_commits_on_postgres_survive_kill_9_exactly_once() {
+    use creditgate::proto::{self, admin_client::AdminClient, gate_client::GateClient};
+    use sqlx::Connection;
+    use std::collections::HashSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let database = common::PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gate_port, admin_port) = (free_port(), free_port());
+    let ledger = ["--ledger", database.url.as_str()];
+    let serve = Serve::start_with(dir.path(), gate_port, admin_port, &ledger);
+    serve.json(&["grant", "--account", "acme", "--amount", "1000.00"], 0);
+
+    let client = GateClient::connect(serve.gate.clone()).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (mut client, stop) = (client.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let reserve = proto::ReserveRequest {
+                    account_id: "acme".into(),
+                    feature: "agent.minutes".into(),
+                    cost: Some(proto::reserve_request::Cost::Amount("0.02".into())),
+                    ..Default::default()
+                };
+                let Ok(hold) = client.reserve(reserve).await else {
+                    break;
+                };
+                let id = hold.into_inner().reservation_id;
+                let commit = proto::CommitRequest {
+                    reservation_id: id.clone(),
+                    actual: Some(proto::commit_request::Actual::Amount("0.01".into())),
+                };
+                match client.commit(commit).await {
+                    Ok(_) => acknowledged.push(format!("commit/{id}")),
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    serve.kill_9();
+    stop.store(true, Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "some commits were acknowledged before the kill"
+    );
+    eprintln!("{} commits acknowledged before SIGKILL", acknowledged.len());
+
+    let serve = Serve::start_with(dir.path(), gate_port, admin_port, &ledger);
+    let mut db = sqlx::postgres::PgConnection::connect(&database.url)
+        .await
+        .unwrap();
+    let in_ledger: Vec<(String,)> =
+        sqlx::query_as("SELECT entry_id FROM entries WHERE kind = 'commit'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    db.close().await.unwrap();
+    let in_ledger: HashSet<String> = in_ledger.into_iter().map(|(id,)| id).collect();
+    for id in &acknowledged {
+        assert!(
+            in_ledger.contains(id),
+            "acknowledged {id} is missing from the ledger"
+        );
+    }
+    let spent = serve.json(&["balance", "--account", "acme"], 0)["wallets"][0]["spent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let spent_minor = creditgate::domain::Amount::parse(&spent)
+        .unwrap()
+        .to_minor();
+    assert_eq!(
+        spent_minor,
+        in_ledger.len() as i64 * 10_000,
+        "the balance is what the ledger explains: one 0.01 per commit entry"
+    );
+    let mut admin = AdminClient::connect(serve.admin.clone()).await.unwrap();
+    let report = admin
+        .reconcile(proto::ReconcileRequest {
+            account_id: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.accounts[0].wallets[0].drift, "0.00");
+    drop(serve);
+    database.drop_database().await;
 }

@@ -221,3 +221,100 @@ async fn reconcile_finds_drift_and_rebuilds_the_account_from_the_ledger() {
     t.server.stop().await;
     database.drop_database().await;
 }
+
+/// The database URL with its host and port replaced by `addr`.
+fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    let (scheme_user, rest) = url.split_once('@').expect("URL has user@host");
+    let (_, path) = rest.split_once('/').expect("URL names a database");
+    format!("{scheme_user}@{addr}/{path}")
+}
+
+fn host_port(url: &str) -> std::net::SocketAddr {
+    let (_, rest) = url.split_once('@').unwrap();
+    let (host_port, _) = rest.split_once('/').unwrap();
+    use std::net::ToSocketAddrs;
+    host_port.to_socket_addrs().unwrap().next().unwrap()
+}
+
+#[tokio::test]
+async fn while_postgres_is_unreachable_commits_fail_unavailable_never_falsely_ok() {
+    let database = PgDatabase::create().await;
+    let proxy = common::proxy::Proxy::start(host_port(&database.url)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.ledger = LedgerTarget::Postgres {
+        url: through(&database.url, proxy.addr),
+    };
+    config.limits.ledger_timeout_ms = 500;
+    config.limits.outbox_len_max = 100;
+    let mut t = start_with(config, Arc::new(SystemClock)).await;
+    grant(&mut t.admin, "acme", "g1", "10.00").await;
+    let hold = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "3.00"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    proxy.cut();
+    let commit = commit_amount(&hold.reservation_id, "2.50");
+    for _ in 0..2 {
+        let status = t.gate.commit(commit.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    let charge = t
+        .gate
+        .charge(charge_amount("acme", "chat", "0.01"))
+        .await
+        .unwrap_err();
+    assert_eq!(charge.code(), tonic::Code::Unavailable);
+
+    // New holds need no ledger, but the outbox waiting for it is bounded: once full, the gate
+    // refuses rather than acknowledge what the ledger may never get.
+    let mut held = 0;
+    let refused = loop {
+        match t.gate.reserve(reserve_amount("acme", "chat", "0.01")).await {
+            Ok(_) => held += 1,
+            Err(status) => break status,
+        }
+        assert!(held <= 100, "the outbox bound was not enforced");
+    };
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        refused.message().contains("outbox"),
+        "{}",
+        refused.message()
+    );
+
+    proxy.restore();
+    let mut gate = t.gate.clone();
+    let committed = loop {
+        match gate.commit(commit.clone()).await {
+            Ok(reply) => break reply.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(committed.charged, "2.50");
+    assert_eq!(committed.available, "7.50", "the first answer, whole");
+    let commits = entries(&mut t.admin, "acme")
+        .await
+        .into_iter()
+        .filter(|e| e.kind == proto::EntryKind::Commit as i32)
+        .count();
+    assert_eq!(commits, 1, "the commit reached the ledger exactly once");
+    let report = t
+        .admin
+        .reconcile(proto::ReconcileRequest {
+            account_id: "acme".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.accounts[0].wallets[0].drift, "0.00");
+    t.server.stop().await;
+    database.drop_database().await;
+}
