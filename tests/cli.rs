@@ -134,6 +134,13 @@ fn the_readme_walk_through_survives_kill_9() {
     let balance = serve.json(&["balance", "--account", "acme"], 0);
     assert_eq!(balance["wallets"][0]["available"], "7.50");
 
+    let usage = serve.json(&["usage", "--account", "acme", "--by", "feature"], 0);
+    assert_eq!(usage["total"], "2.50");
+    assert_eq!(usage["groups"][0]["key"], "chat");
+    let reconcile = serve.json(&["reconcile", "--account", "acme"], 0);
+    assert_eq!(reconcile["accounts"][0]["outcome"], "COMPARED");
+    assert_eq!(reconcile["accounts"][0]["wallets"][0]["drift"], "0.00");
+
     let denied = serve.json(
         &[
             "reserve",
@@ -275,7 +282,13 @@ async fn acknowledged_commits_on_postgres_survive_kill_9_exactly_once() {
     let database = common::PgDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
     let (gate_port, admin_port) = (free_port(), free_port());
-    let ledger = ["--ledger", database.url.as_str()];
+    let migrated = Command::new(BIN)
+        .args(["migrate", "--ledger", &database.url])
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    assert!(String::from_utf8_lossy(&migrated.stdout).contains("up to date"));
+    let ledger = ["--ledger", database.url.as_str(), "--no-migrate"];
     let serve = Serve::start_with(dir.path(), gate_port, admin_port, &ledger);
     serve.json(&["grant", "--account", "acme", "--amount", "1000.00"], 0);
 
