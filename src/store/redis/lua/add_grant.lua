@@ -1,0 +1,81 @@
+-- Add grant: adds a lot of credits to a wallet. Idempotent by grant id.
+--
+-- KEYS[1] account hash   KEYS[2] partition outbox stream   KEYS[3] partition account set
+-- ARGV[1] account key base   ARGV[2] account id   ARGV[3] grant id   ARGV[4] wallet
+-- ARGV[5] kind   ARGV[6] priority   ARGV[7] amount   ARGV[8] expiry (ms, or '')
+-- ARGV[9] features (comma-separated, or '')   ARGV[10] entry id   ARGV[11] most active grants
+-- ARGV[12] '1' to create the account if it is absent (the ledger does not have it either)
+-- Reply: {'absent'} | {'conflict'} | {'too_many'} | {'too_large'} |
+--        {'ok', created (0 or 1), grant, wallet available, now, outbox id, outbox entries}
+local base, account = ARGV[1], ARGV[2]
+local id, wallet, kind = ARGV[3], ARGV[4], ARGV[5]
+local priority = minor(ARGV[6], 'priority')
+local amount = minor(ARGV[7], 'amount')
+local expires = nil
+if ARGV[8] ~= '' then
+  expires = minor(ARGV[8], 'expiry')
+end
+local features, entry_id = ARGV[9], ARGV[10]
+local grants_max = minor(ARGV[11], 'grant limit')
+
+local now = now_ms()
+local entries = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[12] ~= '1' then
+    return { 'absent' }
+  end
+end
+local grants_key = base .. ':grants:' .. wallet
+for _, other in ipairs(redis.call('SMEMBERS', base .. ':wallets')) do
+  local text = redis.call('HGET', base .. ':grants:' .. other, id)
+  if text then
+    local g = decode_grant(id, text)
+    local same = other == wallet and g.kind == kind and g.priority == priority
+      and g.amount == amount and g.expires == expires and g.features_text == features
+    if not same then
+      return { 'conflict' }
+    end
+    local grants = load_grants(grants_key)
+    return { 'ok', 0, text, fmt(wallet_available(grants, now)), fmt(now) }
+  end
+end
+local grants = load_grants(grants_key)
+local count, total = 0, 0
+for _, g in ipairs(grants) do
+  if active(g, now) then
+    count = count + 1
+    total = total + g.remaining
+  end
+end
+if count >= grants_max then
+  return { 'too_many' }
+end
+if total + amount > MINOR_MAX then
+  return { 'too_large' }
+end
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'active', 'name', '', 'created', fmt(now))
+  redis.call('SADD', KEYS[3], account)
+  table.insert(entries, {
+    type = 'account', account = account, status = 'active', name = '', created = fmt(now),
+  })
+end
+local g = {
+  id = id, kind = kind, priority = priority, amount = amount, remaining = amount, held = 0,
+  expires = expires, created = now, voided = nil, features_text = features,
+}
+local text = encode_grant(g)
+redis.call('HSET', grants_key, id, text)
+redis.call('SADD', base .. ':wallets', wallet)
+table.insert(entries, {
+  type = 'grant', account = account, wallet = wallet, grant_id = id, grant = text,
+  entry = {
+    id = entry_id, kind = 'grant', account = account, wallet = wallet, amount = fmt(amount),
+    grant = id, at = fmt(now),
+  },
+})
+table.insert(grants, g)
+local outbox_id = outbox(KEYS[2], entries, now)
+return { 'ok', 1, text, fmt(wallet_available(grants, now)), fmt(now), outbox_id,
+  cjson.encode(entries) }

@@ -1,0 +1,65 @@
+-- Charge: debits `amount` of a wallet in one step.
+--
+-- KEYS[1] account hash   KEYS[2] partition outbox stream
+-- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)
+-- ARGV[4] wallet   ARGV[5] feature   ARGV[6] amount   ARGV[7] entry id   ARGV[8] labels (JSON)
+-- ARGV[9] usage (JSON or '')   ARGV[10] model (or '')   ARGV[11] idempotency key (or '')
+-- ARGV[12] request fingerprint
+-- Reply: {'absent'} | {'conflict'} | {'replay', reply} | {'denied', reason, available} |
+--        {'ok', reply, outbox id, outbox entries}
+local base, account = ARGV[1], ARGV[2]
+local retention = minor(ARGV[3], 'retention')
+local wallet, feature = ARGV[4], ARGV[5]
+local amount = minor(ARGV[6], 'amount')
+local entry_id = ARGV[7]
+local key, fingerprint = ARGV[11], ARGV[12]
+
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return { 'absent' }
+end
+local idem_key = base .. ':idem:' .. key
+if key ~= '' then
+  local kept = recall(idem_key, fingerprint)
+  if kept then
+    return kept
+  end
+end
+local now = now_ms()
+local grants_key = base .. ':grants:' .. wallet
+local grants, by_id = load_grants(grants_key)
+local available = available_for(grants, feature, now)
+if status == 'suspended' then
+  return { 'denied', 'account_suspended', fmt(available) }
+end
+local split, reason, shortfall = plan_draw(grants, feature, now, amount)
+if not split then
+  return { 'denied', reason, fmt(shortfall) }
+end
+
+for _, p in ipairs(split) do
+  local g = by_id[p[1]]
+  g.remaining = g.remaining - p[2]
+end
+save_grants(grants_key, by_id, split)
+local reply = cjson.encode({
+  entry_id = entry_id, wallet = wallet, charged = fmt(amount), split = encode_split(split),
+  available = fmt(available - amount),
+})
+local entries = { {
+  type = 'charge',
+  entry = {
+    id = entry_id, kind = 'charge', account = account, wallet = wallet, feature = feature,
+    model = ARGV[10], usage = ARGV[9], amount = fmt(amount), split = encode_split(split),
+    idem = key, labels = ARGV[8], at = fmt(now),
+  },
+} }
+if key ~= '' then
+  remember(idem_key, fingerprint, reply, now, retention)
+  table.insert(entries, {
+    type = 'remember', account = account, key = key, fingerprint = fingerprint,
+    reply_kind = 'charge', reply = reply, at = fmt(now),
+  })
+end
+local id = outbox(KEYS[2], entries, now)
+return { 'ok', reply, id, cjson.encode(entries) }

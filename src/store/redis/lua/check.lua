@@ -1,0 +1,22 @@
+-- Check: would a hold of `amount` for a feature be allowed now? Changes nothing.
+--
+-- KEYS[1] account hash
+-- ARGV[1] account key base   ARGV[2] wallet   ARGV[3] feature   ARGV[4] amount
+-- Reply: {'absent'} | {'denied', reason, available} | {'ok', available}
+local base, wallet, feature = ARGV[1], ARGV[2], ARGV[3]
+local amount = minor(ARGV[4], 'amount')
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return { 'absent' }
+end
+local now = now_ms()
+local grants = load_grants(base .. ':grants:' .. wallet)
+local available = available_for(grants, feature, now)
+if status == 'suspended' then
+  return { 'denied', 'account_suspended', fmt(available) }
+end
+local split, reason, shortfall = plan_draw(grants, feature, now, amount)
+if not split then
+  return { 'denied', reason, fmt(shortfall) }
+end
+return { 'ok', fmt(available) }

@@ -1,0 +1,90 @@
+-- Extend: adds to a hold and/or moves its expiry later.
+--
+-- KEYS[1] account hash   KEYS[2] partition outbox stream   KEYS[3] partition expiry set
+-- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)
+-- ARGV[4] token   ARGV[5] additional amount   ARGV[6] new ttl (ms, or '' to keep the expiry)
+-- ARGV[7] idempotency key (or '')   ARGV[8] request fingerprint
+-- Reply: {'absent'} | {'not_found'} | {'ended', state} | {'conflict'} | {'replay', reply} |
+--        {'denied', reason, available} | {'ok', reply, outbox id, outbox entries}
+local base, account = ARGV[1], ARGV[2]
+local retention = minor(ARGV[3], 'retention')
+local token = ARGV[4]
+local additional = minor(ARGV[5], 'additional amount')
+local ttl = nil
+if ARGV[6] ~= '' then
+  ttl = minor(ARGV[6], 'ttl')
+end
+local key, fingerprint = ARGV[7], ARGV[8]
+
+local hold_key = base .. ':hold:' .. token
+local h = load_hold(hold_key)
+if h == nil then
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    return { 'absent' }
+  end
+  return { 'not_found' }
+end
+local now = now_ms()
+if expire_if_due(base, account, token, hold_key, h, KEYS[2], KEYS[3], now, retention) then
+  return { 'ended', 'expired' }
+end
+local idem_key = base .. ':idem:' .. key
+if key ~= '' then
+  local kept = recall(idem_key, fingerprint)
+  if kept then
+    return kept
+  end
+end
+if h.state ~= 'held' then
+  return { 'ended', h.state }
+end
+local grants_key = base .. ':grants:' .. h.wallet
+local grants, by_id = load_grants(grants_key)
+local available = available_for(grants, h.feature, now)
+if redis.call('HGET', KEYS[1], 'status') == 'suspended' then
+  return { 'denied', 'account_suspended', fmt(available) }
+end
+local extra, reason, shortfall = plan_draw(grants, h.feature, now, additional)
+if not extra then
+  return { 'denied', reason, fmt(shortfall) }
+end
+if h.amount_n + additional > MINOR_MAX then
+  error('creditgate: hold above the money bound')
+end
+
+adjust_held(by_id, extra, 1)
+save_grants(grants_key, by_id, extra)
+-- Merge the new portions into the split, keeping the order in which grants were first taken.
+local merged, index = h.split_t, {}
+for i, p in ipairs(merged) do
+  index[p[1]] = i
+end
+for _, p in ipairs(extra) do
+  if index[p[1]] then
+    merged[index[p[1]]][2] = merged[index[p[1]]][2] + p[2]
+  else
+    table.insert(merged, { p[1], p[2] })
+    index[p[1]] = #merged
+  end
+end
+h.amount = fmt(h.amount_n + additional)
+h.split = encode_split(merged)
+if ttl ~= nil and now + ttl > h.expires_n then
+  h.expires = fmt(now + ttl)
+  redis.call('ZADD', KEYS[3], now + ttl, account .. '/' .. token)
+end
+redis.call('HSET', hold_key, 'amount', h.amount, 'split', h.split, 'expires', h.expires)
+local reply = cjson.encode({
+  token = token, amount = h.amount, expires = h.expires, split = h.split,
+  available = fmt(available - additional),
+})
+local entries = { hold_entry(account, token, h) }
+if key ~= '' then
+  remember(idem_key, fingerprint, reply, now, retention)
+  table.insert(entries, {
+    type = 'remember', account = account, key = key, fingerprint = fingerprint,
+    reply_kind = 'extend', reply = reply, at = fmt(now),
+  })
+end
+local id = outbox(KEYS[2], entries, now)
+return { 'ok', reply, id, cjson.encode(entries) }

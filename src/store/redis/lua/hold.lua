@@ -1,0 +1,81 @@
+-- Ending a hold, shared by commit, release, extend and expire (prepended after lib.lua).
+
+-- The hold hash at `key` as a table, with its split decoded; nil if there is none.
+local function load_hold(key)
+  local h = hash_to_table(redis.call('HGETALL', key))
+  if h.state == nil then
+    return nil
+  end
+  h.amount_n = tonumber(h.amount)
+  h.expires_n = tonumber(h.expires)
+  h.split_t = decode_split(h.split)
+  return h
+end
+
+-- The hold's fields as the outbox carries them (every value a string).
+local function hold_entry(account, token, h)
+  local fields = {}
+  for k, v in pairs(h) do
+    if type(v) == 'string' then
+      fields[k] = v
+    end
+  end
+  return { type = 'hold', account = account, token = token, hold = fields }
+end
+
+-- Voids what a hold gave back to grants voided while it was open, and returns the ledger
+-- entries that say so.
+local function void_released(account, token, wallet, by_id, released, now)
+  local entries = {}
+  for _, p in ipairs(released) do
+    local g = by_id[p[1]]
+    if g.voided ~= nil and p[2] > 0 then
+      g.remaining = g.remaining - p[2]
+      table.insert(entries, {
+        type = 'void',
+        entry = {
+          id = 'void/' .. account .. '/' .. g.id .. '/' .. token,
+          kind = 'void', account = account, wallet = wallet, amount = fmt(p[2]),
+          split = g.id .. '=' .. fmt(p[2]), reservation = account .. '/' .. token,
+          grant = g.id, reason = 'released from a hold on a voided grant', at = fmt(now),
+        },
+      })
+    end
+  end
+  return entries
+end
+
+-- Ends a held hold without a charge ('released' or 'expired'): gives its split back, voids what
+-- went back to voided grants, records how it ended, and forgets it after the retention period.
+-- Returns the outbox entries and the release reply.
+local function end_uncharged(base, account, token, hold_key, h, state, expiries, now, retention)
+  local grants_key = base .. ':grants:' .. h.wallet
+  local grants, by_id = load_grants(grants_key)
+  adjust_held(by_id, h.split_t, -1)
+  local entries = void_released(account, token, h.wallet, by_id, h.split_t, now)
+  save_grants(grants_key, by_id, h.split_t)
+  local available = available_for(grants, h.feature, now)
+  h.state = state
+  h.r_released = h.amount
+  h.r_available = fmt(available)
+  h.r_at = fmt(now)
+  redis.call('HSET', hold_key, 'state', state, 'r_released', h.r_released,
+    'r_available', h.r_available, 'r_at', h.r_at)
+  redis.call('PEXPIRE', hold_key, retention)
+  redis.call('SREM', base .. ':holds', token)
+  redis.call('ZREM', expiries, account .. '/' .. token)
+  table.insert(entries, hold_entry(account, token, h))
+  return entries
+end
+
+-- Expires the hold if its time has passed; returns true if it did (the caller then answers
+-- that the hold has ended).
+local function expire_if_due(base, account, token, hold_key, h, stream, expiries, now, retention)
+  if h.state == 'held' and h.expires_n <= now then
+    local entries = end_uncharged(base, account, token, hold_key, h, 'expired', expiries, now,
+      retention)
+    outbox(stream, entries, now)
+    return true
+  end
+  return false
+end

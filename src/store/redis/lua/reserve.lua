@@ -1,0 +1,67 @@
+-- Reserve: sets aside `amount` of a wallet for a feature, as a new hold.
+--
+-- KEYS[1] account hash   KEYS[2] partition outbox stream   KEYS[3] partition expiry set
+-- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)
+-- ARGV[4] token   ARGV[5] wallet   ARGV[6] feature   ARGV[7] amount   ARGV[8] ttl (ms)
+-- ARGV[9] labels (JSON)   ARGV[10] price (JSON or '')   ARGV[11] model (or '')
+-- ARGV[12] idempotency key (or '')   ARGV[13] request fingerprint
+-- Reply: {'absent'} account not loaded | {'conflict'} key reused | {'replay', reply} |
+--        {'denied', reason, available} | {'ok', reply, outbox entries}
+local base, account = ARGV[1], ARGV[2]
+local retention = minor(ARGV[3], 'retention')
+local token, wallet, feature = ARGV[4], ARGV[5], ARGV[6]
+local amount = minor(ARGV[7], 'amount')
+local ttl = minor(ARGV[8], 'ttl')
+local key, fingerprint = ARGV[12], ARGV[13]
+
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return { 'absent' }
+end
+local idem_key = base .. ':idem:' .. key
+if key ~= '' then
+  local kept = recall(idem_key, fingerprint)
+  if kept then
+    return kept
+  end
+end
+local now = now_ms()
+local grants_key = base .. ':grants:' .. wallet
+local grants, by_id = load_grants(grants_key)
+local available = available_for(grants, feature, now)
+if status == 'suspended' then
+  return { 'denied', 'account_suspended', fmt(available) }
+end
+local split, reason, shortfall = plan_draw(grants, feature, now, amount)
+if not split then
+  return { 'denied', reason, fmt(shortfall) }
+end
+
+adjust_held(by_id, split, 1)
+save_grants(grants_key, by_id, split)
+local expires = now + ttl
+local hold = {
+  wallet = wallet, feature = feature, amount = fmt(amount), split = encode_split(split),
+  created = fmt(now), expires = fmt(expires), state = 'held', labels = ARGV[9],
+  price = ARGV[10], model = ARGV[11], idem = key,
+}
+local hold_key = base .. ':hold:' .. token
+for k, v in pairs(hold) do
+  redis.call('HSET', hold_key, k, v)
+end
+redis.call('SADD', base .. ':holds', token)
+redis.call('ZADD', KEYS[3], expires, account .. '/' .. token)
+local reply = cjson.encode({
+  token = token, wallet = wallet, amount = fmt(amount), expires = fmt(expires),
+  split = encode_split(split), available = fmt(available - amount),
+})
+local entries = { { type = 'hold', account = account, token = token, hold = hold } }
+if key ~= '' then
+  remember(idem_key, fingerprint, reply, now, retention)
+  table.insert(entries, {
+    type = 'remember', account = account, key = key, fingerprint = fingerprint,
+    reply_kind = 'reserve', reply = reply, at = fmt(now),
+  })
+end
+local id = outbox(KEYS[2], entries, now)
+return { 'ok', reply, id, cjson.encode(entries) }

@@ -1,0 +1,25 @@
+-- Snapshot: an account's fields, every grant of every wallet, and its open holds, read at one
+-- instant. Changes nothing.
+--
+-- KEYS[1] account hash   ARGV[1] account key base
+-- Reply: {} when the account is absent, else {JSON: {"account": {...}, "now",
+--        "grants": [{"id", "wallet", "grant"}], "holds": [{"token", "hold"}]}}
+local base = ARGV[1]
+local acct = hash_to_table(redis.call('HGETALL', KEYS[1]))
+if acct.status == nil then
+  return {}
+end
+local grants, holds = {}, {}
+for _, wallet in ipairs(redis.call('SMEMBERS', base .. ':wallets')) do
+  local flat = redis.call('HGETALL', base .. ':grants:' .. wallet)
+  for i = 1, #flat, 2 do
+    table.insert(grants, { id = flat[i], wallet = wallet, grant = flat[i + 1] })
+  end
+end
+for _, token in ipairs(redis.call('SMEMBERS', base .. ':holds')) do
+  local h = hash_to_table(redis.call('HGETALL', base .. ':hold:' .. token))
+  if h.state ~= nil then
+    table.insert(holds, { token = token, hold = h })
+  end
+end
+return { cjson.encode({ account = acct, now = fmt(now_ms()), grants = grants, holds = holds }) }

@@ -1,0 +1,40 @@
+-- Void grant: ends a grant; its unheld remainder stops being spendable at once.
+--
+-- KEYS[1] account hash   KEYS[2] partition outbox stream
+-- ARGV[1] account key base   ARGV[2] account id   ARGV[3] grant id   ARGV[4] reason
+-- ARGV[5] entry id
+-- Reply: {'absent'} | {'not_found'} |
+--        {'ok', voided, grant, wallet, wallet available, now[, outbox id, outbox entries]}
+local base, account = ARGV[1], ARGV[2]
+local id, reason, entry_id = ARGV[3], ARGV[4], ARGV[5]
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return { 'absent' }
+end
+local now = now_ms()
+for _, wallet in ipairs(redis.call('SMEMBERS', base .. ':wallets')) do
+  local grants_key = base .. ':grants:' .. wallet
+  local text = redis.call('HGET', grants_key, id)
+  if text then
+    local grants, by_id = load_grants(grants_key)
+    local g = by_id[id]
+    if g.voided ~= nil then
+      return { 'ok', '0', text, wallet, fmt(wallet_available(grants, now)), fmt(now) }
+    end
+    local voided = spendable(g)
+    g.remaining = g.remaining - voided
+    g.voided = now
+    text = encode_grant(g)
+    redis.call('HSET', grants_key, id, text)
+    local entries = { {
+      type = 'void',
+      entry = {
+        id = entry_id, kind = 'void', account = account, wallet = wallet, amount = fmt(voided),
+        split = id .. '=' .. fmt(voided), grant = id, reason = reason, at = fmt(now),
+      },
+    } }
+    local outbox_id = outbox(KEYS[2], entries, now)
+    return { 'ok', fmt(voided), text, wallet, fmt(wallet_available(grants, now)), fmt(now),
+      outbox_id, cjson.encode(entries) }
+  end
+end
+return { 'not_found' }
