@@ -106,7 +106,7 @@ impl Reconciler {
         let Some(before) = self.store.snapshot(account).await? else {
             return Ok(Comparison::Missing);
         };
-        self.durability.wait(before.outbox_seq).await?;
+        self.durability.wait(&before.durable).await?;
         let now = self.store.now_ms().await?;
         let ledger = self
             .ledger

@@ -16,7 +16,8 @@ use crate::catalog::{Catalog, SharedCatalog};
 use crate::domain::GrantId;
 use crate::ledger::{Change, ChangeKind, Ledger, LedgerError};
 use crate::shutdown::Shutdown;
-use crate::store::BalanceStore;
+use crate::store::outbox::OutboxPosition;
+use crate::store::{BalanceStore, Durable};
 use crate::telemetry;
 
 /// How the sync loop runs.
@@ -41,10 +42,11 @@ pub struct SyncSettings {
 }
 
 /// Lets a caller wait until a store write has reached the ledger.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Durability {
     persisted: watch::Receiver<u64>,
     kick: Arc<Notify>,
+    ledger: Arc<dyn Ledger>,
     timeout: Duration,
 }
 
@@ -55,8 +57,27 @@ pub struct Durability {
 pub struct NotDurable(pub Duration);
 
 impl Durability {
-    /// Waits until every outbox record up to `seq` is in the ledger.
-    pub async fn wait(&self, seq: u64) -> Result<(), NotDurable> {
+    /// Waits until what `durable` names is in the ledger.
+    pub async fn wait(&self, durable: &Durable) -> Result<(), NotDurable> {
+        match durable {
+            Durable::UpTo(seq) => self.wait_for_seq(*seq).await,
+            Durable::Record(record) => {
+                let written = tokio::time::timeout(
+                    self.timeout,
+                    self.ledger.append(std::slice::from_ref(record)),
+                )
+                .await;
+                match written {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(NotDurable(self.timeout)),
+                }
+            }
+            Durable::Nothing => Ok(()),
+        }
+    }
+
+    /// Waits until every record of the in-process outbox up to `seq` is in the ledger.
+    async fn wait_for_seq(&self, seq: u64) -> Result<(), NotDurable> {
         let mut persisted = self.persisted.clone();
         if *persisted.borrow() >= seq {
             return Ok(());
@@ -91,6 +112,7 @@ impl SyncLoop {
         let durability = Durability {
             persisted: rx,
             kick: kick.clone(),
+            ledger: ledger.clone(),
             timeout: durable_timeout,
         };
         let sync = SyncLoop {
@@ -138,9 +160,12 @@ impl SyncLoop {
                     return;
                 }
             };
-            let Some(last) = batch.last().map(|r| r.seq) else {
+            if batch.is_empty() {
                 return;
-            };
+            }
+            let positions: Vec<OutboxPosition> =
+                batch.iter().map(|r| r.position.clone()).collect();
+            let last_seq = positions.iter().filter_map(OutboxPosition::seq).max();
             let deadline = Duration::from_millis(self.settings.ledger_timeout_ms);
             let written = match tokio::time::timeout(deadline, self.ledger.append(&batch)).await {
                 Ok(result) => result,
@@ -151,11 +176,13 @@ impl SyncLoop {
             match written {
                 Ok(()) => {
                     backoff_ms = self.settings.retry_backoff_ms;
-                    if let Err(error) = self.store.outbox_ack(last).await {
+                    if let Err(error) = self.store.outbox_ack(&positions).await {
                         tracing::warn!(%error, "cannot acknowledge the outbox");
                         return;
                     }
-                    self.persisted.send_replace(last);
+                    if let Some(last) = last_seq {
+                        self.persisted.send_replace(last);
+                    }
                     metrics::counter!(telemetry::LEDGER_BATCHES_TOTAL).increment(1);
                     metrics::counter!(telemetry::LEDGER_RECORDS_TOTAL)
                         .increment(batch.len() as u64);

@@ -98,7 +98,7 @@ fn records(entries: Vec<OutboxEntry>) -> Vec<OutboxRecord> {
         .into_iter()
         .enumerate()
         .map(|(i, entry)| OutboxRecord {
-            seq: i as u64 + 1,
+            position: creditgate::store::outbox::OutboxPosition::Seq(i as u64 + 1),
             at_ms: 2_000,
             entries: vec![entry],
         })

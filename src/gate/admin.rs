@@ -73,7 +73,7 @@ pub fn void_entry_id(account: &AccountId, grant: &GrantId) -> String {
 impl Gate {
     pub async fn put_account(&self, update: AccountUpdate) -> Result<Account, GateError> {
         let written = self.store.put_account(update).await?;
-        self.make_durable(written.outbox_seq).await?;
+        self.make_durable(&written.durable).await?;
         Ok(written.value)
     }
 
@@ -125,7 +125,7 @@ impl Gate {
             .store
             .add_grant(&request.account, terms, entry_id)
             .await?;
-        self.make_durable(written.outbox_seq).await?;
+        self.make_durable(&written.durable).await?;
         Ok(written.value)
     }
 
@@ -145,7 +145,7 @@ impl Gate {
                 void_entry_id(&request.account, &request.grant),
             )
             .await?;
-        self.make_durable(written.outbox_seq).await?;
+        self.make_durable(&written.durable).await?;
         Ok(written.value)
     }
 

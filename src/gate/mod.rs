@@ -28,7 +28,7 @@ use crate::domain::{
 };
 use crate::ledger::Ledger;
 use crate::store::{
-    AccountView, BalanceStore, ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt,
+    AccountView, BalanceStore, ChargeOp, Durable, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt,
     Decision, ExtendOp, ExtendReceipt, Idempotency, ReleaseReceipt, ReserveOp, ReserveReceipt,
 };
 use crate::sync::Durability;
@@ -147,9 +147,9 @@ impl Gate {
         self.catalog.get()
     }
 
-    async fn make_durable(&self, seq: u64) -> Result<(), GateError> {
+    async fn make_durable(&self, durable: &Durable) -> Result<(), GateError> {
         if let Some(durability) = &self.durability {
-            durability.wait(seq).await?;
+            durability.wait(durable).await?;
         }
         Ok(())
     }
@@ -287,7 +287,7 @@ impl Gate {
             },
         };
         let written = self.store.commit(op).await?;
-        self.make_durable(written.outbox_seq).await?;
+        self.make_durable(&written.durable).await?;
         Ok(written.value)
     }
 
@@ -295,7 +295,7 @@ impl Gate {
     /// hold back to life.
     pub async fn release(&self, id: ReservationId) -> Result<ReleaseReceipt, GateError> {
         let written = self.store.release(&id).await?;
-        self.make_durable(written.outbox_seq).await?;
+        self.make_durable(&written.durable).await?;
         Ok(written.value)
     }
 
@@ -323,7 +323,7 @@ impl Gate {
         };
         let written = self.store.extend(op).await?;
         if matches!(written.value, Decision::Allowed(_)) {
-            self.make_durable(written.outbox_seq).await?;
+            self.make_durable(&written.durable).await?;
         }
         Ok(written.value)
     }
@@ -367,7 +367,7 @@ impl Gate {
         };
         let written = self.store.charge(op).await?;
         if matches!(written.value, Decision::Allowed(_)) {
-            self.make_durable(written.outbox_seq).await?;
+            self.make_durable(&written.durable).await?;
         }
         Ok((amount, wallet, written.value))
     }

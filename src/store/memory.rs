@@ -13,9 +13,11 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use dashmap::mapref::one::RefMut;
 
-use super::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered, Reply};
+use super::outbox::{
+    EntryKind, LedgerEntry, OutboxEntry, OutboxPosition, OutboxRecord, Remembered, Reply,
+};
 use super::{
-    AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
+    AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt, Durable,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, ExtendOp, ExtendReceipt, GrantReceipt,
     Idempotency, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept,
     VoidReceipt, Written,
@@ -307,7 +309,7 @@ impl MemoryStore {
         outbox.last_seq += 1;
         let seq = outbox.last_seq;
         outbox.records.push_back(OutboxRecord {
-            seq,
+            position: OutboxPosition::Seq(seq),
             at_ms,
             entries: entries.into_iter().collect(),
         });
@@ -467,13 +469,13 @@ impl BalanceStore for MemoryStore {
                     reason: DenyReason::AccountNotFound,
                     available_minor: 0,
                 }),
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             });
         };
         if let Some(Reply::Reserve(receipt)) = state.recall(op.idempotency.as_ref())? {
             return Ok(Written {
                 value: Decision::Allowed(receipt.clone()),
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             });
         }
         let available = state.available(&op.wallet, &op.feature, now);
@@ -483,7 +485,7 @@ impl BalanceStore for MemoryStore {
                     reason: DenyReason::AccountSuspended,
                     available_minor: available,
                 }),
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             });
         }
         let split = match plan_draw(state.grants(&op.wallet), &op.feature, now, op.amount_minor) {
@@ -491,7 +493,7 @@ impl BalanceStore for MemoryStore {
             Err(shortfall) => {
                 return Ok(Written {
                     value: Decision::Denied(denial(shortfall)),
-                    outbox_seq: self.last_seq(),
+                    durable: Durable::UpTo(self.last_seq()),
                 });
             }
         };
@@ -531,7 +533,7 @@ impl BalanceStore for MemoryStore {
         }
         Ok(Written {
             value: Decision::Allowed(receipt),
-            outbox_seq: self.append(now, entries),
+            durable: Durable::UpTo(self.append(now, entries)),
         })
     }
 
@@ -545,7 +547,7 @@ impl BalanceStore for MemoryStore {
             (HoldState::Committed, Some(record)) if record.charged_minor == op.amount_minor => {
                 return Ok(Written {
                     value: commit_receipt(&op.id, record),
-                    outbox_seq: self.last_seq(),
+                    durable: Durable::UpTo(self.last_seq()),
                 });
             }
             (HoldState::Committed, Some(record)) => {
@@ -609,7 +611,7 @@ impl BalanceStore for MemoryStore {
         let seq = self.append(now, entries);
         Ok(Written {
             value: commit_receipt(&op.id, &record),
-            outbox_seq: seq,
+            durable: Durable::UpTo(seq),
         })
     }
 
@@ -627,7 +629,7 @@ impl BalanceStore for MemoryStore {
                         released_minor: record.released_minor,
                         available_minor: record.available_minor,
                     },
-                    outbox_seq: self.last_seq(),
+                    durable: Durable::UpTo(self.last_seq()),
                 });
             }
             _ => return Err(ended(hold)),
@@ -645,7 +647,7 @@ impl BalanceStore for MemoryStore {
                 released_minor: record.released_minor,
                 available_minor: record.available_minor,
             },
-            outbox_seq: seq,
+            durable: Durable::UpTo(seq),
         })
     }
 
@@ -656,7 +658,7 @@ impl BalanceStore for MemoryStore {
         if let Some(Reply::Extend(receipt)) = state.recall(op.idempotency.as_ref())? {
             return Ok(Written {
                 value: Decision::Allowed(receipt.clone()),
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             });
         }
         let hold = &state.holds[op.id.token()];
@@ -671,7 +673,7 @@ impl BalanceStore for MemoryStore {
                     reason: DenyReason::AccountSuspended,
                     available_minor: available,
                 }),
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             });
         }
         let extra = match plan_draw(state.grants(&wallet), &feature, now, op.additional_minor) {
@@ -679,7 +681,7 @@ impl BalanceStore for MemoryStore {
             Err(shortfall) => {
                 return Ok(Written {
                     value: Decision::Denied(denial(shortfall)),
-                    outbox_seq: self.last_seq(),
+                    durable: Durable::UpTo(self.last_seq()),
                 });
             }
         };
@@ -714,7 +716,7 @@ impl BalanceStore for MemoryStore {
         }
         Ok(Written {
             value: Decision::Allowed(receipt),
-            outbox_seq: self.append(now, entries),
+            durable: Durable::UpTo(self.append(now, entries)),
         })
     }
 
@@ -727,7 +729,7 @@ impl BalanceStore for MemoryStore {
                     reason,
                     available_minor,
                 }),
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             })
         };
         let Some(mut state) = self.account_mut(&op.account) else {
@@ -736,7 +738,7 @@ impl BalanceStore for MemoryStore {
         if let Some(Reply::Charge(receipt)) = state.recall(op.idempotency.as_ref())? {
             return Ok(Written {
                 value: Decision::Allowed(receipt.clone()),
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             });
         }
         let available = state.available(&op.wallet, &op.feature, now);
@@ -786,7 +788,7 @@ impl BalanceStore for MemoryStore {
         }
         Ok(Written {
             value: Decision::Allowed(receipt),
-            outbox_seq: self.append(now, entries),
+            durable: Durable::UpTo(self.append(now, entries)),
         })
     }
 
@@ -874,7 +876,7 @@ impl BalanceStore for MemoryStore {
         if unchanged && !created {
             return Ok(Written {
                 value: state.account.clone(),
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             });
         }
         state.account.display_name = update.display_name;
@@ -883,7 +885,7 @@ impl BalanceStore for MemoryStore {
         let seq = self.append(now, [OutboxEntry::Account(account.clone())]);
         Ok(Written {
             value: account,
-            outbox_seq: seq,
+            durable: Durable::UpTo(seq),
         })
     }
 
@@ -922,7 +924,7 @@ impl BalanceStore for MemoryStore {
                     available_minor: state.wallet_available(&terms.wallet, now),
                     now_ms: now,
                 },
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             });
         }
         let grants = state.grants(&terms.wallet);
@@ -978,7 +980,7 @@ impl BalanceStore for MemoryStore {
         };
         Ok(Written {
             value: receipt,
-            outbox_seq: self.append(now, entries),
+            durable: Durable::UpTo(self.append(now, entries)),
         })
     }
 
@@ -1014,7 +1016,7 @@ impl BalanceStore for MemoryStore {
                     voided_minor: 0,
                     available_minor: state.wallet_available(&wallet, now),
                 },
-                outbox_seq: self.last_seq(),
+                durable: Durable::UpTo(self.last_seq()),
             });
         }
         let voided = grant.spendable_minor();
@@ -1048,7 +1050,7 @@ impl BalanceStore for MemoryStore {
                 voided_minor: voided,
                 available_minor: state.wallet_available(&wallet, now),
             },
-            outbox_seq: seq,
+            durable: Durable::UpTo(seq),
         })
     }
 
@@ -1167,7 +1169,7 @@ impl BalanceStore for MemoryStore {
     ) -> Result<Option<Written<AccountSnapshot>>, StoreError> {
         Ok(self.accounts.get(account).map(|state| Written {
             value: state.balance_snapshot(),
-            outbox_seq: self.last_seq(),
+            durable: Durable::UpTo(self.last_seq()),
         }))
     }
 
@@ -1233,9 +1235,16 @@ impl BalanceStore for MemoryStore {
         })
     }
 
-    async fn outbox_ack(&self, seq: u64) -> Result<(), StoreError> {
+    async fn outbox_ack(&self, positions: &[OutboxPosition]) -> Result<(), StoreError> {
+        let Some(seq) = positions.iter().filter_map(OutboxPosition::seq).max() else {
+            return Ok(());
+        };
         let mut outbox = self.outbox();
-        while outbox.records.front().is_some_and(|r| r.seq <= seq) {
+        while outbox
+            .records
+            .front()
+            .is_some_and(|r| r.position.seq().is_some_and(|s| s <= seq))
+        {
             outbox.records.pop_front();
         }
         Ok(())
@@ -1361,7 +1370,7 @@ mod tests {
         let written = store.commit(commit).await.unwrap();
         let records = store.outbox_read(100).await.unwrap();
         let last = records.last().unwrap();
-        assert_eq!(last.seq, written.outbox_seq);
+        assert_eq!(Durable::UpTo(last.position.seq().unwrap()), written.durable);
         assert!(
             matches!(
                 last.entries.as_slice(),

@@ -17,7 +17,7 @@ use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
     HoldState, IdempotencyKey, Labels, ModelId, Portion, PriceRule, ReservationId, Usage, WalletId,
 };
-use outbox::{OutboxRecord, Remembered};
+use outbox::{OutboxPosition, OutboxRecord, Remembered};
 
 /// A caller's idempotency key and the canonical form of the request it was first used with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,12 +99,23 @@ pub struct Denial {
     pub available_minor: i64,
 }
 
-/// A successful store write and the outbox position it reached: once the ledger has everything
-/// up to `outbox_seq`, the write is durable.
+/// A successful store call, and what makes it durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written<T> {
     pub value: T,
-    pub outbox_seq: u64,
+    pub durable: Durable,
+}
+
+/// What must reach the ledger before a write is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Durable {
+    /// Every record of the in-process outbox up to this position.
+    UpTo(u64),
+    /// This record. A shared store's outbox may be carried to the ledger by any replica, so
+    /// the replica that wrote a record writes it to the ledger itself when it must wait.
+    Record(OutboxRecord),
+    /// Nothing: the call wrote nothing new.
+    Nothing,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,7 +377,7 @@ pub trait BalanceStore: Send + Sync + 'static {
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
 
     /// Drops outbox records up to and including `seq`: the ledger has them.
-    async fn outbox_ack(&self, seq: u64) -> Result<(), StoreError>;
+    async fn outbox_ack(&self, positions: &[OutboxPosition]) -> Result<(), StoreError>;
 
     /// How far the ledger is behind the store.
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;

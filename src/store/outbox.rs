@@ -111,11 +111,29 @@ pub enum OutboxEntry {
     Remember(Remembered),
 }
 
+/// Where an outbox record is, to acknowledge it once the ledger has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboxPosition {
+    /// In the in-process outbox, which numbers its records.
+    Seq(u64),
+    /// In the outbox stream of a Redis partition.
+    Stream { partition: u32, id: String },
+}
+
+impl OutboxPosition {
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            OutboxPosition::Seq(seq) => Some(*seq),
+            OutboxPosition::Stream { .. } => None,
+        }
+    }
+}
+
 /// Everything one store operation tells the ledger, at one position: positions only grow. The
 /// ledger writes a record's entries in one transaction, so an operation never reaches it half.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxRecord {
-    pub seq: u64,
+    pub position: OutboxPosition,
     /// The store's clock when the operation happened; the age of the oldest record is the lag.
     pub at_ms: i64,
     pub entries: Vec<OutboxEntry>,

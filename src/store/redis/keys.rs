@@ -1,0 +1,126 @@
+//! The Redis key layout, in one place.
+//!
+//! Accounts are spread over a fixed number of partitions by a hash of their id. Every key of a
+//! partition carries the partition's hash tag, `{cg<N>}`, so every key one script touches (the
+//! account's keys and its partition's outbox stream and expiry set) lives in one Cluster slot.
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `cg:{cgN}:a:<account>` | hash | the account: `status`, `name`, `created`; present = loaded |
+//! | `cg:{cgN}:a:<account>:wallets` | set | wallets that have grants |
+//! | `cg:{cgN}:a:<account>:grants:<wallet>` | hash | grant id → encoded grant (see `lib.lua`) |
+//! | `cg:{cgN}:a:<account>:holds` | set | tokens of open holds |
+//! | `cg:{cgN}:a:<account>:hold:<token>` | hash | one hold; ended holds expire after retention |
+//! | `cg:{cgN}:a:<account>:idem:<key>` | hash | an idempotent reply; expires after retention |
+//! | `cg:{cgN}:expiries` | sorted set | `<account>/<token>` of open holds, by expiry |
+//! | `cg:{cgN}:outbox` | stream | outbox records for the ledger, one per operation |
+//! | `cg:{cgN}:accounts` | set | ids of the accounts loaded in the partition |
+//!
+//! The account's *base*, `cg:{cgN}:a:<account>`, is handed to the scripts, which append the
+//! suffixes above; nothing else builds keys.
+
+use crate::domain::AccountId;
+
+/// Partitions when the settings do not say; fixed for the life of a deployment.
+pub const PARTITIONS_DEFAULT: u32 = 16;
+
+/// Keys of one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    pub index: u32,
+    prefix: String,
+}
+
+impl Partition {
+    pub fn new(index: u32) -> Partition {
+        Partition {
+            index,
+            prefix: format!("cg:{{cg{index}}}:"),
+        }
+    }
+
+    pub fn outbox(&self) -> String {
+        format!("{}outbox", self.prefix)
+    }
+
+    pub fn expiries(&self) -> String {
+        format!("{}expiries", self.prefix)
+    }
+
+    pub fn accounts(&self) -> String {
+        format!("{}accounts", self.prefix)
+    }
+
+    /// What an account's base is made of after its id is appended.
+    pub fn account_prefix(&self) -> String {
+        format!("{}a:", self.prefix)
+    }
+}
+
+/// Keys of one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountKeys {
+    pub partition: Partition,
+    /// `cg:{cgN}:a:<account>`: the account hash, and the base of its other keys.
+    pub base: String,
+}
+
+impl AccountKeys {
+    pub fn new(account: &AccountId, partitions: u32) -> AccountKeys {
+        let partition = Partition::new(partition_of(account, partitions));
+        let base = format!("{}{}", partition.account_prefix(), account);
+        AccountKeys { partition, base }
+    }
+
+    pub fn account(&self) -> &str {
+        &self.base
+    }
+
+    pub fn hold(&self, token: &str) -> String {
+        format!("{}:hold:{token}", self.base)
+    }
+}
+
+/// The partition of an account: FNV-1a of its id, so every replica agrees without asking.
+pub fn partition_of(account: &AccountId, partitions: u32) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in account.as_str().bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_of_an_account_shares_its_partition_hash_tag() {
+        let account = AccountId::parse("acme").unwrap();
+        let keys = AccountKeys::new(&account, 16);
+        let tag = format!("{{cg{}}}", keys.partition.index);
+        for key in [
+            keys.account().to_owned(),
+            keys.hold("r1"),
+            keys.partition.outbox(),
+            keys.partition.expiries(),
+            keys.partition.accounts(),
+        ] {
+            assert!(key.contains(&tag), "{key}");
+            assert_eq!(key.find('{'), key.find(&tag), "the first braces are the tag: {key}");
+        }
+    }
+
+    #[test]
+    fn accounts_spread_over_partitions_stably() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            let account = AccountId::parse(&format!("org-{i}")).unwrap();
+            let p = partition_of(&account, 16);
+            assert_eq!(p, partition_of(&account, 16));
+            seen.insert(p);
+        }
+        assert_eq!(seen.len(), 16);
+    }
+}
