@@ -46,6 +46,9 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL of the ledger. Default: the SQLite file in `data_dir`.
     pub ledger: Option<String>,
+    /// Redis URL of the shared store, e.g. `redis://127.0.0.1:6379`. Default: the in-memory
+    /// store.
+    pub redis: Option<String>,
     /// `ledger` (default) or `store`: when commits and charges are acknowledged.
     pub commit_durability: Option<CommitDurability>,
     /// Whether `serve` applies the ledger's migrations on start. Default true.
@@ -87,6 +90,11 @@ pub struct LimitsConfig {
     /// Outbox records kept for the ledger before writes are refused with UNAVAILABLE.
     /// Default 1 000 000.
     pub outbox_len_max: usize,
+    /// Deadline of every Redis call; past it the call answers UNAVAILABLE. Default 500.
+    pub redis_timeout_ms: u64,
+    /// Partitions the Redis store spreads accounts over. Fixed for the life of a deployment.
+    /// Default 16.
+    pub redis_partitions: u32,
 }
 
 impl Default for LimitsConfig {
@@ -103,6 +111,8 @@ impl Default for LimitsConfig {
             inbound_interval_ms: 1_000,
             reconcile_interval_ms: 60_000,
             outbox_len_max: 1_000_000,
+            redis_timeout_ms: 500,
+            redis_partitions: crate::store::redis::keys::PARTITIONS_DEFAULT,
         }
     }
 }
@@ -217,6 +227,7 @@ pub struct Flags {
     pub metrics_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub ledger: Option<String>,
+    pub redis: Option<String>,
     pub commit_durability: Option<CommitDurability>,
     pub no_migrate: bool,
 }
@@ -230,6 +241,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub ledger: LedgerTarget,
+    /// URL of the shared Redis store; `None` keeps balances in this process.
+    pub redis: Option<String>,
     pub commit_durability: CommitDurability,
     /// Whether `serve` applies the ledger's migrations on start.
     pub migrate: bool,
@@ -259,6 +272,7 @@ impl ServerConfig {
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             data_dir,
             ledger,
+            redis: flags.redis.or(file.redis),
             commit_durability: flags
                 .commit_durability
                 .or(file.commit_durability)
@@ -286,6 +300,7 @@ impl ServerConfig {
                 data_dir: data_dir.clone(),
             },
             data_dir,
+            redis: None,
             commit_durability: CommitDurability::Ledger,
             migrate: true,
             limits: LimitsConfig::default(),
@@ -304,6 +319,11 @@ impl ServerConfig {
             return Err(ConfigError::Limit(format!(
                 "limits.idempotency_ttl_ms must be between {IDEMPOTENCY_TTL_MS_MIN} and {IDEMPOTENCY_TTL_MS_MAX}"
             )));
+        }
+        if !(1..=1_024).contains(&l.redis_partitions) {
+            return Err(ConfigError::Limit(
+                "limits.redis_partitions must be between 1 and 1024".into(),
+            ));
         }
         if !(1..=100_000_000).contains(&l.outbox_len_max) {
             return Err(ConfigError::Limit(
@@ -327,6 +347,7 @@ impl ServerConfig {
             ("limits.shutdown_grace_ms", l.shutdown_grace_ms),
             ("limits.inbound_interval_ms", l.inbound_interval_ms),
             ("limits.reconcile_interval_ms", l.reconcile_interval_ms),
+            ("limits.redis_timeout_ms", l.redis_timeout_ms),
         ];
         for (name, value) in intervals {
             if !(1..=INTERVAL_MS_MAX).contains(&value) {

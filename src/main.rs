@@ -80,8 +80,12 @@ struct ServeArgs {
     metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     ledger: LedgerArgs,
+    /// Redis URL of the store shared by every replica, e.g. redis://127.0.0.1:6379
+    /// [default: balances in this process].
+    #[arg(long, env = "CREDITGATE_REDIS")]
+    redis: Option<String>,
     /// When commits and charges are acknowledged: once in the ledger, or once in the store
-    /// (needs a durable store; the embedded one always waits for the ledger) [default: ledger].
+    /// (needs --redis; the in-process store always waits for the ledger) [default: ledger].
     #[arg(long, env = "CREDITGATE_COMMIT_DURABILITY", value_enum)]
     commit_durability: Option<CommitDurability>,
     /// Do not apply the ledger's migrations on start (run `creditgate migrate` instead).
@@ -324,6 +328,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         metrics_listen: args.metrics_listen,
         commit_durability: args.commit_durability,
         no_migrate: args.no_migrate,
+        redis: args.redis,
         ..Flags::default()
     };
     let config = resolve(args.ledger, flags)?;

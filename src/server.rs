@@ -24,6 +24,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::reconcile::Reconciler;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{BalanceStore, StoreError};
 use crate::sync::{self, Inbound, SyncLoop};
 
@@ -67,11 +68,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 impl Server {
     /// Opens the ledger, rebuilds the store from it, and starts serving.
     pub async fn start(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
-        if config.commit_durability == CommitDurability::Store {
+        if config.commit_durability == CommitDurability::Store && config.redis.is_none() {
             // Memory alone is not durable: acknowledging before the ledger has a commit could
             // lose it in a crash.
             return Err(StartError::Config(
-                "commit_durability = store needs a durable store; the embedded in-memory store \
+                "commit_durability = store needs the Redis store (--redis); the in-process store \
                  always acknowledges once the ledger has the write"
                     .into(),
             ));
@@ -84,31 +85,46 @@ impl Server {
         if config.migrate {
             ledger.migrate().await?;
         }
-        let store = Arc::new(MemoryStore::with_outbox_len_max(
-            clock.clone(),
-            config.limits.outbox_len_max,
-        ));
         let retention_ms = config.limits.idempotency_ttl_ms as i64;
+        let ledger_dyn: Arc<dyn Ledger> = Arc::new(ledger.clone());
         // Read before the accounts: a change made meanwhile is applied again, harmlessly.
         let change_cursor = ledger.last_change().await?;
-        let accounts = ledger
-            .load_accounts(None, clock.now_ms(), retention_ms)
-            .await?;
-        let account_count = accounts.len();
-        store.load(accounts).await?;
+        let store: Arc<dyn BalanceStore> = match &config.redis {
+            Some(url) => {
+                let settings = RedisSettings {
+                    url: url.clone(),
+                    partitions: config.limits.redis_partitions,
+                    timeout: Duration::from_millis(config.limits.redis_timeout_ms),
+                    retention_ms,
+                };
+                // Redis keeps its accounts; those it lacks are loaded from the ledger on use.
+                Arc::new(
+                    RedisStore::connect(settings, ledger_dyn.clone())
+                        .await
+                        .map_err(|e| StartError::Config(e.to_string()))?,
+                )
+            }
+            None => {
+                let store =
+                    MemoryStore::with_outbox_len_max(clock.clone(), config.limits.outbox_len_max);
+                let accounts = ledger
+                    .load_accounts(None, clock.now_ms(), retention_ms)
+                    .await?;
+                tracing::info!(accounts = accounts.len(), "store rebuilt from the ledger");
+                store.load(accounts).await?;
+                Arc::new(store)
+            }
+        };
         if !config.prices.is_empty() {
             ledger.put_prices(&config.prices, clock.now_ms()).await?;
         }
         let catalog = Catalog::from_prices(ledger.prices().await?);
         tracing::info!(
-            accounts = account_count,
             prices = catalog.len(),
             ledger = %config.ledger.describe(),
-            "store rebuilt from the ledger"
+            store = if config.redis.is_some() { "redis" } else { "memory" },
+            "creditgate starting"
         );
-
-        let store: Arc<dyn BalanceStore> = store;
-        let ledger_dyn: Arc<dyn Ledger> = Arc::new(ledger.clone());
         let settings = config.sync_settings();
         let (sync_loop, durability) = SyncLoop::new(
             store.clone(),
@@ -131,12 +147,12 @@ impl Server {
             durability.clone(),
             retention_ms,
         ));
-        // The in-memory store is not durable: it always acknowledges once the ledger has it.
+        let acknowledge_after_ledger = config.commit_durability == CommitDurability::Ledger;
         let gate = Arc::new(Gate::new(
             store.clone(),
             ledger_dyn,
             catalog,
-            Some(durability),
+            acknowledge_after_ledger.then_some(durability),
             config.gate_limits(),
         ));
 

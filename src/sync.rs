@@ -163,8 +163,7 @@ impl SyncLoop {
             if batch.is_empty() {
                 return;
             }
-            let positions: Vec<OutboxPosition> =
-                batch.iter().map(|r| r.position.clone()).collect();
+            let positions: Vec<OutboxPosition> = batch.iter().map(|r| r.position.clone()).collect();
             let last_seq = positions.iter().filter_map(OutboxPosition::seq).max();
             let deadline = Duration::from_millis(self.settings.ledger_timeout_ms);
             let written = match tokio::time::timeout(deadline, self.ledger.append(&batch)).await {

@@ -28,8 +28,9 @@ use crate::domain::{
 };
 use crate::ledger::Ledger;
 use crate::store::{
-    AccountView, BalanceStore, ChargeOp, Durable, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt,
-    Decision, ExtendOp, ExtendReceipt, Idempotency, ReleaseReceipt, ReserveOp, ReserveReceipt,
+    AccountView, BalanceStore, ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt,
+    Decision, Durable, ExtendOp, ExtendReceipt, Idempotency, ReleaseReceipt, ReserveOp,
+    ReserveReceipt,
 };
 use crate::sync::Durability;
 

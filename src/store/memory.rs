@@ -17,10 +17,10 @@ use super::outbox::{
     EntryKind, LedgerEntry, OutboxEntry, OutboxPosition, OutboxRecord, Remembered, Reply,
 };
 use super::{
-    AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt, Durable,
-    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, ExtendOp, ExtendReceipt, GrantReceipt,
-    Idempotency, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept,
-    VoidReceipt, Written,
+    AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
+    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
+    GrantReceipt, Idempotency, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError,
+    Swept, VoidReceipt, Written,
 };
 use crate::clock::Clock;
 use crate::domain::grant::{

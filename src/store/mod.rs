@@ -9,6 +9,7 @@
 
 pub mod memory;
 pub mod outbox;
+pub mod redis;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

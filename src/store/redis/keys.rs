@@ -108,7 +108,11 @@ mod tests {
             keys.partition.accounts(),
         ] {
             assert!(key.contains(&tag), "{key}");
-            assert_eq!(key.find('{'), key.find(&tag), "the first braces are the tag: {key}");
+            assert_eq!(
+                key.find('{'),
+                key.find(&tag),
+                "the first braces are the tag: {key}"
+            );
         }
     }
 

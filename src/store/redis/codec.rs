@@ -1,0 +1,526 @@
+//! What the Lua scripts store and answer, in Rust: encoded grants and splits, hold hashes,
+//! replies, and outbox entries. Each function here mirrors one in `lua/lib.lua` or the JSON a
+//! script builds; every number travels as a decimal string.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::domain::{
+    Account, AccountId, AccountStatus, CommitRecord, FeatureId, Grant, GrantId, GrantKind,
+    GrantTerms, Hold, HoldState, IdempotencyKey, Labels, ModelId, Portion, PriceRule,
+    ReleaseRecord, ReservationId, Usage, WalletId,
+};
+use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, Remembered, Reply};
+use crate::store::{
+    ChargeReceipt, CommitReceipt, ExtendReceipt, ReleaseReceipt, ReserveReceipt, StoreError,
+};
+
+fn bad(what: &str, text: &str) -> StoreError {
+    StoreError::Inconsistent(format!("redis holds an unreadable {what}: {text:?}"))
+}
+
+pub fn int(text: &str, what: &str) -> Result<i64, StoreError> {
+    text.parse().map_err(|_| bad(what, text))
+}
+
+fn opt_int(text: &str, what: &str) -> Result<Option<i64>, StoreError> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        int(text, what).map(Some)
+    }
+}
+
+fn id<T, E>(
+    text: &str,
+    what: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, StoreError> {
+    parse(text).map_err(|_| bad(what, text))
+}
+
+/// `grant=amount,grant=amount`.
+pub fn encode_split(split: &[Portion]) -> String {
+    split
+        .iter()
+        .map(|p| format!("{}={}", p.grant, p.amount_minor))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn decode_split(text: &str) -> Result<Vec<Portion>, StoreError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|part| {
+            let (grant, amount) = part.split_once('=').ok_or_else(|| bad("split", text))?;
+            Ok(Portion {
+                grant: id(grant, "grant id", GrantId::parse)?,
+                amount_minor: int(amount, "split amount")?,
+            })
+        })
+        .collect()
+}
+
+/// `kind|priority|amount|remaining|held|expires_at|created_at|voided_at|features`.
+pub fn encode_grant(grant: &Grant) -> String {
+    let t = &grant.terms;
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    format!(
+        "{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        t.kind.as_str(),
+        t.priority,
+        t.amount_minor,
+        grant.remaining_minor,
+        grant.held_minor,
+        opt(t.expires_at_ms),
+        grant.created_at_ms,
+        opt(grant.voided_at_ms),
+        features_text(&t.features),
+    )
+}
+
+pub fn features_text(features: &[FeatureId]) -> String {
+    features
+        .iter()
+        .map(FeatureId::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn decode_grant(grant_id: &str, wallet: &str, text: &str) -> Result<Grant, StoreError> {
+    let f: Vec<&str> = text.splitn(9, '|').collect();
+    if f.len() != 9 {
+        return Err(bad("grant", text));
+    }
+    let mut features = f[8]
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| id(s, "feature", FeatureId::parse))
+        .collect::<Result<Vec<_>, _>>()?;
+    features.sort();
+    Ok(Grant {
+        terms: GrantTerms {
+            id: id(grant_id, "grant id", GrantId::parse)?,
+            wallet: id(wallet, "wallet", WalletId::parse)?,
+            kind: GrantKind::parse(f[0]).ok_or_else(|| bad("grant kind", f[0]))?,
+            priority: f[1].parse().map_err(|_| bad("priority", f[1]))?,
+            amount_minor: int(f[2], "grant amount")?,
+            expires_at_ms: opt_int(f[5], "grant expiry")?,
+            features,
+        },
+        remaining_minor: int(f[3], "grant remaining")?,
+        held_minor: int(f[4], "grant held")?,
+        created_at_ms: int(f[6], "grant creation")?,
+        voided_at_ms: opt_int(f[7], "grant void")?,
+    })
+}
+
+fn state(text: &str) -> Result<HoldState, StoreError> {
+    Ok(match text {
+        "held" => HoldState::Held,
+        "committed" => HoldState::Committed,
+        "released" => HoldState::Released,
+        "expired" => HoldState::Expired,
+        _ => return Err(bad("hold state", text)),
+    })
+}
+
+/// The fields of a hold hash, as the scripts write them.
+pub fn hold_fields(hold: &Hold) -> BTreeMap<String, String> {
+    let mut f = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        f.insert(k.to_owned(), v);
+    };
+    put("wallet", hold.wallet.to_string());
+    put("feature", hold.feature.to_string());
+    put("amount", hold.amount_minor.to_string());
+    put("split", encode_split(&hold.split));
+    put("created", hold.created_at_ms.to_string());
+    put("expires", hold.expires_at_ms.to_string());
+    put("state", hold.state.as_str().to_owned());
+    put("labels", json_string(&hold.labels));
+    put(
+        "price",
+        hold.price.as_ref().map(json_string).unwrap_or_default(),
+    );
+    put(
+        "model",
+        hold.model
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    );
+    put(
+        "idem",
+        hold.idempotency_key
+            .as_ref()
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default(),
+    );
+    if let Some(c) = &hold.commit {
+        put("c_entry", c.entry_id.clone());
+        put("c_charged", c.charged_minor.to_string());
+        put("c_released", c.released_minor.to_string());
+        put("c_split", encode_split(&c.split));
+        put("c_available", c.available_minor.to_string());
+        put("c_at", c.at_ms.to_string());
+        put(
+            "c_reply",
+            json_string(&serde_json::json!({
+                "token": hold.id.token(),
+                "entry_id": c.entry_id,
+                "charged": c.charged_minor.to_string(),
+                "released": c.released_minor.to_string(),
+                "split": encode_split(&c.split),
+                "available": c.available_minor.to_string(),
+            })),
+        );
+    }
+    if let Some(r) = &hold.release {
+        put("r_released", r.released_minor.to_string());
+        put("r_available", r.available_minor.to_string());
+        put("r_at", r.at_ms.to_string());
+    }
+    f
+}
+
+fn json_string<T: serde::Serialize>(value: &T) -> String {
+    // Plain data with string keys always serialises.
+    serde_json::to_string(value).expect("serialises to JSON")
+}
+
+fn get<'a>(f: &'a HashMap<String, String>, key: &str) -> &'a str {
+    f.get(key).map_or("", String::as_str)
+}
+
+/// A hold from its hash fields.
+pub fn hold_from_fields(
+    account: &AccountId,
+    token: &str,
+    f: &HashMap<String, String>,
+) -> Result<Hold, StoreError> {
+    let opt_json = |key: &str| -> Result<Option<PriceRule>, StoreError> {
+        let text = get(f, key);
+        if text.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(text)
+            .map(Some)
+            .map_err(|_| bad(key, text))
+    };
+    let id =
+        ReservationId::parse(&format!("{account}/{token}")).map_err(|_| bad("token", token))?;
+    let commit = if f.contains_key("c_charged") {
+        Some(CommitRecord {
+            entry_id: get(f, "c_entry").to_owned(),
+            charged_minor: int(get(f, "c_charged"), "charged")?,
+            released_minor: int(get(f, "c_released"), "released")?,
+            split: decode_split(get(f, "c_split"))?,
+            available_minor: int(get(f, "c_available"), "available")?,
+            at_ms: int(get(f, "c_at"), "commit time")?,
+        })
+    } else {
+        None
+    };
+    let release = if f.contains_key("r_released") {
+        Some(ReleaseRecord {
+            released_minor: int(get(f, "r_released"), "released")?,
+            available_minor: int(get(f, "r_available"), "available")?,
+            at_ms: int(get(f, "r_at"), "release time")?,
+        })
+    } else {
+        None
+    };
+    let labels: Labels = match get(f, "labels") {
+        "" => Labels::new(),
+        text => serde_json::from_str(text).map_err(|_| bad("labels", text))?,
+    };
+    Ok(Hold {
+        id,
+        wallet: self::id(get(f, "wallet"), "wallet", WalletId::parse)?,
+        feature: self::id(get(f, "feature"), "feature", FeatureId::parse)?,
+        amount_minor: int(get(f, "amount"), "hold amount")?,
+        split: decode_split(get(f, "split"))?,
+        created_at_ms: int(get(f, "created"), "hold creation")?,
+        expires_at_ms: int(get(f, "expires"), "hold expiry")?,
+        state: state(get(f, "state"))?,
+        labels,
+        price: opt_json("price")?,
+        model: match get(f, "model") {
+            "" => None,
+            text => Some(self::id(text, "model", ModelId::parse)?),
+        },
+        idempotency_key: match get(f, "idem") {
+            "" => None,
+            text => Some(self::id(text, "idempotency key", IdempotencyKey::parse)?),
+        },
+        commit,
+        release,
+    })
+}
+
+/// A reply or entry JSON object whose values are strings.
+#[derive(Deserialize)]
+struct Fields(HashMap<String, Value>);
+
+impl Fields {
+    fn parse(text: &str) -> Result<Fields, StoreError> {
+        serde_json::from_str(text).map_err(|_| bad("reply", text))
+    }
+
+    fn text(&self, key: &str) -> &str {
+        self.0.get(key).and_then(Value::as_str).unwrap_or("")
+    }
+
+    fn int(&self, key: &str) -> Result<i64, StoreError> {
+        int(self.text(key), key)
+    }
+}
+
+fn reservation(account: &AccountId, token: &str) -> Result<ReservationId, StoreError> {
+    ReservationId::parse(&format!("{account}/{token}")).map_err(|_| bad("token", token))
+}
+
+pub fn reserve_receipt(account: &AccountId, text: &str) -> Result<ReserveReceipt, StoreError> {
+    let f = Fields::parse(text)?;
+    Ok(ReserveReceipt {
+        id: reservation(account, f.text("token"))?,
+        wallet: id(f.text("wallet"), "wallet", WalletId::parse)?,
+        amount_minor: f.int("amount")?,
+        expires_at_ms: f.int("expires")?,
+        split: decode_split(f.text("split"))?,
+        available_minor: f.int("available")?,
+    })
+}
+
+pub fn commit_receipt(account: &AccountId, text: &str) -> Result<CommitReceipt, StoreError> {
+    let f = Fields::parse(text)?;
+    Ok(CommitReceipt {
+        id: reservation(account, f.text("token"))?,
+        entry_id: f.text("entry_id").to_owned(),
+        charged_minor: f.int("charged")?,
+        released_minor: f.int("released")?,
+        split: decode_split(f.text("split"))?,
+        available_minor: f.int("available")?,
+    })
+}
+
+pub fn release_receipt(account: &AccountId, text: &str) -> Result<ReleaseReceipt, StoreError> {
+    let f = Fields::parse(text)?;
+    Ok(ReleaseReceipt {
+        id: reservation(account, f.text("token"))?,
+        released_minor: f.int("released")?,
+        available_minor: f.int("available")?,
+    })
+}
+
+pub fn extend_receipt(account: &AccountId, text: &str) -> Result<ExtendReceipt, StoreError> {
+    let f = Fields::parse(text)?;
+    Ok(ExtendReceipt {
+        id: reservation(account, f.text("token"))?,
+        amount_minor: f.int("amount")?,
+        expires_at_ms: f.int("expires")?,
+        split: decode_split(f.text("split"))?,
+        available_minor: f.int("available")?,
+    })
+}
+
+pub fn charge_receipt(text: &str) -> Result<ChargeReceipt, StoreError> {
+    let f = Fields::parse(text)?;
+    Ok(ChargeReceipt {
+        entry_id: f.text("entry_id").to_owned(),
+        wallet: id(f.text("wallet"), "wallet", WalletId::parse)?,
+        charged_minor: f.int("charged")?,
+        split: decode_split(f.text("split"))?,
+        available_minor: f.int("available")?,
+    })
+}
+
+/// The JSON a reply is kept as, as the scripts write it, for hydration.
+pub fn reply_json(reply: &Reply) -> String {
+    let value = match reply {
+        Reply::Reserve(r) => serde_json::json!({
+            "token": r.id.token(), "wallet": r.wallet.as_str(),
+            "amount": r.amount_minor.to_string(), "expires": r.expires_at_ms.to_string(),
+            "split": encode_split(&r.split), "available": r.available_minor.to_string(),
+        }),
+        Reply::Extend(r) => serde_json::json!({
+            "token": r.id.token(), "amount": r.amount_minor.to_string(),
+            "expires": r.expires_at_ms.to_string(), "split": encode_split(&r.split),
+            "available": r.available_minor.to_string(),
+        }),
+        Reply::Charge(r) => serde_json::json!({
+            "entry_id": r.entry_id, "wallet": r.wallet.as_str(),
+            "charged": r.charged_minor.to_string(), "split": encode_split(&r.split),
+            "available": r.available_minor.to_string(),
+        }),
+    };
+    json_string(&value)
+}
+
+/// A Lua list: cjson writes an empty table as `{}`.
+fn list(value: Option<&Value>) -> Vec<Value> {
+    match value {
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn value_text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn ledger_entry(value: &Value) -> Result<LedgerEntry, StoreError> {
+    let t = |key: &str| value_text(value, key);
+    let opt = |key: &str| (!t(key).is_empty()).then(|| t(key).to_owned());
+    let account = id(t("account"), "account", AccountId::parse)?;
+    Ok(LedgerEntry {
+        id: t("id").to_owned(),
+        kind: EntryKind::parse(t("kind")).ok_or_else(|| bad("entry kind", t("kind")))?,
+        wallet: id(t("wallet"), "wallet", WalletId::parse)?,
+        feature: opt("feature")
+            .map(|f| id(&f, "feature", FeatureId::parse))
+            .transpose()?,
+        model: opt("model")
+            .map(|m| id(&m, "model", ModelId::parse))
+            .transpose()?,
+        usage: opt("usage")
+            .map(|u| serde_json::from_str::<Usage>(&u).map_err(|_| bad("usage", &u)))
+            .transpose()?,
+        amount_minor: int(t("amount"), "entry amount")?,
+        split: decode_split(t("split"))?,
+        reservation: opt("reservation")
+            .map(|r| id(&r, "reservation", ReservationId::parse))
+            .transpose()?,
+        grant: opt("grant")
+            .map(|g| id(&g, "grant", GrantId::parse))
+            .transpose()?,
+        idempotency_key: opt("idem")
+            .map(|k| id(&k, "idempotency key", IdempotencyKey::parse))
+            .transpose()?,
+        labels: match t("labels") {
+            "" => Labels::new(),
+            text => serde_json::from_str(text).map_err(|_| bad("labels", text))?,
+        },
+        reason: opt("reason"),
+        at_ms: int(t("at"), "entry time")?,
+        account,
+    })
+}
+
+/// The outbox entries a script wrote, from their JSON.
+pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
+    let values: Value = serde_json::from_str(text).map_err(|_| bad("outbox record", text))?;
+    let mut entries = Vec::new();
+    for value in list(Some(&values)) {
+        let t = |key: &str| value_text(&value, key);
+        let account = || id(t("account"), "account", AccountId::parse);
+        let entry = match t("type") {
+            "account" => OutboxEntry::Account(Account {
+                status: AccountStatus::parse(t("status"))
+                    .ok_or_else(|| bad("account status", t("status")))?,
+                display_name: t("name").to_owned(),
+                created_at_ms: int(t("created"), "account creation")?,
+                id: account()?,
+            }),
+            "grant" => {
+                let entry = ledger_entry(value.get("entry").unwrap_or(&Value::Null))?;
+                OutboxEntry::Grant {
+                    grant: decode_grant(t("grant_id"), t("wallet"), t("grant"))?,
+                    entry,
+                }
+            }
+            "void" => OutboxEntry::Void {
+                entry: ledger_entry(value.get("entry").unwrap_or(&Value::Null))?,
+            },
+            "charge" => {
+                OutboxEntry::Charge(ledger_entry(value.get("entry").unwrap_or(&Value::Null))?)
+            }
+            "hold" => {
+                let fields: HashMap<String, String> = value
+                    .get("hold")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                OutboxEntry::Hold(hold_from_fields(&account()?, t("token"), &fields)?)
+            }
+            "remember" => {
+                let account = account()?;
+                let reply = match t("reply_kind") {
+                    "reserve" => Reply::Reserve(reserve_receipt(&account, t("reply"))?),
+                    "extend" => Reply::Extend(extend_receipt(&account, t("reply"))?),
+                    "charge" => Reply::Charge(charge_receipt(t("reply"))?),
+                    other => return Err(bad("reply kind", other)),
+                };
+                OutboxEntry::Remember(Remembered {
+                    key: id(t("key"), "idempotency key", IdempotencyKey::parse)?,
+                    fingerprint: t("fingerprint").to_owned(),
+                    reply,
+                    at_ms: int(t("at"), "reply time")?,
+                    account,
+                })
+            }
+            other => return Err(bad("outbox entry type", other)),
+        };
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_round_trip_through_their_encoding() {
+        let grant = Grant {
+            terms: GrantTerms {
+                id: GrantId::parse("g:1").unwrap(),
+                wallet: WalletId::parse("cloud").unwrap(),
+                kind: GrantKind::Promotional,
+                priority: 20,
+                amount_minor: 9_007_199_254_740_991,
+                expires_at_ms: Some(1_800_000_000_000),
+                features: vec![
+                    FeatureId::parse("agent.minutes").unwrap(),
+                    FeatureId::parse("cloud.inference").unwrap(),
+                ],
+            },
+            remaining_minor: 5,
+            held_minor: 2,
+            created_at_ms: 1_700_000_000_000,
+            voided_at_ms: None,
+        };
+        let text = encode_grant(&grant);
+        assert_eq!(
+            text,
+            "promotional|20|9007199254740991|5|2|1800000000000|1700000000000||agent.minutes,cloud.inference"
+        );
+        assert_eq!(decode_grant("g:1", "cloud", &text).unwrap(), grant);
+    }
+
+    #[test]
+    fn splits_round_trip() {
+        let split = vec![
+            Portion {
+                grant: GrantId::parse("a@b").unwrap(),
+                amount_minor: 1,
+            },
+            Portion {
+                grant: GrantId::parse("c").unwrap(),
+                amount_minor: 9_007_199_254_740_991,
+            },
+        ];
+        assert_eq!(decode_split(&encode_split(&split)).unwrap(), split);
+        assert!(decode_split("").unwrap().is_empty());
+        assert!(decode_split("a").is_err());
+    }
+}

@@ -1,0 +1,1150 @@
+//! `RedisStore`: the balance store shared by every replica, one Lua script per operation.
+//!
+//! Each balance-changing call is one `EVALSHA` of a script in `lua/`, atomic in Redis, which
+//! checks everything before its first write, takes the time from Redis `TIME`, and appends the
+//! operation's outbox record to its partition's stream in the same step. Replicas consume the
+//! streams together through a consumer group. An account Redis does not have (a fresh or
+//! restarted Redis) is loaded from the ledger by the hydrate script, which writes only if the
+//! account is still absent, so replicas hydrating at once cannot add credit twice.
+//!
+//! Every call has a deadline; a call Redis does not answer in time fails with
+//! [`StoreError::Unavailable`], which the gate turns into `UNAVAILABLE`: never an allow.
+
+mod codec;
+pub mod keys;
+mod scripts;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, ScriptInvocation};
+
+use self::keys::{AccountKeys, Partition};
+use self::scripts::Scripts;
+use super::outbox::{OutboxPosition, OutboxRecord};
+use super::{
+    AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
+    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
+    GrantReceipt, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept,
+    VoidReceipt, Written,
+};
+use crate::domain::grant::GRANTS_PER_WALLET_MAX;
+use crate::domain::{
+    Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
+    HoldState, ReservationId, WalletId,
+};
+use crate::ledger::Ledger;
+
+/// Consumer group of every replica's sync loop.
+const GROUP: &str = "creditgate";
+/// Outbox records left unacknowledged this long by a replica are taken over by another.
+const CLAIM_IDLE_MS: usize = 30_000;
+
+/// How to reach Redis and how to lay out the data.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Fixed for the life of a deployment: accounts are placed by it.
+    pub partitions: u32,
+    /// Deadline of every Redis call.
+    pub timeout: Duration,
+    /// How long ended holds and idempotent replies are kept.
+    pub retention_ms: i64,
+}
+
+/// The shared balance store. See the module documentation.
+pub struct RedisStore {
+    connection: ConnectionManager,
+    scripts: Scripts,
+    settings: RedisSettings,
+    /// Where an account Redis does not have is loaded from.
+    ledger: Arc<dyn Ledger>,
+    /// This replica's name in the consumer group.
+    consumer: String,
+}
+
+/// Why Redis cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to redis at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error(
+        "redis at {url} has maxmemory-policy {policy}, which evicts keys and so would delete holds \
+         and idempotency keys; set it to noeviction"
+    )]
+    Evicting { url: String, policy: String },
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("redis: {error}"))
+}
+
+fn denial(reason: &str, available: &str) -> Result<Denial, StoreError> {
+    let reason = match reason {
+        "insufficient_credits" => DenyReason::InsufficientCredits,
+        "feature_not_allowed" => DenyReason::FeatureNotAllowed,
+        "account_suspended" => DenyReason::AccountSuspended,
+        other => {
+            return Err(StoreError::Inconsistent(format!(
+                "unknown denial {other:?}"
+            )));
+        }
+    };
+    Ok(Denial {
+        reason,
+        available_minor: codec::int(available, "available")?,
+    })
+}
+
+fn account_not_found() -> Denial {
+    Denial {
+        reason: DenyReason::AccountNotFound,
+        available_minor: 0,
+    }
+}
+
+impl RedisStore {
+    /// Connects, refuses a Redis that may evict keys, and makes the consumer group.
+    pub async fn connect(
+        settings: RedisSettings,
+        ledger: Arc<dyn Ledger>,
+    ) -> Result<RedisStore, ConnectError> {
+        let url = settings.url.clone();
+        let connect_error = |message: String| ConnectError::Connect {
+            url: url.clone(),
+            message,
+        };
+        let client =
+            redis::Client::open(settings.url.as_str()).map_err(|e| connect_error(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(1);
+        let connection = tokio::time::timeout(
+            settings.timeout,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| connect_error(format!("no answer within {:?}", settings.timeout)))?
+        .map_err(|e| connect_error(e.to_string()))?;
+        let store = RedisStore {
+            connection,
+            scripts: Scripts::new(),
+            consumer: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            settings,
+            ledger,
+        };
+        store.refuse_eviction().await?;
+        store
+            .create_groups()
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        Ok(store)
+    }
+
+    async fn refuse_eviction(&self) -> Result<(), ConnectError> {
+        let mut connection = self.connection.clone();
+        let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut connection)
+            .await;
+        match policy {
+            Ok(pair) => match pair.get(1).map(String::as_str) {
+                Some("noeviction") => Ok(()),
+                Some(policy) => Err(ConnectError::Evicting {
+                    url: self.settings.url.clone(),
+                    policy: policy.to_owned(),
+                }),
+                None => Ok(()),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot read redis maxmemory-policy; make sure it is noeviction");
+                Ok(())
+            }
+        }
+    }
+
+    async fn create_groups(&self) -> Result<(), StoreError> {
+        for partition in self.partitions() {
+            let created: Result<(), StoreError> = self
+                .call(|mut c| async move {
+                    c.xgroup_create_mkstream::<_, _, _, ()>(partition.outbox(), GROUP, "0")
+                        .await
+                })
+                .await;
+            match created {
+                Ok(()) => {}
+                Err(StoreError::Unavailable(message)) if message.contains("BUSYGROUP") => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    fn partitions(&self) -> impl Iterator<Item = Partition> + use<> {
+        (0..self.settings.partitions).map(Partition::new)
+    }
+
+    fn keys(&self, account: &AccountId) -> AccountKeys {
+        AccountKeys::new(account, self.settings.partitions)
+    }
+
+    /// Runs one Redis call within the deadline.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.settings.timeout, call(self.connection.clone())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(unavailable(error)),
+            Err(_) => Err(unavailable(format!(
+                "no answer within {:?}",
+                self.settings.timeout
+            ))),
+        }
+    }
+
+    async fn invoke(&self, invocation: ScriptInvocation<'_>) -> Result<Vec<String>, StoreError> {
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(
+            self.settings.timeout,
+            invocation.invoke_async::<Vec<String>>(&mut connection),
+        )
+        .await
+        {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => Err(unavailable(error)),
+            Err(_) => Err(unavailable(format!(
+                "no answer within {:?}",
+                self.settings.timeout
+            ))),
+        }
+    }
+
+    fn retention(&self) -> String {
+        self.settings.retention_ms.to_string()
+    }
+
+    /// The record a script appended, from its reply (`[.., outbox id, entries]` at `at`).
+    fn record(
+        &self,
+        partition: &Partition,
+        reply: &[String],
+        at: usize,
+    ) -> Result<Durable, StoreError> {
+        match (reply.get(at), reply.get(at + 1)) {
+            (Some(id), Some(entries)) if !id.is_empty() => Ok(Durable::Record(OutboxRecord {
+                at_ms: stream_ms(id),
+                position: OutboxPosition::Stream {
+                    partition: partition.index,
+                    id: id.clone(),
+                },
+                entries: codec::outbox_entries(entries)?,
+            })),
+            _ => Ok(Durable::Nothing),
+        }
+    }
+
+    /// Loads an account Redis does not have from the ledger. Returns false when the ledger
+    /// does not have it either.
+    async fn hydrate(&self, account: &AccountId) -> Result<bool, StoreError> {
+        let now = self.now_ms().await?;
+        let snapshot = self
+            .ledger
+            .load_accounts(Some(account), now, self.settings.retention_ms)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("ledger, to load {account}: {e}")))?
+            .pop();
+        let Some(mut snapshot) = snapshot.filter(|s| s.account.is_some()) else {
+            return Ok(false);
+        };
+        let acct = snapshot.account.take().expect("filtered above");
+        // Held amounts come from the open holds, as in the in-memory store.
+        let mut held: HashMap<GrantId, i64> = HashMap::new();
+        for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
+            for portion in &hold.split {
+                *held.entry(portion.grant.clone()).or_default() += portion.amount_minor;
+            }
+        }
+        let grants: Vec<serde_json::Value> = snapshot
+            .grants
+            .iter_mut()
+            .map(|g| {
+                g.held_minor = held.get(&g.terms.id).copied().unwrap_or(0);
+                serde_json::json!({
+                    "id": g.terms.id.as_str(),
+                    "wallet": g.terms.wallet.as_str(),
+                    "grant": codec::encode_grant(g),
+                })
+            })
+            .collect();
+        let holds: Vec<serde_json::Value> = snapshot
+            .holds
+            .iter()
+            .map(|h| serde_json::json!({"token": h.id.token(), "hold": codec::hold_fields(h)}))
+            .collect();
+        let replies: Vec<serde_json::Value> = snapshot
+            .remembered
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "key": r.key.as_str(), "fingerprint": r.fingerprint,
+                    "reply": codec::reply_json(&r.reply), "at": r.at_ms.to_string(),
+                })
+            })
+            .collect();
+        let keys = self.keys(account);
+        let mut invocation = self.scripts.hydrate.prepare_invoke();
+        invocation
+            .key(keys.account())
+            .key(keys.partition.expiries())
+            .key(keys.partition.accounts())
+            .arg(&keys.base)
+            .arg(account.as_str())
+            .arg(self.retention())
+            .arg(
+                serde_json::json!({
+                    "status": acct.status.as_str(), "name": acct.display_name,
+                    "created": acct.created_at_ms.to_string(),
+                })
+                .to_string(),
+            )
+            .arg(serde_json::Value::Array(grants).to_string())
+            .arg(serde_json::Value::Array(holds).to_string())
+            .arg(serde_json::Value::Array(replies).to_string());
+        self.invoke(invocation).await?;
+        Ok(true)
+    }
+
+    /// Runs a script for an account, loading the account from the ledger first if Redis does
+    /// not have it. `None` means neither has it.
+    async fn with_account<'a, F>(
+        &'a self,
+        account: &AccountId,
+        run: F,
+    ) -> Result<Option<Vec<String>>, StoreError>
+    where
+        F: Fn() -> ScriptInvocation<'a>,
+    {
+        let reply = self.invoke(run()).await?;
+        if reply.first().map(String::as_str) != Some("absent") {
+            return Ok(Some(reply));
+        }
+        if !self.hydrate(account).await? {
+            return Ok(None);
+        }
+        let reply = self.invoke(run()).await?;
+        if reply.first().map(String::as_str) == Some("absent") {
+            return Err(StoreError::Inconsistent(format!(
+                "account {account} is still absent after loading it"
+            )));
+        }
+        Ok(Some(reply))
+    }
+
+    fn conflict<T>(key: Option<&super::Idempotency>) -> Result<T, StoreError> {
+        Err(StoreError::IdempotencyConflict {
+            key: key
+                .map(|i| i.key.clone())
+                .expect("conflicts only with a key"),
+        })
+    }
+
+    fn ended_hold(id: &ReservationId, reply: &[String]) -> StoreError {
+        match reply.first().map(String::as_str) {
+            Some("not_found") => StoreError::ReservationNotFound(id.clone()),
+            Some("ended") => {
+                let state = match reply.get(1).map(String::as_str) {
+                    Some("committed") => HoldState::Committed,
+                    Some("released") => HoldState::Released,
+                    _ => HoldState::Expired,
+                };
+                StoreError::ReservationEnded {
+                    id: id.clone(),
+                    state,
+                }
+            }
+            _ => StoreError::Inconsistent(format!("unexpected reply {reply:?}")),
+        }
+    }
+
+    async fn snapshot_of(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<(AccountSnapshot, i64)>, StoreError> {
+        let keys = self.keys(account);
+        let reply = self
+            .with_account(account, || {
+                let mut invocation = self.scripts.snapshot.prepare_invoke();
+                invocation.key(keys.account()).arg(&keys.base);
+                invocation
+            })
+            .await?;
+        let Some(text) = reply.and_then(|r| r.into_iter().next()) else {
+            return Ok(None);
+        };
+        parse_snapshot(account, &text).map(Some)
+    }
+}
+
+/// The milliseconds part of a stream id.
+fn stream_ms(id: &str) -> i64 {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
+}
+
+fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i64), StoreError> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|_| StoreError::Inconsistent(format!("unreadable snapshot of {account}")))?;
+    let s =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    let acct = value.get("account").cloned().unwrap_or_default();
+    let status = AccountStatus::parse(&s(&acct, "status"))
+        .ok_or_else(|| StoreError::Inconsistent(format!("account {account} has no status")))?;
+    let now = codec::int(&s(&value, "now"), "time")?;
+    let mut grants = Vec::new();
+    if let Some(serde_json::Value::Array(items)) = value.get("grants") {
+        for g in items {
+            grants.push(codec::decode_grant(
+                &s(g, "id"),
+                &s(g, "wallet"),
+                &s(g, "grant"),
+            )?);
+        }
+    }
+    let mut holds = Vec::new();
+    if let Some(serde_json::Value::Array(items)) = value.get("holds") {
+        for h in items {
+            let fields: HashMap<String, String> = h
+                .get("hold")
+                .and_then(|f| f.as_object())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|t| (k.clone(), t.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            holds.push(codec::hold_from_fields(account, &s(h, "token"), &fields)?);
+        }
+    }
+    grants.sort_by(|a, b| {
+        (&a.terms.wallet, a.created_at_ms, &a.terms.id).cmp(&(
+            &b.terms.wallet,
+            b.created_at_ms,
+            &b.terms.id,
+        ))
+    });
+    holds.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((
+        AccountSnapshot {
+            account: Some(Account {
+                id: account.clone(),
+                display_name: s(&acct, "name"),
+                status,
+                created_at_ms: codec::int(&s(&acct, "created"), "account creation")?,
+            }),
+            grants,
+            holds,
+            remembered: Vec::new(),
+        },
+        now,
+    ))
+}
+
+fn labels_json(labels: &crate::domain::Labels) -> String {
+    serde_json::to_string(labels).expect("labels serialise")
+}
+
+#[async_trait]
+impl BalanceStore for RedisStore {
+    async fn now_ms(&self) -> Result<i64, StoreError> {
+        let (seconds, micros): (i64, i64) = self
+            .call(|mut c| async move { redis::cmd("TIME").query_async(&mut c).await })
+            .await?;
+        Ok(seconds * 1_000 + micros / 1_000)
+    }
+
+    async fn reserve(
+        &self,
+        op: ReserveOp,
+    ) -> Result<Written<Decision<ReserveReceipt>>, StoreError> {
+        let account = op.id.account().clone();
+        let keys = self.keys(&account);
+        let (key, fingerprint) = op
+            .idempotency
+            .as_ref()
+            .map(|i| (i.key.as_str().to_owned(), i.fingerprint.clone()))
+            .unwrap_or_default();
+        let labels = labels_json(&op.labels);
+        let price = op
+            .price
+            .as_ref()
+            .map(|p| serde_json::to_string(p).expect("prices serialise"))
+            .unwrap_or_default();
+        let model = op.model.as_ref().map(|m| m.to_string()).unwrap_or_default();
+        let reply = self
+            .with_account(&account, || {
+                let mut invocation = self.scripts.reserve.prepare_invoke();
+                invocation
+                    .key(keys.account())
+                    .key(keys.partition.outbox())
+                    .key(keys.partition.expiries())
+                    .arg(&keys.base)
+                    .arg(account.as_str())
+                    .arg(self.retention())
+                    .arg(op.id.token())
+                    .arg(op.wallet.as_str())
+                    .arg(op.feature.as_str())
+                    .arg(op.amount_minor)
+                    .arg(op.ttl_ms)
+                    .arg(&labels)
+                    .arg(&price)
+                    .arg(&model)
+                    .arg(&key)
+                    .arg(&fingerprint);
+                invocation
+            })
+            .await?;
+        let Some(reply) = reply else {
+            return Ok(Written {
+                value: Decision::Denied(account_not_found()),
+                durable: Durable::Nothing,
+            });
+        };
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Written {
+                value: Decision::Allowed(codec::reserve_receipt(&account, &reply[1])?),
+                durable: self.record(&keys.partition, &reply, 2)?,
+            }),
+            Some("replay") => Ok(Written {
+                value: Decision::Allowed(codec::reserve_receipt(&account, &reply[1])?),
+                durable: Durable::Nothing,
+            }),
+            Some("denied") => Ok(Written {
+                value: Decision::Denied(denial(&reply[1], &reply[2])?),
+                durable: Durable::Nothing,
+            }),
+            Some("conflict") => Self::conflict(op.idempotency.as_ref()),
+            _ => Err(StoreError::Inconsistent(format!(
+                "reserve answered {reply:?}"
+            ))),
+        }
+    }
+
+    async fn commit(&self, op: CommitOp) -> Result<Written<CommitReceipt>, StoreError> {
+        let account = op.id.account().clone();
+        let keys = self.keys(&account);
+        let usage = op
+            .usage
+            .as_ref()
+            .map(|u| serde_json::to_string(u).expect("usage serialises"))
+            .unwrap_or_default();
+        let model = op
+            .usage
+            .as_ref()
+            .and_then(|u| u.model.as_ref())
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let reply = self
+            .with_account(&account, || {
+                let mut invocation = self.scripts.commit.prepare_invoke();
+                invocation
+                    .key(keys.account())
+                    .key(keys.partition.outbox())
+                    .key(keys.partition.expiries())
+                    .arg(&keys.base)
+                    .arg(account.as_str())
+                    .arg(self.retention())
+                    .arg(op.id.token())
+                    .arg(op.amount_minor)
+                    .arg(&op.entry_id)
+                    .arg(&usage)
+                    .arg(&model);
+                invocation
+            })
+            .await?
+            .ok_or_else(|| StoreError::ReservationNotFound(op.id.clone()))?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Written {
+                value: codec::commit_receipt(&account, &reply[1])?,
+                durable: self.record(&keys.partition, &reply, 2)?,
+            }),
+            Some("mismatch") => Err(StoreError::CommitMismatch {
+                id: op.id.clone(),
+                committed_minor: codec::int(&reply[1], "committed")?,
+                requested_minor: op.amount_minor,
+            }),
+            Some("exceeds") => Err(StoreError::ExceedsHold {
+                id: op.id.clone(),
+                held_minor: codec::int(&reply[1], "held")?,
+                requested_minor: op.amount_minor,
+            }),
+            _ => Err(Self::ended_hold(&op.id, &reply)),
+        }
+    }
+
+    async fn release(&self, id: &ReservationId) -> Result<Written<ReleaseReceipt>, StoreError> {
+        let account = id.account().clone();
+        let keys = self.keys(&account);
+        let reply = self
+            .with_account(&account, || {
+                let mut invocation = self.scripts.release.prepare_invoke();
+                invocation
+                    .key(keys.account())
+                    .key(keys.partition.outbox())
+                    .key(keys.partition.expiries())
+                    .arg(&keys.base)
+                    .arg(account.as_str())
+                    .arg(self.retention())
+                    .arg(id.token());
+                invocation
+            })
+            .await?
+            .ok_or_else(|| StoreError::ReservationNotFound(id.clone()))?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Written {
+                value: codec::release_receipt(&account, &reply[1])?,
+                durable: self.record(&keys.partition, &reply, 2)?,
+            }),
+            _ => Err(Self::ended_hold(id, &reply)),
+        }
+    }
+
+    async fn extend(&self, op: ExtendOp) -> Result<Written<Decision<ExtendReceipt>>, StoreError> {
+        let account = op.id.account().clone();
+        let keys = self.keys(&account);
+        let (key, fingerprint) = op
+            .idempotency
+            .as_ref()
+            .map(|i| (i.key.as_str().to_owned(), i.fingerprint.clone()))
+            .unwrap_or_default();
+        let ttl = op.ttl_ms.map(|t| t.to_string()).unwrap_or_default();
+        let reply = self
+            .with_account(&account, || {
+                let mut invocation = self.scripts.extend.prepare_invoke();
+                invocation
+                    .key(keys.account())
+                    .key(keys.partition.outbox())
+                    .key(keys.partition.expiries())
+                    .arg(&keys.base)
+                    .arg(account.as_str())
+                    .arg(self.retention())
+                    .arg(op.id.token())
+                    .arg(op.additional_minor)
+                    .arg(&ttl)
+                    .arg(&key)
+                    .arg(&fingerprint);
+                invocation
+            })
+            .await?
+            .ok_or_else(|| StoreError::ReservationNotFound(op.id.clone()))?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Written {
+                value: Decision::Allowed(codec::extend_receipt(&account, &reply[1])?),
+                durable: self.record(&keys.partition, &reply, 2)?,
+            }),
+            Some("replay") => Ok(Written {
+                value: Decision::Allowed(codec::extend_receipt(&account, &reply[1])?),
+                durable: Durable::Nothing,
+            }),
+            Some("denied") => Ok(Written {
+                value: Decision::Denied(denial(&reply[1], &reply[2])?),
+                durable: Durable::Nothing,
+            }),
+            Some("conflict") => Self::conflict(op.idempotency.as_ref()),
+            _ => Err(Self::ended_hold(&op.id, &reply)),
+        }
+    }
+
+    async fn charge(&self, op: ChargeOp) -> Result<Written<Decision<ChargeReceipt>>, StoreError> {
+        let keys = self.keys(&op.account);
+        let (key, fingerprint) = op
+            .idempotency
+            .as_ref()
+            .map(|i| (i.key.as_str().to_owned(), i.fingerprint.clone()))
+            .unwrap_or_default();
+        let labels = labels_json(&op.labels);
+        let usage = op
+            .usage
+            .as_ref()
+            .map(|u| serde_json::to_string(u).expect("usage serialises"))
+            .unwrap_or_default();
+        let model = op
+            .usage
+            .as_ref()
+            .and_then(|u| u.model.as_ref())
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        let reply = self
+            .with_account(&op.account, || {
+                let mut invocation = self.scripts.charge.prepare_invoke();
+                invocation
+                    .key(keys.account())
+                    .key(keys.partition.outbox())
+                    .arg(&keys.base)
+                    .arg(op.account.as_str())
+                    .arg(self.retention())
+                    .arg(op.wallet.as_str())
+                    .arg(op.feature.as_str())
+                    .arg(op.amount_minor)
+                    .arg(&op.entry_id)
+                    .arg(&labels)
+                    .arg(&usage)
+                    .arg(&model)
+                    .arg(&key)
+                    .arg(&fingerprint);
+                invocation
+            })
+            .await?;
+        let Some(reply) = reply else {
+            return Ok(Written {
+                value: Decision::Denied(account_not_found()),
+                durable: Durable::Nothing,
+            });
+        };
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Written {
+                value: Decision::Allowed(codec::charge_receipt(&reply[1])?),
+                durable: self.record(&keys.partition, &reply, 2)?,
+            }),
+            Some("replay") => Ok(Written {
+                value: Decision::Allowed(codec::charge_receipt(&reply[1])?),
+                durable: Durable::Nothing,
+            }),
+            Some("denied") => Ok(Written {
+                value: Decision::Denied(denial(&reply[1], &reply[2])?),
+                durable: Durable::Nothing,
+            }),
+            Some("conflict") => Self::conflict(op.idempotency.as_ref()),
+            _ => Err(StoreError::Inconsistent(format!(
+                "charge answered {reply:?}"
+            ))),
+        }
+    }
+
+    async fn check(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        feature: &FeatureId,
+        amount_minor: i64,
+    ) -> Result<Decision<CheckReceipt>, StoreError> {
+        let keys = self.keys(account);
+        let reply = self
+            .with_account(account, || {
+                let mut invocation = self.scripts.check.prepare_invoke();
+                invocation
+                    .key(keys.account())
+                    .arg(&keys.base)
+                    .arg(wallet.as_str())
+                    .arg(feature.as_str())
+                    .arg(amount_minor);
+                invocation
+            })
+            .await?;
+        let Some(reply) = reply else {
+            return Ok(Decision::Denied(account_not_found()));
+        };
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Decision::Allowed(CheckReceipt {
+                available_minor: codec::int(&reply[1], "available")?,
+            })),
+            Some("denied") => Ok(Decision::Denied(denial(&reply[1], &reply[2])?)),
+            _ => Err(StoreError::Inconsistent(format!(
+                "check answered {reply:?}"
+            ))),
+        }
+    }
+
+    async fn hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError> {
+        let Some((snapshot, _)) = self.snapshot_of(id.account()).await? else {
+            return Ok(None);
+        };
+        if let Some(hold) = snapshot.holds.into_iter().find(|h| &h.id == id) {
+            return Ok(Some(hold));
+        }
+        // Ended holds are not in the snapshot; read the hold itself.
+        let key = self.keys(id.account()).hold(id.token());
+        let fields: HashMap<String, String> = self
+            .call(|mut c| async move { c.hgetall(key).await })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        codec::hold_from_fields(id.account(), id.token(), &fields).map(Some)
+    }
+
+    async fn balance(&self, account: &AccountId) -> Result<Option<AccountView>, StoreError> {
+        let Some((snapshot, now)) = self.snapshot_of(account).await? else {
+            return Ok(None);
+        };
+        let mut wallets: BTreeMap<WalletId, Vec<Grant>> = BTreeMap::new();
+        for grant in snapshot.grants {
+            if grant.is_active(now) || grant.held_minor > 0 {
+                wallets
+                    .entry(grant.terms.wallet.clone())
+                    .or_default()
+                    .push(grant);
+            } else {
+                wallets.entry(grant.terms.wallet.clone()).or_default();
+            }
+        }
+        wallets.entry(WalletId::default_wallet()).or_default();
+        for grants in wallets.values_mut() {
+            grants.sort_by_key(|g| (g.created_at_ms, g.terms.id.clone()));
+        }
+        Ok(Some(AccountView {
+            account: snapshot.account.expect("snapshots have their account"),
+            wallets: wallets.into_iter().collect(),
+            now_ms: now,
+        }))
+    }
+
+    async fn account(&self, account: &AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self
+            .snapshot_of(account)
+            .await?
+            .and_then(|(snapshot, _)| snapshot.account))
+    }
+
+    async fn put_account(&self, update: AccountUpdate) -> Result<Written<Account>, StoreError> {
+        let keys = self.keys(&update.id);
+        let run = |create: &'static str| {
+            let mut invocation = self.scripts.put_account.prepare_invoke();
+            invocation
+                .key(keys.account())
+                .key(keys.partition.outbox())
+                .key(keys.partition.accounts())
+                .arg(update.id.as_str())
+                .arg(&update.display_name)
+                .arg(update.status.as_str())
+                .arg(create);
+            invocation
+        };
+        let reply = match self.with_account(&update.id, || run("0")).await? {
+            Some(reply) => reply,
+            None => self.invoke(run("1")).await?,
+        };
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Written {
+                value: Account {
+                    id: update.id.clone(),
+                    status: AccountStatus::parse(&reply[1]).unwrap_or(update.status),
+                    display_name: reply[2].clone(),
+                    created_at_ms: codec::int(&reply[3], "account creation")?,
+                },
+                durable: self.record(&keys.partition, &reply, 4)?,
+            }),
+            _ => Err(StoreError::Inconsistent(format!(
+                "put account answered {reply:?}"
+            ))),
+        }
+    }
+
+    async fn add_grant(
+        &self,
+        account: &AccountId,
+        terms: GrantTerms,
+        entry_id: String,
+    ) -> Result<Written<GrantReceipt>, StoreError> {
+        let keys = self.keys(account);
+        let features = codec::features_text(&terms.features);
+        let expires = terms
+            .expires_at_ms
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let run = |create: &'static str| {
+            let mut invocation = self.scripts.add_grant.prepare_invoke();
+            invocation
+                .key(keys.account())
+                .key(keys.partition.outbox())
+                .key(keys.partition.accounts())
+                .arg(&keys.base)
+                .arg(account.as_str())
+                .arg(terms.id.as_str())
+                .arg(terms.wallet.as_str())
+                .arg(terms.kind.as_str())
+                .arg(terms.priority)
+                .arg(terms.amount_minor)
+                .arg(&expires)
+                .arg(&features)
+                .arg(&entry_id)
+                .arg(GRANTS_PER_WALLET_MAX)
+                .arg(create);
+            invocation
+        };
+        let reply = match self.with_account(account, || run("0")).await? {
+            Some(reply) => reply,
+            None => self.invoke(run("1")).await?,
+        };
+        match reply.first().map(String::as_str) {
+            Some("ok") => {
+                let now = codec::int(&reply[4], "time")?;
+                Ok(Written {
+                    value: GrantReceipt {
+                        grant: codec::decode_grant(
+                            terms.id.as_str(),
+                            terms.wallet.as_str(),
+                            &reply[2],
+                        )?,
+                        created: reply[1] == "1",
+                        available_minor: codec::int(&reply[3], "available")?,
+                        now_ms: now,
+                    },
+                    durable: self.record(&keys.partition, &reply, 5)?,
+                })
+            }
+            Some("conflict") => Err(StoreError::GrantConflict { grant: terms.id }),
+            Some("too_many") => Err(StoreError::TooManyGrants {
+                wallet: terms.wallet,
+                max: GRANTS_PER_WALLET_MAX,
+            }),
+            Some("too_large") => Err(StoreError::BalanceTooLarge {
+                wallet: terms.wallet,
+            }),
+            _ => Err(StoreError::Inconsistent(format!(
+                "add grant answered {reply:?}"
+            ))),
+        }
+    }
+
+    async fn void_grant(
+        &self,
+        account: &AccountId,
+        grant: &GrantId,
+        reason: String,
+        entry_id: String,
+    ) -> Result<Written<VoidReceipt>, StoreError> {
+        let keys = self.keys(account);
+        let reply = self
+            .with_account(account, || {
+                let mut invocation = self.scripts.void_grant.prepare_invoke();
+                invocation
+                    .key(keys.account())
+                    .key(keys.partition.outbox())
+                    .arg(&keys.base)
+                    .arg(account.as_str())
+                    .arg(grant.as_str())
+                    .arg(&reason)
+                    .arg(&entry_id);
+                invocation
+            })
+            .await?
+            .ok_or_else(|| StoreError::AccountNotFound(account.clone()))?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Written {
+                value: VoidReceipt {
+                    voided_minor: codec::int(&reply[1], "voided")?,
+                    grant: codec::decode_grant(grant.as_str(), &reply[3], &reply[2])?,
+                    available_minor: codec::int(&reply[4], "available")?,
+                },
+                durable: self.record(&keys.partition, &reply, 6)?,
+            }),
+            Some("not_found") => Err(StoreError::GrantNotFound {
+                account: account.clone(),
+                grant: grant.clone(),
+            }),
+            _ => Err(StoreError::Inconsistent(format!("void answered {reply:?}"))),
+        }
+    }
+
+    async fn expire_due(&self, limit: usize) -> Result<Swept, StoreError> {
+        let mut swept = Swept::default();
+        for partition in self.partitions() {
+            let mut invocation = self.scripts.expire.prepare_invoke();
+            invocation
+                .key(partition.expiries())
+                .key(partition.outbox())
+                .arg(partition.account_prefix())
+                .arg(self.retention())
+                .arg(limit);
+            let reply = self.invoke(invocation).await?;
+            swept.examined = swept
+                .examined
+                .max(codec::int(&reply[0], "examined")? as usize);
+            swept.expired += codec::int(&reply[1], "expired")? as usize;
+        }
+        Ok(swept)
+    }
+
+    async fn forget_older_than(
+        &self,
+        _retention_ms: i64,
+        _limit: usize,
+    ) -> Result<usize, StoreError> {
+        // Redis forgets ended holds and replies by itself: their keys expire.
+        Ok(0)
+    }
+
+    async fn load(&self, _accounts: Vec<AccountSnapshot>) -> Result<(), StoreError> {
+        // Accounts are loaded from the ledger one by one, when Redis does not have them.
+        Ok(())
+    }
+
+    async fn snapshot(
+        &self,
+        account: &AccountId,
+    ) -> Result<Option<Written<AccountSnapshot>>, StoreError> {
+        Ok(self
+            .snapshot_of(account)
+            .await?
+            .map(|(snapshot, _)| Written {
+                value: snapshot,
+                durable: Durable::Nothing,
+            }))
+    }
+
+    async fn replace(
+        &self,
+        _snapshot: AccountSnapshot,
+        _expected: &AccountSnapshot,
+    ) -> Result<bool, StoreError> {
+        Err(StoreError::Inconsistent(
+            "rebuilding an account is not available on the Redis store yet".into(),
+        ))
+    }
+
+    async fn accounts(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let mut ids = Vec::new();
+        for partition in self.partitions() {
+            let key = partition.accounts();
+            let members: Vec<String> = self
+                .call(|mut c| async move { c.smembers(key).await })
+                .await?;
+            ids.extend(
+                members
+                    .into_iter()
+                    .filter_map(|m| AccountId::parse(&m).ok()),
+            );
+        }
+        ids.retain(|id| after.is_none_or(|after| id > after));
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        let mut records = Vec::new();
+        for partition in self.partitions() {
+            if records.len() >= limit {
+                break;
+            }
+            let want = limit - records.len();
+            let key = partition.outbox();
+            // This replica's own unacknowledged records first, then new ones, then records a
+            // dead replica left behind.
+            let mut ids: Vec<StreamId> = Vec::new();
+            for start in ["0", ">"] {
+                let consumer = self.consumer.clone();
+                let key = key.clone();
+                let reply: StreamReadReply = self
+                    .call(|mut c| async move {
+                        let options = StreamReadOptions::default()
+                            .group(GROUP, consumer)
+                            .count(want);
+                        c.xread_options(&[key], &[start], &options).await
+                    })
+                    .await?;
+                ids.extend(reply.keys.into_iter().flat_map(|k| k.ids));
+                if !ids.is_empty() {
+                    break;
+                }
+            }
+            if ids.is_empty() {
+                let consumer = self.consumer.clone();
+                let key = key.clone();
+                let claimed: StreamAutoClaimReply = self
+                    .call(|mut c| async move {
+                        redis::cmd("XAUTOCLAIM")
+                            .arg(key)
+                            .arg(GROUP)
+                            .arg(consumer)
+                            .arg(CLAIM_IDLE_MS)
+                            .arg("0-0")
+                            .arg("COUNT")
+                            .arg(want)
+                            .query_async(&mut c)
+                            .await
+                    })
+                    .await?;
+                ids.extend(claimed.claimed);
+            }
+            for entry in ids {
+                let at: String = entry.get("at").unwrap_or_default();
+                let entries: String = entry.get("entries").unwrap_or_default();
+                records.push(OutboxRecord {
+                    at_ms: codec::int(&at, "outbox time").unwrap_or(stream_ms(&entry.id)),
+                    position: OutboxPosition::Stream {
+                        partition: partition.index,
+                        id: entry.id.clone(),
+                    },
+                    entries: codec::outbox_entries(&entries)?,
+                });
+            }
+        }
+        Ok(records)
+    }
+
+    async fn outbox_ack(&self, positions: &[OutboxPosition]) -> Result<(), StoreError> {
+        let mut by_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for position in positions {
+            if let OutboxPosition::Stream { partition, id } = position {
+                by_partition.entry(*partition).or_default().push(id.clone());
+            }
+        }
+        for (partition, ids) in by_partition {
+            let key = Partition::new(partition).outbox();
+            self.call(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .xack(&key, GROUP, &ids)
+                    .xdel(&key, &ids)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        let now = self.now_ms().await?;
+        let mut stats = OutboxStats::default();
+        for partition in self.partitions() {
+            let key = partition.outbox();
+            let (len, first): (usize, Vec<(String, Vec<(String, String)>)>) = self
+                .call(|mut c| async move {
+                    redis::pipe()
+                        .cmd("XLEN")
+                        .arg(&key)
+                        .cmd("XRANGE")
+                        .arg(&key)
+                        .arg("-")
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            stats.records += len;
+            if let Some((id, _)) = first.first() {
+                stats.lag_ms = stats.lag_ms.max((now - stream_ms(id)).max(0));
+            }
+        }
+        Ok(stats)
+    }
+}
