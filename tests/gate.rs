@@ -3,16 +3,31 @@
 
 mod common;
 
+on_both_stores!(
+    walk_through_grant_reserve_commit_balance_restart,
+    concurrent_reserves_never_hold_more_than_the_balance,
+    reserve_retries_with_the_same_key_return_the_first_reply,
+    charge_and_commit_retries_change_nothing_and_survive_a_restart,
+    an_open_hold_survives_a_restart_and_can_still_be_committed,
+    release_gives_the_hold_back_once,
+    a_commit_above_the_hold_is_refused_and_changes_nothing,
+    charge_is_denied_without_credit_and_check_holds_nothing,
+    usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges,
+    grants_are_spent_in_consumption_order_and_scoped_credit_stays_in_scope,
+    grants_are_idempotent_by_id_and_voids_stop_spending,
+    a_suspended_account_is_denied_new_spending,
+    every_account_shows_its_default_wallet,
+);
+
 use std::time::Duration;
 
 use common::*;
 use creditgate::proto::{self, reserve_request};
 use tonic::Code;
 
-#[tokio::test]
-async fn walk_through_grant_reserve_commit_balance_restart() {
+async fn walk_through_grant_reserve_commit_balance_restart(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
 
     let hold = t
@@ -48,7 +63,7 @@ async fn walk_through_grant_reserve_commit_balance_restart() {
     );
 
     t.server.stop().await;
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     let wallet = default_wallet(&mut t.gate, "acme").await;
     assert_eq!(wallet.available, "7.50");
     assert_eq!(wallet.spent, "2.50");
@@ -56,10 +71,9 @@ async fn walk_through_grant_reserve_commit_balance_restart() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn concurrent_reserves_never_hold_more_than_the_balance() {
+async fn concurrent_reserves_never_hold_more_than_the_balance(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
 
     let mut tasks = Vec::new();
@@ -91,10 +105,9 @@ async fn concurrent_reserves_never_hold_more_than_the_balance() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn reserve_retries_with_the_same_key_return_the_first_reply() {
+async fn reserve_retries_with_the_same_key_return_the_first_reply(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
 
     let mut request = reserve_amount("acme", "chat", "3.00");
@@ -117,10 +130,9 @@ async fn reserve_retries_with_the_same_key_return_the_first_reply() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn charge_and_commit_retries_change_nothing_and_survive_a_restart() {
+async fn charge_and_commit_retries_change_nothing_and_survive_a_restart(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
 
     let mut charge = charge_amount("acme", "chat", "1.25");
@@ -163,7 +175,7 @@ async fn charge_and_commit_retries_change_nothing_and_survive_a_restart() {
     assert_eq!(history.len(), 3, "grant, charge, commit");
 
     t.server.stop().await;
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     assert_eq!(t.gate.charge(charge).await.unwrap().into_inner(), first);
     assert_eq!(t.gate.commit(commit).await.unwrap().into_inner(), committed);
     assert_eq!(default_wallet(&mut t.gate, "acme").await, before);
@@ -184,10 +196,9 @@ async fn charge_and_commit_retries_change_nothing_and_survive_a_restart() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn an_open_hold_survives_a_restart_and_can_still_be_committed() {
+async fn an_open_hold_survives_a_restart_and_can_still_be_committed(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
     let hold = t
         .gate
@@ -197,7 +208,7 @@ async fn an_open_hold_survives_a_restart_and_can_still_be_committed() {
         .into_inner();
     t.server.stop().await;
 
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     assert_eq!(default_wallet(&mut t.gate, "acme").await.held, "4.00");
     let commit = t
         .gate
@@ -262,10 +273,9 @@ async fn a_commit_after_expiry_is_refused_even_before_the_sweep() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn release_gives_the_hold_back_once() {
+async fn release_gives_the_hold_back_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
     let hold = t
         .gate
@@ -303,10 +313,9 @@ async fn release_gives_the_hold_back_once() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn a_commit_above_the_hold_is_refused_and_changes_nothing() {
+async fn a_commit_above_the_hold_is_refused_and_changes_nothing(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
     let hold = t
         .gate
@@ -391,10 +400,9 @@ async fn extend_adds_to_the_hold_when_the_wallet_covers_it() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn charge_is_denied_without_credit_and_check_holds_nothing() {
+async fn charge_is_denied_without_credit_and_check_holds_nothing(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "1.00").await;
 
     let check = |amount: &str| proto::CheckRequest {
@@ -446,10 +454,9 @@ async fn charge_is_denied_without_credit_and_check_holds_nothing() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges() {
+async fn usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
     t.admin
         .set_prices(proto::SetPricesRequest {
@@ -534,7 +541,7 @@ async fn usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges() {
 
     // Prices are kept in the ledger across restarts.
     t.server.stop().await;
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     let catalog = t
         .admin
         .get_prices(proto::GetPricesRequest {})
@@ -545,10 +552,9 @@ async fn usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn grants_are_spent_in_consumption_order_and_scoped_credit_stays_in_scope() {
+async fn grants_are_spent_in_consumption_order_and_scoped_credit_stays_in_scope(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     let add = |grant_id: &str, amount: &str, kind: proto::GrantKind, features: Vec<String>| {
         proto::AddGrantRequest {
             account_id: "acme".into(),
@@ -603,10 +609,9 @@ async fn grants_are_spent_in_consumption_order_and_scoped_credit_stays_in_scope(
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn grants_are_idempotent_by_id_and_voids_stop_spending() {
+async fn grants_are_idempotent_by_id_and_voids_stop_spending(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     let request = proto::AddGrantRequest {
         account_id: "acme".into(),
         grant_id: "pay-1".into(),
@@ -682,10 +687,9 @@ async fn grants_are_idempotent_by_id_and_voids_stop_spending() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn a_suspended_account_is_denied_new_spending() {
+async fn a_suspended_account_is_denied_new_spending(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
     let hold = t
         .gate
@@ -762,10 +766,9 @@ async fn prices_from_the_config_file_are_in_the_catalog() {
     t.server.stop().await;
 }
 
-#[tokio::test]
-async fn every_account_shows_its_default_wallet() {
+async fn every_account_shows_its_default_wallet(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    let mut t = start_on(&backend, dir.path()).await;
     t.admin
         .put_account(proto::PutAccountRequest {
             account_id: "fresh".into(),

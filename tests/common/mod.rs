@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,6 +35,47 @@ pub fn config(data_dir: &Path) -> ServerConfig {
 
 pub async fn start(data_dir: &Path) -> TestServer {
     start_with(config(data_dir), Arc::new(SystemClock)).await
+}
+
+/// Which balance store a conformance scenario runs on.
+pub enum Backend {
+    Memory,
+    Redis(redis::RedisServer),
+}
+
+impl Backend {
+    pub fn config(&self, data_dir: &Path) -> ServerConfig {
+        let mut config = config(data_dir);
+        if let Backend::Redis(server) = self {
+            config.redis = Some(server.url());
+        }
+        config
+    }
+}
+
+/// A server on `backend`, with its ledger in `data_dir`.
+pub async fn start_on(backend: &Backend, data_dir: &Path) -> TestServer {
+    start_with(backend.config(data_dir), Arc::new(SystemClock)).await
+}
+
+/// Runs each scenario (an `async fn(Backend)`) on the in-process store and on a Redis of its
+/// own, as `scenario::memory` and `scenario::redis`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            async fn memory() {
+                super::$scenario($crate::common::Backend::Memory).await;
+            }
+
+            #[tokio::test]
+            async fn redis() {
+                let server = $crate::common::redis::RedisServer::start();
+                super::$scenario($crate::common::Backend::Redis(server)).await;
+            }
+        }
+    )*};
 }
 
 /// A server whose store clock moves only when the test says.
