@@ -21,6 +21,7 @@
 //! - [`config`], [`clock`], [`shutdown`]: settings, time, and stopping cleanly.
 
 pub mod api;
+pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

@@ -19,10 +19,43 @@ fn usage(units: &str, model: &str) -> proto::Usage {
     }
 }
 
-#[tokio::test]
-async fn malformed_requests_name_the_field_and_change_nothing() {
+on_both_stores!(malformed_requests_name_the_field_and_change_nothing);
+
+/// Calls Redis has answered so far, other than `INFO` itself.
+async fn redis_calls(backend: &Backend) -> Option<u64> {
+    let Backend::Redis(server) = backend else {
+        return None;
+    };
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let calls = info
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info:"))
+        .filter_map(|line| {
+            line.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    Some(calls)
+}
+
+async fn malformed_requests_name_the_field_and_change_nothing(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start(dir.path()).await;
+    // No background work touches the store while the calls are counted.
+    let mut config = backend.config(dir.path());
+    config.limits.sweep_interval_ms = 3_600_000;
+    config.limits.sync_interval_ms = 3_600_000;
+    config.limits.reconcile_interval_ms = 3_600_000;
+    let mut t = start_with(config, std::sync::Arc::new(creditgate::clock::SystemClock)).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
     t.admin
         .set_prices(proto::SetPricesRequest {
@@ -268,6 +301,8 @@ async fn malformed_requests_name_the_field_and_change_nothing() {
                     .map(drop)
             })
         }),
+    ];
+    let admin_cases: Vec<(&str, Call)> = vec![
         ("amount", add_grant(&|r| r.amount = String::new())),
         ("amount", add_grant(&|r| r.amount = "0".into())),
         ("amount", add_grant(&|r| r.amount = "1.0000001".into())),
@@ -347,11 +382,9 @@ async fn malformed_requests_name_the_field_and_change_nothing() {
         }),
     ];
 
-    let count = cases.len();
-    for (i, (field, call)) in cases.into_iter().enumerate() {
-        let status = call
-            .await
-            .expect_err(&format!("case {i} ({field}) must fail"));
+    let count = cases.len() + admin_cases.len();
+    let calls_before = redis_calls(&backend).await;
+    let check = |i: usize, field: &str, status: Status| {
         assert_eq!(
             status.code(),
             Code::InvalidArgument,
@@ -362,6 +395,23 @@ async fn malformed_requests_name_the_field_and_change_nothing() {
             "case {i}: message {:?} must name {field}",
             status.message()
         );
+    };
+    for (i, (field, call)) in cases.into_iter().enumerate() {
+        let status = call
+            .await
+            .expect_err(&format!("case {i} ({field}) must fail"));
+        check(i, field, status);
+    }
+    assert_eq!(
+        redis_calls(&backend).await,
+        calls_before,
+        "malformed gate requests made no Redis call"
+    );
+    for (i, (field, call)) in admin_cases.into_iter().enumerate() {
+        let status = call
+            .await
+            .expect_err(&format!("admin case {i} ({field}) must fail"));
+        check(i, field, status);
     }
     assert!(count >= 50);
 

@@ -21,6 +21,7 @@ pub use admin::{
 };
 pub use error::GateError;
 
+use crate::cache::{HOLDS_MAX_DEFAULT, HoldPricing, ReservationCache};
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::domain::{
     AccountId, Amount, FeatureId, IdempotencyKey, Labels, PriceRule, ReservationId, Rounding,
@@ -117,6 +118,7 @@ pub struct Gate {
     catalog: Arc<SharedCatalog>,
     /// `None` acknowledges writes once the store has them.
     durability: Option<Durability>,
+    cache: ReservationCache,
     limits: Limits,
 }
 
@@ -141,6 +143,7 @@ impl Gate {
             catalog,
             durability,
             limits,
+            cache: ReservationCache::new(HOLDS_MAX_DEFAULT),
         }
     }
 
@@ -237,6 +240,10 @@ impl Gate {
             key,
             fingerprint: fingerprint("reserve", &request),
         });
+        let pricing = HoldPricing {
+            feature: request.feature.clone(),
+            price: price.clone(),
+        };
         let op = ReserveOp {
             id: ReservationId::generate(&request.account),
             wallet: wallet.clone(),
@@ -252,6 +259,9 @@ impl Gate {
             idempotency,
         };
         let written = self.store.reserve(op).await?;
+        if let Decision::Allowed(hold) = &written.value {
+            self.cache.remember(hold.id.clone(), pricing);
+        }
         Ok((amount, wallet, written.value))
     }
 
@@ -260,17 +270,30 @@ impl Gate {
         let amount = match &request.actual {
             Cost::Amount(amount) => amount.to_minor(),
             Cost::Usage(_) => {
-                let hold = self.store.hold(&request.id).await?.ok_or_else(|| {
-                    GateError::NotFound(format!("reservation {} does not exist", request.id))
-                })?;
-                let price = hold.price.as_ref().ok_or_else(|| {
+                // The price of the hold: known here if this replica took it, else the store's.
+                let pricing = match self.cache.pricing(&request.id) {
+                    Some(pricing) => pricing,
+                    None => {
+                        let hold = self.store.hold(&request.id).await?.ok_or_else(|| {
+                            GateError::NotFound(format!(
+                                "reservation {} does not exist",
+                                request.id
+                            ))
+                        })?;
+                        HoldPricing {
+                            feature: hold.feature,
+                            price: hold.price,
+                        }
+                    }
+                };
+                let price = pricing.price.as_ref().ok_or_else(|| {
                     GateError::invalid(
                         "usage",
                         "the reservation was not priced from the catalog; commit an amount",
                     )
                 })?;
                 Self::cost_minor(
-                    &hold.feature,
+                    &pricing.feature,
                     &request.actual,
                     Some(price),
                     Rounding::Charge,
@@ -287,7 +310,9 @@ impl Gate {
                 Cost::Amount(_) => None,
             },
         };
+        let id = op.id.clone();
         let written = self.store.commit(op).await?;
+        self.cache.forget(&id);
         self.make_durable(&written.durable).await?;
         Ok(written.value)
     }
@@ -296,6 +321,7 @@ impl Gate {
     /// hold back to life.
     pub async fn release(&self, id: ReservationId) -> Result<ReleaseReceipt, GateError> {
         let written = self.store.release(&id).await?;
+        self.cache.forget(&id);
         self.make_durable(&written.durable).await?;
         Ok(written.value)
     }
