@@ -20,8 +20,12 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_on(free_port())
+    }
+
+    /// A new, empty Redis on `port` (e.g. where a killed one listened).
+    pub fn start_on(port: u16) -> RedisServer {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
@@ -42,6 +46,12 @@ impl RedisServer {
             child,
             _dir: dir,
         }
+    }
+
+    /// Kills the server at once (SIGKILL); it keeps nothing.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn url(&self) -> String {
