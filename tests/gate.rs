@@ -792,3 +792,35 @@ async fn every_account_shows_its_default_wallet(backend: Backend) {
     assert_eq!(missing.code(), Code::NotFound);
     t.server.stop().await;
 }
+
+on_both_stores!(holds_expire_on_the_store_clock_and_not_before);
+
+/// Expiry by the store's own clock (Redis `TIME` on Redis), in real time.
+async fn holds_expire_on_the_store_clock_and_not_before(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start_on(&backend, dir.path()).await;
+    grant(&mut t.admin, "acme", "g1", "10.00").await;
+    let mut request = reserve_amount("acme", "chat", "3.00");
+    request.ttl_ms = 1_000;
+    let started = std::time::Instant::now();
+    let hold = t.gate.reserve(request).await.unwrap().into_inner();
+    let held = default_wallet(&mut t.gate, "acme").await.held;
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(held, "3.00", "not released before its expiry");
+    }
+    let mut gate = t.gate.clone();
+    eventually(Duration::from_secs(10), || {
+        let mut gate = gate.clone();
+        async move { default_wallet(&mut gate, "acme").await.held == "0.00" }
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(1_000));
+    let status = gate
+        .commit(commit_amount(&hold.reservation_id, "1.00"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().contains("expired"), "{}", status.message());
+    assert_eq!(default_wallet(&mut gate, "acme").await.available, "10.00");
+    t.server.stop().await;
+}
