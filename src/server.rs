@@ -96,6 +96,7 @@ impl Server {
                     partitions: config.limits.redis_partitions,
                     timeout: Duration::from_millis(config.limits.redis_timeout_ms),
                     retention_ms,
+                    outbox_len_max: config.limits.outbox_len_max,
                 };
                 // Redis keeps its accounts; those it lacks are loaded from the ledger on use.
                 Arc::new(

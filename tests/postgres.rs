@@ -318,3 +318,79 @@ async fn while_postgres_is_unreachable_commits_fail_unavailable_never_falsely_ok
     t.server.stop().await;
     database.drop_database().await;
 }
+
+#[tokio::test]
+async fn at_store_durability_the_gate_serves_through_a_ledger_outage_within_the_outbox_bound() {
+    let database = PgDatabase::create().await;
+    let proxy = common::proxy::Proxy::start(host_port(&database.url)).await;
+    let redis = common::redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.ledger = LedgerTarget::Postgres {
+        url: through(&database.url, proxy.addr),
+    };
+    config.redis = Some(redis.url());
+    config.commit_durability = creditgate::config::CommitDurability::Store;
+    config.limits.ledger_timeout_ms = 500;
+    config.limits.redis_partitions = 4;
+    config.limits.outbox_len_max = 40;
+    let mut t = start_with(config, Arc::new(SystemClock)).await;
+    grant(&mut t.admin, "acme", "g1", "10.00").await;
+    let mut admin = t.admin.clone();
+    eventually(Duration::from_secs(10), || {
+        let mut admin = admin.clone();
+        async move { !entries(&mut admin, "acme").await.is_empty() }
+    })
+    .await;
+
+    proxy.cut();
+    let mut acknowledged = 0;
+    let refused = loop {
+        match t.gate.charge(charge_amount("acme", "chat", "0.01")).await {
+            Ok(reply) => {
+                assert_eq!(reply.into_inner().decision, ALLOWED);
+                acknowledged += 1;
+            }
+            Err(status) => break status,
+        }
+        assert!(
+            acknowledged <= 10,
+            "the outbox bound (10 a partition) was not enforced"
+        );
+    };
+    assert!(
+        acknowledged > 0,
+        "the gate kept serving while the ledger was away"
+    );
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        refused.message().contains("outbox"),
+        "{}",
+        refused.message()
+    );
+
+    proxy.restore();
+    let expected = format!("0.{acknowledged:02}");
+    eventually(Duration::from_secs(20), || {
+        let mut admin = admin.clone();
+        let expected = expected.clone();
+        async move {
+            let usage = admin
+                .get_usage(proto::GetUsageRequest {
+                    account_id: "acme".into(),
+                    ..Default::default()
+                })
+                .await;
+            usage.is_ok_and(|u| u.into_inner().total == expected)
+        }
+    })
+    .await;
+    let charged = t
+        .gate
+        .charge(charge_amount("acme", "chat", "0.01"))
+        .await
+        .expect("the outbox drained, so writes are taken again");
+    assert_eq!(charged.into_inner().decision, ALLOWED);
+    t.server.stop().await;
+    database.drop_database().await;
+}

@@ -55,6 +55,8 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// How long ended holds and idempotent replies are kept.
     pub retention_ms: i64,
+    /// Outbox records (over all partitions) kept for the ledger before writes are refused.
+    pub outbox_len_max: usize,
 }
 
 /// The shared balance store. See the module documentation.
@@ -219,6 +221,12 @@ impl RedisStore {
         )
         .await
         {
+            Ok(Ok(reply)) if reply.first().map(String::as_str) == Some("full") => {
+                Err(StoreError::Unavailable(format!(
+                    "the outbox holds {} records the ledger has not taken yet",
+                    self.outbox_bound()
+                )))
+            }
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(error)) => Err(unavailable(error)),
             Err(_) => Err(unavailable(format!(
@@ -226,6 +234,11 @@ impl RedisStore {
                 self.settings.timeout
             ))),
         }
+    }
+
+    /// Records one partition's outbox may hold before writes are refused.
+    fn outbox_bound(&self) -> usize {
+        (self.settings.outbox_len_max / self.settings.partitions as usize).max(1)
     }
 
     fn retention(&self) -> String {
@@ -510,7 +523,8 @@ impl BalanceStore for RedisStore {
                     .arg(&price)
                     .arg(&model)
                     .arg(&key)
-                    .arg(&fingerprint);
+                    .arg(&fingerprint)
+                    .arg(self.outbox_bound());
                 invocation
             })
             .await?;
@@ -568,7 +582,8 @@ impl BalanceStore for RedisStore {
                     .arg(op.amount_minor)
                     .arg(&op.entry_id)
                     .arg(&usage)
-                    .arg(&model);
+                    .arg(&model)
+                    .arg(self.outbox_bound());
                 invocation
             })
             .await?
@@ -605,7 +620,8 @@ impl BalanceStore for RedisStore {
                     .arg(&keys.base)
                     .arg(account.as_str())
                     .arg(self.retention())
-                    .arg(id.token());
+                    .arg(id.token())
+                    .arg(self.outbox_bound());
                 invocation
             })
             .await?
@@ -642,7 +658,8 @@ impl BalanceStore for RedisStore {
                     .arg(op.additional_minor)
                     .arg(&ttl)
                     .arg(&key)
-                    .arg(&fingerprint);
+                    .arg(&fingerprint)
+                    .arg(self.outbox_bound());
                 invocation
             })
             .await?
@@ -701,7 +718,8 @@ impl BalanceStore for RedisStore {
                     .arg(&usage)
                     .arg(&model)
                     .arg(&key)
-                    .arg(&fingerprint);
+                    .arg(&fingerprint)
+                    .arg(self.outbox_bound());
                 invocation
             })
             .await?;
@@ -827,7 +845,8 @@ impl BalanceStore for RedisStore {
                 .arg(update.id.as_str())
                 .arg(&update.display_name)
                 .arg(update.status.as_str())
-                .arg(create);
+                .arg(create)
+                .arg(self.outbox_bound());
             invocation
         };
         let reply = match self.with_account(&update.id, || run("0")).await? {
@@ -879,7 +898,8 @@ impl BalanceStore for RedisStore {
                 .arg(&features)
                 .arg(&entry_id)
                 .arg(GRANTS_PER_WALLET_MAX)
-                .arg(create);
+                .arg(create)
+                .arg(self.outbox_bound());
             invocation
         };
         let reply = match self.with_account(account, || run("0")).await? {
@@ -935,7 +955,8 @@ impl BalanceStore for RedisStore {
                     .arg(account.as_str())
                     .arg(grant.as_str())
                     .arg(&reason)
-                    .arg(&entry_id);
+                    .arg(&entry_id)
+                    .arg(self.outbox_bound());
                 invocation
             })
             .await?

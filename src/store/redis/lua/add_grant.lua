@@ -5,7 +5,8 @@
 -- ARGV[5] kind   ARGV[6] priority   ARGV[7] amount   ARGV[8] expiry (ms, or '')
 -- ARGV[9] features (comma-separated, or '')   ARGV[10] entry id   ARGV[11] most active grants
 -- ARGV[12] '1' to create the account if it is absent (the ledger does not have it either)
--- Reply: {'absent'} | {'conflict'} | {'too_many'} | {'too_large'} |
+-- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
+-- Reply: {'full'} outbox full | {'absent'} | {'conflict'} | {'too_many'} | {'too_large'} |
 --        {'ok', created (0 or 1), grant, wallet available, now, outbox id, outbox entries}
 local base, account = ARGV[1], ARGV[2]
 local id, wallet, kind = ARGV[3], ARGV[4], ARGV[5]
@@ -18,6 +19,9 @@ end
 local features, entry_id = ARGV[9], ARGV[10]
 local grants_max = minor(ARGV[11], 'grant limit')
 
+if outbox_full(KEYS[2]) then
+  return { 'full' }
+end
 local now = now_ms()
 local entries = {}
 if redis.call('EXISTS', KEYS[1]) == 0 then

@@ -5,7 +5,8 @@
 -- ARGV[4] wallet   ARGV[5] feature   ARGV[6] amount   ARGV[7] entry id   ARGV[8] labels (JSON)
 -- ARGV[9] usage (JSON or '')   ARGV[10] model (or '')   ARGV[11] idempotency key (or '')
 -- ARGV[12] request fingerprint
--- Reply: {'absent'} | {'conflict'} | {'replay', reply} | {'denied', reason, available} |
+-- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
+-- Reply: {'full'} outbox full | {'absent'} | {'conflict'} | {'replay', reply} | {'denied', reason, available} |
 --        {'ok', reply, outbox id, outbox entries}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
@@ -14,6 +15,9 @@ local amount = minor(ARGV[6], 'amount')
 local entry_id = ARGV[7]
 local key, fingerprint = ARGV[11], ARGV[12]
 
+if outbox_full(KEYS[2]) then
+  return { 'full' }
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return { 'absent' }

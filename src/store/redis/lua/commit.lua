@@ -4,7 +4,8 @@
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)
 -- ARGV[4] token   ARGV[5] amount   ARGV[6] entry id   ARGV[7] usage (JSON or '')
 -- ARGV[8] model of the usage (or '')
--- Reply: {'absent'} | {'not_found'} | {'ended', state} | {'mismatch', committed} |
+-- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
+-- Reply: {'full'} outbox full | {'absent'} | {'not_found'} | {'ended', state} | {'mismatch', committed} |
 --        {'exceeds', held} | {'ok', reply, outbox id, outbox entries} (a repeated commit:
 --        {'ok', reply})
 local base, account = ARGV[1], ARGV[2]
@@ -13,6 +14,9 @@ local token = ARGV[4]
 local amount = minor(ARGV[5], 'amount')
 local entry_id, usage, model = ARGV[6], ARGV[7], ARGV[8]
 
+if outbox_full(KEYS[2]) then
+  return { 'full' }
+end
 local hold_key = base .. ':hold:' .. token
 local h = load_hold(hold_key)
 if h == nil then

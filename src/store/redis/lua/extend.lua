@@ -4,7 +4,8 @@
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)
 -- ARGV[4] token   ARGV[5] additional amount   ARGV[6] new ttl (ms, or '' to keep the expiry)
 -- ARGV[7] idempotency key (or '')   ARGV[8] request fingerprint
--- Reply: {'absent'} | {'not_found'} | {'ended', state} | {'conflict'} | {'replay', reply} |
+-- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
+-- Reply: {'full'} outbox full | {'absent'} | {'not_found'} | {'ended', state} | {'conflict'} | {'replay', reply} |
 --        {'denied', reason, available} | {'ok', reply, outbox id, outbox entries}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
@@ -16,6 +17,9 @@ if ARGV[6] ~= '' then
 end
 local key, fingerprint = ARGV[7], ARGV[8]
 
+if outbox_full(KEYS[2]) then
+  return { 'full' }
+end
 local hold_key = base .. ':hold:' .. token
 local h = load_hold(hold_key)
 if h == nil then

@@ -243,6 +243,13 @@ local function hash_to_table(flat)
   return t
 end
 
+-- Whether the partition's outbox holds as many records as the bound given as the script's last
+-- argument: then the ledger is behind, and the script refuses before any write.
+local function outbox_full(stream)
+  local bound = tonumber(ARGV[#ARGV])
+  return bound ~= nil and redis.call('XLEN', stream) >= bound
+end
+
 -- Appends one outbox record: everything this operation tells the ledger, in one stream entry.
 local function outbox(stream, entries, now)
   return redis.call('XADD', stream, '*', 'at', fmt(now), 'entries', cjson.encode(entries))

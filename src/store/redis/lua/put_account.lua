@@ -3,10 +3,14 @@
 -- KEYS[1] account hash   KEYS[2] partition outbox stream   KEYS[3] partition account set
 -- ARGV[1] account id   ARGV[2] display name   ARGV[3] status ('active' or 'suspended')
 -- ARGV[4] '1' to create the account if it is absent (the ledger does not have it either)
--- Reply: {'absent'} | {'ok', status, name, created[, outbox id, outbox entries]}
+-- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
+-- Reply: {'full'} outbox full | {'absent'} | {'ok', status, name, created[, outbox id, outbox entries]}
 local account, name, status = ARGV[1], ARGV[2], ARGV[3]
 if status ~= 'active' and status ~= 'suspended' then
   error('creditgate: invalid status: ' .. status)
+end
+if outbox_full(KEYS[2]) then
+  return { 'full' }
 end
 local now = now_ms()
 local current = redis.call('HMGET', KEYS[1], 'status', 'name', 'created')

@@ -2,12 +2,16 @@
 --
 -- KEYS[1] account hash   KEYS[2] partition outbox stream   KEYS[3] partition expiry set
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)   ARGV[4] token
--- Reply: {'absent'} | {'not_found'} | {'ended', state} |
+-- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
+-- Reply: {'full'} outbox full | {'absent'} | {'not_found'} | {'ended', state} |
 --        {'ok', reply, outbox id, outbox entries} (a repeated release: {'ok', reply})
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
 local token = ARGV[4]
 
+if outbox_full(KEYS[2]) then
+  return { 'full' }
+end
 local hold_key = base .. ':hold:' .. token
 local h = load_hold(hold_key)
 if h == nil then

@@ -5,7 +5,8 @@
 -- ARGV[4] token   ARGV[5] wallet   ARGV[6] feature   ARGV[7] amount   ARGV[8] ttl (ms)
 -- ARGV[9] labels (JSON)   ARGV[10] price (JSON or '')   ARGV[11] model (or '')
 -- ARGV[12] idempotency key (or '')   ARGV[13] request fingerprint
--- Reply: {'absent'} account not loaded | {'conflict'} key reused | {'replay', reply} |
+-- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
+-- Reply: {'full'} outbox full | {'absent'} account not loaded | {'conflict'} key reused | {'replay', reply} |
 --        {'denied', reason, available} | {'ok', reply, outbox entries}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
@@ -14,6 +15,9 @@ local amount = minor(ARGV[7], 'amount')
 local ttl = minor(ARGV[8], 'ttl')
 local key, fingerprint = ARGV[12], ARGV[13]
 
+if outbox_full(KEYS[2]) then
+  return { 'full' }
+end
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return { 'absent' }

@@ -3,10 +3,14 @@
 -- KEYS[1] account hash   KEYS[2] partition outbox stream
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] grant id   ARGV[4] reason
 -- ARGV[5] entry id
--- Reply: {'absent'} | {'not_found'} |
+-- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
+-- Reply: {'full'} outbox full | {'absent'} | {'not_found'} |
 --        {'ok', voided, grant, wallet, wallet available, now[, outbox id, outbox entries]}
 local base, account = ARGV[1], ARGV[2]
 local id, reason, entry_id = ARGV[3], ARGV[4], ARGV[5]
+if outbox_full(KEYS[2]) then
+  return { 'full' }
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return { 'absent' }
 end
