@@ -336,7 +336,7 @@ async fn at_store_durability_the_gate_serves_through_a_ledger_outage_within_the_
     config.limits.outbox_len_max = 40;
     let mut t = start_with(config, Arc::new(SystemClock)).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
-    let mut admin = t.admin.clone();
+    let admin = t.admin.clone();
     eventually(Duration::from_secs(10), || {
         let mut admin = admin.clone();
         async move { !entries(&mut admin, "acme").await.is_empty() }
