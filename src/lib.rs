@@ -12,13 +12,19 @@
 //! - [`domain`]: money, ids, grants and the consumption order, prices, the hold state machine.
 //!   No I/O.
 //! - [`store`]: the [`store::BalanceStore`] trait, atomic per account, with its outbox;
-//!   [`store::memory::MemoryStore`] is the embedded default.
-//! - [`sync`]: outbox → ledger in batches (group commit), durability waits, the expiry sweep.
+//!   [`store::memory::MemoryStore`] is the embedded default, [`store::redis::RedisStore`] the
+//!   store replicas share (one Lua script per operation).
+//! - [`cache`]: what this replica remembers of the holds it took.
+//! - [`sync`]: outbox → ledger in batches (group commit), ledger → store, durability waits, the
+//!   expiry sweep.
+//! - [`reconcile`]: does the ledger explain the store?
+//! - [`catalog`]: the prices in use.
 //! - [`ledger`]: the [`ledger::Ledger`] trait, the authoritative record, and
 //!   [`ledger::sql::SqlLedger`] over a SQLite file (the embedded default) or PostgreSQL.
 //! - [`server`]: wires the parts together and runs them until shutdown.
 //! - [`cli`]: the `creditgate` command's client subcommands.
-//! - [`config`], [`clock`], [`shutdown`]: settings, time, and stopping cleanly.
+//! - [`config`], [`clock`], [`shutdown`], [`telemetry`]: settings, time, stopping cleanly, and
+//!   metrics.
 
 pub mod api;
 pub mod cache;
