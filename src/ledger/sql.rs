@@ -1,7 +1,7 @@
 //! The ledger in SQL: one implementation over sqlx's `Any` driver for both SQLite (a file under
 //! the data directory, the embedded default) and PostgreSQL. The tables are the same in both
 //! (see `migrations/`); statements use `$n` placeholders, which both understand, and the one
-//! place the dialects differ (reading a label out of JSON) is [`Backend::label_value`].
+//! place the dialects differ (reading a label out of JSON) is `Backend::label_value`.
 //!
 //! SQLite runs in WAL mode with `synchronous = FULL`, so a transaction that has returned is on
 //! disk. The sync loop writes many outbox records per transaction (group commit), which is what
