@@ -127,7 +127,7 @@ impl Server {
             "creditgate starting"
         );
         let settings = config.sync_settings();
-        let (sync_loop, durability) = SyncLoop::new(
+        let (sync_loop, durability, ledger_writer) = SyncLoop::new(
             store.clone(),
             ledger_dyn.clone(),
             settings.clone(),
@@ -179,6 +179,7 @@ impl Server {
         let (stop_background, background_shutdown) = shutdown::channel();
         let background = vec![
             tokio::spawn(sync_loop.run(background_shutdown.clone())),
+            tokio::spawn(ledger_writer.run(background_shutdown.clone())),
             tokio::spawn(inbound.run(background_shutdown.clone())),
             tokio::spawn({
                 let reconciler = reconciler.clone();

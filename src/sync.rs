@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::domain::GrantId;
 use crate::ledger::{Change, ChangeKind, Ledger, LedgerError};
 use crate::shutdown::Shutdown;
-use crate::store::outbox::OutboxPosition;
+use crate::store::outbox::{OutboxPosition, OutboxRecord};
 use crate::store::{BalanceStore, Durable};
 use crate::telemetry;
 
@@ -46,8 +46,63 @@ pub struct SyncSettings {
 pub struct Durability {
     persisted: watch::Receiver<u64>,
     kick: Arc<Notify>,
+    writer: mpsc::Sender<WriteRequest>,
     ledger: Arc<dyn Ledger>,
     timeout: Duration,
+}
+
+/// A record a caller waits on, and where to tell it whether the ledger took it.
+type WriteRequest = (OutboxRecord, oneshot::Sender<bool>);
+
+/// Records waiting for the [`LedgerWriter`] before callers are told to retry.
+const WRITE_QUEUE_LEN_MAX: usize = 10_000;
+
+/// Writes the records of callers that wait for them (writes to a shared store, which any
+/// replica's sync loop may carry), many per transaction: whoever arrives while a transaction is
+/// being written rides on the next one.
+pub struct LedgerWriter {
+    requests: mpsc::Receiver<WriteRequest>,
+    ledger: Arc<dyn Ledger>,
+    batch_len_max: usize,
+}
+
+impl LedgerWriter {
+    /// Runs until shutdown; callers still waiting then are told the write is not durable (their
+    /// records still reach the ledger through the outbox).
+    pub async fn run(mut self, mut shutdown: Shutdown) {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.wait() => break,
+                request = self.requests.recv() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.batch_len_max {
+                match self.requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            let records: Vec<OutboxRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+            let written = match self.ledger.append(&records).await {
+                Ok(()) => {
+                    metrics::counter!(telemetry::LEDGER_BATCHES_TOTAL).increment(1);
+                    true
+                }
+                Err(error) => {
+                    metrics::counter!(telemetry::LEDGER_WRITE_ERRORS_TOTAL).increment(1);
+                    tracing::warn!(%error, records = records.len(), "ledger write failed");
+                    false
+                }
+            };
+            for (_, reply) in batch {
+                // A caller that stopped waiting has nothing to be told.
+                let _ = reply.send(written);
+            }
+        }
+    }
 }
 
 /// The ledger did not take the write in time. The write is in the store and will still reach
@@ -62,15 +117,32 @@ impl Durability {
         match durable {
             Durable::UpTo(seq) => self.wait_for_seq(*seq).await,
             Durable::Record(record) => {
-                let written = tokio::time::timeout(
-                    self.timeout,
-                    self.ledger.append(std::slice::from_ref(record)),
-                )
+                let (reply, written) = oneshot::channel();
+                let waited = tokio::time::timeout(self.timeout, async {
+                    self.writer.send((record.clone(), reply)).await.ok()?;
+                    written.await.ok()
+                })
                 .await;
-                match written {
-                    Ok(Ok(())) => Ok(()),
+                match waited {
+                    Ok(Some(true)) => Ok(()),
                     _ => Err(NotDurable(self.timeout)),
                 }
+            }
+            Durable::Entry(id) => {
+                // Someone else carries it (the outbox): look until the ledger has it.
+                let look = async {
+                    let mut pause = Duration::from_millis(10);
+                    loop {
+                        if self.ledger.has_entry(id).await.unwrap_or(false) {
+                            return;
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                };
+                tokio::time::timeout(self.timeout, look)
+                    .await
+                    .map_err(|_| NotDurable(self.timeout))
             }
             Durable::Nothing => Ok(()),
         }
@@ -106,14 +178,21 @@ impl SyncLoop {
         ledger: Arc<dyn Ledger>,
         settings: SyncSettings,
         durable_timeout: Duration,
-    ) -> (SyncLoop, Durability) {
+    ) -> (SyncLoop, Durability, LedgerWriter) {
         let (persisted, rx) = watch::channel(0);
         let kick = Arc::new(Notify::new());
+        let (writer, requests) = mpsc::channel(WRITE_QUEUE_LEN_MAX);
         let durability = Durability {
             persisted: rx,
             kick: kick.clone(),
+            writer,
             ledger: ledger.clone(),
             timeout: durable_timeout,
+        };
+        let ledger_writer = LedgerWriter {
+            requests,
+            ledger: ledger.clone(),
+            batch_len_max: settings.batch_len_max,
         };
         let sync = SyncLoop {
             store,
@@ -122,7 +201,7 @@ impl SyncLoop {
             persisted,
             kick,
         };
-        (sync, durability)
+        (sync, durability, ledger_writer)
     }
 
     /// Runs until shutdown, then flushes everything once more.

@@ -150,6 +150,8 @@ async fn appending_a_batch_twice_records_it_once(ledger: &SqlLedger, _: &LedgerT
     let ids: Vec<_> = entries.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["e-charge", "grant/acme/g1"]);
     assert_eq!(entries[0].split.len(), 1);
+    assert!(ledger.has_entry("e-charge").await.unwrap());
+    assert!(!ledger.has_entry("e-missing").await.unwrap());
     assert_eq!(
         entries[0],
         with_charge()[2].entries[0].charge_entry().unwrap().clone()

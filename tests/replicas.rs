@@ -45,9 +45,17 @@ async fn replicas_on_one_redis_never_hold_more_than_the_balance_and_end_exact() 
                     if hold.decision != ALLOWED {
                         return committed;
                     }
-                    gate.commit(commit_amount(&hold.reservation_id, "0.02"))
-                        .await
-                        .unwrap();
+                    // A client retries a commit the ledger was slow to confirm.
+                    loop {
+                        match gate
+                            .commit(commit_amount(&hold.reservation_id, "0.02"))
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(status) if status.code() == tonic::Code::Unavailable => {}
+                            Err(status) => panic!("commit failed: {status:?}"),
+                        }
+                    }
                     committed += 1;
                 }
             }));

@@ -172,6 +172,9 @@ pub trait Ledger: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<LedgerEntry>, LedgerError>;
 
+    /// Whether the ledger has the entry with this id.
+    async fn has_entry(&self, id: &str) -> Result<bool, LedgerError>;
+
     /// Spend (commits and charges) grouped as asked, largest first.
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError>;
 

@@ -645,6 +645,14 @@ impl Ledger for SqlLedger {
         Ok(entries)
     }
 
+    async fn has_entry(&self, id: &str) -> Result<bool, LedgerError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM entries WHERE entry_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
         let mut statement = Statement::new("SELECT ");
         match &query.group {

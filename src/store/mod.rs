@@ -115,6 +115,9 @@ pub enum Durable {
     /// This record. A shared store's outbox may be carried to the ledger by any replica, so
     /// the replica that wrote a record writes it to the ledger itself when it must wait.
     Record(OutboxRecord),
+    /// This ledger entry: a repeated commit or charge whose first call wrote it, and which may
+    /// still be on its way through the outbox.
+    Entry(String),
     /// Nothing: the call wrote nothing new.
     Nothing,
 }

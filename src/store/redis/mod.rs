@@ -589,10 +589,18 @@ impl BalanceStore for RedisStore {
             .await?
             .ok_or_else(|| StoreError::ReservationNotFound(op.id.clone()))?;
         match reply.first().map(String::as_str) {
-            Some("ok") => Ok(Written {
-                value: codec::commit_receipt(&account, &reply[1])?,
-                durable: self.record(&keys.partition, &reply, 2)?,
-            }),
+            Some("ok") => {
+                let receipt = codec::commit_receipt(&account, &reply[1])?;
+                let durable = match self.record(&keys.partition, &reply, 2)? {
+                    // A repeated commit: its entry may still be in the outbox.
+                    Durable::Nothing => Durable::Entry(receipt.entry_id.clone()),
+                    record => record,
+                };
+                Ok(Written {
+                    value: receipt,
+                    durable,
+                })
+            }
             Some("mismatch") => Err(StoreError::CommitMismatch {
                 id: op.id.clone(),
                 committed_minor: codec::int(&reply[1], "committed")?,
@@ -734,10 +742,13 @@ impl BalanceStore for RedisStore {
                 value: Decision::Allowed(codec::charge_receipt(&reply[1])?),
                 durable: self.record(&keys.partition, &reply, 2)?,
             }),
-            Some("replay") => Ok(Written {
-                value: Decision::Allowed(codec::charge_receipt(&reply[1])?),
-                durable: Durable::Nothing,
-            }),
+            Some("replay") => {
+                let receipt = codec::charge_receipt(&reply[1])?;
+                Ok(Written {
+                    durable: Durable::Entry(receipt.entry_id.clone()),
+                    value: Decision::Allowed(receipt),
+                })
+            }
             Some("denied") => Ok(Written {
                 value: Decision::Denied(denial(&reply[1], &reply[2])?),
                 durable: Durable::Nothing,
