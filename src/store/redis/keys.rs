@@ -6,18 +6,19 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `cg:{cgN}:a:<account>` | hash | the account: `status`, `name`, `created`; present = loaded |
-//! | `cg:{cgN}:a:<account>:wallets` | set | wallets that have grants |
-//! | `cg:{cgN}:a:<account>:grants:<wallet>` | hash | grant id → encoded grant (see `lib.lua`) |
-//! | `cg:{cgN}:a:<account>:holds` | set | tokens of open holds |
-//! | `cg:{cgN}:a:<account>:hold:<token>` | hash | one hold; ended holds expire after retention |
-//! | `cg:{cgN}:a:<account>:idem:<key>` | hash | an idempotent reply; expires after retention |
+//! | `cg:{cgN}:a/<account>/` | hash | the account: `status`, `name`, `created`; present = loaded |
+//! | `cg:{cgN}:a/<account>/wallets` | set | wallets that have grants |
+//! | `cg:{cgN}:a/<account>/grants:<wallet>` | hash | grant id → encoded grant (see `lib.lua`) |
+//! | `cg:{cgN}:a/<account>/holds` | set | tokens of open holds |
+//! | `cg:{cgN}:a/<account>/hold:<token>` | hash | one hold; ended holds expire after retention |
+//! | `cg:{cgN}:a/<account>/idem:<key>` | hash | an idempotent reply; expires after retention |
 //! | `cg:{cgN}:expiries` | sorted set | `<account>/<token>` of open holds, by expiry |
 //! | `cg:{cgN}:outbox` | stream | outbox records for the ledger, one per operation |
 //! | `cg:{cgN}:accounts` | set | ids of the accounts loaded in the partition |
 //!
-//! The account's *base*, `cg:{cgN}:a:<account>`, is handed to the scripts, which append the
-//! suffixes above; nothing else builds keys.
+//! The account's *base*, `cg:{cgN}:a/<account>/`, is handed to the scripts, which append the
+//! suffixes above; nothing else builds keys. Account ids cannot contain `/`, so no account's
+//! keys can be spelled with another's id.
 
 use crate::domain::AccountId;
 
@@ -51,9 +52,9 @@ impl Partition {
         format!("{}accounts", self.prefix)
     }
 
-    /// What an account's base is made of after its id is appended.
+    /// What an account's base is made of before its id (and a closing `/`).
     pub fn account_prefix(&self) -> String {
-        format!("{}a:", self.prefix)
+        format!("{}a/", self.prefix)
     }
 }
 
@@ -61,14 +62,14 @@ impl Partition {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountKeys {
     pub partition: Partition,
-    /// `cg:{cgN}:a:<account>`: the account hash, and the base of its other keys.
+    /// `cg:{cgN}:a/<account>/`: the account hash, and the base of its other keys.
     pub base: String,
 }
 
 impl AccountKeys {
     pub fn new(account: &AccountId, partitions: u32) -> AccountKeys {
         let partition = Partition::new(partition_of(account, partitions));
-        let base = format!("{}{}", partition.account_prefix(), account);
+        let base = format!("{}{}/", partition.account_prefix(), account);
         AccountKeys { partition, base }
     }
 
@@ -77,7 +78,7 @@ impl AccountKeys {
     }
 
     pub fn hold(&self, token: &str) -> String {
-        format!("{}:hold:{token}", self.base)
+        format!("{}hold:{token}", self.base)
     }
 }
 
@@ -114,6 +115,15 @@ mod tests {
                 "the first braces are the tag: {key}"
             );
         }
+    }
+
+    #[test]
+    fn no_account_id_spells_another_accounts_keys() {
+        // Ids may hold ':', so a separator they cannot hold closes the account's part.
+        let plain = AccountKeys::new(&AccountId::parse("foo").unwrap(), 1);
+        let tricky = AccountKeys::new(&AccountId::parse("foo:hold:r1").unwrap(), 1);
+        assert_ne!(plain.hold("r1"), tricky.account());
+        assert!(!tricky.base.starts_with(&plain.base));
     }
 
     #[test]

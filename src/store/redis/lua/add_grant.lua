@@ -29,9 +29,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     return { 'absent' }
   end
 end
-local grants_key = base .. ':grants:' .. wallet
-for _, other in ipairs(redis.call('SMEMBERS', base .. ':wallets')) do
-  local text = redis.call('HGET', base .. ':grants:' .. other, id)
+local grants_key = base .. 'grants:' .. wallet
+for _, other in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
+  local text = redis.call('HGET', base .. 'grants:' .. other, id)
   if text then
     local g = decode_grant(id, text)
     local same = other == wallet and g.kind == kind and g.priority == priority
@@ -71,7 +71,7 @@ local g = {
 }
 local text = encode_grant(g)
 redis.call('HSET', grants_key, id, text)
-redis.call('SADD', base .. ':wallets', wallet)
+redis.call('SADD', base .. 'wallets', wallet)
 table.insert(entries, {
   type = 'grant', account = account, wallet = wallet, grant_id = id, grant = text,
   entry = {

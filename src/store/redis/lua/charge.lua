@@ -22,7 +22,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return { 'absent' }
 end
-local idem_key = base .. ':idem:' .. key
+local idem_key = base .. 'idem:' .. key
 if key ~= '' then
   local kept = recall(idem_key, fingerprint)
   if kept then
@@ -30,7 +30,7 @@ if key ~= '' then
   end
 end
 local now = now_ms()
-local grants_key = base .. ':grants:' .. wallet
+local grants_key = base .. 'grants:' .. wallet
 local grants, by_id = load_grants(grants_key)
 local available = available_for(grants, feature, now)
 if status == 'suspended' then

@@ -10,7 +10,7 @@ if not status then
   return { 'absent' }
 end
 local now = now_ms()
-local grants = load_grants(base .. ':grants:' .. wallet)
+local grants = load_grants(base .. 'grants:' .. wallet)
 local available = available_for(grants, feature, now)
 if status == 'suspended' then
   return { 'denied', 'account_suspended', fmt(available) }

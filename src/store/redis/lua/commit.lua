@@ -17,7 +17,7 @@ local entry_id, usage, model = ARGV[6], ARGV[7], ARGV[8]
 if outbox_full(KEYS[2]) then
   return { 'full' }
 end
-local hold_key = base .. ':hold:' .. token
+local hold_key = base .. 'hold:' .. token
 local h = load_hold(hold_key)
 if h == nil then
   if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -42,7 +42,7 @@ if amount > h.amount_n then
   return { 'exceeds', h.amount }
 end
 
-local grants_key = base .. ':grants:' .. h.wallet
+local grants_key = base .. 'grants:' .. h.wallet
 local grants, by_id = load_grants(grants_key)
 local charged, released = settle(h.split_t, amount)
 adjust_held(by_id, h.split_t, -1)
@@ -69,7 +69,7 @@ redis.call('HSET', hold_key, 'state', h.state, 'c_entry', h.c_entry, 'c_charged'
   'c_released', h.c_released, 'c_split', h.c_split, 'c_available', h.c_available,
   'c_at', h.c_at, 'c_reply', reply)
 redis.call('PEXPIRE', hold_key, retention)
-redis.call('SREM', base .. ':holds', token)
+redis.call('SREM', base .. 'holds', token)
 redis.call('ZREM', KEYS[3], account .. '/' .. token)
 
 if model == '' then

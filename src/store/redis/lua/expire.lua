@@ -1,7 +1,7 @@
 -- Expire: releases the holds of one partition whose expiry has passed.
 --
 -- KEYS[1] partition expiry set   KEYS[2] partition outbox stream
--- ARGV[1] partition key prefix of accounts (an account's base is this prefix and its id)
+-- ARGV[1] partition key prefix of accounts (an account's base is this prefix, its id and '/')
 -- ARGV[2] retention (ms)   ARGV[3] most holds to look at
 -- Reply: {examined, expired, outbox id or '', outbox entries or ''}
 local prefix = ARGV[1]
@@ -19,8 +19,8 @@ for _, member in ipairs(due) do
     end
   end
   local account, token = string.sub(member, 1, slash - 1), string.sub(member, slash + 1)
-  local base = prefix .. account
-  local hold_key = base .. ':hold:' .. token
+  local base = prefix .. account .. '/'
+  local hold_key = base .. 'hold:' .. token
   local h = load_hold(hold_key)
   if h ~= nil and h.state == 'held' and h.expires_n <= now then
     for _, e in ipairs(end_uncharged(base, account, token, hold_key, h, 'expired', KEYS[1], now,

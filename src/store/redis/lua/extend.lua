@@ -20,7 +20,7 @@ local key, fingerprint = ARGV[7], ARGV[8]
 if outbox_full(KEYS[2]) then
   return { 'full' }
 end
-local hold_key = base .. ':hold:' .. token
+local hold_key = base .. 'hold:' .. token
 local h = load_hold(hold_key)
 if h == nil then
   if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -32,7 +32,7 @@ local now = now_ms()
 if expire_if_due(base, account, token, hold_key, h, KEYS[2], KEYS[3], now, retention) then
   return { 'ended', 'expired' }
 end
-local idem_key = base .. ':idem:' .. key
+local idem_key = base .. 'idem:' .. key
 if key ~= '' then
   local kept = recall(idem_key, fingerprint)
   if kept then
@@ -42,7 +42,7 @@ end
 if h.state ~= 'held' then
   return { 'ended', h.state }
 end
-local grants_key = base .. ':grants:' .. h.wallet
+local grants_key = base .. 'grants:' .. h.wallet
 local grants, by_id = load_grants(grants_key)
 local available = available_for(grants, h.feature, now)
 if redis.call('HGET', KEYS[1], 'status') == 'suspended' then

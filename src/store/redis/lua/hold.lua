@@ -49,7 +49,7 @@ end
 -- went back to voided grants, records how it ended, and forgets it after the retention period.
 -- Returns the outbox entries and the release reply.
 local function end_uncharged(base, account, token, hold_key, h, state, expiries, now, retention)
-  local grants_key = base .. ':grants:' .. h.wallet
+  local grants_key = base .. 'grants:' .. h.wallet
   local grants, by_id = load_grants(grants_key)
   adjust_held(by_id, h.split_t, -1)
   local entries = void_released(account, token, h.wallet, by_id, h.split_t, now)
@@ -62,7 +62,7 @@ local function end_uncharged(base, account, token, hold_key, h, state, expiries,
   redis.call('HSET', hold_key, 'state', state, 'r_released', h.r_released,
     'r_available', h.r_available, 'r_at', h.r_at)
   redis.call('PEXPIRE', hold_key, retention)
-  redis.call('SREM', base .. ':holds', token)
+  redis.call('SREM', base .. 'holds', token)
   redis.call('ZREM', expiries, account .. '/' .. token)
   table.insert(entries, hold_entry(account, token, h))
   return entries

@@ -21,23 +21,23 @@ local now = now_ms()
 redis.call('HSET', KEYS[1], 'status', acct.status, 'name', acct.name, 'created', acct.created)
 redis.call('SADD', KEYS[3], account)
 for _, g in ipairs(grants) do
-  redis.call('HSET', base .. ':grants:' .. g.wallet, g.id, g.grant)
-  redis.call('SADD', base .. ':wallets', g.wallet)
+  redis.call('HSET', base .. 'grants:' .. g.wallet, g.id, g.grant)
+  redis.call('SADD', base .. 'wallets', g.wallet)
 end
 for _, h in ipairs(holds) do
-  local key = base .. ':hold:' .. h.token
+  local key = base .. 'hold:' .. h.token
   for k, v in pairs(h.hold) do
     redis.call('HSET', key, k, v)
   end
   if h.hold.state == 'held' then
-    redis.call('SADD', base .. ':holds', h.token)
+    redis.call('SADD', base .. 'holds', h.token)
     redis.call('ZADD', KEYS[2], tonumber(h.hold.expires), account .. '/' .. h.token)
   else
     redis.call('PEXPIRE', key, retention)
   end
 end
 for _, r in ipairs(replies) do
-  local key = base .. ':idem:' .. r.key
+  local key = base .. 'idem:' .. r.key
   redis.call('HSET', key, 'fingerprint', r.fingerprint, 'reply', r.reply, 'at', r.at)
   local left = tonumber(r.at) + retention - now
   if left < 1 then

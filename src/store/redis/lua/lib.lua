@@ -5,7 +5,8 @@
 -- scripts append the documented suffixes. Amounts are integer minor units, passed and stored as
 -- decimal strings, never above 2^53 - 1, and formatted with fmt() before they are written
 -- (Redis would print a Lua number with 14 digits). The clock is Redis TIME. Every script checks
--- everything before its first write: Redis does not roll a script back.
+-- everything before its first write: Redis does not roll a script back. The base ends with '/',
+-- which no id contains, so no two accounts' keys can meet.
 
 local MINOR_MAX = 9007199254740991
 

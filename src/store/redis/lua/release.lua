@@ -12,7 +12,7 @@ local token = ARGV[4]
 if outbox_full(KEYS[2]) then
   return { 'full' }
 end
-local hold_key = base .. ':hold:' .. token
+local hold_key = base .. 'hold:' .. token
 local h = load_hold(hold_key)
 if h == nil then
   if redis.call('EXISTS', KEYS[1]) == 0 then

@@ -22,7 +22,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return { 'absent' }
 end
-local idem_key = base .. ':idem:' .. key
+local idem_key = base .. 'idem:' .. key
 if key ~= '' then
   local kept = recall(idem_key, fingerprint)
   if kept then
@@ -30,7 +30,7 @@ if key ~= '' then
   end
 end
 local now = now_ms()
-local grants_key = base .. ':grants:' .. wallet
+local grants_key = base .. 'grants:' .. wallet
 local grants, by_id = load_grants(grants_key)
 local available = available_for(grants, feature, now)
 if status == 'suspended' then
@@ -49,11 +49,11 @@ local hold = {
   created = fmt(now), expires = fmt(expires), state = 'held', labels = ARGV[9],
   price = ARGV[10], model = ARGV[11], idem = key,
 }
-local hold_key = base .. ':hold:' .. token
+local hold_key = base .. 'hold:' .. token
 for k, v in pairs(hold) do
   redis.call('HSET', hold_key, k, v)
 end
-redis.call('SADD', base .. ':holds', token)
+redis.call('SADD', base .. 'holds', token)
 redis.call('ZADD', KEYS[3], expires, account .. '/' .. token)
 local reply = cjson.encode({
   token = token, wallet = wallet, amount = fmt(amount), expires = fmt(expires),

@@ -10,14 +10,14 @@ if acct.status == nil then
   return {}
 end
 local grants, holds = {}, {}
-for _, wallet in ipairs(redis.call('SMEMBERS', base .. ':wallets')) do
-  local flat = redis.call('HGETALL', base .. ':grants:' .. wallet)
+for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
+  local flat = redis.call('HGETALL', base .. 'grants:' .. wallet)
   for i = 1, #flat, 2 do
     table.insert(grants, { id = flat[i], wallet = wallet, grant = flat[i + 1] })
   end
 end
-for _, token in ipairs(redis.call('SMEMBERS', base .. ':holds')) do
-  local h = hash_to_table(redis.call('HGETALL', base .. ':hold:' .. token))
+for _, token in ipairs(redis.call('SMEMBERS', base .. 'holds')) do
+  local h = hash_to_table(redis.call('HGETALL', base .. 'hold:' .. token))
   if h.state ~= nil then
     table.insert(holds, { token = token, hold = h })
   end

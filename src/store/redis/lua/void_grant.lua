@@ -15,8 +15,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return { 'absent' }
 end
 local now = now_ms()
-for _, wallet in ipairs(redis.call('SMEMBERS', base .. ':wallets')) do
-  local grants_key = base .. ':grants:' .. wallet
+for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
+  local grants_key = base .. 'grants:' .. wallet
   local text = redis.call('HGET', grants_key, id)
   if text then
     local grants, by_id = load_grants(grants_key)
