@@ -56,6 +56,7 @@ on_both_ledgers!(
     direct_inserts_and_voids_are_reported_as_changes,
     only_one_account_can_be_loaded,
     the_newest_use_of_an_idempotency_key_is_kept,
+    an_older_version_of_a_hold_never_replaces_a_newer_one,
 );
 
 fn acme() -> AccountId {
@@ -366,4 +367,55 @@ async fn the_newest_use_of_an_idempotency_key_is_kept(ledger: &SqlLedger, _: &Le
         .remove(0);
     assert_eq!(snapshot.remembered.len(), 1);
     assert_eq!(snapshot.remembered[0].fingerprint, "charge:second");
+}
+
+async fn an_older_version_of_a_hold_never_replaces_a_newer_one(
+    ledger: &SqlLedger,
+    _: &LedgerTarget,
+) {
+    use creditgate::domain::{Hold, HoldState, ReservationId};
+    let held = Hold {
+        id: ReservationId::parse("acme/r1").unwrap(),
+        wallet: WalletId::default_wallet(),
+        feature: FeatureId::parse("chat").unwrap(),
+        amount_minor: 100,
+        split: vec![Portion {
+            grant: grant_id("g1"),
+            amount_minor: 100,
+        }],
+        created_at_ms: 1_000,
+        expires_at_ms: 61_000,
+        state: HoldState::Held,
+        labels: Labels::new(),
+        price: None,
+        model: None,
+        idempotency_key: None,
+        commit: None,
+        release: None,
+        version: 1,
+    };
+    let released = Hold {
+        state: HoldState::Released,
+        version: 2,
+        ..held.clone()
+    };
+    let mut entries = account_and_grant();
+    entries.push(OutboxEntry::Hold(released));
+    ledger.append(&records(entries)).await.unwrap();
+    // The reserve's record arrives last (another replica carried it late).
+    ledger
+        .append(&records(vec![OutboxEntry::Hold(held)]))
+        .await
+        .unwrap();
+    let snapshot = ledger
+        .load_accounts(Some(&acme()), 3_000, 60_000)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(snapshot.holds.len(), 1);
+    assert_eq!(
+        snapshot.holds[0].state,
+        HoldState::Released,
+        "the hold is not reopened"
+    );
 }

@@ -88,6 +88,10 @@ pub struct Hold {
     pub idempotency_key: Option<IdempotencyKey>,
     pub commit: Option<CommitRecord>,
     pub release: Option<ReleaseRecord>,
+    /// Grows with every change, so that the ledger keeps the newest version of the hold even
+    /// when replicas deliver its records out of order.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Hold {

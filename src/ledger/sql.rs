@@ -283,14 +283,16 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
                 .or(hold.release.as_ref().map(|r| r.at_ms))
                 .unwrap_or(hold.created_at_ms);
             sqlx::query(
-                "INSERT INTO holds (reservation_id, account_id, state, updated_at_ms, body) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reservation_id) DO UPDATE SET \
-                 state = excluded.state, updated_at_ms = excluded.updated_at_ms, \
-                 body = excluded.body",
+                "INSERT INTO holds (reservation_id, account_id, state, version, updated_at_ms, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reservation_id) DO UPDATE SET \
+                 state = excluded.state, version = excluded.version, \
+                 updated_at_ms = excluded.updated_at_ms, body = excluded.body \
+                 WHERE excluded.version > holds.version",
             )
             .bind(hold.id.to_string())
             .bind(hold.account().as_str())
             .bind(hold.state.as_str())
+            .bind(hold.version as i64)
             .bind(updated_at)
             .bind(to_json(hold))
             .execute(&mut **tx)
@@ -301,7 +303,8 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             sqlx::query(
                 "INSERT INTO remembered (account_id, idempotency_key, at_ms, body) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, idempotency_key) DO UPDATE SET \
-                 at_ms = excluded.at_ms, body = excluded.body",
+                 at_ms = excluded.at_ms, body = excluded.body \
+                 WHERE excluded.at_ms >= remembered.at_ms",
             )
             .bind(remembered.account.as_str())
             .bind(remembered.key.as_str())

@@ -157,6 +157,7 @@ impl AccountState {
             .state
             .transition(state)
             .expect("caller checked the hold is held");
+        hold.version += 1;
         if state != HoldState::Committed {
             hold.release = Some(ReleaseRecord {
                 released_minor: hold.amount_minor,
@@ -513,6 +514,7 @@ impl BalanceStore for MemoryStore {
             idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
             commit: None,
             release: None,
+            version: 1,
         };
         state.holds.insert(op.id.token().to_owned(), hold.clone());
         let receipt = ReserveReceipt {
@@ -688,6 +690,7 @@ impl BalanceStore for MemoryStore {
         state.adjust_held(&wallet, &extra, 1);
         let hold = state.holds.get_mut(op.id.token()).expect("checked above");
         hold.amount_minor += op.additional_minor;
+        hold.version += 1;
         merge_split(&mut hold.split, extra);
         let expiry_moved = match op.ttl_ms {
             Some(ttl_ms) if now + ttl_ms > hold.expires_at_ms => {

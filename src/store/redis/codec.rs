@@ -142,6 +142,7 @@ pub fn hold_fields(hold: &Hold) -> BTreeMap<String, String> {
     put("created", hold.created_at_ms.to_string());
     put("expires", hold.expires_at_ms.to_string());
     put("state", hold.state.as_str().to_owned());
+    put("version", hold.version.to_string());
     put("labels", json_string(&hold.labels));
     put(
         "price",
@@ -260,6 +261,10 @@ pub fn hold_from_fields(
         },
         commit,
         release,
+        version: match get(f, "version") {
+            "" => 0,
+            text => text.parse().map_err(|_| bad("hold version", text))?,
+        },
     })
 }
 

@@ -72,6 +72,7 @@ CREATE TABLE holds (
     reservation_id  TEXT PRIMARY KEY,
     account_id      TEXT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('held', 'committed', 'released', 'expired')),
+    version         BIGINT NOT NULL DEFAULT 0,  -- only a newer version replaces a hold
     updated_at_ms   BIGINT NOT NULL,
     body            TEXT NOT NULL
 );

@@ -58,6 +58,7 @@ local reply = cjson.encode({
   released = fmt(h.amount_n - amount), split = encode_split(charged), available = fmt(available),
 })
 h.state = 'committed'
+h.version = next_version(h)
 h.c_entry = entry_id
 h.c_charged = fmt(amount)
 h.c_released = fmt(h.amount_n - amount)
@@ -65,7 +66,8 @@ h.c_split = encode_split(charged)
 h.c_available = fmt(available)
 h.c_at = fmt(now)
 h.c_reply = reply
-redis.call('HSET', hold_key, 'state', h.state, 'c_entry', h.c_entry, 'c_charged', h.c_charged,
+redis.call('HSET', hold_key, 'state', h.state, 'version', h.version, 'c_entry', h.c_entry,
+  'c_charged', h.c_charged,
   'c_released', h.c_released, 'c_split', h.c_split, 'c_available', h.c_available,
   'c_at', h.c_at, 'c_reply', reply)
 redis.call('PEXPIRE', hold_key, retention)

@@ -77,7 +77,9 @@ if ttl ~= nil and now + ttl > h.expires_n then
   h.expires = fmt(now + ttl)
   redis.call('ZADD', KEYS[3], now + ttl, account .. '/' .. token)
 end
-redis.call('HSET', hold_key, 'amount', h.amount, 'split', h.split, 'expires', h.expires)
+h.version = next_version(h)
+redis.call('HSET', hold_key, 'amount', h.amount, 'split', h.split, 'expires', h.expires,
+  'version', h.version)
 local reply = cjson.encode({
   token = token, amount = h.amount, expires = h.expires, split = h.split,
   available = fmt(available - additional),

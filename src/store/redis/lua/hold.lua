@@ -1,5 +1,10 @@
 -- Ending a hold, shared by commit, release, extend and expire (prepended after lib.lua).
 
+-- The hold's next version: every change raises it, so the ledger keeps the newest.
+local function next_version(h)
+  return fmt((tonumber(h.version) or 0) + 1)
+end
+
 -- The hold hash at `key` as a table, with its split decoded; nil if there is none.
 local function load_hold(key)
   local h = hash_to_table(redis.call('HGETALL', key))
@@ -56,10 +61,11 @@ local function end_uncharged(base, account, token, hold_key, h, state, expiries,
   save_grants(grants_key, by_id, h.split_t)
   local available = available_for(grants, h.feature, now)
   h.state = state
+  h.version = next_version(h)
   h.r_released = h.amount
   h.r_available = fmt(available)
   h.r_at = fmt(now)
-  redis.call('HSET', hold_key, 'state', state, 'r_released', h.r_released,
+  redis.call('HSET', hold_key, 'state', state, 'version', h.version, 'r_released', h.r_released,
     'r_available', h.r_available, 'r_at', h.r_at)
   redis.call('PEXPIRE', hold_key, retention)
   redis.call('SREM', base .. 'holds', token)

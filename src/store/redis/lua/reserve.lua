@@ -46,7 +46,7 @@ save_grants(grants_key, by_id, split)
 local expires = now + ttl
 local hold = {
   wallet = wallet, feature = feature, amount = fmt(amount), split = encode_split(split),
-  created = fmt(now), expires = fmt(expires), state = 'held', labels = ARGV[9],
+  created = fmt(now), expires = fmt(expires), state = 'held', version = '1', labels = ARGV[9],
   price = ARGV[10], model = ARGV[11], idem = key,
 }
 local hold_key = base .. 'hold:' .. token
