@@ -95,6 +95,9 @@ pub struct LimitsConfig {
     /// Partitions the Redis store spreads accounts over. Fixed for the life of a deployment.
     /// Default 16.
     pub redis_partitions: u32,
+    /// Outbox records a replica has left unacknowledged this long are taken over by another
+    /// (the first may have died). Default 30 000.
+    pub outbox_claim_idle_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -113,6 +116,7 @@ impl Default for LimitsConfig {
             outbox_len_max: 1_000_000,
             redis_timeout_ms: 500,
             redis_partitions: crate::store::redis::keys::PARTITIONS_DEFAULT,
+            outbox_claim_idle_ms: 30_000,
         }
     }
 }
@@ -348,6 +352,7 @@ impl ServerConfig {
             ("limits.inbound_interval_ms", l.inbound_interval_ms),
             ("limits.reconcile_interval_ms", l.reconcile_interval_ms),
             ("limits.redis_timeout_ms", l.redis_timeout_ms),
+            ("limits.outbox_claim_idle_ms", l.outbox_claim_idle_ms),
         ];
         for (name, value) in intervals {
             if !(1..=INTERVAL_MS_MAX).contains(&value) {

@@ -97,6 +97,7 @@ impl Server {
                     timeout: Duration::from_millis(config.limits.redis_timeout_ms),
                     retention_ms,
                     outbox_len_max: config.limits.outbox_len_max,
+                    claim_idle_ms: config.limits.outbox_claim_idle_ms,
                 };
                 // Redis keeps its accounts; those it lacks are loaded from the ledger on use.
                 Arc::new(

@@ -16,7 +16,8 @@ mod scripts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,8 +43,6 @@ use crate::ledger::Ledger;
 
 /// Consumer group of every replica's sync loop.
 const GROUP: &str = "creditgate";
-/// Outbox records left unacknowledged this long by a replica are taken over by another.
-const CLAIM_IDLE_MS: usize = 30_000;
 
 /// How to reach Redis and how to lay out the data.
 #[derive(Clone, Debug)]
@@ -57,6 +56,8 @@ pub struct RedisSettings {
     pub retention_ms: i64,
     /// Outbox records (over all partitions) kept for the ledger before writes are refused.
     pub outbox_len_max: usize,
+    /// Outbox records another replica left unacknowledged this long are taken over.
+    pub claim_idle_ms: u64,
 }
 
 /// The shared balance store. See the module documentation.
@@ -68,6 +69,10 @@ pub struct RedisStore {
     ledger: Arc<dyn Ledger>,
     /// This replica's name in the consumer group.
     consumer: String,
+    /// Where the next claim of abandoned outbox records starts, by partition.
+    claim_cursors: Mutex<HashMap<u32, String>>,
+    /// The partition the next outbox read starts at.
+    next_partition: AtomicU32,
 }
 
 /// Why Redis cannot be used.
@@ -138,6 +143,8 @@ impl RedisStore {
             connection,
             scripts: Scripts::new(),
             consumer: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            claim_cursors: Mutex::new(HashMap::new()),
+            next_partition: AtomicU32::new(0),
             settings,
             ledger,
         };
@@ -189,6 +196,22 @@ impl RedisStore {
         Ok(())
     }
 
+    fn claim_cursor(&self, partition: u32) -> String {
+        self.claim_cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&partition)
+            .cloned()
+            .unwrap_or_else(|| "0-0".to_owned())
+    }
+
+    fn set_claim_cursor(&self, partition: u32, cursor: String) {
+        self.claim_cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition, cursor);
+    }
+
     fn partitions(&self) -> impl Iterator<Item = Partition> + use<> {
         (0..self.settings.partitions).map(Partition::new)
     }
@@ -228,6 +251,10 @@ impl RedisStore {
                 )))
             }
             Ok(Ok(reply)) => Ok(reply),
+            // A script that refused its own arguments will refuse them again: not transient.
+            Ok(Err(error)) if error.to_string().contains("creditgate:") => {
+                Err(StoreError::Inconsistent(error.to_string()))
+            }
             Ok(Err(error)) => Err(unavailable(error)),
             Err(_) => Err(unavailable(format!(
                 "no answer within {:?}",
@@ -279,11 +306,23 @@ impl RedisStore {
             return Ok(false);
         };
         let acct = snapshot.account.take().expect("filtered above");
-        // Held amounts come from the open holds, as in the in-memory store.
+        // Held amounts come from the open holds, as in the in-memory store, and must fit.
         let mut held: HashMap<GrantId, i64> = HashMap::new();
         for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
             for portion in &hold.split {
                 *held.entry(portion.grant.clone()).or_default() += portion.amount_minor;
+            }
+        }
+        for (grant, amount) in &held {
+            let fits = snapshot
+                .grants
+                .iter()
+                .any(|g| &g.terms.id == grant && *amount <= g.remaining_minor);
+            if !fits {
+                return Err(StoreError::Inconsistent(format!(
+                    "the ledger's open holds of {account} take {amount} from grant {grant}, \
+                     which does not have it"
+                )));
             }
         }
         let grants: Vec<serde_json::Value> = snapshot
@@ -991,6 +1030,7 @@ impl BalanceStore for RedisStore {
 
     async fn expire_due(&self, limit: usize) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
+        let mut failed = None;
         for partition in self.partitions() {
             let mut invocation = self.scripts.expire.prepare_invoke();
             invocation
@@ -999,13 +1039,27 @@ impl BalanceStore for RedisStore {
                 .arg(partition.account_prefix())
                 .arg(self.retention())
                 .arg(limit);
-            let reply = self.invoke(invocation).await?;
+            // One partition failing does not keep the others' holds from expiring.
+            let reply = match self.invoke(invocation).await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    failed = Some(error);
+                    continue;
+                }
+            };
             swept.examined = swept
                 .examined
                 .max(codec::int(&reply[0], "examined")? as usize);
             swept.expired += codec::int(&reply[1], "expired")? as usize;
         }
-        Ok(swept)
+        match failed {
+            Some(error) if swept.examined == 0 => Err(error),
+            Some(error) => {
+                tracing::warn!(%error, "expiring the holds of a partition failed");
+                Ok(swept)
+            }
+            None => Ok(swept),
+        }
     }
 
     async fn forget_older_than(
@@ -1070,14 +1124,17 @@ impl BalanceStore for RedisStore {
 
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         let mut records = Vec::new();
-        for partition in self.partitions() {
+        // Start at a different partition each time, so no partition waits behind a busy one.
+        let first = self.next_partition.fetch_add(1, Ordering::Relaxed) % self.settings.partitions;
+        for offset in 0..self.settings.partitions {
             if records.len() >= limit {
                 break;
             }
+            let partition = Partition::new((first + offset) % self.settings.partitions);
             let want = limit - records.len();
             let key = partition.outbox();
-            // This replica's own unacknowledged records first, then new ones, then records a
-            // dead replica left behind.
+            // This replica's own unacknowledged records first, else new ones; and always some
+            // of those another replica left unacknowledged too long (it may be dead).
             let mut ids: Vec<StreamId> = Vec::new();
             for start in ["0", ">"] {
                 let consumer = self.consumer.clone();
@@ -1095,24 +1152,29 @@ impl BalanceStore for RedisStore {
                     break;
                 }
             }
-            if ids.is_empty() {
-                let consumer = self.consumer.clone();
-                let key = key.clone();
-                let claimed: StreamAutoClaimReply = self
-                    .call(|mut c| async move {
-                        redis::cmd("XAUTOCLAIM")
-                            .arg(key)
-                            .arg(GROUP)
-                            .arg(consumer)
-                            .arg(CLAIM_IDLE_MS)
-                            .arg("0-0")
-                            .arg("COUNT")
-                            .arg(want)
-                            .query_async(&mut c)
-                            .await
-                    })
-                    .await?;
-                ids.extend(claimed.claimed);
+            let cursor = self.claim_cursor(partition.index);
+            let consumer = self.consumer.clone();
+            let idle_ms = self.settings.claim_idle_ms;
+            let claim_key = key.clone();
+            let claimed: StreamAutoClaimReply = self
+                .call(|mut c| async move {
+                    redis::cmd("XAUTOCLAIM")
+                        .arg(claim_key)
+                        .arg(GROUP)
+                        .arg(consumer)
+                        .arg(idle_ms)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(want)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            self.set_claim_cursor(partition.index, claimed.next_stream_id);
+            for entry in claimed.claimed {
+                if !ids.iter().any(|known| known.id == entry.id) {
+                    ids.push(entry);
+                }
             }
             for entry in ids {
                 let at: String = entry.get("at").unwrap_or_default();

@@ -70,7 +70,7 @@ redis.call('HSET', hold_key, 'state', h.state, 'version', h.version, 'c_entry', 
   'c_charged', h.c_charged,
   'c_released', h.c_released, 'c_split', h.c_split, 'c_available', h.c_available,
   'c_at', h.c_at, 'c_reply', reply)
-redis.call('PEXPIRE', hold_key, retention)
+redis.call('PEXPIRE', hold_key, fmt(retention))
 redis.call('SREM', base .. 'holds', token)
 redis.call('ZREM', KEYS[3], account .. '/' .. token)
 

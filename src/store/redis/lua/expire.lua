@@ -8,7 +8,7 @@ local prefix = ARGV[1]
 local retention = minor(ARGV[2], 'retention')
 local limit = minor(ARGV[3], 'limit')
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', fmt(now), 'LIMIT', 0, fmt(limit))
 local entries, expired = {}, 0
 for _, member in ipairs(due) do
   local slash = 0
@@ -22,7 +22,18 @@ for _, member in ipairs(due) do
   local base = prefix .. account .. '/'
   local hold_key = base .. 'hold:' .. token
   local h = load_hold(hold_key)
-  if h ~= nil and h.state == 'held' and h.expires_n <= now then
+  -- A hold whose split names a grant its wallet lacks cannot be given back; leave it out
+  -- (reconcile reports it) rather than stop every later sweep of the partition on it.
+  local whole = h ~= nil
+  if whole then
+    local _, by_id = load_grants(base .. 'grants:' .. h.wallet)
+    for _, p in ipairs(h.split_t) do
+      if by_id[p[1]] == nil then
+        whole = false
+      end
+    end
+  end
+  if whole and h.state == 'held' and h.expires_n <= now then
     for _, e in ipairs(end_uncharged(base, account, token, hold_key, h, 'expired', KEYS[1], now,
       retention)) do
       table.insert(entries, e)

@@ -13,7 +13,7 @@ local token = ARGV[4]
 local additional = minor(ARGV[5], 'additional amount')
 local ttl = nil
 if ARGV[6] ~= '' then
-  ttl = minor(ARGV[6], 'ttl')
+  ttl = ttl_ms(ARGV[6])
 end
 local key, fingerprint = ARGV[7], ARGV[8]
 
@@ -29,9 +29,9 @@ if h == nil then
   return { 'not_found' }
 end
 local now = now_ms()
-if expire_if_due(base, account, token, hold_key, h, KEYS[2], KEYS[3], now, retention) then
-  return { 'ended', 'expired' }
-end
+-- As in the in-process store: a due hold is expired first, but a repeated extend still gets
+-- its first reply.
+expire_if_due(base, account, token, hold_key, h, KEYS[2], KEYS[3], now, retention)
 local idem_key = base .. 'idem:' .. key
 if key ~= '' then
   local kept = recall(idem_key, fingerprint)
@@ -75,7 +75,7 @@ h.amount = fmt(h.amount_n + additional)
 h.split = encode_split(merged)
 if ttl ~= nil and now + ttl > h.expires_n then
   h.expires = fmt(now + ttl)
-  redis.call('ZADD', KEYS[3], now + ttl, account .. '/' .. token)
+  redis.call('ZADD', KEYS[3], fmt(now + ttl), account .. '/' .. token)
 end
 h.version = next_version(h)
 redis.call('HSET', hold_key, 'amount', h.amount, 'split', h.split, 'expires', h.expires,

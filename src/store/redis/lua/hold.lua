@@ -67,7 +67,7 @@ local function end_uncharged(base, account, token, hold_key, h, state, expiries,
   h.r_at = fmt(now)
   redis.call('HSET', hold_key, 'state', state, 'version', h.version, 'r_released', h.r_released,
     'r_available', h.r_available, 'r_at', h.r_at)
-  redis.call('PEXPIRE', hold_key, retention)
+  redis.call('PEXPIRE', hold_key, fmt(retention))
   redis.call('SREM', base .. 'holds', token)
   redis.call('ZREM', expiries, account .. '/' .. token)
   table.insert(entries, hold_entry(account, token, h))

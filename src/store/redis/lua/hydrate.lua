@@ -10,7 +10,8 @@
 -- Reply: {'hydrated'} | {'present'}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- Present if any of its keys is: an account half there is never written over.
+if redis.call('EXISTS', KEYS[1], base .. 'wallets', base .. 'holds') > 0 then
   return { 'present' }
 end
 local acct = cjson.decode(ARGV[4])
@@ -18,8 +19,6 @@ local grants = cjson.decode(ARGV[5])
 local holds = cjson.decode(ARGV[6])
 local replies = cjson.decode(ARGV[7])
 local now = now_ms()
-redis.call('HSET', KEYS[1], 'status', acct.status, 'name', acct.name, 'created', acct.created)
-redis.call('SADD', KEYS[3], account)
 for _, g in ipairs(grants) do
   redis.call('HSET', base .. 'grants:' .. g.wallet, g.id, g.grant)
   redis.call('SADD', base .. 'wallets', g.wallet)
@@ -31,9 +30,9 @@ for _, h in ipairs(holds) do
   end
   if h.hold.state == 'held' then
     redis.call('SADD', base .. 'holds', h.token)
-    redis.call('ZADD', KEYS[2], tonumber(h.hold.expires), account .. '/' .. h.token)
+    redis.call('ZADD', KEYS[2], h.hold.expires, account .. '/' .. h.token)
   else
-    redis.call('PEXPIRE', key, retention)
+    redis.call('PEXPIRE', key, fmt(retention))
   end
 end
 for _, r in ipairs(replies) do
@@ -43,6 +42,9 @@ for _, r in ipairs(replies) do
   if left < 1 then
     left = 1
   end
-  redis.call('PEXPIRE', key, left)
+  redis.call('PEXPIRE', key, fmt(left))
 end
+-- The account hash marks the account as loaded: written last.
+redis.call('SADD', KEYS[3], account)
+redis.call('HSET', KEYS[1], 'status', acct.status, 'name', acct.name, 'created', acct.created)
 return { 'hydrated' }

@@ -28,6 +28,17 @@ local function minor(text, what)
   return n
 end
 
+-- Longest hold TTL a script accepts: a year, far below the money bound when added to now.
+local TTL_MS_MAX = 366 * 86400000
+
+local function ttl_ms(text)
+  local ttl = minor(text, 'ttl')
+  if ttl > TTL_MS_MAX then
+    error('creditgate: ttl above a year: ' .. text)
+  end
+  return ttl
+end
+
 local function split_text(text, sep)
   local out = {}
   if text == nil or text == '' then
@@ -271,5 +282,5 @@ end
 
 local function remember(key, fingerprint, reply, now, retention_ms)
   redis.call('HSET', key, 'fingerprint', fingerprint, 'reply', reply, 'at', fmt(now))
-  redis.call('PEXPIRE', key, retention_ms)
+  redis.call('PEXPIRE', key, fmt(retention_ms))
 end

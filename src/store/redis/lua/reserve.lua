@@ -12,7 +12,7 @@ local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
 local token, wallet, feature = ARGV[4], ARGV[5], ARGV[6]
 local amount = minor(ARGV[7], 'amount')
-local ttl = minor(ARGV[8], 'ttl')
+local ttl = ttl_ms(ARGV[8])
 local key, fingerprint = ARGV[12], ARGV[13]
 
 if outbox_full(KEYS[2]) then
@@ -54,7 +54,7 @@ for k, v in pairs(hold) do
   redis.call('HSET', hold_key, k, v)
 end
 redis.call('SADD', base .. 'holds', token)
-redis.call('ZADD', KEYS[3], expires, account .. '/' .. token)
+redis.call('ZADD', KEYS[3], fmt(expires), account .. '/' .. token)
 local reply = cjson.encode({
   token = token, wallet = wallet, amount = fmt(amount), expires = fmt(expires),
   split = encode_split(split), available = fmt(available - amount),
