@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::admin::AdminService;
 use crate::api::gate::GateService;
+use crate::cache::{HOLDS_MAX_DEFAULT, ReservationCache};
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::clock::Clock;
 use crate::config::{CommitDurability, ServerConfig};
@@ -89,6 +90,8 @@ impl Server {
         let ledger_dyn: Arc<dyn Ledger> = Arc::new(ledger.clone());
         // Read before the accounts: a change made meanwhile is applied again, harmlessly.
         let change_cursor = ledger.last_change().await?;
+        let cache = Arc::new(ReservationCache::new(HOLDS_MAX_DEFAULT));
+        let mut redis_store = None;
         let store: Arc<dyn BalanceStore> = match &config.redis {
             Some(url) => {
                 let settings = RedisSettings {
@@ -100,11 +103,13 @@ impl Server {
                     claim_idle_ms: config.limits.outbox_claim_idle_ms,
                 };
                 // Redis keeps its accounts; those it lacks are loaded from the ledger on use.
-                Arc::new(
+                let store = Arc::new(
                     RedisStore::connect(settings, ledger_dyn.clone())
                         .await
                         .map_err(|e| StartError::Config(e.to_string()))?,
-                )
+                );
+                redis_store = Some(store.clone());
+                store
             }
             None => {
                 let store =
@@ -156,6 +161,7 @@ impl Server {
             catalog,
             acknowledge_after_ledger.then_some(durability),
             config.gate_limits(),
+            cache.clone(),
         ));
 
         if let Some(addr) = config.metrics_listen {
@@ -178,7 +184,7 @@ impl Server {
             })?;
 
         let (stop_background, background_shutdown) = shutdown::channel();
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(sync_loop.run(background_shutdown.clone())),
             tokio::spawn(ledger_writer.run(background_shutdown.clone())),
             tokio::spawn(inbound.run(background_shutdown.clone())),
@@ -188,8 +194,15 @@ impl Server {
                 let shutdown = background_shutdown.clone();
                 async move { reconciler.run(interval, shutdown).await }
             }),
-            tokio::spawn(sync::sweep(store, settings, background_shutdown)),
+            tokio::spawn(sync::sweep(store, settings, background_shutdown.clone())),
         ];
+
+        if let Some(redis) = redis_store {
+            let shutdown = background_shutdown.clone();
+            background.push(tokio::spawn(async move {
+                redis.watch_wallets(cache, shutdown).await
+            }));
+        }
 
         let (stop_serving, serving_shutdown) = shutdown::channel();
         let gate_service = GateService::new(gate.clone())

@@ -23,29 +23,10 @@ on_both_stores!(malformed_requests_name_the_field_and_change_nothing);
 
 /// Calls Redis has answered so far, other than `INFO` itself.
 async fn redis_calls(backend: &Backend) -> Option<u64> {
-    let Backend::Redis(server) = backend else {
-        return None;
-    };
-    let client = ::redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let info: String = ::redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    let calls = info
-        .lines()
-        .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info:"))
-        .filter_map(|line| {
-            line.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
-    Some(calls)
+    match backend {
+        Backend::Redis(server) => Some(server.calls().await),
+        Backend::Memory => None,
+    }
 }
 
 async fn malformed_requests_name_the_field_and_change_nothing(backend: Backend) {

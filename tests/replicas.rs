@@ -12,7 +12,17 @@ use creditgate::ledger::LedgerTarget;
 use creditgate::proto;
 
 async fn replica(redis: &RedisServer, database: &PgDatabase, dir: &std::path::Path) -> TestServer {
+    replica_with(redis, database, dir, |_| {}).await
+}
+
+async fn replica_with(
+    redis: &RedisServer,
+    database: &PgDatabase,
+    dir: &std::path::Path,
+    adjust: impl FnOnce(&mut creditgate::config::ServerConfig),
+) -> TestServer {
     let mut config = config(dir);
+    adjust(&mut config);
     config.redis = Some(redis.url());
     config.ledger = LedgerTarget::Postgres {
         url: database.url.clone(),
@@ -109,6 +119,83 @@ async fn replicas_on_one_redis_never_hold_more_than_the_balance_and_end_exact() 
         .unwrap()
         .into_inner();
     assert_eq!((usage.total.as_str(), usage.count), ("4.98", 249));
+    a.server.stop().await;
+    b.server.stop().await;
+    database.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_emptied_on_one_replica_is_denied_from_memory_on_the_other() {
+    let redis = RedisServer::start();
+    let database = PgDatabase::create().await;
+    // Quiet background work, so that any Redis call counted is the gate's.
+    let quiet = |config: &mut creditgate::config::ServerConfig| {
+        config.limits.sweep_interval_ms = 3_600_000;
+        config.limits.sync_interval_ms = 3_600_000;
+        config.limits.reconcile_interval_ms = 3_600_000;
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = replica_with(&redis, &database, dir_a.path(), quiet).await;
+    let mut b = replica_with(&redis, &database, dir_b.path(), quiet).await;
+    grant(&mut a.admin, "acme", "g1", "1.00").await;
+    let check = || proto::CheckRequest {
+        account_id: "acme".into(),
+        feature: "chat".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        b.gate.check(check()).await.unwrap().into_inner().decision,
+        ALLOWED
+    );
+
+    let emptied = a
+        .gate
+        .charge(charge_amount("acme", "chat", "1.00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(emptied.available, "0.00");
+    let started = std::time::Instant::now();
+    let delay = loop {
+        let before = redis.calls().await;
+        let answer = b.gate.check(check()).await.unwrap().into_inner();
+        assert_eq!(answer.decision, DENIED, "the store denies as well");
+        if redis.calls().await == before {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never denied from memory"
+        );
+    };
+    eprintln!("emptied wallet known to the other replica within {delay:?}");
+    let reserve = b
+        .gate
+        .reserve(reserve_amount("acme", "chat", "0.01"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reserve.decision, DENIED);
+    assert_eq!(
+        reserve.reason,
+        proto::DenyReason::InsufficientCredits as i32
+    );
+
+    // A top-up on one replica is usable on the other at once.
+    grant(&mut a.admin, "acme", "g2", "0.50").await;
+    let mut gate = b.gate.clone();
+    eventually(Duration::from_secs(5), || {
+        let mut gate = gate.clone();
+        async move {
+            gate.reserve(reserve_amount("acme", "chat", "0.01"))
+                .await
+                .unwrap()
+                .into_inner()
+                .decision
+                == ALLOWED
+        }
+    })
+    .await;
     a.server.stop().await;
     b.server.stop().await;
     database.drop_database().await;

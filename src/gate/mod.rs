@@ -21,13 +21,14 @@ pub use admin::{
 };
 pub use error::GateError;
 
-use crate::cache::{HOLDS_MAX_DEFAULT, HoldPricing, ReservationCache};
+use crate::cache::{HoldPricing, ReservationCache};
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::domain::{
-    AccountId, Amount, FeatureId, IdempotencyKey, Labels, PriceRule, ReservationId, Rounding,
-    Usage, WalletId,
+    AccountId, Amount, DenyReason, FeatureId, IdempotencyKey, Labels, PriceRule, ReservationId,
+    Rounding, Usage, WalletId,
 };
 use crate::ledger::Ledger;
+use crate::store::Denial;
 use crate::store::{
     AccountView, BalanceStore, ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt,
     Decision, Durable, ExtendOp, ExtendReceipt, Idempotency, ReleaseReceipt, ReserveOp,
@@ -118,7 +119,7 @@ pub struct Gate {
     catalog: Arc<SharedCatalog>,
     /// `None` acknowledges writes once the store has them.
     durability: Option<Durability>,
-    cache: ReservationCache,
+    cache: Arc<ReservationCache>,
     limits: Limits,
 }
 
@@ -136,6 +137,7 @@ impl Gate {
         catalog: Arc<SharedCatalog>,
         durability: Option<Durability>,
         limits: Limits,
+        cache: Arc<ReservationCache>,
     ) -> Gate {
         Gate {
             store,
@@ -143,7 +145,7 @@ impl Gate {
             catalog,
             durability,
             limits,
-            cache: ReservationCache::new(HOLDS_MAX_DEFAULT),
+            cache,
         }
     }
 
@@ -156,6 +158,24 @@ impl Gate {
             durability.wait(durable).await?;
         }
         Ok(())
+    }
+
+    /// Whether a call can be denied without asking the store: its wallet was announced empty,
+    /// and it has no idempotency key (a repeat must get its first answer, from the store).
+    fn denied_from_memory(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        key: &Option<IdempotencyKey>,
+    ) -> bool {
+        key.is_none() && self.cache.is_depleted(account, wallet)
+    }
+
+    fn empty_wallet() -> Denial {
+        Denial {
+            reason: DenyReason::InsufficientCredits,
+            available_minor: 0,
+        }
     }
 
     /// The wallet that pays for `feature` and its price, checking a wallet the caller named.
@@ -236,6 +256,9 @@ impl Gate {
             ));
         }
         let ttl_ms = self.ttl_ms(request.ttl_ms)?;
+        if self.denied_from_memory(&request.account, &wallet, &request.idempotency_key) {
+            return Ok((amount, wallet, Decision::Denied(Self::empty_wallet())));
+        }
         let idempotency = request.idempotency_key.clone().map(|key| Idempotency {
             key,
             fingerprint: fingerprint("reserve", &request),
@@ -407,6 +430,13 @@ impl Gate {
             Some(cost) => Self::cost_minor(&request.feature, cost, price.as_ref(), Rounding::Hold)?,
             None => 0,
         };
+        if self.denied_from_memory(&request.account, &wallet, &None) {
+            return Ok(CheckAnswer {
+                wallet,
+                amount_minor: amount,
+                decision: Decision::Denied(Self::empty_wallet()),
+            });
+        }
         // "Anything spendable" is a hold of one minor unit.
         let judged = amount.max(1);
         let decision = self

@@ -16,11 +16,17 @@
 //! | `cg:{cgN}:outbox` | stream | outbox records for the ledger, one per operation |
 //! | `cg:{cgN}:accounts` | set | ids of the accounts loaded in the partition |
 //!
+//! Replicas also share one pub/sub channel, [`EVENTS_CHANNEL`], on which the scripts announce
+//! wallets whose spendable balance crossed zero.
+//!
 //! The account's *base*, `cg:{cgN}:a/<account>/`, is handed to the scripts, which append the
 //! suffixes above; nothing else builds keys. Account ids cannot contain `/`, so no account's
 //! keys can be spelled with another's id.
 
 use crate::domain::AccountId;
+
+/// The channel of `depleted|<time ms>|<account>|<wallet>` and `replenished|…` messages.
+pub const EVENTS_CHANNEL: &str = "cg:events";
 
 /// Partitions when the settings do not say; fixed for the life of a deployment.
 pub const PARTITIONS_DEFAULT: u32 = 16;

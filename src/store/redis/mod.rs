@@ -34,12 +34,14 @@ use super::{
     GrantReceipt, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept,
     VoidReceipt, Written,
 };
+use crate::cache::ReservationCache;
 use crate::domain::grant::GRANTS_PER_WALLET_MAX;
 use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
     HoldState, ReservationId, WalletId,
 };
 use crate::ledger::Ledger;
+use crate::shutdown::Shutdown;
 
 /// Consumer group of every replica's sync loop.
 const GROUP: &str = "creditgate";
@@ -62,6 +64,7 @@ pub struct RedisSettings {
 
 /// The shared balance store. See the module documentation.
 pub struct RedisStore {
+    client: redis::Client,
     connection: ConnectionManager,
     scripts: Scripts,
     settings: RedisSettings,
@@ -134,12 +137,13 @@ impl RedisStore {
             .set_number_of_retries(1);
         let connection = tokio::time::timeout(
             settings.timeout,
-            ConnectionManager::new_with_config(client, config),
+            ConnectionManager::new_with_config(client.clone(), config),
         )
         .await
         .map_err(|_| connect_error(format!("no answer within {:?}", settings.timeout)))?
         .map_err(|e| connect_error(e.to_string()))?;
         let store = RedisStore {
+            client,
             connection,
             scripts: Scripts::new(),
             consumer: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
@@ -154,6 +158,52 @@ impl RedisStore {
             .await
             .map_err(|e| connect_error(e.to_string()))?;
         Ok(store)
+    }
+
+    /// Listens for wallets the scripts announce empty or refilled and marks them in `cache`,
+    /// until shutdown. After any break in the subscription every mark is dropped, since
+    /// announcements may have been missed.
+    pub async fn watch_wallets(&self, cache: Arc<ReservationCache>, mut shutdown: Shutdown) {
+        use tokio_stream::StreamExt;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            cache.forget_depleted();
+            let subscribed = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(keys::EVENTS_CHANNEL).await?;
+                redis::RedisResult::Ok(pubsub)
+            };
+            let pubsub = tokio::select! {
+                _ = shutdown.wait() => return,
+                subscribed = tokio::time::timeout(self.settings.timeout, subscribed) => subscribed,
+            };
+            match pubsub {
+                Ok(Ok(mut pubsub)) => {
+                    pause = Duration::from_millis(50);
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        let message = tokio::select! {
+                            _ = shutdown.wait() => return,
+                            message = messages.next() => message,
+                        };
+                        let Some(message) = message else {
+                            break;
+                        };
+                        let Ok(payload) = message.get_payload::<String>() else {
+                            continue;
+                        };
+                        apply_wallet_event(&cache, &payload);
+                    }
+                    tracing::warn!("redis wallet events interrupted; resubscribing");
+                }
+                _ => tracing::warn!("cannot subscribe to redis wallet events; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
     }
 
     async fn refuse_eviction(&self) -> Result<(), ConnectError> {
@@ -443,6 +493,22 @@ impl RedisStore {
             return Ok(None);
         };
         parse_snapshot(account, &text).map(Some)
+    }
+}
+
+/// Applies one `depleted|<time>|<account>|<wallet>` or `replenished|…` message.
+fn apply_wallet_event(cache: &ReservationCache, payload: &str) {
+    let parts: Vec<&str> = payload.splitn(4, '|').collect();
+    let [kind, _at, account, wallet] = parts.as_slice() else {
+        return;
+    };
+    let (Ok(account), Ok(wallet)) = (AccountId::parse(account), WalletId::parse(wallet)) else {
+        return;
+    };
+    match *kind {
+        "depleted" => cache.mark_depleted(account, wallet),
+        "replenished" => cache.mark_replenished(account, wallet),
+        _ => {}
     }
 }
 

@@ -70,6 +70,7 @@ local g = {
   expires = expires, created = now, voided = nil, features_text = features,
 }
 local text = encode_grant(g)
+local wallet_before = wallet_available(grants, now)
 redis.call('HSET', grants_key, id, text)
 redis.call('SADD', base .. 'wallets', wallet)
 table.insert(entries, {
@@ -80,6 +81,7 @@ table.insert(entries, {
   },
 })
 table.insert(grants, g)
+publish_crossing(account, wallet, wallet_before, wallet_available(grants, now), now)
 local outbox_id = outbox(KEYS[2], entries, now)
 return { 'ok', 1, text, fmt(wallet_available(grants, now)), fmt(now), outbox_id,
   cjson.encode(entries) }

@@ -41,11 +41,13 @@ if not split then
   return { 'denied', reason, fmt(shortfall) }
 end
 
+local wallet_before = wallet_available(grants, now)
 for _, p in ipairs(split) do
   local g = by_id[p[1]]
   g.remaining = g.remaining - p[2]
 end
 save_grants(grants_key, by_id, split)
+publish_crossing(account, wallet, wallet_before, wallet_available(grants, now), now)
 local reply = cjson.encode({
   entry_id = entry_id, wallet = wallet, charged = fmt(amount), split = encode_split(split),
   available = fmt(available - amount),

@@ -45,6 +45,7 @@ end
 local grants_key = base .. 'grants:' .. h.wallet
 local grants, by_id = load_grants(grants_key)
 local charged, released = settle(h.split_t, amount)
+local wallet_before = wallet_available(grants, now)
 adjust_held(by_id, h.split_t, -1)
 for _, p in ipairs(charged) do
   local g = by_id[p[1]]
@@ -52,6 +53,7 @@ for _, p in ipairs(charged) do
 end
 local voids = void_released(account, token, h.wallet, by_id, released, now)
 save_grants(grants_key, by_id, h.split_t)
+publish_crossing(account, h.wallet, wallet_before, wallet_available(grants, now), now)
 local available = available_for(grants, h.feature, now)
 local reply = cjson.encode({
   token = token, entry_id = entry_id, charged = fmt(amount),

@@ -56,8 +56,10 @@ if h.amount_n + additional > MINOR_MAX then
   error('creditgate: hold above the money bound')
 end
 
+local wallet_before = wallet_available(grants, now)
 adjust_held(by_id, extra, 1)
 save_grants(grants_key, by_id, extra)
+publish_crossing(account, h.wallet, wallet_before, wallet_available(grants, now), now)
 -- Merge the new portions into the split, keeping the order in which grants were first taken.
 local merged, index = h.split_t, {}
 for i, p in ipairs(merged) do

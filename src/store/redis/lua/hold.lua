@@ -56,9 +56,11 @@ end
 local function end_uncharged(base, account, token, hold_key, h, state, expiries, now, retention)
   local grants_key = base .. 'grants:' .. h.wallet
   local grants, by_id = load_grants(grants_key)
+  local wallet_before = wallet_available(grants, now)
   adjust_held(by_id, h.split_t, -1)
   local entries = void_released(account, token, h.wallet, by_id, h.split_t, now)
   save_grants(grants_key, by_id, h.split_t)
+  publish_crossing(account, h.wallet, wallet_before, wallet_available(grants, now), now)
   local available = available_for(grants, h.feature, now)
   h.state = state
   h.version = next_version(h)

@@ -255,6 +255,23 @@ local function hash_to_table(flat)
   return t
 end
 
+-- Every replica listens here for wallets that ran empty or were refilled (see keys.rs). A
+-- message is "depleted|<time>|<account>|<wallet>" or "replenished|..."; ids hold no '|'.
+local EVENTS_CHANNEL = 'cg:events'
+
+-- Tells every replica when a wallet's spendable balance (for any feature) crosses zero.
+local function publish_crossing(account, wallet, before, after, now)
+  local kind = nil
+  if before > 0 and after <= 0 then
+    kind = 'depleted'
+  elseif before <= 0 and after > 0 then
+    kind = 'replenished'
+  end
+  if kind then
+    redis.call('PUBLISH', EVENTS_CHANNEL, kind .. '|' .. fmt(now) .. '|' .. account .. '|' .. wallet)
+  end
+end
+
 -- Whether the partition's outbox holds as many records as the bound given as the script's last
 -- argument: then the ledger is behind, and the script refuses before any write.
 local function outbox_full(stream)

@@ -41,8 +41,10 @@ if not split then
   return { 'denied', reason, fmt(shortfall) }
 end
 
+local wallet_before = wallet_available(grants, now)
 adjust_held(by_id, split, 1)
 save_grants(grants_key, by_id, split)
+publish_crossing(account, wallet, wallet_before, wallet_available(grants, now), now)
 local expires = now + ttl
 local hold = {
   wallet = wallet, feature = feature, amount = fmt(amount), split = encode_split(split),

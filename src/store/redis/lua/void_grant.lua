@@ -24,11 +24,13 @@ for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
     if g.voided ~= nil then
       return { 'ok', '0', text, wallet, fmt(wallet_available(grants, now)), fmt(now) }
     end
+    local wallet_before = wallet_available(grants, now)
     local voided = spendable(g)
     g.remaining = g.remaining - voided
     g.voided = now
     text = encode_grant(g)
     redis.call('HSET', grants_key, id, text)
+    publish_crossing(account, wallet, wallet_before, wallet_available(grants, now), now)
     local entries = { {
       type = 'void',
       entry = {
