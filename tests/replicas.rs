@@ -183,7 +183,7 @@ async fn a_wallet_emptied_on_one_replica_is_denied_from_memory_on_the_other() {
 
     // A top-up on one replica is usable on the other at once.
     grant(&mut a.admin, "acme", "g2", "0.50").await;
-    let mut gate = b.gate.clone();
+    let gate = b.gate.clone();
     eventually(Duration::from_secs(5), || {
         let mut gate = gate.clone();
         async move {
