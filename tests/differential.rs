@@ -1,0 +1,309 @@
+//! Differential test: random sequences of operations applied to the in-process store and to the
+//! Redis store give the same replies and the same balances.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use creditgate::clock::SystemClock;
+use creditgate::domain::{
+    AccountId, FeatureId, GrantId, GrantKind, GrantTerms, IdempotencyKey, ReservationId, WalletId,
+};
+use creditgate::ledger::LedgerTarget;
+use creditgate::ledger::sql::SqlLedger;
+use creditgate::store::memory::MemoryStore;
+use creditgate::store::redis::{RedisSettings, RedisStore};
+use creditgate::store::{BalanceStore, ChargeOp, CommitOp, ExtendOp, Idempotency, ReserveOp};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Grant {
+        grant: u8,
+        wallet: u8,
+        kind: u8,
+        amount: i64,
+        scoped: Option<u8>,
+    },
+    Reserve {
+        wallet: u8,
+        feature: u8,
+        amount: i64,
+        key: Option<u8>,
+    },
+    Commit {
+        hold: u8,
+        percent: i64,
+    },
+    Release {
+        hold: u8,
+    },
+    Extend {
+        hold: u8,
+        additional: i64,
+    },
+    Charge {
+        wallet: u8,
+        feature: u8,
+        amount: i64,
+        key: Option<u8>,
+    },
+    Void {
+        grant: u8,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (
+            0u8..5,
+            0u8..2,
+            0u8..3,
+            1i64..5_000,
+            proptest::option::of(0u8..2)
+        )
+            .prop_map(|(grant, wallet, kind, amount, scoped)| Op::Grant {
+                grant,
+                wallet,
+                kind,
+                amount,
+                scoped
+            }),
+        (0u8..2, 0u8..3, 1i64..3_000, proptest::option::of(0u8..3)).prop_map(
+            |(wallet, feature, amount, key)| Op::Reserve {
+                wallet,
+                feature,
+                amount,
+                key
+            }
+        ),
+        (0u8..8, 0i64..=100).prop_map(|(hold, percent)| Op::Commit { hold, percent }),
+        (0u8..8).prop_map(|hold| Op::Release { hold }),
+        (0u8..8, 0i64..1_000).prop_map(|(hold, additional)| Op::Extend { hold, additional }),
+        (0u8..2, 0u8..3, 1i64..2_000, proptest::option::of(0u8..3)).prop_map(
+            |(wallet, feature, amount, key)| Op::Charge {
+                wallet,
+                feature,
+                amount,
+                key
+            }
+        ),
+        (0u8..5).prop_map(|grant| Op::Void { grant }),
+    ]
+}
+
+fn wallet(i: u8) -> WalletId {
+    WalletId::parse(["default", "cloud"][i as usize]).unwrap()
+}
+
+fn feature(i: u8) -> FeatureId {
+    FeatureId::parse(&format!("f{i}")).unwrap()
+}
+
+fn account() -> AccountId {
+    AccountId::parse("acme").unwrap()
+}
+
+/// A store's answer with the store's own clock readings left out.
+fn comparable<T: std::fmt::Debug>(result: &Result<T, creditgate::store::StoreError>) -> String {
+    let text = format!("{result:?}");
+    // Times come from two clocks: blank every `*_ms: <number>` and `created_at_ms`.
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("_ms: ") {
+        out.push_str(&rest[..i + 5]);
+        rest = &rest[i + 5..];
+        let wrapped = rest.starts_with("Some(");
+        if wrapped {
+            rest = &rest[5..];
+        }
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '-')
+            .unwrap_or(rest.len());
+        out.push('T');
+        rest = &rest[end..];
+        if wrapped {
+            rest = rest.strip_prefix(')').unwrap_or(rest);
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+async fn apply(
+    store: &dyn BalanceStore,
+    op: &Op,
+    holds: &[ReservationId],
+    token: &ReservationId,
+) -> String {
+    match op {
+        Op::Grant {
+            grant,
+            wallet: w,
+            kind,
+            amount,
+            scoped,
+        } => {
+            let kind = [
+                GrantKind::Included,
+                GrantKind::Promotional,
+                GrantKind::Prepaid,
+            ][*kind as usize];
+            let terms = GrantTerms {
+                id: GrantId::parse(&format!("g{grant}")).unwrap(),
+                wallet: wallet(*w),
+                kind,
+                priority: kind.default_priority(),
+                amount_minor: *amount,
+                expires_at_ms: None,
+                features: scoped.map(|f| vec![feature(f)]).unwrap_or_default(),
+            };
+            comparable(
+                &store
+                    .add_grant(&account(), terms, format!("grant/acme/g{grant}"))
+                    .await
+                    .map(|w| w.value),
+            )
+        }
+        Op::Reserve {
+            wallet: w,
+            feature: f,
+            amount,
+            key,
+        } => {
+            let op = ReserveOp {
+                id: token.clone(),
+                wallet: wallet(*w),
+                feature: feature(*f),
+                amount_minor: *amount,
+                ttl_ms: 3_600_000,
+                labels: Default::default(),
+                price: None,
+                model: None,
+                idempotency: key.map(|k| Idempotency {
+                    key: IdempotencyKey::parse(&format!("r{k}")).unwrap(),
+                    fingerprint: format!("reserve:{w}:{f}:{amount}"),
+                }),
+            };
+            comparable(&store.reserve(op).await.map(|w| w.value))
+        }
+        Op::Commit { hold, percent } => {
+            let Some(id) = holds.get(*hold as usize) else {
+                return "no hold".into();
+            };
+            let held = match store.hold(id).await {
+                Ok(Some(h)) => h.amount_minor,
+                _ => 0,
+            };
+            let op = CommitOp {
+                id: id.clone(),
+                amount_minor: held * percent / 100,
+                entry_id: format!("commit/{id}"),
+                usage: None,
+            };
+            comparable(&store.commit(op).await.map(|w| w.value))
+        }
+        Op::Release { hold } => match holds.get(*hold as usize) {
+            Some(id) => comparable(&store.release(id).await.map(|w| w.value)),
+            None => "no hold".into(),
+        },
+        Op::Extend { hold, additional } => match holds.get(*hold as usize) {
+            Some(id) => {
+                let op = ExtendOp {
+                    id: id.clone(),
+                    additional_minor: *additional,
+                    ttl_ms: None,
+                    idempotency: None,
+                };
+                comparable(&store.extend(op).await.map(|w| w.value))
+            }
+            None => "no hold".into(),
+        },
+        Op::Charge {
+            wallet: w,
+            feature: f,
+            amount,
+            key,
+        } => {
+            let op = ChargeOp {
+                account: account(),
+                wallet: wallet(*w),
+                feature: feature(*f),
+                amount_minor: *amount,
+                labels: Default::default(),
+                entry_id: format!("charge/{token}"),
+                usage: None,
+                idempotency: key.map(|k| Idempotency {
+                    key: IdempotencyKey::parse(&format!("c{k}")).unwrap(),
+                    fingerprint: format!("charge:{w}:{f}:{amount}"),
+                }),
+            };
+            comparable(&store.charge(op).await.map(|w| w.value))
+        }
+        Op::Void { grant } => comparable(
+            &store
+                .void_grant(
+                    &account(),
+                    &GrantId::parse(&format!("g{grant}")).unwrap(),
+                    "test".into(),
+                    format!("void/acme/g{grant}"),
+                )
+                .await
+                .map(|w| w.value),
+        ),
+    }
+}
+
+async fn balances(store: &dyn BalanceStore) -> String {
+    match store.balance(&account()).await {
+        Ok(Some(view)) => comparable::<Vec<_>>(&Ok(view.wallets)),
+        other => format!("{other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn both_stores_answer_alike(ops in proptest::collection::vec(op(), 1..40)) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let redis = RedisServer::start();
+            let dir = tempfile::tempdir().unwrap();
+            let target = LedgerTarget::Sqlite { data_dir: dir.path().to_owned() };
+            let ledger = SqlLedger::connect(&target, Duration::from_secs(5)).await.unwrap();
+            ledger.migrate().await.unwrap();
+            let redis_store = RedisStore::connect(
+                RedisSettings {
+                    url: redis.url(),
+                    partitions: 4,
+                    timeout: Duration::from_secs(5),
+                    retention_ms: 86_400_000,
+                    outbox_len_max: 1_000_000,
+                    claim_idle_ms: 30_000,
+                },
+                Arc::new(ledger),
+            )
+            .await
+            .unwrap();
+            let memory = MemoryStore::new(Arc::new(SystemClock));
+            let mut holds = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                if matches!(op, Op::Grant { .. }) {
+                    // Grants made in distinct milliseconds on both clocks are ordered alike.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                let token = ReservationId::generate(&account());
+                let expected = apply(&memory, op, &holds, &token).await;
+                let actual = apply(&redis_store, op, &holds, &token).await;
+                assert_eq!(actual, expected, "operation {i}: {op:?}");
+                if matches!(op, Op::Reserve { .. }) && expected.contains("Allowed") {
+                    holds.push(token);
+                }
+                assert_eq!(balances(&redis_store).await, balances(&memory).await, "after {i}");
+            }
+        });
+    }
+}
