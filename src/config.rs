@@ -46,9 +46,11 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL of the ledger. Default: the SQLite file in `data_dir`.
     pub ledger: Option<String>,
-    /// Redis URL of the shared store, e.g. `redis://127.0.0.1:6379`. Default: the in-memory
-    /// store.
+    /// Redis URL of the shared store, e.g. `redis://127.0.0.1:6379`, or the nodes of a Redis
+    /// Cluster separated by commas. Default: the in-memory store.
     pub redis: Option<String>,
+    /// Starts every Redis key, so several deployments can share a Redis. Default `cg`.
+    pub redis_namespace: Option<String>,
     /// `ledger` (default) or `store`: when commits and charges are acknowledged.
     pub commit_durability: Option<CommitDurability>,
     /// Whether `serve` applies the ledger's migrations on start. Default true.
@@ -245,8 +247,11 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub ledger: LedgerTarget,
-    /// URL of the shared Redis store; `None` keeps balances in this process.
+    /// URL of the shared Redis store (comma-separated nodes for a Cluster); `None` keeps
+    /// balances in this process.
     pub redis: Option<String>,
+    /// Starts every Redis key.
+    pub redis_namespace: String,
     pub commit_durability: CommitDurability,
     /// Whether `serve` applies the ledger's migrations on start.
     pub migrate: bool,
@@ -277,6 +282,9 @@ impl ServerConfig {
             data_dir,
             ledger,
             redis: flags.redis.or(file.redis),
+            redis_namespace: file
+                .redis_namespace
+                .unwrap_or_else(|| crate::store::redis::keys::NAMESPACE_DEFAULT.to_owned()),
             commit_durability: flags
                 .commit_durability
                 .or(file.commit_durability)
@@ -305,6 +313,7 @@ impl ServerConfig {
             },
             data_dir,
             redis: None,
+            redis_namespace: crate::store::redis::keys::NAMESPACE_DEFAULT.to_owned(),
             commit_durability: CommitDurability::Ledger,
             migrate: true,
             limits: LimitsConfig::default(),

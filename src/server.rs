@@ -96,6 +96,7 @@ impl Server {
             Some(url) => {
                 let settings = RedisSettings {
                     url: url.clone(),
+                    namespace: config.redis_namespace.clone(),
                     partitions: config.limits.redis_partitions,
                     timeout: Duration::from_millis(config.limits.redis_timeout_ms),
                     retention_ms,

@@ -278,6 +278,7 @@ proptest! {
             let redis_store = RedisStore::connect(
                 RedisSettings {
                     url: redis.url(),
+                    namespace: "cg".into(),
                     partitions: 4,
                     timeout: Duration::from_secs(5),
                     retention_ms: 86_400_000,

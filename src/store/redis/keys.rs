@@ -1,8 +1,10 @@
 //! The Redis key layout, in one place.
 //!
-//! Accounts are spread over a fixed number of partitions by a hash of their id. Every key of a
-//! partition carries the partition's hash tag, `{cg<N>}`, so every key one script touches (the
-//! account's keys and its partition's outbox stream and expiry set) lives in one Cluster slot.
+//! Every key starts with a namespace (`cg` unless the settings say otherwise), so that several
+//! deployments, or tests, can share one Redis. Accounts are spread over a fixed number of
+//! partitions by a hash of their id. Every key of a partition carries the partition's hash tag,
+//! `{cg<N>}`, so every key one script touches (the account's keys and its partition's outbox
+//! stream and expiry set) lives in one Cluster slot.
 //!
 //! | key | type | what |
 //! |---|---|---|
@@ -16,8 +18,9 @@
 //! | `cg:{cgN}:outbox` | stream | outbox records for the ledger, one per operation |
 //! | `cg:{cgN}:accounts` | set | ids of the accounts loaded in the partition |
 //!
-//! Replicas also share one pub/sub channel, [`EVENTS_CHANNEL`], on which the scripts announce
-//! wallets whose spendable balance crossed zero.
+//! Replicas also share one pub/sub channel, `cg:events` ([`events_channel`]), on which the
+//! scripts announce wallets whose spendable balance crossed zero; the scripts name it from the
+//! namespace at the start of the keys they are given.
 //!
 //! The account's *base*, `cg:{cgN}:a/<account>/`, is handed to the scripts, which append the
 //! suffixes above; nothing else builds keys. Account ids cannot contain `/`, so no account's
@@ -25,8 +28,21 @@
 
 use crate::domain::AccountId;
 
+/// Namespace when the settings do not say.
+pub const NAMESPACE_DEFAULT: &str = "cg";
+
+/// Whether `namespace` can start keys: 1–32 letters, digits, `_` or `-`.
+pub fn valid_namespace(namespace: &str) -> bool {
+    (1..=32).contains(&namespace.len())
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The channel of `depleted|<time ms>|<account>|<wallet>` and `replenished|…` messages.
-pub const EVENTS_CHANNEL: &str = "cg:events";
+pub fn events_channel(namespace: &str) -> String {
+    format!("{namespace}:events")
+}
 
 /// Partitions when the settings do not say; fixed for the life of a deployment.
 pub const PARTITIONS_DEFAULT: u32 = 16;
@@ -39,10 +55,10 @@ pub struct Partition {
 }
 
 impl Partition {
-    pub fn new(index: u32) -> Partition {
+    pub fn new(namespace: &str, index: u32) -> Partition {
         Partition {
             index,
-            prefix: format!("cg:{{cg{index}}}:"),
+            prefix: format!("{namespace}:{{{namespace}{index}}}:"),
         }
     }
 
@@ -73,8 +89,8 @@ pub struct AccountKeys {
 }
 
 impl AccountKeys {
-    pub fn new(account: &AccountId, partitions: u32) -> AccountKeys {
-        let partition = Partition::new(partition_of(account, partitions));
+    pub fn new(namespace: &str, account: &AccountId, partitions: u32) -> AccountKeys {
+        let partition = Partition::new(namespace, partition_of(account, partitions));
         let base = format!("{}{}/", partition.account_prefix(), account);
         AccountKeys { partition, base }
     }
@@ -105,7 +121,7 @@ mod tests {
     #[test]
     fn every_key_of_an_account_shares_its_partition_hash_tag() {
         let account = AccountId::parse("acme").unwrap();
-        let keys = AccountKeys::new(&account, 16);
+        let keys = AccountKeys::new("cg", &account, 16);
         let tag = format!("{{cg{}}}", keys.partition.index);
         for key in [
             keys.account().to_owned(),
@@ -126,8 +142,8 @@ mod tests {
     #[test]
     fn no_account_id_spells_another_accounts_keys() {
         // Ids may hold ':', so a separator they cannot hold closes the account's part.
-        let plain = AccountKeys::new(&AccountId::parse("foo").unwrap(), 1);
-        let tricky = AccountKeys::new(&AccountId::parse("foo:hold:r1").unwrap(), 1);
+        let plain = AccountKeys::new("cg", &AccountId::parse("foo").unwrap(), 1);
+        let tricky = AccountKeys::new("cg", &AccountId::parse("foo:hold:r1").unwrap(), 1);
         assert_ne!(plain.hold("r1"), tricky.account());
         assert!(!tricky.base.starts_with(&plain.base));
     }

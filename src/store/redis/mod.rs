@@ -49,7 +49,10 @@ const GROUP: &str = "creditgate";
 /// How to reach Redis and how to lay out the data.
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
+    /// One URL, or several separated by commas for the nodes of a Redis Cluster.
     pub url: String,
+    /// Starts every key, so deployments (or tests) can share a Redis; see [`keys`].
+    pub namespace: String,
     /// Fixed for the life of a deployment: accounts are placed by it.
     pub partitions: u32,
     /// Deadline of every Redis call.
@@ -64,8 +67,9 @@ pub struct RedisSettings {
 
 /// The shared balance store. See the module documentation.
 pub struct RedisStore {
+    /// For the subscription to wallet events (any node of a Cluster hears every message).
     client: redis::Client,
-    connection: ConnectionManager,
+    connection: Connection,
     scripts: Scripts,
     settings: RedisSettings,
     /// Where an account Redis does not have is loaded from.
@@ -76,6 +80,45 @@ pub struct RedisStore {
     claim_cursors: Mutex<HashMap<u32, String>>,
     /// The partition the next outbox read starts at.
     next_partition: AtomicU32,
+}
+
+/// A multiplexed connection to one Redis, or to the nodes of a Redis Cluster (which routes each
+/// command, and each script, by its first key).
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// Why Redis cannot be used.
@@ -129,19 +172,35 @@ impl RedisStore {
             url: url.clone(),
             message,
         };
-        let client =
-            redis::Client::open(settings.url.as_str()).map_err(|e| connect_error(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(1);
-        let connection = tokio::time::timeout(
-            settings.timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| connect_error(format!("no answer within {:?}", settings.timeout)))?
-        .map_err(|e| connect_error(e.to_string()))?;
+        if !keys::valid_namespace(&settings.namespace) {
+            return Err(connect_error(format!(
+                "namespace {:?} must be 1-32 letters, digits, _ or -",
+                settings.namespace
+            )));
+        }
+        let urls: Vec<&str> = settings.url.split(',').map(str::trim).collect();
+        let client = redis::Client::open(urls[0]).map_err(|e| connect_error(e.to_string()))?;
+        let connecting = async {
+            if urls.len() > 1 {
+                let cluster = redis::cluster::ClusterClient::builder(urls.clone())
+                    .connection_timeout(settings.timeout)
+                    .response_timeout(settings.timeout)
+                    .build()?;
+                Ok(Connection::Cluster(cluster.get_async_connection().await?))
+            } else {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(settings.timeout))
+                    .set_response_timeout(Some(settings.timeout))
+                    .set_number_of_retries(1);
+                Ok(Connection::Single(
+                    ConnectionManager::new_with_config(client.clone(), config).await?,
+                ))
+            }
+        };
+        let connection = tokio::time::timeout(settings.timeout, connecting)
+            .await
+            .map_err(|_| connect_error(format!("no answer within {:?}", settings.timeout)))?
+            .map_err(|e: redis::RedisError| connect_error(e.to_string()))?;
         let store = RedisStore {
             client,
             connection,
@@ -170,7 +229,9 @@ impl RedisStore {
             cache.forget_depleted();
             let subscribed = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub.subscribe(keys::EVENTS_CHANNEL).await?;
+                pubsub
+                    .subscribe(keys::events_channel(&self.settings.namespace))
+                    .await?;
                 redis::RedisResult::Ok(pubsub)
             };
             let pubsub = tokio::select! {
@@ -263,17 +324,18 @@ impl RedisStore {
     }
 
     fn partitions(&self) -> impl Iterator<Item = Partition> + use<> {
-        (0..self.settings.partitions).map(Partition::new)
+        let namespace = self.settings.namespace.clone();
+        (0..self.settings.partitions).map(move |index| Partition::new(&namespace, index))
     }
 
     fn keys(&self, account: &AccountId) -> AccountKeys {
-        AccountKeys::new(account, self.settings.partitions)
+        AccountKeys::new(&self.settings.namespace, account, self.settings.partitions)
     }
 
     /// Runs one Redis call within the deadline.
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         match tokio::time::timeout(self.settings.timeout, call(self.connection.clone())).await {
@@ -1196,7 +1258,10 @@ impl BalanceStore for RedisStore {
             if records.len() >= limit {
                 break;
             }
-            let partition = Partition::new((first + offset) % self.settings.partitions);
+            let partition = Partition::new(
+                &self.settings.namespace,
+                (first + offset) % self.settings.partitions,
+            );
             let want = limit - records.len();
             let key = partition.outbox();
             // This replica's own unacknowledged records first, else new ones; and always some
@@ -1266,14 +1331,11 @@ impl BalanceStore for RedisStore {
             }
         }
         for (partition, ids) in by_partition {
-            let key = Partition::new(partition).outbox();
+            let key = Partition::new(&self.settings.namespace, partition).outbox();
             self.call(|mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .xack(&key, GROUP, &ids)
-                    .xdel(&key, &ids)
-                    .query_async::<()>(&mut c)
-                    .await
+                // Acknowledged first: a record deleted but not acknowledged would stay pending.
+                c.xack::<_, _, _, ()>(&key, GROUP, &ids).await?;
+                c.xdel::<_, _, ()>(&key, &ids).await
             })
             .await?;
         }

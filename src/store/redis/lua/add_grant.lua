@@ -81,7 +81,7 @@ table.insert(entries, {
   },
 })
 table.insert(grants, g)
-publish_crossing(account, wallet, wallet_before, wallet_available(grants, now), now)
+publish_crossing(base, account, wallet, wallet_before, wallet_available(grants, now), now)
 local outbox_id = outbox(KEYS[2], entries, now)
 return { 'ok', 1, text, fmt(wallet_available(grants, now)), fmt(now), outbox_id,
   cjson.encode(entries) }

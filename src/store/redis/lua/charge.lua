@@ -47,7 +47,7 @@ for _, p in ipairs(split) do
   g.remaining = g.remaining - p[2]
 end
 save_grants(grants_key, by_id, split)
-publish_crossing(account, wallet, wallet_before, wallet_available(grants, now), now)
+publish_crossing(base, account, wallet, wallet_before, wallet_available(grants, now), now)
 local reply = cjson.encode({
   entry_id = entry_id, wallet = wallet, charged = fmt(amount), split = encode_split(split),
   available = fmt(available - amount),

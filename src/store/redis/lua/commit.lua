@@ -53,7 +53,7 @@ for _, p in ipairs(charged) do
 end
 local voids = void_released(account, token, h.wallet, by_id, released, now)
 save_grants(grants_key, by_id, h.split_t)
-publish_crossing(account, h.wallet, wallet_before, wallet_available(grants, now), now)
+publish_crossing(base, account, h.wallet, wallet_before, wallet_available(grants, now), now)
 local available = available_for(grants, h.feature, now)
 local reply = cjson.encode({
   token = token, entry_id = entry_id, charged = fmt(amount),

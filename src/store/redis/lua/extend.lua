@@ -59,7 +59,7 @@ end
 local wallet_before = wallet_available(grants, now)
 adjust_held(by_id, extra, 1)
 save_grants(grants_key, by_id, extra)
-publish_crossing(account, h.wallet, wallet_before, wallet_available(grants, now), now)
+publish_crossing(base, account, h.wallet, wallet_before, wallet_available(grants, now), now)
 -- Merge the new portions into the split, keeping the order in which grants were first taken.
 local merged, index = h.split_t, {}
 for i, p in ipairs(merged) do

@@ -60,7 +60,7 @@ local function end_uncharged(base, account, token, hold_key, h, state, expiries,
   adjust_held(by_id, h.split_t, -1)
   local entries = void_released(account, token, h.wallet, by_id, h.split_t, now)
   save_grants(grants_key, by_id, h.split_t)
-  publish_crossing(account, h.wallet, wallet_before, wallet_available(grants, now), now)
+  publish_crossing(base, account, h.wallet, wallet_before, wallet_available(grants, now), now)
   local available = available_for(grants, h.feature, now)
   h.state = state
   h.version = next_version(h)

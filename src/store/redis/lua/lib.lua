@@ -255,12 +255,10 @@ local function hash_to_table(flat)
   return t
 end
 
--- Every replica listens here for wallets that ran empty or were refilled (see keys.rs). A
+-- Tells every replica when a wallet's spendable balance (for any feature) crosses zero, on the
+-- channel "<namespace>:events" (see keys.rs), the namespace being what `base` starts with. A
 -- message is "depleted|<time>|<account>|<wallet>" or "replenished|..."; ids hold no '|'.
-local EVENTS_CHANNEL = 'cg:events'
-
--- Tells every replica when a wallet's spendable balance (for any feature) crosses zero.
-local function publish_crossing(account, wallet, before, after, now)
+local function publish_crossing(base, account, wallet, before, after, now)
   local kind = nil
   if before > 0 and after <= 0 then
     kind = 'depleted'
@@ -268,7 +266,9 @@ local function publish_crossing(account, wallet, before, after, now)
     kind = 'replenished'
   end
   if kind then
-    redis.call('PUBLISH', EVENTS_CHANNEL, kind .. '|' .. fmt(now) .. '|' .. account .. '|' .. wallet)
+    local namespace = string.sub(base, 1, string.find(base, ':', 1, true) - 1)
+    redis.call('PUBLISH', namespace .. ':events',
+      kind .. '|' .. fmt(now) .. '|' .. account .. '|' .. wallet)
   end
 end
 

@@ -44,7 +44,7 @@ end
 local wallet_before = wallet_available(grants, now)
 adjust_held(by_id, split, 1)
 save_grants(grants_key, by_id, split)
-publish_crossing(account, wallet, wallet_before, wallet_available(grants, now), now)
+publish_crossing(base, account, wallet, wallet_before, wallet_available(grants, now), now)
 local expires = now + ttl
 local hold = {
   wallet = wallet, feature = feature, amount = fmt(amount), split = encode_split(split),

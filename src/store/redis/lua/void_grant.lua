@@ -30,7 +30,7 @@ for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
     g.voided = now
     text = encode_grant(g)
     redis.call('HSET', grants_key, id, text)
-    publish_crossing(account, wallet, wallet_before, wallet_available(grants, now), now)
+    publish_crossing(base, account, wallet, wallet_before, wallet_available(grants, now), now)
     local entries = { {
       type = 'void',
       entry = {
