@@ -41,13 +41,34 @@ pub async fn start(data_dir: &Path) -> TestServer {
 pub enum Backend {
     Memory,
     Redis(redis::RedisServer),
+    /// The three-node Redis Cluster `./scripts/test` starts, under a namespace of the test's own.
+    Cluster {
+        namespace: String,
+    },
+}
+
+/// The nodes of the test Redis Cluster.
+pub fn cluster_urls() -> String {
+    std::env::var("REDIS_CLUSTER_URLS")
+        .expect("REDIS_CLUSTER_URLS names the test Redis Cluster: run ./scripts/test")
 }
 
 impl Backend {
+    pub fn cluster() -> Backend {
+        Backend::Cluster {
+            namespace: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        }
+    }
+
     pub fn config(&self, data_dir: &Path) -> ServerConfig {
         let mut config = config(data_dir);
-        if let Backend::Redis(server) = self {
-            config.redis = Some(server.url());
+        match self {
+            Backend::Memory => {}
+            Backend::Redis(server) => config.redis = Some(server.url()),
+            Backend::Cluster { namespace } => {
+                config.redis = Some(cluster_urls());
+                config.redis_namespace = namespace.clone();
+            }
         }
         config
     }
@@ -58,8 +79,9 @@ pub async fn start_on(backend: &Backend, data_dir: &Path) -> TestServer {
     start_with(backend.config(data_dir), Arc::new(SystemClock)).await
 }
 
-/// Runs each scenario (an `async fn(Backend)`) on the in-process store and on a Redis of its
-/// own, as `scenario::memory` and `scenario::redis`.
+/// Runs each scenario (an `async fn(Backend)`) on the in-process store, on a Redis of its own
+/// and on the test Redis Cluster, as `scenario::memory`, `scenario::redis` and
+/// `scenario::cluster`.
 #[macro_export]
 macro_rules! on_both_stores {
     ($($scenario:ident),* $(,)?) => {$(
@@ -73,6 +95,11 @@ macro_rules! on_both_stores {
             async fn redis() {
                 let server = $crate::common::redis::RedisServer::start();
                 super::$scenario($crate::common::Backend::Redis(server)).await;
+            }
+
+            #[tokio::test]
+            async fn cluster() {
+                super::$scenario($crate::common::Backend::cluster()).await;
             }
         }
     )*};
