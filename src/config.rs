@@ -63,7 +63,7 @@ pub struct FileConfig {
 }
 
 /// Limits and intervals. Each field's unit is the last part of its name.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// TTL of a hold whose request gives none. Default 60 000 (one minute).
@@ -450,6 +450,24 @@ mod tests {
         )
         .unwrap();
         assert!(both.prices[0].rule().is_err());
+    }
+
+    #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("```toml\n")
+            .expect("the README has a TOML example")
+            + 8;
+        let end = start + readme[start..].find("```").expect("the example ends");
+        let file: FileConfig = toml::from_str(&readme[start..end]).unwrap();
+        let config = ServerConfig::resolve(Flags::default(), file).unwrap();
+        assert_eq!(
+            config.limits,
+            LimitsConfig::default(),
+            "the example shows the defaults"
+        );
+        assert_eq!(config.prices.len(), 3);
     }
 
     #[test]
