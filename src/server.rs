@@ -154,6 +154,8 @@ impl Server {
             ledger_dyn.clone(),
             durability.clone(),
             retention_ms,
+            // Long enough for every replica's sync loop to have run a few times.
+            Duration::from_millis(config.limits.sync_interval_ms * 5),
         ));
         let acknowledge_after_ledger = config.commit_durability == CommitDurability::Ledger;
         let gate = Arc::new(Gate::new(

@@ -130,9 +130,23 @@ async fn grants_voids_and_prices_written_to_the_ledger_reach_the_store_without_a
 
 #[tokio::test]
 async fn reconcile_finds_drift_and_rebuilds_the_account_from_the_ledger() {
+    reconcile_scenario(None).await;
+}
+
+#[tokio::test]
+async fn reconcile_finds_drift_and_rebuilds_the_account_on_redis() {
+    reconcile_scenario(Some(common::redis::RedisServer::start())).await;
+}
+
+async fn reconcile_scenario(redis: Option<common::redis::RedisServer>) {
     let database = PgDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut t = start_on(&database, dir.path()).await;
+    let mut config = config(dir.path());
+    config.ledger = LedgerTarget::Postgres {
+        url: database.url.clone(),
+    };
+    config.redis = redis.as_ref().map(|r| r.url());
+    let mut t = start_with(config, Arc::new(SystemClock)).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
     let hold = t
         .gate

@@ -417,53 +417,7 @@ impl RedisStore {
         let Some(mut snapshot) = snapshot.filter(|s| s.account.is_some()) else {
             return Ok(false);
         };
-        let acct = snapshot.account.take().expect("filtered above");
-        // Held amounts come from the open holds, as in the in-memory store, and must fit.
-        let mut held: HashMap<GrantId, i64> = HashMap::new();
-        for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
-            for portion in &hold.split {
-                *held.entry(portion.grant.clone()).or_default() += portion.amount_minor;
-            }
-        }
-        for (grant, amount) in &held {
-            let fits = snapshot
-                .grants
-                .iter()
-                .any(|g| &g.terms.id == grant && *amount <= g.remaining_minor);
-            if !fits {
-                return Err(StoreError::Inconsistent(format!(
-                    "the ledger's open holds of {account} take {amount} from grant {grant}, \
-                     which does not have it"
-                )));
-            }
-        }
-        let grants: Vec<serde_json::Value> = snapshot
-            .grants
-            .iter_mut()
-            .map(|g| {
-                g.held_minor = held.get(&g.terms.id).copied().unwrap_or(0);
-                serde_json::json!({
-                    "id": g.terms.id.as_str(),
-                    "wallet": g.terms.wallet.as_str(),
-                    "grant": codec::encode_grant(g),
-                })
-            })
-            .collect();
-        let holds: Vec<serde_json::Value> = snapshot
-            .holds
-            .iter()
-            .map(|h| serde_json::json!({"token": h.id.token(), "hold": codec::hold_fields(h)}))
-            .collect();
-        let replies: Vec<serde_json::Value> = snapshot
-            .remembered
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "key": r.key.as_str(), "fingerprint": r.fingerprint,
-                    "reply": codec::reply_json(&r.reply), "at": r.at_ms.to_string(),
-                })
-            })
-            .collect();
+        let args = account_args(account, &mut snapshot)?;
         let keys = self.keys(account);
         let mut invocation = self.scripts.hydrate.prepare_invoke();
         invocation
@@ -472,17 +426,10 @@ impl RedisStore {
             .key(keys.partition.accounts())
             .arg(&keys.base)
             .arg(account.as_str())
-            .arg(self.retention())
-            .arg(
-                serde_json::json!({
-                    "status": acct.status.as_str(), "name": acct.display_name,
-                    "created": acct.created_at_ms.to_string(),
-                })
-                .to_string(),
-            )
-            .arg(serde_json::Value::Array(grants).to_string())
-            .arg(serde_json::Value::Array(holds).to_string())
-            .arg(serde_json::Value::Array(replies).to_string());
+            .arg(self.retention());
+        for arg in &args {
+            invocation.arg(arg);
+        }
         self.invoke(invocation).await?;
         Ok(true)
     }
@@ -556,6 +503,74 @@ impl RedisStore {
         };
         parse_snapshot(account, &text).map(Some)
     }
+}
+
+/// The hydrate and replace scripts' arguments for an account rebuilt from the ledger: its
+/// fields, grants (with what its open holds take of each, checked to fit), holds and replies.
+fn account_args(
+    account: &AccountId,
+    snapshot: &mut AccountSnapshot,
+) -> Result<[String; 4], StoreError> {
+    let acct = snapshot
+        .account
+        .take()
+        .ok_or_else(|| StoreError::Inconsistent(format!("no account {account} to write")))?;
+    // Held amounts come from the open holds, as in the in-memory store, and must fit.
+    let mut held: HashMap<GrantId, i64> = HashMap::new();
+    for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
+        for portion in &hold.split {
+            *held.entry(portion.grant.clone()).or_default() += portion.amount_minor;
+        }
+    }
+    for (grant, amount) in &held {
+        let fits = snapshot
+            .grants
+            .iter()
+            .any(|g| &g.terms.id == grant && *amount <= g.remaining_minor);
+        if !fits {
+            return Err(StoreError::Inconsistent(format!(
+                "the ledger's open holds of {account} take {amount} from grant {grant}, \
+                     which does not have it"
+            )));
+        }
+    }
+    let grants: Vec<serde_json::Value> = snapshot
+        .grants
+        .iter_mut()
+        .map(|g| {
+            g.held_minor = held.get(&g.terms.id).copied().unwrap_or(0);
+            serde_json::json!({
+                "id": g.terms.id.as_str(),
+                "wallet": g.terms.wallet.as_str(),
+                "grant": codec::encode_grant(g),
+            })
+        })
+        .collect();
+    let holds: Vec<serde_json::Value> = snapshot
+        .holds
+        .iter()
+        .map(|h| serde_json::json!({"token": h.id.token(), "hold": codec::hold_fields(h)}))
+        .collect();
+    let replies: Vec<serde_json::Value> = snapshot
+        .remembered
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "key": r.key.as_str(), "fingerprint": r.fingerprint,
+                "reply": codec::reply_json(&r.reply), "at": r.at_ms.to_string(),
+            })
+        })
+        .collect();
+    Ok([
+        serde_json::json!({
+            "status": acct.status.as_str(), "name": acct.display_name,
+            "created": acct.created_at_ms.to_string(),
+        })
+        .to_string(),
+        serde_json::Value::Array(grants).to_string(),
+        serde_json::Value::Array(holds).to_string(),
+        serde_json::Value::Array(replies).to_string(),
+    ])
 }
 
 /// Applies one `depleted|<time>|<account>|<wallet>` or `replenished|…` message.
@@ -1219,12 +1234,46 @@ impl BalanceStore for RedisStore {
 
     async fn replace(
         &self,
-        _snapshot: AccountSnapshot,
-        _expected: &AccountSnapshot,
+        mut snapshot: AccountSnapshot,
+        expected: &AccountSnapshot,
     ) -> Result<bool, StoreError> {
-        Err(StoreError::Inconsistent(
-            "rebuilding an account is not available on the Redis store yet".into(),
-        ))
+        let Some(account) = snapshot.account.as_ref().map(|a| a.id.clone()) else {
+            return Ok(false);
+        };
+        let args = account_args(&account, &mut snapshot)?;
+        let expected = serde_json::json!({
+            "grants": expected
+                .grants
+                .iter()
+                .map(|g| serde_json::json!({
+                    "id": g.terms.id.as_str(),
+                    "wallet": g.terms.wallet.as_str(),
+                    "grant": codec::encode_grant(g),
+                }))
+                .collect::<Vec<_>>(),
+            "holds": expected
+                .holds
+                .iter()
+                .filter(|h| h.state == HoldState::Held)
+                .map(|h| h.id.token().to_owned())
+                .collect::<Vec<_>>(),
+        })
+        .to_string();
+        let keys = self.keys(&account);
+        let mut invocation = self.scripts.replace.prepare_invoke();
+        invocation
+            .key(keys.account())
+            .key(keys.partition.expiries())
+            .key(keys.partition.accounts())
+            .arg(&keys.base)
+            .arg(account.as_str())
+            .arg(self.retention());
+        for arg in &args {
+            invocation.arg(arg);
+        }
+        invocation.arg(&expected);
+        let reply = self.invoke(invocation).await?;
+        Ok(reply.first().map(String::as_str) == Some("replaced"))
     }
 
     async fn accounts(

@@ -27,6 +27,7 @@ pub struct Scripts {
     pub void_grant: Script,
     pub put_account: Script,
     pub hydrate: Script,
+    pub replace: Script,
     pub snapshot: Script,
 }
 
@@ -44,6 +45,7 @@ impl Scripts {
             void_grant: script!("void_grant.lua"),
             put_account: script!("put_account.lua"),
             hydrate: script!("hydrate.lua"),
+            replace: script!("replace.lua"),
             snapshot: script!("snapshot.lua"),
         }
     }

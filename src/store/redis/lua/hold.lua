@@ -87,3 +87,42 @@ local function expire_if_due(base, account, token, hold_key, h, stream, expiries
   end
   return false
 end
+
+-- Writes an account as the ledger has it (hydrate and rebuild): its grants, holds and replies,
+-- each argument a JSON list as hydrate.lua describes; the account hash last, since it marks the
+-- account as loaded.
+local function write_account(base, account, retention, account_key, expiries, accounts,
+                             acct_json, grants_json, holds_json, replies_json)
+  local acct = cjson.decode(acct_json)
+  local grants = cjson.decode(grants_json)
+  local holds = cjson.decode(holds_json)
+  local replies = cjson.decode(replies_json)
+  local now = now_ms()
+  for _, g in ipairs(grants) do
+    redis.call('HSET', base .. 'grants:' .. g.wallet, g.id, g.grant)
+    redis.call('SADD', base .. 'wallets', g.wallet)
+  end
+  for _, h in ipairs(holds) do
+    local key = base .. 'hold:' .. h.token
+    for k, v in pairs(h.hold) do
+      redis.call('HSET', key, k, v)
+    end
+    if h.hold.state == 'held' then
+      redis.call('SADD', base .. 'holds', h.token)
+      redis.call('ZADD', expiries, h.hold.expires, account .. '/' .. h.token)
+    else
+      redis.call('PEXPIRE', key, fmt(retention))
+    end
+  end
+  for _, r in ipairs(replies) do
+    local key = base .. 'idem:' .. r.key
+    redis.call('HSET', key, 'fingerprint', r.fingerprint, 'reply', r.reply, 'at', r.at)
+    local left = tonumber(r.at) + retention - now
+    if left < 1 then
+      left = 1
+    end
+    redis.call('PEXPIRE', key, fmt(left))
+  end
+  redis.call('SADD', accounts, account)
+  redis.call('HSET', account_key, 'status', acct.status, 'name', acct.name, 'created', acct.created)
+end
