@@ -31,14 +31,14 @@ use super::outbox::{OutboxPosition, OutboxRecord};
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
-    GrantReceipt, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept,
-    VoidReceipt, Written,
+    GrantReceipt, Idempotency, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError,
+    Swept, VoidReceipt, Written,
 };
 use crate::cache::ReservationCache;
 use crate::domain::grant::GRANTS_PER_WALLET_MAX;
 use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
-    HoldState, ReservationId, WalletId,
+    HoldState, ReservationId, Usage, WalletId,
 };
 use crate::ledger::Ledger;
 use crate::shutdown::Shutdown;
@@ -655,6 +655,64 @@ fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i
     ))
 }
 
+/// The key and fingerprint arguments of a call, empty without an idempotency key.
+fn idempotency_args(idempotency: Option<&Idempotency>) -> (String, String) {
+    idempotency
+        .map(|i| (i.key.as_str().to_owned(), i.fingerprint.clone()))
+        .unwrap_or_default()
+}
+
+/// The usage (JSON) and model arguments of a call, empty without usage.
+fn usage_args(usage: Option<&Usage>) -> (String, String) {
+    let Some(usage) = usage else {
+        return Default::default();
+    };
+    (
+        serde_json::to_string(usage).expect("usage serialises"),
+        usage
+            .model
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// What a script that decides (reserve, extend, charge) answered: allowed (its record to make
+/// durable), a repeat of the first answer, a denial, or an idempotency key reused. `None` for
+/// any other answer, which the caller reads.
+fn decided<T>(
+    reply: &[String],
+    record: impl FnOnce() -> Result<Durable, StoreError>,
+    parse: impl FnOnce(&str) -> Result<T, StoreError>,
+    repeated: impl FnOnce(&T) -> Durable,
+    idempotency: Option<&Idempotency>,
+) -> Option<Result<Written<Decision<T>>, StoreError>> {
+    let answer = || -> Result<Written<Decision<T>>, StoreError> {
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Written {
+                value: Decision::Allowed(parse(&reply[1])?),
+                durable: record()?,
+            }),
+            Some("replay") => {
+                let value = parse(&reply[1])?;
+                Ok(Written {
+                    durable: repeated(&value),
+                    value: Decision::Allowed(value),
+                })
+            }
+            Some("denied") => Ok(Written {
+                value: Decision::Denied(denial(&reply[1], &reply[2])?),
+                durable: Durable::Nothing,
+            }),
+            _ => RedisStore::conflict(idempotency),
+        }
+    };
+    match reply.first().map(String::as_str) {
+        Some("ok" | "replay" | "denied" | "conflict") => Some(answer()),
+        _ => None,
+    }
+}
+
 fn labels_json(labels: &crate::domain::Labels) -> String {
     serde_json::to_string(labels).expect("labels serialise")
 }
@@ -674,11 +732,7 @@ impl BalanceStore for RedisStore {
     ) -> Result<Written<Decision<ReserveReceipt>>, StoreError> {
         let account = op.id.account().clone();
         let keys = self.keys(&account);
-        let (key, fingerprint) = op
-            .idempotency
-            .as_ref()
-            .map(|i| (i.key.as_str().to_owned(), i.fingerprint.clone()))
-            .unwrap_or_default();
+        let (key, fingerprint) = idempotency_args(op.idempotency.as_ref());
         let labels = labels_json(&op.labels);
         let price = op
             .price
@@ -716,40 +770,24 @@ impl BalanceStore for RedisStore {
                 durable: Durable::Nothing,
             });
         };
-        match reply.first().map(String::as_str) {
-            Some("ok") => Ok(Written {
-                value: Decision::Allowed(codec::reserve_receipt(&account, &reply[1])?),
-                durable: self.record(&keys.partition, &reply, 2)?,
-            }),
-            Some("replay") => Ok(Written {
-                value: Decision::Allowed(codec::reserve_receipt(&account, &reply[1])?),
-                durable: Durable::Nothing,
-            }),
-            Some("denied") => Ok(Written {
-                value: Decision::Denied(denial(&reply[1], &reply[2])?),
-                durable: Durable::Nothing,
-            }),
-            Some("conflict") => Self::conflict(op.idempotency.as_ref()),
-            _ => Err(StoreError::Inconsistent(format!(
+        decided(
+            &reply,
+            || self.record(&keys.partition, &reply, 2),
+            |text| codec::reserve_receipt(&account, text),
+            |_| Durable::Nothing,
+            op.idempotency.as_ref(),
+        )
+        .unwrap_or_else(|| {
+            Err(StoreError::Inconsistent(format!(
                 "reserve answered {reply:?}"
-            ))),
-        }
+            )))
+        })
     }
 
     async fn commit(&self, op: CommitOp) -> Result<Written<CommitReceipt>, StoreError> {
         let account = op.id.account().clone();
         let keys = self.keys(&account);
-        let usage = op
-            .usage
-            .as_ref()
-            .map(|u| serde_json::to_string(u).expect("usage serialises"))
-            .unwrap_or_default();
-        let model = op
-            .usage
-            .as_ref()
-            .and_then(|u| u.model.as_ref())
-            .map(|m| m.to_string())
-            .unwrap_or_default();
+        let (usage, model) = usage_args(op.usage.as_ref());
         let reply = self
             .with_account(&account, || {
                 let mut invocation = self.scripts.commit.prepare_invoke();
@@ -828,11 +866,7 @@ impl BalanceStore for RedisStore {
     async fn extend(&self, op: ExtendOp) -> Result<Written<Decision<ExtendReceipt>>, StoreError> {
         let account = op.id.account().clone();
         let keys = self.keys(&account);
-        let (key, fingerprint) = op
-            .idempotency
-            .as_ref()
-            .map(|i| (i.key.as_str().to_owned(), i.fingerprint.clone()))
-            .unwrap_or_default();
+        let (key, fingerprint) = idempotency_args(op.idempotency.as_ref());
         let ttl = op.ttl_ms.map(|t| t.to_string()).unwrap_or_default();
         let reply = self
             .with_account(&account, || {
@@ -854,43 +888,21 @@ impl BalanceStore for RedisStore {
             })
             .await?
             .ok_or_else(|| StoreError::ReservationNotFound(op.id.clone()))?;
-        match reply.first().map(String::as_str) {
-            Some("ok") => Ok(Written {
-                value: Decision::Allowed(codec::extend_receipt(&account, &reply[1])?),
-                durable: self.record(&keys.partition, &reply, 2)?,
-            }),
-            Some("replay") => Ok(Written {
-                value: Decision::Allowed(codec::extend_receipt(&account, &reply[1])?),
-                durable: Durable::Nothing,
-            }),
-            Some("denied") => Ok(Written {
-                value: Decision::Denied(denial(&reply[1], &reply[2])?),
-                durable: Durable::Nothing,
-            }),
-            Some("conflict") => Self::conflict(op.idempotency.as_ref()),
-            _ => Err(Self::ended_hold(&op.id, &reply)),
-        }
+        decided(
+            &reply,
+            || self.record(&keys.partition, &reply, 2),
+            |text| codec::extend_receipt(&account, text),
+            |_| Durable::Nothing,
+            op.idempotency.as_ref(),
+        )
+        .unwrap_or_else(|| Err(Self::ended_hold(&op.id, &reply)))
     }
 
     async fn charge(&self, op: ChargeOp) -> Result<Written<Decision<ChargeReceipt>>, StoreError> {
         let keys = self.keys(&op.account);
-        let (key, fingerprint) = op
-            .idempotency
-            .as_ref()
-            .map(|i| (i.key.as_str().to_owned(), i.fingerprint.clone()))
-            .unwrap_or_default();
+        let (key, fingerprint) = idempotency_args(op.idempotency.as_ref());
         let labels = labels_json(&op.labels);
-        let usage = op
-            .usage
-            .as_ref()
-            .map(|u| serde_json::to_string(u).expect("usage serialises"))
-            .unwrap_or_default();
-        let model = op
-            .usage
-            .as_ref()
-            .and_then(|u| u.model.as_ref())
-            .map(|m| m.to_string())
-            .unwrap_or_default();
+        let (usage, model) = usage_args(op.usage.as_ref());
         let reply = self
             .with_account(&op.account, || {
                 let mut invocation = self.scripts.charge.prepare_invoke();
@@ -919,27 +931,19 @@ impl BalanceStore for RedisStore {
                 durable: Durable::Nothing,
             });
         };
-        match reply.first().map(String::as_str) {
-            Some("ok") => Ok(Written {
-                value: Decision::Allowed(codec::charge_receipt(&reply[1])?),
-                durable: self.record(&keys.partition, &reply, 2)?,
-            }),
-            Some("replay") => {
-                let receipt = codec::charge_receipt(&reply[1])?;
-                Ok(Written {
-                    durable: Durable::Entry(receipt.entry_id.clone()),
-                    value: Decision::Allowed(receipt),
-                })
-            }
-            Some("denied") => Ok(Written {
-                value: Decision::Denied(denial(&reply[1], &reply[2])?),
-                durable: Durable::Nothing,
-            }),
-            Some("conflict") => Self::conflict(op.idempotency.as_ref()),
-            _ => Err(StoreError::Inconsistent(format!(
+        decided(
+            &reply,
+            || self.record(&keys.partition, &reply, 2),
+            codec::charge_receipt,
+            // A repeated charge: its entry may still be in the outbox.
+            |receipt| Durable::Entry(receipt.entry_id.clone()),
+            op.idempotency.as_ref(),
+        )
+        .unwrap_or_else(|| {
+            Err(StoreError::Inconsistent(format!(
                 "charge answered {reply:?}"
-            ))),
-        }
+            )))
+        })
     }
 
     async fn check(
