@@ -128,24 +128,37 @@ impl Durability {
                     _ => Err(NotDurable(self.timeout)),
                 }
             }
+            // Someone else carries these (the outbox): look until the ledger has them.
             Durable::Entry(id) => {
-                // Someone else carries it (the outbox): look until the ledger has it.
-                let look = async {
-                    let mut pause = Duration::from_millis(10);
-                    loop {
-                        if self.ledger.has_entry(id).await.unwrap_or(false) {
-                            return;
-                        }
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(200));
-                    }
-                };
-                tokio::time::timeout(self.timeout, look)
+                self.look_until(|| async { self.ledger.has_entry(id).await.unwrap_or(false) })
                     .await
-                    .map_err(|_| NotDurable(self.timeout))
+            }
+            Durable::HoldVersion { id, version } => {
+                self.look_until(|| async {
+                    matches!(self.ledger.hold_version(id).await, Ok(Some(v)) if v >= *version)
+                })
+                .await
             }
             Durable::Nothing => Ok(()),
         }
+    }
+
+    /// Asks `found` again, less and less often, until it says yes or the timeout passes.
+    async fn look_until<F, Fut>(&self, found: F) -> Result<(), NotDurable>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let look = async {
+            let mut pause = Duration::from_millis(10);
+            while !found().await {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+        };
+        tokio::time::timeout(self.timeout, look)
+            .await
+            .map_err(|_| NotDurable(self.timeout))
     }
 
     /// Waits until every record of the in-process outbox up to `seq` is in the ledger.

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::domain::{Account, AccountId, FeaturePrice, Grant, GrantId};
+use crate::domain::{Account, AccountId, FeaturePrice, Grant, GrantId, ReservationId};
 use crate::store::AccountSnapshot;
 use crate::store::outbox::{LedgerEntry, OutboxRecord};
 
@@ -174,6 +174,9 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Whether the ledger has the entry with this id.
     async fn has_entry(&self, id: &str) -> Result<bool, LedgerError>;
+
+    /// The version of a hold the ledger has, if it has the hold.
+    async fn hold_version(&self, id: &ReservationId) -> Result<Option<u64>, LedgerError>;
 
     /// Spend (commits and charges) grouped as asked, largest first.
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError>;

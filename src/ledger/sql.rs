@@ -656,6 +656,15 @@ impl Ledger for SqlLedger {
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
+    async fn hold_version(&self, id: &ReservationId) -> Result<Option<u64>, LedgerError> {
+        let row = sqlx::query("SELECT version FROM holds WHERE reservation_id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok(row.try_get::<i64, _>("version")?.max(0) as u64))
+            .transpose()
+    }
+
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, LedgerError> {
         let mut statement = Statement::new("SELECT ");
         match &query.group {

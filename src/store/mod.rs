@@ -118,6 +118,8 @@ pub enum Durable {
     /// This ledger entry: a repeated commit or charge whose first call wrote it, and which may
     /// still be on its way through the outbox.
     Entry(String),
+    /// This version of a hold (or a newer one): a repeated release or extend.
+    HoldVersion { id: ReservationId, version: u64 },
     /// Nothing: the call wrote nothing new.
     Nothing,
 }

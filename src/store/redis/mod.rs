@@ -655,6 +655,17 @@ fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i
     ))
 }
 
+/// What a repeated release or extend waits for: the ledger to have the hold's version.
+fn repeated_hold(id: &ReservationId, version: Option<&String>) -> Durable {
+    match version.and_then(|v| v.parse().ok()) {
+        Some(version) => Durable::HoldVersion {
+            id: id.clone(),
+            version,
+        },
+        None => Durable::Nothing,
+    }
+}
+
 /// The key and fingerprint arguments of a call, empty without an idempotency key.
 fn idempotency_args(idempotency: Option<&Idempotency>) -> (String, String) {
     idempotency
@@ -857,7 +868,10 @@ impl BalanceStore for RedisStore {
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(Written {
                 value: codec::release_receipt(&account, &reply[1])?,
-                durable: self.record(&keys.partition, &reply, 2)?,
+                durable: match self.record(&keys.partition, &reply, 2)? {
+                    Durable::Nothing => repeated_hold(id, reply.get(4)),
+                    record => record,
+                },
             }),
             _ => Err(Self::ended_hold(id, &reply)),
         }
@@ -892,7 +906,7 @@ impl BalanceStore for RedisStore {
             &reply,
             || self.record(&keys.partition, &reply, 2),
             |text| codec::extend_receipt(&account, text),
-            |_| Durable::Nothing,
+            |_| repeated_hold(&op.id, reply.get(2)),
             op.idempotency.as_ref(),
         )
         .unwrap_or_else(|| Err(Self::ended_hold(&op.id, &reply)))

@@ -5,7 +5,8 @@
 -- ARGV[4] token   ARGV[5] additional amount   ARGV[6] new ttl (ms, or '' to keep the expiry)
 -- ARGV[7] idempotency key (or '')   ARGV[8] request fingerprint
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
--- Reply: {'full'} outbox full | {'absent'} | {'not_found'} | {'ended', state} | {'conflict'} | {'replay', reply} |
+-- Reply: {'full'} outbox full | {'absent'} | {'not_found'} | {'ended', state} | {'conflict'} |
+--        {'replay', reply, hold version} |
 --        {'denied', reason, available} | {'ok', reply, outbox id, outbox entries}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
@@ -36,6 +37,8 @@ local idem_key = base .. 'idem:' .. key
 if key ~= '' then
   local kept = recall(idem_key, fingerprint)
   if kept then
+    -- A repeat also names the hold's version, which the ledger must have caught up to.
+    table.insert(kept, h.version or '0')
     return kept
   end
 end

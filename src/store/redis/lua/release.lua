@@ -4,7 +4,8 @@
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)   ARGV[4] token
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} | {'not_found'} | {'ended', state} |
---        {'ok', reply, outbox id, outbox entries} (a repeated release: {'ok', reply})
+--        {'ok', reply, outbox id, outbox entries} (a repeated release:
+--        {'ok', reply, '', '', hold version})
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
 local token = ARGV[4]
@@ -28,7 +29,8 @@ local function reply_of(hold)
   return cjson.encode({ token = token, released = hold.r_released, available = hold.r_available })
 end
 if h.state == 'released' then
-  return { 'ok', reply_of(h) }
+  -- A repeat: the hold's version tells the caller what the ledger must have caught up to.
+  return { 'ok', reply_of(h), '', '', h.version or '0' }
 end
 if h.state ~= 'held' then
   return { 'ended', h.state }
