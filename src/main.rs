@@ -168,6 +168,9 @@ struct ReserveArgs {
     /// Attribution kept with the charge, key=value; repeat for more.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// When less than asked is left, hold what is left, down to this minimum (e.g. 0.01).
+    #[arg(long)]
+    partial_min: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -372,6 +375,7 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
         ),
         Command::Reserve(a) => {
             let call = ReserveCall {
+                partial_min: a.partial_min,
                 account: a.target.account,
                 feature: a.target.feature,
                 wallet: a.target.wallet,

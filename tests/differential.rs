@@ -32,6 +32,7 @@ enum Op {
         feature: u8,
         amount: i64,
         key: Option<u8>,
+        partial: bool,
     },
     Commit {
         hold: u8,
@@ -71,14 +72,20 @@ fn op() -> impl Strategy<Value = Op> {
                 amount,
                 scoped
             }),
-        (0u8..2, 0u8..3, 1i64..3_000, proptest::option::of(0u8..3)).prop_map(
-            |(wallet, feature, amount, key)| Op::Reserve {
+        (
+            0u8..2,
+            0u8..3,
+            1i64..3_000,
+            proptest::option::of(0u8..3),
+            any::<bool>()
+        )
+            .prop_map(|(wallet, feature, amount, key, partial)| Op::Reserve {
                 wallet,
                 feature,
                 amount,
-                key
-            }
-        ),
+                key,
+                partial
+            }),
         (0u8..8, 0i64..=100).prop_map(|(hold, percent)| Op::Commit { hold, percent }),
         (0u8..8).prop_map(|hold| Op::Release { hold }),
         (0u8..8, 0i64..1_000).prop_map(|(hold, additional)| Op::Extend { hold, additional }),
@@ -172,19 +179,25 @@ async fn apply(
             feature: f,
             amount,
             key,
+            partial,
         } => {
             let op = ReserveOp {
                 id: token.clone(),
                 wallet: wallet(*w),
                 feature: feature(*f),
                 amount_minor: *amount,
+                min_amount_minor: if *partial {
+                    (*amount / 2).max(1)
+                } else {
+                    *amount
+                },
                 ttl_ms: 3_600_000,
                 labels: Default::default(),
                 price: None,
                 model: None,
                 idempotency: key.map(|k| Idempotency {
                     key: IdempotencyKey::parse(&format!("r{k}")).unwrap(),
-                    fingerprint: format!("reserve:{w}:{f}:{amount}"),
+                    fingerprint: format!("reserve:{w}:{f}:{amount}:{partial}"),
                 }),
             };
             comparable(&store.reserve(op).await.map(|w| w.value))

@@ -824,3 +824,66 @@ async fn holds_expire_on_the_store_clock_and_not_before(backend: Backend) {
     assert_eq!(default_wallet(&mut gate, "acme").await.available, "10.00");
     t.server.stop().await;
 }
+
+on_both_stores!(a_partial_hold_takes_what_is_left_down_to_the_minimum);
+
+/// An agent asks for 10 minutes' worth and gets what is left, unless that is below its minimum.
+async fn a_partial_hold_takes_what_is_left_down_to_the_minimum(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start_on(&backend, dir.path()).await;
+    grant(&mut t.admin, "acme", "g1", "3.00").await;
+    let partial = |amount: &str, min: &str| {
+        let mut request = reserve_amount("acme", "agent.minutes", amount);
+        request.allow_partial = true;
+        request.min_amount = min.into();
+        request
+    };
+    let hold = t
+        .gate
+        .reserve(partial("10.00", "1.00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hold.decision, ALLOWED);
+    assert_eq!(
+        (hold.amount.as_str(), hold.available.as_str()),
+        ("3.00", "0.00")
+    );
+    t.gate
+        .release(proto::ReleaseRequest {
+            reservation_id: hold.reservation_id,
+        })
+        .await
+        .unwrap();
+
+    t.gate
+        .charge(charge_amount("acme", "agent.minutes", "2.50"))
+        .await
+        .unwrap();
+    let too_little = t
+        .gate
+        .reserve(partial("10.00", "1.00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        too_little.decision, DENIED,
+        "0.50 left is below the minimum"
+    );
+    assert_eq!(too_little.available, "0.50");
+    let rest = t
+        .gate
+        .reserve(partial("10.00", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((rest.decision, rest.amount.as_str()), (ALLOWED, "0.50"));
+    let whole = t
+        .gate
+        .reserve(reserve_amount("acme", "agent.minutes", "0.01"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(whole.decision, DENIED);
+    t.server.stop().await;
+}

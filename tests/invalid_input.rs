@@ -135,6 +135,28 @@ async fn malformed_requests_name_the_field_and_change_nothing(backend: Backend) 
         ("amount", reserve(&|r| r.cost = amount("0"))),
         ("amount", reserve(&|r| r.cost = amount(""))),
         ("ttl_ms", reserve(&|r| r.ttl_ms = 999)),
+        ("min_amount", reserve(&|r| r.min_amount = "0.50".into())),
+        (
+            "min_amount",
+            reserve(&|r| {
+                r.allow_partial = true;
+                r.min_amount = "2.00".into();
+            }),
+        ),
+        (
+            "min_amount",
+            reserve(&|r| {
+                r.allow_partial = true;
+                r.min_amount = "0".into();
+            }),
+        ),
+        (
+            "min_amount",
+            reserve(&|r| {
+                r.allow_partial = true;
+                r.min_amount = "half".into();
+            }),
+        ),
         ("ttl_ms", reserve(&|r| r.ttl_ms = 86_400_001)),
         (
             "idempotency_key",

@@ -95,6 +95,19 @@ pub fn cost(amount: Option<&String>, usage: Option<&proto::Usage>) -> Result<Cos
     }
 }
 
+/// The minimum of a partial hold: one millionth unless given; none without `allow_partial`.
+pub fn partial_min(allow_partial: bool, min_amount: &str) -> Result<Option<Amount>, GateError> {
+    match (allow_partial, min_amount.is_empty()) {
+        (false, true) => Ok(None),
+        (false, false) => Err(GateError::invalid(
+            "min_amount",
+            "is only for a partial hold (allow_partial)",
+        )),
+        (true, true) => Ok(Some(Amount::from_minor(1))),
+        (true, false) => amount("min_amount", min_amount).map(Some),
+    }
+}
+
 pub fn money(minor: i64) -> String {
     format_minor(minor)
 }

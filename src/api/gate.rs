@@ -49,6 +49,7 @@ impl gate_server::Gate for GateService {
             ttl_ms: convert::ttl_ms(r.ttl_ms),
             idempotency_key: convert::idempotency_key(&r.idempotency_key).map_err(status)?,
             labels: convert::labels(&r.labels).map_err(status)?,
+            partial_min: convert::partial_min(r.allow_partial, &r.min_amount).map_err(status)?,
         };
         let account = request.account.clone();
         let (asked, wallet, decision) = self.gate.reserve(request).await.map_err(status)?;

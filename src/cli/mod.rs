@@ -192,6 +192,8 @@ fn is_denied(decision: i32) -> bool {
 }
 
 pub struct ReserveCall {
+    /// Hold what is available down to this minimum when less than asked is left.
+    pub partial_min: Option<String>,
     pub account: String,
     pub feature: String,
     pub wallet: Option<String>,
@@ -218,6 +220,8 @@ pub async fn reserve(connection: &Connection, call: ReserveCall) -> Result<Answe
             ttl_ms: call.ttl_ms,
             idempotency_key: call.idempotency_key.unwrap_or_default(),
             labels: labels(&call.labels),
+            allow_partial: call.partial_min.is_some(),
+            min_amount: call.partial_min.unwrap_or_default(),
         })
         .await?
         .into_inner();

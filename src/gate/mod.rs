@@ -65,6 +65,8 @@ pub struct ReserveRequest {
     #[serde(skip)]
     pub idempotency_key: Option<IdempotencyKey>,
     pub labels: Labels,
+    /// With `Some(min)`, hold what is available down to `min` when the cost is more.
+    pub partial_min: Option<Amount>,
 }
 
 #[derive(Clone, Debug)]
@@ -256,6 +258,22 @@ impl Gate {
             ));
         }
         let ttl_ms = self.ttl_ms(request.ttl_ms)?;
+        let min_amount = match request.partial_min {
+            None => amount,
+            Some(min) if min.is_zero() => {
+                return Err(GateError::invalid(
+                    "min_amount",
+                    "must be greater than zero",
+                ));
+            }
+            Some(min) if min.to_minor() > amount => {
+                return Err(GateError::invalid(
+                    "min_amount",
+                    "must not be more than the amount asked for",
+                ));
+            }
+            Some(min) => min.to_minor(),
+        };
         if self.denied_from_memory(&request.account, &wallet, &request.idempotency_key) {
             return Ok((amount, wallet, Decision::Denied(Self::empty_wallet())));
         }
@@ -272,6 +290,7 @@ impl Gate {
             wallet: wallet.clone(),
             feature: request.feature,
             amount_minor: amount,
+            min_amount_minor: min_amount,
             ttl_ms,
             labels: request.labels,
             price,

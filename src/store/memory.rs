@@ -489,8 +489,19 @@ impl BalanceStore for MemoryStore {
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
-        let split = match plan_draw(state.grants(&op.wallet), &op.feature, now, op.amount_minor) {
-            Ok(split) => split,
+        let grants = state.grants(&op.wallet);
+        let drawn = match plan_draw(grants, &op.feature, now, op.amount_minor) {
+            // A partial hold takes what is left, down to its minimum.
+            Err(Shortfall::Insufficient { available_minor })
+                if available_minor > 0 && available_minor >= op.min_amount_minor =>
+            {
+                plan_draw(grants, &op.feature, now, available_minor)
+                    .map(|split| (split, available_minor))
+            }
+            drawn => drawn.map(|split| (split, op.amount_minor)),
+        };
+        let (split, amount_minor) = match drawn {
+            Ok(drawn) => drawn,
             Err(shortfall) => {
                 return Ok(Written {
                     value: Decision::Denied(denial(shortfall)),
@@ -498,6 +509,7 @@ impl BalanceStore for MemoryStore {
                 });
             }
         };
+        let op = ReserveOp { amount_minor, ..op };
         state.adjust_held(&op.wallet, &split, 1);
         let hold = Hold {
             id: op.id.clone(),
@@ -1304,6 +1316,7 @@ mod tests {
             wallet: WalletId::default_wallet(),
             feature: id("chat"),
             amount_minor,
+            min_amount_minor: amount_minor,
             ttl_ms,
             labels: Default::default(),
             price: None,

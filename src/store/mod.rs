@@ -36,6 +36,9 @@ pub struct ReserveOp {
     pub wallet: WalletId,
     pub feature: FeatureId,
     pub amount_minor: i64,
+    /// The least a partial hold may be: when less than `amount_minor` is available but at
+    /// least this, all of it is held. Equal to `amount_minor` for an all-or-nothing hold.
+    pub min_amount_minor: i64,
     pub ttl_ms: i64,
     pub labels: Labels,
     pub price: Option<PriceRule>,

@@ -771,6 +771,7 @@ impl BalanceStore for RedisStore {
                     .arg(&model)
                     .arg(&key)
                     .arg(&fingerprint)
+                    .arg(op.min_amount_minor)
                     .arg(self.outbox_bound());
                 invocation
             })

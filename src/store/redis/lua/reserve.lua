@@ -5,6 +5,7 @@
 -- ARGV[4] token   ARGV[5] wallet   ARGV[6] feature   ARGV[7] amount   ARGV[8] ttl (ms)
 -- ARGV[9] labels (JSON)   ARGV[10] price (JSON or '')   ARGV[11] model (or '')
 -- ARGV[12] idempotency key (or '')   ARGV[13] request fingerprint
+-- ARGV[14] least amount of a partial hold (equal to the amount for all or nothing)
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} account not loaded | {'conflict'} key reused | {'replay', reply} |
 --        {'denied', reason, available} | {'ok', reply, outbox entries}
@@ -12,6 +13,7 @@ local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
 local token, wallet, feature = ARGV[4], ARGV[5], ARGV[6]
 local amount = minor(ARGV[7], 'amount')
+local min_amount = minor(ARGV[14], 'minimum')
 local ttl = ttl_ms(ARGV[8])
 local key, fingerprint = ARGV[12], ARGV[13]
 
@@ -37,6 +39,12 @@ if status == 'suspended' then
   return { 'denied', 'account_suspended', fmt(available) }
 end
 local split, reason, shortfall = plan_draw(grants, feature, now, amount)
+if not split and reason == 'insufficient_credits' and shortfall > 0 and shortfall >= min_amount
+then
+  -- A partial hold takes what is left, down to its minimum.
+  amount = shortfall
+  split, reason, shortfall = plan_draw(grants, feature, now, amount)
+end
 if not split then
   return { 'denied', reason, fmt(shortfall) }
 end
