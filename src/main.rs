@@ -8,8 +8,8 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use creditgate::cli::{
-    self, Answer, ChargeCall, CliError, Connection, CostArgs, GrantCall, ReserveCall, UsageCall,
-    parse_duration_ms, parse_label,
+    self, Answer, ChargeCall, CliError, Connection, CostArgs, GrantCall, PriceCall, ReserveCall,
+    UsageCall, parse_duration_ms, parse_label,
 };
 use creditgate::clock::SystemClock;
 use creditgate::config::{CommitDurability, FileConfig, Flags, ServerConfig};
@@ -50,6 +50,9 @@ enum Command {
     Usage(UsageArgs),
     /// Compare balances in the store with the ledger; optionally rebuild an account from it.
     Reconcile(ReconcileArgs),
+    /// Show or set prices.
+    #[command(subcommand)]
+    Price(PriceCommand),
 }
 
 /// Where the ledger is.
@@ -222,6 +225,46 @@ struct ChargeArgs {
     /// Attribution kept with the charge, key=value; repeat for more.
     #[arg(long = "label", value_parser = parse_label)]
     labels: Vec<(String, String)>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PriceCommand {
+    /// The whole price catalog.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Set a feature's price: --flat, --per-unit with --unit, or --model with token prices.
+    Set(PriceSetArgs),
+}
+
+#[derive(Args, Debug)]
+struct PriceSetArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    feature: String,
+    /// Wallet that pays for the feature [default: default].
+    #[arg(long)]
+    wallet: Option<String>,
+    /// Flat price per call.
+    #[arg(long, conflicts_with_all = ["per_unit", "model"])]
+    flat: Option<String>,
+    /// Price per unit; give --unit too.
+    #[arg(long, requires = "unit", conflicts_with = "model")]
+    per_unit: Option<String>,
+    /// Name of the unit, e.g. minute.
+    #[arg(long)]
+    unit: Option<String>,
+    /// Model whose token prices to set (other models of the feature are kept).
+    #[arg(long, requires_all = ["input_per_1m", "output_per_1m"])]
+    model: Option<String>,
+    /// Price per 1M input tokens of --model.
+    #[arg(long)]
+    input_per_1m: Option<String>,
+    /// Price per 1M output tokens of --model.
+    #[arg(long)]
+    output_per_1m: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -412,6 +455,29 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 labels: a.labels,
             };
             (cli::charge(&a.connection, call).await?, a.connection.json)
+        }
+        Command::Price(PriceCommand::List { connection }) => {
+            (cli::price_list(&connection).await?, connection.json)
+        }
+        Command::Price(PriceCommand::Set(a)) => {
+            let price = match (a.flat, a.per_unit, a.unit, a.model) {
+                (Some(flat), _, _, _) => PriceCall::Flat(flat),
+                (None, Some(price), Some(unit), _) => PriceCall::PerUnit { unit, price },
+                (None, None, _, Some(model)) => PriceCall::Model {
+                    model,
+                    input: a.input_per_1m.unwrap_or_default(),
+                    output: a.output_per_1m.unwrap_or_default(),
+                },
+                _ => {
+                    return Err(CliError::Usage(
+                        "give --flat, --per-unit with --unit, or --model with token prices".into(),
+                    ));
+                }
+            };
+            (
+                cli::price_set(&a.connection, a.feature, a.wallet, price).await?,
+                a.connection.json,
+            )
         }
         Command::Reconcile(a) => (
             cli::reconcile(&a.connection, a.account, a.rebuild).await?,

@@ -137,6 +137,82 @@ fn the_readme_walk_through_survives_kill_9() {
     let usage = serve.json(&["usage", "--account", "acme", "--by", "feature"], 0);
     assert_eq!(usage["total"], "2.50");
     assert_eq!(usage["groups"][0]["key"], "chat");
+    // Prices: a model's token prices join the feature's others; a flat price per call.
+    serve.json(&["grant", "--account", "beta", "--amount", "10.00"], 0);
+    for (model, input, output) in [("m1", "1.00", "2.00"), ("m2", "3.00", "4.00")] {
+        serve.json(
+            &[
+                "price",
+                "set",
+                "--feature",
+                "llm",
+                "--model",
+                model,
+                "--input-per-1m",
+                input,
+                "--output-per-1m",
+                output,
+            ],
+            0,
+        );
+    }
+    serve.json(&["price", "set", "--feature", "image", "--flat", "0.04"], 0);
+    let catalog = serve.json(&["price", "list"], 0);
+    let llm = &catalog["features"][1];
+    assert_eq!(llm["feature"], "llm");
+    assert_eq!(
+        llm["rule"]["per_million_tokens"]["models"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let images = serve.json(
+        &[
+            "charge",
+            "--account",
+            "beta",
+            "--feature",
+            "image",
+            "--units",
+            "3",
+        ],
+        0,
+    );
+    assert_eq!(images["charged"], "0.12");
+    let tokens = serve.json(
+        &[
+            "charge",
+            "--account",
+            "beta",
+            "--feature",
+            "llm",
+            "--model",
+            "m2",
+            "--input-tokens",
+            "1000",
+            "--output-tokens",
+            "500",
+        ],
+        0,
+    );
+    assert_eq!(tokens["charged"], "0.005", "1000 × 3.00/1M + 500 × 4.00/1M");
+    let partial = serve.json(
+        &[
+            "reserve",
+            "--account",
+            "beta",
+            "--feature",
+            "chat",
+            "--amount",
+            "100",
+            "--partial-min",
+            "1",
+        ],
+        0,
+    );
+    assert_eq!(partial["amount"], "9.875", "what is left of beta's 10.00");
+
     let reconcile = serve.json(&["reconcile", "--account", "acme"], 0);
     assert_eq!(reconcile["accounts"][0]["outcome"], "COMPARED");
     assert_eq!(reconcile["accounts"][0]["wallets"][0]["drift"], "0.00");

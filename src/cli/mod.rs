@@ -603,6 +603,108 @@ pub async fn reconcile(
     })
 }
 
+/// A feature's price as given on the command line.
+pub enum PriceCall {
+    Flat(String),
+    PerUnit {
+        unit: String,
+        price: String,
+    },
+    Model {
+        model: String,
+        input: String,
+        output: String,
+    },
+}
+
+fn price_json(price: &proto::FeaturePrice) -> Value {
+    use proto::feature_price::Rule;
+    let rule = match &price.rule {
+        Some(Rule::PerCall(p)) => json!({"per_call": {"price": p.price}}),
+        Some(Rule::PerUnit(p)) => json!({"per_unit": {"unit": p.unit, "price": p.price}}),
+        Some(Rule::PerMillionTokens(p)) => json!({"per_million_tokens": {"models": p
+            .models
+            .iter()
+            .map(|m| json!({"model": m.model, "input": m.input, "output": m.output}))
+            .collect::<Vec<_>>()}}),
+        None => Value::Null,
+    };
+    json!({"feature": price.feature, "wallet": price.wallet, "rule": rule})
+}
+
+fn catalog_json(catalog: &proto::PriceCatalog) -> Value {
+    json!({"features": catalog.features.iter().map(price_json).collect::<Vec<_>>()})
+}
+
+/// The price catalog.
+pub async fn price_list(connection: &Connection) -> Result<Answer, CliError> {
+    let catalog = admin(connection)
+        .await?
+        .get_prices(proto::GetPricesRequest {})
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: false,
+        json: catalog_json(&catalog),
+    })
+}
+
+/// Sets a feature's price. A model's token prices are added to the feature's other models
+/// (read, then written: two people setting models of one feature at once may lose one).
+pub async fn price_set(
+    connection: &Connection,
+    feature: String,
+    wallet: Option<String>,
+    price: PriceCall,
+) -> Result<Answer, CliError> {
+    use proto::feature_price::Rule;
+    let mut client = admin(connection).await?;
+    let rule = match price {
+        PriceCall::Flat(price) => Rule::PerCall(proto::PerCallPrice { price }),
+        PriceCall::PerUnit { unit, price } => Rule::PerUnit(proto::PerUnitPrice { unit, price }),
+        PriceCall::Model {
+            model,
+            input,
+            output,
+        } => {
+            let catalog = client
+                .get_prices(proto::GetPricesRequest {})
+                .await?
+                .into_inner();
+            let mut models: Vec<proto::ModelPrice> = catalog
+                .features
+                .into_iter()
+                .find(|p| p.feature == feature)
+                .and_then(|p| match p.rule {
+                    Some(Rule::PerMillionTokens(tokens)) => Some(tokens.models),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            models.retain(|m| m.model != model);
+            models.push(proto::ModelPrice {
+                model,
+                input,
+                output,
+            });
+            Rule::PerMillionTokens(proto::PerMillionTokensPrice { models })
+        }
+    };
+    let catalog = client
+        .set_prices(proto::SetPricesRequest {
+            features: vec![proto::FeaturePrice {
+                feature,
+                wallet: wallet.unwrap_or_default(),
+                rule: Some(rule),
+            }],
+        })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: false,
+        json: catalog_json(&catalog),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
