@@ -606,6 +606,17 @@ async fn grants_are_spent_in_consumption_order_and_scoped_credit_stays_in_scope(
         .map(|p| (p.grant_id.as_str(), p.amount.as_str()))
         .collect();
     assert_eq!(split, [("bought", "9.00")]);
+    let wallet = default_wallet(&mut t.gate, "acme").await;
+    let shown: Vec<(&str, &str)> = wallet
+        .grants
+        .iter()
+        .map(|g| (g.grant_id.as_str(), g.used_percent.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [("trial", "0"), ("plan", "0"), ("bought", "90")],
+        "buckets in the order they are spent, with how much of each is used"
+    );
     t.server.stop().await;
 }
 

@@ -199,6 +199,7 @@ pub fn grant(grant: &Grant, now_ms: i64) -> proto::GrantBalance {
         expires_at_ms: grant.terms.expires_at_ms.unwrap_or(0),
         features: grant.terms.features.iter().map(|f| f.to_string()).collect(),
         status: status as i32,
+        used_percent: crate::domain::grant::used_percent(grant),
     }
 }
 
@@ -210,7 +211,10 @@ pub fn wallet_balance(wallet: &WalletId, grants: &[Grant], now_ms: i64) -> proto
         held: money(totals.held_minor),
         spent: money(totals.spent_minor),
         available: money(totals.available_minor),
-        grants: grants.iter().map(|g| self::grant(g, now_ms)).collect(),
+        grants: crate::domain::grant::display_order(grants, now_ms)
+            .into_iter()
+            .map(|g| self::grant(g, now_ms))
+            .collect(),
     }
 }
 

@@ -421,6 +421,7 @@ fn grant_json(g: &proto::GrantBalance) -> Value {
         "expires_at_ms": g.expires_at_ms,
         "features": g.features,
         "status": status,
+        "used_percent": g.used_percent,
     })
 }
 

@@ -164,6 +164,32 @@ pub fn consumption_order(grants: &[Grant], feature: &FeatureId, now_ms: i64) -> 
     order
 }
 
+/// All the grants, active ones first in consumption order (as they would pay for a feature
+/// that every grant admits), then the rest: how a wallet's buckets are shown.
+pub fn display_order(grants: &[Grant], now_ms: i64) -> Vec<&Grant> {
+    let mut ordered: Vec<&Grant> = grants.iter().collect();
+    ordered.sort_by(|a, b| {
+        (!a.is_active(now_ms), a.order_key()).cmp(&(!b.is_active(now_ms), b.order_key()))
+    });
+    ordered
+}
+
+/// How much of a grant has been charged, as a percentage of its amount with up to two decimals
+/// (rounded down): `80` when 8.00 of 10.00 is spent.
+pub fn used_percent(grant: &Grant) -> String {
+    if grant.terms.amount_minor == 0 {
+        return "0".into();
+    }
+    let used = (grant.terms.amount_minor - grant.remaining_minor).max(0) as i128;
+    let hundredths = used * 10_000 / grant.terms.amount_minor as i128;
+    let (whole, fraction) = (hundredths / 100, hundredths % 100);
+    match fraction {
+        0 => whole.to_string(),
+        f if f % 10 == 0 => format!("{whole}.{}", f / 10),
+        f => format!("{whole}.{f:02}"),
+    }
+}
+
 /// What a new hold or charge for `feature` could take from these grants now.
 pub fn available_minor(grants: &[Grant], feature: &FeatureId, now_ms: i64) -> i64 {
     grants
@@ -402,6 +428,26 @@ mod tests {
             plan_draw(&[scoped], &feature("chat"), 1, 1),
             Err(Shortfall::FeatureNotAllowed)
         );
+    }
+
+    #[test]
+    fn buckets_are_shown_in_consumption_order_with_their_use() {
+        let mut plan = grant("plan", GrantKind::Included, 1_000);
+        plan.remaining_minor = 200;
+        let mut expired = grant("old", GrantKind::Included, 10);
+        expired.terms.expires_at_ms = Some(5);
+        let grants = vec![grant("bought", GrantKind::Prepaid, 10), expired, plan];
+        let order: Vec<&str> = display_order(&grants, 10)
+            .iter()
+            .map(|g| g.terms.id.as_str())
+            .collect();
+        assert_eq!(order, ["plan", "bought", "old"]);
+        assert_eq!(used_percent(&grants[2]), "80");
+        let mut third = grant("third", GrantKind::Prepaid, 3);
+        third.remaining_minor = 2;
+        assert_eq!(used_percent(&third), "33.33");
+        third.remaining_minor = 0;
+        assert_eq!(used_percent(&third), "100");
     }
 
     #[test]
