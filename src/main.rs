@@ -235,7 +235,7 @@ enum PriceCommand {
         connection: Connection,
     },
     /// Set a feature's price: --flat, --per-unit with --unit, or --model with token prices.
-    Set(PriceSetArgs),
+    Set(Box<PriceSetArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -265,6 +265,9 @@ struct PriceSetArgs {
     /// Price per 1M output tokens of --model.
     #[arg(long)]
     output_per_1m: Option<String>,
+    /// Price per 1M cached input tokens of --model [default: the input price].
+    #[arg(long, requires = "model")]
+    cached_input_per_1m: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -467,6 +470,7 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                     model,
                     input: a.input_per_1m.unwrap_or_default(),
                     output: a.output_per_1m.unwrap_or_default(),
+                    cached_input: a.cached_input_per_1m,
                 },
                 _ => {
                     return Err(CliError::Usage(

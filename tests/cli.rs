@@ -197,6 +197,43 @@ fn the_readme_walk_through_survives_kill_9() {
         0,
     );
     assert_eq!(tokens["charged"], "0.005", "1000 × 3.00/1M + 500 × 4.00/1M");
+    serve.json(
+        &[
+            "price",
+            "set",
+            "--feature",
+            "llm",
+            "--model",
+            "m3",
+            "--input-per-1m",
+            "2.00",
+            "--output-per-1m",
+            "8.00",
+            "--cached-input-per-1m",
+            "0.50",
+        ],
+        0,
+    );
+    let cached = serve.json(
+        &[
+            "charge",
+            "--account",
+            "beta",
+            "--feature",
+            "llm",
+            "--model",
+            "m3",
+            "--input-tokens",
+            "1000",
+            "--cached-input-tokens",
+            "2000",
+        ],
+        0,
+    );
+    assert_eq!(
+        cached["charged"], "0.003",
+        "1000 × 2.00/1M + 2000 × 0.50/1M"
+    );
     let partial = serve.json(
         &[
             "reserve",
@@ -211,7 +248,7 @@ fn the_readme_walk_through_survives_kill_9() {
         ],
         0,
     );
-    assert_eq!(partial["amount"], "9.875", "what is left of beta's 10.00");
+    assert_eq!(partial["amount"], "9.872", "what is left of beta's 10.00");
 
     let reconcile = serve.json(&["reconcile", "--account", "acme"], 0);
     assert_eq!(reconcile["accounts"][0]["outcome"], "COMPARED");

@@ -470,6 +470,7 @@ async fn usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges(bac
                                 model: "m1".into(),
                                 input: "0.15".into(),
                                 output: "0.60".into(),
+                                ..Default::default()
                             }],
                         },
                     )),

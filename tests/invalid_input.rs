@@ -50,6 +50,7 @@ async fn malformed_requests_name_the_field_and_change_nothing(backend: Backend) 
                             model: "m1".into(),
                             input: "1.00".into(),
                             output: "2.00".into(),
+                            ..Default::default()
                         }],
                     },
                 )),

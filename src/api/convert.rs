@@ -80,6 +80,7 @@ pub fn usage(usage: &proto::Usage) -> Result<Usage, GateError> {
         model: optional("usage.model", &usage.model, ModelId::parse)?,
         input_tokens: usage.input_tokens,
         output_tokens: usage.output_tokens,
+        cached_input_tokens: usage.cached_input_tokens,
     })
 }
 
@@ -294,6 +295,11 @@ pub fn feature_price(index: usize, price: &proto::FeaturePrice) -> Result<Featur
                 let price = TokenPrice {
                     input: amount(&field("input"), &model.input)?,
                     output: amount(&field("output"), &model.output)?,
+                    cached_input: optional(
+                        &field("cached_input"),
+                        &model.cached_input,
+                        Amount::parse,
+                    )?,
                 };
                 if models.insert(id.clone(), price).is_some() {
                     return Err(GateError::invalid(
@@ -337,6 +343,10 @@ pub fn feature_price_to_proto(price: &FeaturePrice) -> proto::FeaturePrice {
                         model: model.to_string(),
                         input: price.input.to_string(),
                         output: price.output.to_string(),
+                        cached_input: price
+                            .cached_input
+                            .map(|p| p.to_string())
+                            .unwrap_or_default(),
                     })
                     .collect(),
             })

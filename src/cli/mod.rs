@@ -51,7 +51,10 @@ pub struct Connection {
 #[derive(Args, Clone, Debug, Default)]
 pub struct CostArgs {
     /// Amount of money, e.g. 2.50.
-    #[arg(long, conflicts_with_all = ["units", "model", "input_tokens", "output_tokens"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["units", "model", "input_tokens", "output_tokens", "cached_input_tokens"]
+    )]
     pub amount: Option<String>,
     /// Units of a per-unit (or per-call) price, e.g. 2.5 (minutes).
     #[arg(long)]
@@ -65,6 +68,9 @@ pub struct CostArgs {
     /// Output tokens of a per-token price.
     #[arg(long)]
     pub output_tokens: Option<u64>,
+    /// Cached input tokens of a per-token price.
+    #[arg(long)]
+    pub cached_input_tokens: Option<u64>,
 }
 
 impl CostArgs {
@@ -72,12 +78,14 @@ impl CostArgs {
         let any = self.units.is_some()
             || self.model.is_some()
             || self.input_tokens.is_some()
-            || self.output_tokens.is_some();
+            || self.output_tokens.is_some()
+            || self.cached_input_tokens.is_some();
         any.then(|| proto::Usage {
             units: self.units.clone().unwrap_or_default(),
             model: self.model.clone().unwrap_or_default(),
             input_tokens: self.input_tokens.unwrap_or(0),
             output_tokens: self.output_tokens.unwrap_or(0),
+            cached_input_tokens: self.cached_input_tokens.unwrap_or(0),
         })
     }
 }
@@ -615,6 +623,7 @@ pub enum PriceCall {
         model: String,
         input: String,
         output: String,
+        cached_input: Option<String>,
     },
 }
 
@@ -626,7 +635,10 @@ fn price_json(price: &proto::FeaturePrice) -> Value {
         Some(Rule::PerMillionTokens(p)) => json!({"per_million_tokens": {"models": p
             .models
             .iter()
-            .map(|m| json!({"model": m.model, "input": m.input, "output": m.output}))
+            .map(|m| json!({
+                "model": m.model, "input": m.input, "output": m.output,
+                "cached_input": m.cached_input,
+            }))
             .collect::<Vec<_>>()}}),
         None => Value::Null,
     };
@@ -667,6 +679,7 @@ pub async fn price_set(
             model,
             input,
             output,
+            cached_input,
         } => {
             let catalog = client
                 .get_prices(proto::GetPricesRequest {})
@@ -686,6 +699,7 @@ pub async fn price_set(
                 model,
                 input,
                 output,
+                cached_input: cached_input.unwrap_or_default(),
             });
             Rule::PerMillionTokens(proto::PerMillionTokensPrice { models })
         }

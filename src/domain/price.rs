@@ -65,6 +65,9 @@ pub struct Usage {
     pub model: Option<ModelId>,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens served from the provider's cache, priced at the cached-input price.
+    #[serde(default)]
+    pub cached_input_tokens: u64,
 }
 
 /// Prices of one model, per 1 000 000 tokens.
@@ -72,6 +75,9 @@ pub struct Usage {
 pub struct TokenPrice {
     pub input: Amount,
     pub output: Amount,
+    /// Price per 1M cached input tokens; without it they cost as much as other input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input: Option<Amount>,
 }
 
 /// How usage of a feature becomes money.
@@ -156,7 +162,17 @@ impl PriceRule {
                     .as_decimal()
                     .checked_mul(Decimal::from(usage.output_tokens))
                     .ok_or_else(overflow)?;
-                input.checked_add(output).ok_or_else(overflow)? / ONE_MILLION
+                let cached = price
+                    .cached_input
+                    .unwrap_or(price.input)
+                    .as_decimal()
+                    .checked_mul(Decimal::from(usage.cached_input_tokens))
+                    .ok_or_else(overflow)?;
+                input
+                    .checked_add(output)
+                    .and_then(|sum| sum.checked_add(cached))
+                    .ok_or_else(overflow)?
+                    / ONE_MILLION
             }
         };
         round_to_minor(exact, rounding).map_err(PriceError::Amount)
@@ -205,6 +221,7 @@ mod tests {
                 TokenPrice {
                     input: amount("3.00"),
                     output: amount("15.00"),
+                    cached_input: Some(amount("0.30")),
                 },
             )]
             .into(),
@@ -279,6 +296,28 @@ mod tests {
     }
 
     #[test]
+    fn cached_input_tokens_have_their_own_price_or_the_input_price() {
+        let mut usage = tokens("gpt-x", 1_000, 0);
+        usage.cached_input_tokens = 10_000;
+        // 1000 × 3.00/1M + 10000 × 0.30/1M = 0.003 + 0.003
+        assert_eq!(token_rule().cost_minor(&usage, Rounding::Charge), Ok(6_000));
+        let plain = PriceRule::PerMillionTokens {
+            models: [(
+                ModelId::parse("m").unwrap(),
+                TokenPrice {
+                    input: amount("1.00"),
+                    output: amount("2.00"),
+                    cached_input: None,
+                },
+            )]
+            .into(),
+        };
+        let mut usage = tokens("m", 0, 0);
+        usage.cached_input_tokens = 1_000_000;
+        assert_eq!(plain.cost_minor(&usage, Rounding::Charge), Ok(1_000_000));
+    }
+
+    #[test]
     fn per_million_tokens_rounds_fractions_of_a_minor_unit() {
         let rule = PriceRule::PerMillionTokens {
             models: [(
@@ -286,6 +325,7 @@ mod tests {
                 TokenPrice {
                     input: amount("0.15"),
                     output: amount("0.60"),
+                    cached_input: None,
                 },
             )]
             .into(),
