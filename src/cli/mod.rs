@@ -74,6 +74,20 @@ pub struct CostArgs {
 }
 
 impl CostArgs {
+    /// The request's cost oneof, whichever message it belongs to: the amount if given, else
+    /// the usage, else none.
+    fn oneof<T>(
+        &self,
+        amount: impl FnOnce(String) -> T,
+        usage: impl FnOnce(proto::Usage) -> T,
+    ) -> Option<T> {
+        match (self.amount.clone(), self.usage()) {
+            (Some(a), _) => Some(amount(a)),
+            (None, Some(u)) => Some(usage(u)),
+            (None, None) => None,
+        }
+    }
+
     fn usage(&self) -> Option<proto::Usage> {
         let any = self.units.is_some()
             || self.model.is_some()
@@ -213,11 +227,7 @@ pub struct ReserveCall {
 
 pub async fn reserve(connection: &Connection, call: ReserveCall) -> Result<Answer, CliError> {
     use proto::reserve_request::Cost;
-    let cost = match (call.cost.amount.clone(), call.cost.usage()) {
-        (Some(amount), _) => Some(Cost::Amount(amount)),
-        (None, Some(usage)) => Some(Cost::Usage(usage)),
-        (None, None) => None,
-    };
+    let cost = call.cost.oneof(Cost::Amount, Cost::Usage);
     let r = gate(connection)
         .await?
         .reserve(proto::ReserveRequest {
@@ -255,11 +265,7 @@ pub async fn commit(
     cost: CostArgs,
 ) -> Result<Answer, CliError> {
     use proto::commit_request::Actual;
-    let actual = match (cost.amount.clone(), cost.usage()) {
-        (Some(amount), _) => Some(Actual::Amount(amount)),
-        (None, Some(usage)) => Some(Actual::Usage(usage)),
-        (None, None) => None,
-    };
+    let actual = cost.oneof(Actual::Amount, Actual::Usage);
     let r = gate(connection)
         .await?
         .commit(proto::CommitRequest {
@@ -340,11 +346,7 @@ pub struct ChargeCall {
 
 pub async fn charge(connection: &Connection, call: ChargeCall) -> Result<Answer, CliError> {
     use proto::charge_request::Cost;
-    let cost = match (call.cost.amount.clone(), call.cost.usage()) {
-        (Some(amount), _) => Some(Cost::Amount(amount)),
-        (None, Some(usage)) => Some(Cost::Usage(usage)),
-        (None, None) => None,
-    };
+    let cost = call.cost.oneof(Cost::Amount, Cost::Usage);
     let r = gate(connection)
         .await?
         .charge(proto::ChargeRequest {
@@ -380,11 +382,7 @@ pub async fn check(
     cost: CostArgs,
 ) -> Result<Answer, CliError> {
     use proto::check_request::Cost;
-    let cost = match (cost.amount.clone(), cost.usage()) {
-        (Some(amount), _) => Some(Cost::Amount(amount)),
-        (None, Some(usage)) => Some(Cost::Usage(usage)),
-        (None, None) => None,
-    };
+    let cost = cost.oneof(Cost::Amount, Cost::Usage);
     let r = gate(connection)
         .await?
         .check(proto::CheckRequest {

@@ -301,3 +301,35 @@ local function remember(key, fingerprint, reply, now, retention_ms)
   redis.call('HSET', key, 'fingerprint', fingerprint, 'reply', reply, 'at', fmt(now))
   redis.call('PEXPIRE', key, fmt(retention_ms))
 end
+
+-- The checks reserve and charge make before writing anything: room in the outbox, the account
+-- loaded, a repeated idempotency key, a suspended account. Returns the answer to give at once,
+-- or nil and what the script goes on with (the time, the wallet's grants and what they hold
+-- for the feature).
+local function begin_spending(account_key, stream, base, wallet, feature, key, fingerprint)
+  if outbox_full(stream) then
+    return { 'full' }
+  end
+  local status = redis.call('HGET', account_key, 'status')
+  if not status then
+    return { 'absent' }
+  end
+  local idem_key = base .. 'idem:' .. key
+  if key ~= '' then
+    local kept = recall(idem_key, fingerprint)
+    if kept then
+      return kept
+    end
+  end
+  local now = now_ms()
+  local grants_key = base .. 'grants:' .. wallet
+  local grants, by_id = load_grants(grants_key)
+  local available = available_for(grants, feature, now)
+  if status == 'suspended' then
+    return { 'denied', 'account_suspended', fmt(available) }
+  end
+  return nil, {
+    now = now, grants_key = grants_key, grants = grants, by_id = by_id,
+    available = available, idem_key = idem_key,
+  }
+end

@@ -17,27 +17,12 @@ local min_amount = minor(ARGV[14], 'minimum')
 local ttl = ttl_ms(ARGV[8])
 local key, fingerprint = ARGV[12], ARGV[13]
 
-if outbox_full(KEYS[2]) then
-  return { 'full' }
+local early, spend = begin_spending(KEYS[1], KEYS[2], base, wallet, feature, key, fingerprint)
+if early then
+  return early
 end
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then
-  return { 'absent' }
-end
-local idem_key = base .. 'idem:' .. key
-if key ~= '' then
-  local kept = recall(idem_key, fingerprint)
-  if kept then
-    return kept
-  end
-end
-local now = now_ms()
-local grants_key = base .. 'grants:' .. wallet
-local grants, by_id = load_grants(grants_key)
-local available = available_for(grants, feature, now)
-if status == 'suspended' then
-  return { 'denied', 'account_suspended', fmt(available) }
-end
+local now, grants_key, grants, by_id = spend.now, spend.grants_key, spend.grants, spend.by_id
+local available, idem_key = spend.available, spend.idem_key
 local split, reason, shortfall = plan_draw(grants, feature, now, amount)
 if not split and reason == 'insufficient_credits' and shortfall > 0 and shortfall >= min_amount
 then
