@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::domain::{Amount, FeatureId, FeaturePrice, ModelId, PriceRule, TokenPrice, WalletId};
+use crate::domain::{
+    Amount, FeatureId, FeaturePrice, ModelId, OverrunPolicy, PriceRule, TokenPrice, WalletId,
+};
 use crate::gate::Limits;
 use crate::ledger::LedgerTarget;
 use crate::sync::SyncSettings;
@@ -137,6 +139,11 @@ pub struct PriceConfig {
     pub per_unit: Option<PerUnitConfig>,
     /// Prices per 1M tokens by model, e.g. `{ "gpt-x" = { input = "3.00", output = "15.00" } }`.
     pub per_million_tokens: Option<BTreeMap<ModelId, TokenPrice>>,
+    /// What a commit larger than its hold is charged: `cap_at_hold` (the default),
+    /// `allow_up_to` (with `overrun_allowance`) or `charge_actual`.
+    pub overrun: Option<String>,
+    /// With `overrun = "allow_up_to"`: how much beyond the hold may be charged.
+    pub overrun_allowance: Option<Amount>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -171,10 +178,13 @@ impl FileConfig {
             message: e.to_string(),
         })?;
         for (i, price) in config.prices.iter().enumerate() {
-            price.rule().map_err(|message| ConfigError::Invalid {
-                path: path.to_owned(),
-                message: format!("prices[{i}] ({}): {message}", price.feature),
-            })?;
+            price
+                .rule()
+                .and(price.overrun())
+                .map_err(|message| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: format!("prices[{i}] ({}): {message}", price.feature),
+                })?;
         }
         Ok(config)
     }
@@ -205,11 +215,31 @@ impl PriceConfig {
         }
     }
 
+    fn overrun(&self) -> Result<OverrunPolicy, String> {
+        match (self.overrun.as_deref(), self.overrun_allowance) {
+            (None | Some("cap_at_hold"), None) => Ok(OverrunPolicy::CapAtHold),
+            (Some("charge_actual"), None) => Ok(OverrunPolicy::ChargeActual),
+            (Some("allow_up_to"), Some(allowance)) => Ok(OverrunPolicy::AllowUpTo {
+                allowance_minor: allowance.to_minor(),
+            }),
+            (Some("allow_up_to"), None) => {
+                Err("overrun = \"allow_up_to\" needs overrun_allowance".into())
+            }
+            (Some("cap_at_hold" | "charge_actual") | None, Some(_)) => {
+                Err("overrun_allowance goes only with overrun = \"allow_up_to\"".into())
+            }
+            (Some(other), _) => Err(format!(
+                "overrun must be cap_at_hold, allow_up_to or charge_actual, not {other:?}"
+            )),
+        }
+    }
+
     pub fn to_feature_price(&self) -> FeaturePrice {
         FeaturePrice {
             feature: self.feature.clone(),
             wallet: self.wallet.clone().unwrap_or_else(WalletId::default_wallet),
             rule: self.rule().expect("checked when the file was loaded"),
+            overrun: self.overrun().expect("checked when the file was loaded"),
         }
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use creditgate::cli::{
-    self, Answer, ChargeCall, CliError, Connection, CostArgs, GrantCall, PriceCall, ReserveCall,
-    UsageCall, parse_duration_ms, parse_label,
+    self, Answer, ChargeCall, CliError, Connection, CostArgs, GrantCall, Overrun, PriceCall,
+    ReserveCall, UsageCall, parse_duration_ms, parse_label,
 };
 use creditgate::clock::SystemClock;
 use creditgate::config::{CommitDurability, FileConfig, Flags, ServerConfig};
@@ -53,6 +53,9 @@ enum Command {
     /// Show or set prices.
     #[command(subcommand)]
     Price(PriceCommand),
+    /// Set a wallet's flex cap.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
 }
 
 /// Where the ledger is.
@@ -268,6 +271,40 @@ struct PriceSetArgs {
     /// Price per 1M cached input tokens of --model [default: the input price].
     #[arg(long, requires = "model")]
     cached_input_per_1m: Option<String>,
+    /// What a commit larger than its hold is charged [default: the feature's current policy,
+    /// else cap-at-hold].
+    #[arg(long, value_enum)]
+    overrun: Option<OverrunArg>,
+    /// With --overrun allow-up-to: how much beyond the hold may be charged.
+    #[arg(long)]
+    overrun_allowance: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OverrunArg {
+    /// Charge at most the hold.
+    CapAtHold,
+    /// Charge up to --overrun-allowance beyond the hold, from what the wallet can pay.
+    AllowUpTo,
+    /// Charge it all; what the wallet cannot pay becomes debt and gates it until a top-up.
+    ChargeActual,
+}
+
+#[derive(Subcommand, Debug)]
+enum WalletCommand {
+    /// Set a wallet's flex cap: spending past its grants up to this much, billed afterwards
+    /// (0 turns flex off). Creates the account if needed.
+    Set {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        account: String,
+        /// [default: default]
+        #[arg(long)]
+        wallet: Option<String>,
+        #[arg(long)]
+        flex_cap: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -478,11 +515,38 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                     ));
                 }
             };
+            let overrun = match (a.overrun, a.overrun_allowance) {
+                (None, None) => None,
+                (Some(OverrunArg::AllowUpTo), Some(allowance)) => {
+                    Some(Overrun::AllowUpTo(allowance))
+                }
+                (Some(OverrunArg::AllowUpTo), None) => {
+                    return Err(CliError::Usage(
+                        "--overrun allow-up-to needs --overrun-allowance".into(),
+                    ));
+                }
+                (Some(OverrunArg::CapAtHold), None) => Some(Overrun::CapAtHold),
+                (Some(OverrunArg::ChargeActual), None) => Some(Overrun::ChargeActual),
+                (_, Some(_)) => {
+                    return Err(CliError::Usage(
+                        "--overrun-allowance goes only with --overrun allow-up-to".into(),
+                    ));
+                }
+            };
             (
-                cli::price_set(&a.connection, a.feature, a.wallet, price).await?,
+                cli::price_set(&a.connection, a.feature, a.wallet, price, overrun).await?,
                 a.connection.json,
             )
         }
+        Command::Wallet(WalletCommand::Set {
+            connection,
+            account,
+            wallet,
+            flex_cap,
+        }) => (
+            cli::wallet_set(&connection, account, wallet, flex_cap).await?,
+            connection.json,
+        ),
         Command::Reconcile(a) => (
             cli::reconcile(&a.connection, a.account, a.rebuild).await?,
             a.connection.json,

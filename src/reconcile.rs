@@ -27,7 +27,8 @@ pub const ROUND_ACCOUNTS_MAX: usize = 1_000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalletComparison {
     pub wallet: WalletId,
-    /// What remains of the grants (granted − charged − voided), in the store.
+    /// What remains of the grants (granted − charged − voided), less flex used and debt, in
+    /// the store.
     pub store_remaining_minor: i64,
     /// The same, as the ledger explains it.
     pub ledger_remaining_minor: i64,
@@ -71,11 +72,15 @@ pub struct Reconciler {
     settle: Duration,
 }
 
-/// Remaining and held per wallet.
+/// Remaining (of the grants, less flex used and debt) and held per wallet.
 fn totals(snapshot: &AccountSnapshot) -> BTreeMap<WalletId, (i64, i64)> {
     let mut totals: BTreeMap<WalletId, (i64, i64)> = BTreeMap::new();
     for grant in &snapshot.grants {
         totals.entry(grant.terms.wallet.clone()).or_default().0 += grant.remaining_minor;
+    }
+    for (wallet, postpaid) in &snapshot.postpaid {
+        totals.entry(wallet.clone()).or_default().0 -=
+            postpaid.flex_used_minor + postpaid.debt_minor;
     }
     for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
         totals.entry(hold.wallet.clone()).or_default().1 += hold.amount_minor;

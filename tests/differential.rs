@@ -182,6 +182,7 @@ async fn apply(
             partial,
         } => {
             let op = ReserveOp {
+                overrun: Default::default(),
                 id: token.clone(),
                 wallet: wallet(*w),
                 feature: feature(*f),

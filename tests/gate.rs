@@ -10,7 +10,7 @@ on_both_stores!(
     charge_and_commit_retries_change_nothing_and_survive_a_restart,
     an_open_hold_survives_a_restart_and_can_still_be_committed,
     release_gives_the_hold_back_once,
-    a_commit_above_the_hold_is_refused_and_changes_nothing,
+    a_commit_above_the_hold_is_capped_at_the_hold_by_default,
     charge_is_denied_without_credit_and_check_holds_nothing,
     usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges,
     grants_are_spent_in_consumption_order_and_scoped_credit_stays_in_scope,
@@ -313,7 +313,7 @@ async fn release_gives_the_hold_back_once(backend: Backend) {
     t.server.stop().await;
 }
 
-async fn a_commit_above_the_hold_is_refused_and_changes_nothing(backend: Backend) {
+async fn a_commit_above_the_hold_is_capped_at_the_hold_by_default(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let mut t = start_on(&backend, dir.path()).await;
     grant(&mut t.admin, "acme", "g1", "10.00").await;
@@ -323,21 +323,56 @@ async fn a_commit_above_the_hold_is_refused_and_changes_nothing(backend: Backend
         .await
         .unwrap()
         .into_inner();
-    let status = t
+    let commit = t
         .gate
         .commit(commit_amount(&hold.reservation_id, "3.01"))
         .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert!(status.message().contains("exceeds"), "{}", status.message());
-    assert_eq!(default_wallet(&mut t.gate, "acme").await.held, "3.00");
-    let ok = t
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (commit.requested.as_str(), commit.overrun.as_str()),
+        ("3.01", "0.01")
+    );
+    assert_eq!(
+        (commit.charged.as_str(), commit.released.as_str()),
+        ("3.00", "0.00")
+    );
+    assert_eq!(commit.available, "7.00");
+    let repeated = t
         .gate
-        .commit(commit_amount(&hold.reservation_id, "3.00"))
+        .commit(commit_amount(&hold.reservation_id, "3.01"))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ok.available, "7.00");
+    assert_eq!(repeated, commit, "a repeated commit gets the first answer");
+    let status = t
+        .gate
+        .commit(commit_amount(&hold.reservation_id, "3.00"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "another amount is a mismatch"
+    );
+    let entries = t
+        .admin
+        .list_entries(proto::ListEntriesRequest {
+            account_id: "acme".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let entry = entries
+        .iter()
+        .find(|e| e.entry_id == commit.entry_id)
+        .unwrap();
+    assert_eq!(
+        (entry.amount.as_str(), entry.overrun.as_str()),
+        ("3.00", "0.01")
+    );
     t.server.stop().await;
 }
 
@@ -474,6 +509,7 @@ async fn usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges(bac
                             }],
                         },
                     )),
+                    ..Default::default()
                 },
                 proto::FeaturePrice {
                     feature: "agent.minutes".into(),
@@ -482,6 +518,7 @@ async fn usage_is_priced_from_the_catalog_up_for_holds_half_even_for_charges(bac
                         unit: "minute".into(),
                         price: "0.05".into(),
                     })),
+                    ..Default::default()
                 },
             ],
         })

@@ -54,6 +54,7 @@ async fn malformed_requests_name_the_field_and_change_nothing(backend: Backend) 
                         }],
                     },
                 )),
+                ..Default::default()
             }],
         })
         .await
@@ -348,6 +349,7 @@ async fn malformed_requests_name_the_field_and_change_nothing(backend: Backend) 
                     unit: String::new(),
                     price: "1".into(),
                 })),
+                ..Default::default()
             }),
         ),
         (
@@ -358,6 +360,7 @@ async fn malformed_requests_name_the_field_and_change_nothing(backend: Backend) 
                 rule: Some(proto::feature_price::Rule::PerCall(proto::PerCallPrice {
                     price: "-0.01".into(),
                 })),
+                ..Default::default()
             }),
         ),
         ("status", {

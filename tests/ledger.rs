@@ -90,6 +90,7 @@ fn entry(id: &str, kind: EntryKind, amount_minor: i64, at_ms: i64) -> LedgerEntr
         idempotency_key: None,
         labels: Labels::new(),
         reason: None,
+        overrun_minor: 0,
         at_ms,
     }
 }
@@ -388,6 +389,7 @@ async fn an_older_version_of_a_hold_never_replaces_a_newer_one(
         state: HoldState::Held,
         labels: Labels::new(),
         price: None,
+        overrun: Default::default(),
         model: None,
         idempotency_key: None,
         commit: None,

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, money};
 use super::status;
 use crate::domain::account::DISPLAY_NAME_LEN_MAX;
-use crate::domain::{AccountId, FeatureId, GrantId};
+use crate::domain::{AccountId, FeatureId, GrantId, WalletId};
 use crate::gate::{Gate, GateError, GrantRequest, UsageRequest, VoidRequest};
 use crate::ledger::ENTRIES_LIMIT_MAX;
 use crate::proto::{self, admin_server};
@@ -138,6 +138,24 @@ impl admin_server::Admin for AdminService {
             voided: money(receipt.voided_minor),
             available: money(receipt.available_minor),
         }))
+    }
+
+    async fn set_wallet(
+        &self,
+        request: Request<proto::SetWalletRequest>,
+    ) -> Reply<proto::WalletBalance> {
+        let r = request.into_inner();
+        let account = convert::account(&r.account_id).map_err(status)?;
+        let wallet = convert::optional("wallet", &r.wallet, WalletId::parse)
+            .map_err(status)?
+            .unwrap_or_else(WalletId::default_wallet);
+        let flex_cap = convert::amount("flex_cap", &r.flex_cap).map_err(status)?;
+        let (view, now_ms) = self
+            .gate
+            .set_wallet(account, wallet, flex_cap)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::wallet_balance(&view, now_ms)))
     }
 
     async fn set_prices(

@@ -7,13 +7,13 @@ use crate::domain::grant::WalletTotals;
 use crate::domain::ids::check_labels;
 use crate::domain::{
     Account, AccountId, AccountStatus, Amount, DenyReason, FeatureId, FeaturePrice, Grant, GrantId,
-    GrantKind, GrantStatus, IdempotencyKey, Labels, ModelId, Portion, PriceRule, ReservationId,
-    TokenPrice, Units, Usage, WalletId, format_minor,
+    GrantKind, GrantStatus, IdempotencyKey, Labels, ModelId, OverrunPolicy, Portion, PriceRule,
+    ReservationId, TokenPrice, Units, Usage, WalletId, format_minor,
 };
 use crate::gate::{Cost, GateError};
 use crate::proto;
 use crate::store::outbox::{EntryKind, LedgerEntry};
-use crate::store::{Decision, Denial};
+use crate::store::{Decision, Denial, WalletView};
 
 /// Parses a required field with `parse`, naming it on failure.
 pub fn required<T, E: ToString>(
@@ -204,18 +204,22 @@ pub fn grant(grant: &Grant, now_ms: i64) -> proto::GrantBalance {
     }
 }
 
-pub fn wallet_balance(wallet: &WalletId, grants: &[Grant], now_ms: i64) -> proto::WalletBalance {
-    let totals = WalletTotals::of(grants, now_ms);
+pub fn wallet_balance(view: &WalletView, now_ms: i64) -> proto::WalletBalance {
+    let totals = WalletTotals::of(&view.grants, &view.postpaid, now_ms);
     proto::WalletBalance {
-        wallet: wallet.to_string(),
+        wallet: view.wallet.to_string(),
         granted: money(totals.granted_minor),
         held: money(totals.held_minor),
         spent: money(totals.spent_minor),
         available: money(totals.available_minor),
-        grants: crate::domain::grant::display_order(grants, now_ms)
+        grants: crate::domain::grant::display_order(&view.grants, now_ms)
             .into_iter()
             .map(|g| self::grant(g, now_ms))
             .collect(),
+        flex_cap: money(view.postpaid.flex_cap_minor),
+        flex_used: money(view.postpaid.flex_used_minor),
+        flex_held: money(view.postpaid.flex_held_minor),
+        debt: money(view.postpaid.debt_minor),
     }
 }
 
@@ -317,11 +321,44 @@ pub fn feature_price(index: usize, price: &proto::FeaturePrice) -> Result<Featur
             ));
         }
     };
+    let allowance = optional(
+        &at("overrun_allowance"),
+        &price.overrun_allowance,
+        Amount::parse,
+    )?;
+    let overrun = match (proto::Overrun::try_from(price.overrun), allowance) {
+        (Ok(proto::Overrun::AllowUpTo), Some(allowance)) => OverrunPolicy::AllowUpTo {
+            allowance_minor: allowance.to_minor(),
+        },
+        (Ok(proto::Overrun::AllowUpTo), None) => {
+            return Err(GateError::invalid(
+                at("overrun_allowance"),
+                "required with OVERRUN_ALLOW_UP_TO",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(GateError::invalid(
+                at("overrun_allowance"),
+                "only OVERRUN_ALLOW_UP_TO takes an allowance",
+            ));
+        }
+        (Ok(proto::Overrun::Unspecified | proto::Overrun::CapAtHold), None) => {
+            OverrunPolicy::CapAtHold
+        }
+        (Ok(proto::Overrun::ChargeActual), None) => OverrunPolicy::ChargeActual,
+        (Err(_), None) => {
+            return Err(GateError::invalid(
+                at("overrun"),
+                format!("unknown overrun policy {}", price.overrun),
+            ));
+        }
+    };
     Ok(FeaturePrice {
         feature: required(&at("feature"), &price.feature, FeatureId::parse)?,
         wallet: optional(&at("wallet"), &price.wallet, WalletId::parse)?
             .unwrap_or_else(WalletId::default_wallet),
         rule,
+        overrun,
     })
 }
 
@@ -352,10 +389,19 @@ pub fn feature_price_to_proto(price: &FeaturePrice) -> proto::FeaturePrice {
             })
         }
     };
+    let (overrun, overrun_allowance) = match price.overrun {
+        OverrunPolicy::CapAtHold => (proto::Overrun::CapAtHold, String::new()),
+        OverrunPolicy::AllowUpTo { allowance_minor } => {
+            (proto::Overrun::AllowUpTo, money(allowance_minor))
+        }
+        OverrunPolicy::ChargeActual => (proto::Overrun::ChargeActual, String::new()),
+    };
     proto::FeaturePrice {
         feature: price.feature.to_string(),
         wallet: price.wallet.to_string(),
         rule: Some(rule),
+        overrun: overrun as i32,
+        overrun_allowance,
     }
 }
 
@@ -395,6 +441,7 @@ pub fn entry(entry: &LedgerEntry) -> proto::LedgerEntry {
             .unwrap_or_default(),
         labels: entry.labels.clone().into_iter().collect(),
         at_ms: entry.at_ms,
+        overrun: money(entry.overrun_minor),
         model: entry
             .model
             .as_ref()

@@ -99,6 +99,8 @@ impl gate_server::Gate for GateService {
             split: split(&receipt.split),
             entry_id: receipt.entry_id,
             available: money(receipt.available_minor),
+            requested: money(receipt.requested_minor),
+            overrun: money(receipt.overrun_minor),
         }))
     }
 
@@ -224,8 +226,8 @@ impl gate_server::Gate for GateService {
         let wallets = view
             .wallets
             .iter()
-            .filter(|(wallet, _)| only.as_ref().is_none_or(|w| w == wallet))
-            .map(|(wallet, grants)| convert::wallet_balance(wallet, grants, view.now_ms))
+            .filter(|w| only.as_ref().is_none_or(|only| *only == w.wallet))
+            .map(|w| convert::wallet_balance(w, view.now_ms))
             .collect();
         Ok(Response::new(proto::GetBalanceResponse {
             account_id: account.to_string(),

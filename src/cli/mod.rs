@@ -444,23 +444,47 @@ pub async fn balance(
         })
         .await?
         .into_inner();
-    let wallets: Vec<Value> = r
-        .wallets
-        .iter()
-        .map(|w| {
-            json!({
-                "wallet": w.wallet,
-                "granted": w.granted,
-                "held": w.held,
-                "spent": w.spent,
-                "available": w.available,
-                "grants": w.grants.iter().map(grant_json).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    let wallets: Vec<Value> = r.wallets.iter().map(wallet_json).collect();
     Ok(Answer {
         denied: false,
         json: json!({"account_id": r.account_id, "wallets": wallets}),
+    })
+}
+
+fn wallet_json(w: &proto::WalletBalance) -> Value {
+    json!({
+        "wallet": w.wallet,
+        "granted": w.granted,
+        "held": w.held,
+        "spent": w.spent,
+        "available": w.available,
+        "flex": {"cap": w.flex_cap, "used": w.flex_used, "held": w.flex_held},
+        "debt": w.debt,
+        "grants": w.grants.iter().map(grant_json).collect::<Vec<_>>(),
+    })
+}
+
+/// Sets a wallet's flex cap.
+pub async fn wallet_set(
+    connection: &Connection,
+    account: String,
+    wallet: Option<String>,
+    flex_cap: String,
+) -> Result<Answer, CliError> {
+    let w = admin(connection)
+        .await?
+        .set_wallet(proto::SetWalletRequest {
+            account_id: account.clone(),
+            wallet: wallet.unwrap_or_default(),
+            flex_cap,
+        })
+        .await?
+        .into_inner();
+    let mut json = wallet_json(&w);
+    json["account_id"] = json!(account);
+    Ok(Answer {
+        denied: false,
+        json,
     })
 }
 
@@ -625,6 +649,13 @@ pub enum PriceCall {
     },
 }
 
+/// A feature's overrun policy as given on the command line.
+pub enum Overrun {
+    CapAtHold,
+    AllowUpTo(String),
+    ChargeActual,
+}
+
 fn price_json(price: &proto::FeaturePrice) -> Value {
     use proto::feature_price::Rule;
     let rule = match &price.rule {
@@ -640,7 +671,18 @@ fn price_json(price: &proto::FeaturePrice) -> Value {
             .collect::<Vec<_>>()}}),
         None => Value::Null,
     };
-    json!({"feature": price.feature, "wallet": price.wallet, "rule": rule})
+    let overrun = proto::Overrun::try_from(price.overrun)
+        .unwrap_or_default()
+        .as_str_name()
+        .trim_start_matches("OVERRUN_")
+        .to_ascii_lowercase();
+    let mut json = json!({"feature": price.feature, "wallet": price.wallet, "rule": rule});
+    json["overrun"] = match overrun.as_str() {
+        "allow_up_to" => json!({"policy": overrun, "allowance": price.overrun_allowance}),
+        "unspecified" => json!({"policy": "cap_at_hold"}),
+        _ => json!({"policy": overrun}),
+    };
+    json
 }
 
 fn catalog_json(catalog: &proto::PriceCatalog) -> Value {
@@ -667,9 +709,25 @@ pub async fn price_set(
     feature: String,
     wallet: Option<String>,
     price: PriceCall,
+    overrun: Option<Overrun>,
 ) -> Result<Answer, CliError> {
     use proto::feature_price::Rule;
     let mut client = admin(connection).await?;
+    let current = client
+        .get_prices(proto::GetPricesRequest {})
+        .await?
+        .into_inner()
+        .features
+        .into_iter()
+        .find(|p| p.feature == feature);
+    // The feature keeps its overrun policy unless one is given.
+    let (overrun, overrun_allowance) = match (overrun, &current) {
+        (Some(Overrun::CapAtHold), _) => (proto::Overrun::CapAtHold as i32, String::new()),
+        (Some(Overrun::ChargeActual), _) => (proto::Overrun::ChargeActual as i32, String::new()),
+        (Some(Overrun::AllowUpTo(allowance)), _) => (proto::Overrun::AllowUpTo as i32, allowance),
+        (None, Some(current)) => (current.overrun, current.overrun_allowance.clone()),
+        (None, None) => (proto::Overrun::CapAtHold as i32, String::new()),
+    };
     let rule = match price {
         PriceCall::Flat(price) => Rule::PerCall(proto::PerCallPrice { price }),
         PriceCall::PerUnit { unit, price } => Rule::PerUnit(proto::PerUnitPrice { unit, price }),
@@ -679,14 +737,7 @@ pub async fn price_set(
             output,
             cached_input,
         } => {
-            let catalog = client
-                .get_prices(proto::GetPricesRequest {})
-                .await?
-                .into_inner();
-            let mut models: Vec<proto::ModelPrice> = catalog
-                .features
-                .into_iter()
-                .find(|p| p.feature == feature)
+            let mut models: Vec<proto::ModelPrice> = current
                 .and_then(|p| match p.rule {
                     Some(Rule::PerMillionTokens(tokens)) => Some(tokens.models),
                     _ => None,
@@ -708,6 +759,8 @@ pub async fn price_set(
                 feature,
                 wallet: wallet.unwrap_or_default(),
                 rule: Some(rule),
+                overrun,
+                overrun_allowance,
             }],
         })
         .await?

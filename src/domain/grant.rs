@@ -190,8 +190,35 @@ pub fn used_percent(grant: &Grant) -> String {
     }
 }
 
-/// What a new hold or charge for `feature` could take from these grants now.
-pub fn available_minor(grants: &[Grant], feature: &FeatureId, now_ms: i64) -> i64 {
+/// What a wallet may spend past its grants, and what it owes. All zero by default: no flex,
+/// no debt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postpaid {
+    /// Flex: how far spending may continue once the grants are used up (the billing threshold);
+    /// 0 turns flex off.
+    pub flex_cap_minor: i64,
+    /// Flex spent so far.
+    pub flex_used_minor: i64,
+    /// Flex set aside by open holds.
+    pub flex_held_minor: i64,
+    /// Usage charged beyond everything the wallet could pay (an overrun charged in full under
+    /// `charge_actual`). It gates the wallet, and the next unscoped grant added pays it first.
+    pub debt_minor: i64,
+}
+
+impl Postpaid {
+    /// Flex a new hold or charge could still take.
+    pub fn flex_room_minor(&self) -> i64 {
+        (self.flex_cap_minor - self.flex_used_minor - self.flex_held_minor).max(0)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Postpaid::default()
+    }
+}
+
+/// What the grants that admit `feature` could pay now, before flex and debt.
+fn from_grants(grants: &[Grant], feature: &FeatureId, now_ms: i64) -> i64 {
     grants
         .iter()
         .filter(|g| g.is_active(now_ms) && g.admits(feature))
@@ -199,23 +226,36 @@ pub fn available_minor(grants: &[Grant], feature: &FeatureId, now_ms: i64) -> i6
         .sum()
 }
 
-/// Splits `amount_minor` over the grants in consumption order, without changing them.
+/// What a new hold or charge for `feature` could take from a wallet now: its grants that admit
+/// the feature, then flex, less any debt.
+pub fn available_minor(
+    grants: &[Grant],
+    postpaid: &Postpaid,
+    feature: &FeatureId,
+    now_ms: i64,
+) -> i64 {
+    (from_grants(grants, feature, now_ms) + postpaid.flex_room_minor() - postpaid.debt_minor).max(0)
+}
+
+/// Splits `amount_minor` over the grants in consumption order, then flex, without changing
+/// anything.
 ///
 /// A zero amount draws nothing and always succeeds.
 pub fn plan_draw(
     grants: &[Grant],
+    postpaid: &Postpaid,
     feature: &FeatureId,
     now_ms: i64,
     amount_minor: i64,
 ) -> Result<Vec<Portion>, Shortfall> {
     debug_assert!(amount_minor >= 0);
-    let order = consumption_order(grants, feature, now_ms);
-    let available: i64 = order.iter().map(|&i| grants[i].spendable_minor()).sum();
+    let available = available_minor(grants, postpaid, feature, now_ms);
     if available < amount_minor {
+        let admitted = from_grants(grants, feature, now_ms) + postpaid.flex_room_minor();
         let elsewhere = grants
             .iter()
             .any(|g| g.is_active(now_ms) && g.spendable_minor() > 0 && !g.admits(feature));
-        return Err(if available == 0 && elsewhere {
+        return Err(if admitted == 0 && elsewhere {
             Shortfall::FeatureNotAllowed
         } else {
             Shortfall::Insufficient {
@@ -225,7 +265,7 @@ pub fn plan_draw(
     }
     let mut left = amount_minor;
     let mut split = Vec::new();
-    for i in order {
+    for i in consumption_order(grants, feature, now_ms) {
         if left == 0 {
             break;
         }
@@ -238,7 +278,95 @@ pub fn plan_draw(
             left -= take;
         }
     }
+    if left > 0 {
+        // Within the flex room: `available` covered the amount.
+        split.push(Portion {
+            grant: GrantId::flex(),
+            amount_minor: left,
+        });
+    }
     Ok(split)
+}
+
+/// What a commit larger than its hold is charged beyond the hold, under the feature's overrun
+/// policy. Judged after the hold itself is charged.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OverrunCharge {
+    /// Drawn from the wallet as a charge would be (grants, then flex).
+    pub drawn: Vec<Portion>,
+    /// Charged beyond everything the wallet could pay: becomes debt.
+    pub debt_minor: i64,
+}
+
+impl OverrunCharge {
+    pub fn charged_minor(&self) -> i64 {
+        self.drawn.iter().map(|p| p.amount_minor).sum::<i64>() + self.debt_minor
+    }
+
+    /// The whole split of the overrun, debt last.
+    pub fn into_split(self) -> Vec<Portion> {
+        let mut split = self.drawn;
+        if self.debt_minor > 0 {
+            split.push(Portion {
+                grant: GrantId::debt(),
+                amount_minor: self.debt_minor,
+            });
+        }
+        split
+    }
+}
+
+/// Charges `over_minor` beyond a hold as `policy` says: nothing (`cap_at_hold`), up to an
+/// allowance from what the wallet can pay (`allow_up_to`), or all of it, any part the wallet
+/// cannot pay becoming debt (`charge_actual`).
+pub fn plan_overrun(
+    grants: &[Grant],
+    postpaid: &Postpaid,
+    feature: &FeatureId,
+    now_ms: i64,
+    over_minor: i64,
+    policy: OverrunPolicy,
+) -> OverrunCharge {
+    let wanted = match policy {
+        OverrunPolicy::CapAtHold => 0,
+        OverrunPolicy::AllowUpTo { allowance_minor } => over_minor.min(allowance_minor),
+        OverrunPolicy::ChargeActual => over_minor,
+    };
+    let payable = wanted.min(available_minor(grants, postpaid, feature, now_ms));
+    let drawn = plan_draw(grants, postpaid, feature, now_ms, payable)
+        .expect("a draw within what is available succeeds");
+    OverrunCharge {
+        drawn,
+        debt_minor: match policy {
+            OverrunPolicy::ChargeActual => wanted - payable,
+            _ => 0,
+        },
+    }
+}
+
+/// What a commit larger than its hold is charged beyond the hold; set per feature in the
+/// catalog. Whatever the policy, the overrun is recorded in the ledger entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "policy")]
+pub enum OverrunPolicy {
+    /// Charge at most the hold.
+    #[default]
+    CapAtHold,
+    /// Charge up to this much beyond the hold, from what the wallet can pay.
+    AllowUpTo { allowance_minor: i64 },
+    /// Charge all of it: the usage happened. What the wallet cannot pay becomes debt, and the
+    /// wallet is gated until a top-up covers it.
+    ChargeActual,
+}
+
+impl OverrunPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            OverrunPolicy::CapAtHold => "cap_at_hold",
+            OverrunPolicy::AllowUpTo { .. } => "allow_up_to",
+            OverrunPolicy::ChargeActual => "charge_actual",
+        }
+    }
 }
 
 /// Divides a hold's split into what is charged and what is released when `charge_minor` of it
@@ -281,25 +409,32 @@ pub fn merge_split(split: &mut Vec<Portion>, extra: Vec<Portion>) {
 pub struct WalletTotals {
     /// Amounts of the active grants.
     pub granted_minor: i64,
-    /// Open holds.
+    /// Open holds, on grants and on flex.
     pub held_minor: i64,
     /// Charged from the active grants.
     pub spent_minor: i64,
-    /// What a new hold for any feature could take: active remaining less held.
+    /// What a new hold for a feature every grant admits could take: active remaining less
+    /// held, plus flex room, less debt.
     pub available_minor: i64,
 }
 
 impl WalletTotals {
-    pub fn of(grants: &[Grant], now_ms: i64) -> WalletTotals {
-        let mut totals = WalletTotals::default();
+    pub fn of(grants: &[Grant], postpaid: &Postpaid, now_ms: i64) -> WalletTotals {
+        let mut totals = WalletTotals {
+            held_minor: postpaid.flex_held_minor,
+            ..WalletTotals::default()
+        };
+        let mut spendable = 0;
         for grant in grants {
             totals.held_minor += grant.held_minor;
             if grant.is_active(now_ms) {
                 totals.granted_minor += grant.terms.amount_minor;
                 totals.spent_minor += grant.terms.amount_minor - grant.remaining_minor;
-                totals.available_minor += grant.spendable_minor();
+                spendable += grant.spendable_minor();
             }
         }
+        totals.available_minor =
+            (spendable + postpaid.flex_room_minor() - postpaid.debt_minor).max(0);
         totals
     }
 }
@@ -341,7 +476,7 @@ mod tests {
             grant("trial", GrantKind::Promotional, 10),
             grant("plan", GrantKind::Included, 20),
         ];
-        let split = plan_draw(&grants, &feature("chat"), 1, 50).unwrap();
+        let split = plan_draw(&grants, &Postpaid::default(), &feature("chat"), 1, 50).unwrap();
         assert_eq!(ids(&split), [("plan", 20), ("trial", 10), ("prepaid", 20)]);
     }
 
@@ -350,16 +485,23 @@ mod tests {
         let mut scoped = grant("agents-only", GrantKind::Prepaid, 30);
         scoped.terms.features = vec![feature("agent.minutes"), feature("cloud.inference")];
         let grants = vec![grant("plan", GrantKind::Included, 30), scoped];
-        let split = plan_draw(&grants, &feature("agent.minutes"), 1, 40).unwrap();
+        let split = plan_draw(
+            &grants,
+            &Postpaid::default(),
+            &feature("agent.minutes"),
+            1,
+            40,
+        )
+        .unwrap();
         assert_eq!(ids(&split), [("agents-only", 30), ("plan", 10)]);
-        let split = plan_draw(&grants, &feature("chat"), 1, 30).unwrap();
+        let split = plan_draw(&grants, &Postpaid::default(), &feature("chat"), 1, 30).unwrap();
         assert_eq!(
             ids(&split),
             [("plan", 30)],
             "the scoped grant never pays for chat"
         );
         assert_eq!(
-            plan_draw(&grants, &feature("chat"), 1, 31),
+            plan_draw(&grants, &Postpaid::default(), &feature("chat"), 1, 31),
             Err(Shortfall::Insufficient {
                 available_minor: 30
             })
@@ -376,7 +518,7 @@ mod tests {
         never_old.created_at_ms = -5;
         let never_new = grant("never-new", GrantKind::Prepaid, 10);
         let grants = vec![never_new, late, never_old, soon];
-        let split = plan_draw(&grants, &feature("f"), 1, 40).unwrap();
+        let split = plan_draw(&grants, &Postpaid::default(), &feature("f"), 1, 40).unwrap();
         assert_eq!(
             ids(&split),
             [
@@ -393,7 +535,7 @@ mod tests {
         let mut urgent = grant("urgent", GrantKind::Prepaid, 10);
         urgent.terms.priority = 1;
         let grants = vec![grant("plan", GrantKind::Included, 10), urgent];
-        let split = plan_draw(&grants, &feature("f"), 1, 15).unwrap();
+        let split = plan_draw(&grants, &Postpaid::default(), &feature("f"), 1, 15).unwrap();
         assert_eq!(ids(&split), [("urgent", 10), ("plan", 5)]);
     }
 
@@ -406,15 +548,18 @@ mod tests {
         let mut held = grant("held", GrantKind::Prepaid, 100);
         held.held_minor = 70;
         let grants = vec![expired, voided, held];
-        assert_eq!(available_minor(&grants, &feature("f"), 1_000), 30);
         assert_eq!(
-            plan_draw(&grants, &feature("f"), 1_000, 31),
+            available_minor(&grants, &Postpaid::default(), &feature("f"), 1_000),
+            30
+        );
+        assert_eq!(
+            plan_draw(&grants, &Postpaid::default(), &feature("f"), 1_000, 31),
             Err(Shortfall::Insufficient {
                 available_minor: 30
             })
         );
         assert_eq!(
-            available_minor(&grants, &feature("f"), 999),
+            available_minor(&grants, &Postpaid::default(), &feature("f"), 999),
             130,
             "a grant is active until its expiry instant"
         );
@@ -425,7 +570,7 @@ mod tests {
         let mut scoped = grant("trial", GrantKind::Promotional, 10);
         scoped.terms.features = vec![feature("agent.minutes")];
         assert_eq!(
-            plan_draw(&[scoped], &feature("chat"), 1, 1),
+            plan_draw(&[scoped], &Postpaid::default(), &feature("chat"), 1, 1),
             Err(Shortfall::FeatureNotAllowed)
         );
     }
@@ -451,8 +596,59 @@ mod tests {
     }
 
     #[test]
+    fn flex_pays_after_every_grant_up_to_its_cap_and_debt_comes_off_first() {
+        let grants = vec![grant("bought", GrantKind::Prepaid, 10)];
+        let mut postpaid = Postpaid {
+            flex_cap_minor: 50,
+            flex_used_minor: 20,
+            flex_held_minor: 5,
+            debt_minor: 0,
+        };
+        assert_eq!(available_minor(&grants, &postpaid, &feature("f"), 1), 35);
+        let split = plan_draw(&grants, &postpaid, &feature("f"), 1, 35).unwrap();
+        assert_eq!(ids(&split), [("bought", 10), ("~flex", 25)]);
+        assert_eq!(
+            plan_draw(&grants, &postpaid, &feature("f"), 1, 36),
+            Err(Shortfall::Insufficient {
+                available_minor: 35
+            })
+        );
+        postpaid.debt_minor = 40;
+        assert_eq!(available_minor(&grants, &postpaid, &feature("f"), 1), 0);
+        assert_eq!(
+            WalletTotals::of(&grants, &postpaid, 1).available_minor,
+            0,
+            "debt gates the wallet"
+        );
+    }
+
+    #[test]
+    fn an_overrun_is_charged_as_the_policy_says() {
+        let grants = vec![grant("bought", GrantKind::Prepaid, 10)];
+        let none = Postpaid::default();
+        let f = feature("f");
+        let over = |policy| plan_overrun(&grants, &none, &f, 1, 25, policy);
+        assert_eq!(over(OverrunPolicy::CapAtHold), OverrunCharge::default());
+        let allowed = over(OverrunPolicy::AllowUpTo { allowance_minor: 5 });
+        assert_eq!(
+            (ids(&allowed.drawn), allowed.debt_minor),
+            (vec![("bought", 5)], 0)
+        );
+        let capped_by_balance = over(OverrunPolicy::AllowUpTo {
+            allowance_minor: 100,
+        });
+        assert_eq!(capped_by_balance.charged_minor(), 10);
+        let actual = over(OverrunPolicy::ChargeActual);
+        assert_eq!(actual.charged_minor(), 25);
+        assert_eq!(ids(&actual.into_split()), [("bought", 10), ("~debt", 15)]);
+    }
+
+    #[test]
     fn zero_draws_nothing() {
-        assert_eq!(plan_draw(&[], &feature("f"), 1, 0), Ok(vec![]));
+        assert_eq!(
+            plan_draw(&[], &Postpaid::default(), &feature("f"), 1, 0),
+            Ok(vec![])
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::grant::Portion;
+use super::grant::{OverrunPolicy, Portion};
 use super::ids::{AccountId, FeatureId, IdempotencyKey, Labels, ModelId, ReservationId, WalletId};
 use super::price::PriceRule;
 
@@ -52,6 +52,11 @@ impl HoldState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitRecord {
     pub entry_id: String,
+    /// What the commit asked to charge; a repeated commit must ask the same.
+    pub requested_minor: i64,
+    /// How far the request went beyond the hold.
+    #[serde(default)]
+    pub overrun_minor: i64,
     pub charged_minor: i64,
     pub released_minor: i64,
     pub split: Vec<Portion>,
@@ -83,6 +88,9 @@ pub struct Hold {
     pub labels: Labels,
     /// The price in force when the hold was taken, used to price a commit by usage.
     pub price: Option<PriceRule>,
+    /// What a commit above the hold is charged, as the feature's policy was when it was taken.
+    #[serde(default)]
+    pub overrun: OverrunPolicy,
     /// Model of the usage the hold was priced from, kept with its commit.
     pub model: Option<ModelId>,
     pub idempotency_key: Option<IdempotencyKey>,

@@ -58,6 +58,9 @@ fn check_id(text: &str) -> Result<(), IdError> {
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
+        id_type!($(#[$doc])* $name, check_id);
+    };
+    ($(#[$doc:meta])* $name:ident, $stored_check:path) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -84,7 +87,7 @@ macro_rules! id_type {
         impl TryFrom<String> for $name {
             type Error = IdError;
             fn try_from(text: String) -> Result<Self, IdError> {
-                check_id(&text)?;
+                $stored_check(&text)?;
                 Ok(Self(text))
             }
         }
@@ -111,8 +114,47 @@ id_type!(
 );
 id_type!(
     /// A lot of credits, named by whoever granted it (often a payment id).
-    GrantId
+    ///
+    /// Splits also name two sources that are not grants, with ids no grant can have:
+    /// [`GrantId::flex`] and [`GrantId::debt`].
+    GrantId,
+    check_stored_grant_id
 );
+
+/// A grant id as stores and the ledger keep it: a grant's own id or a pseudo-grant's.
+fn check_stored_grant_id(text: &str) -> Result<(), IdError> {
+    if text == GrantId::FLEX || text == GrantId::DEBT {
+        return Ok(());
+    }
+    check_id(text)
+}
+
+impl GrantId {
+    /// The source of a portion paid by flex (postpaid spending up to the wallet's cap).
+    pub const FLEX: &str = "~flex";
+    /// The source of a portion charged beyond everything the wallet could pay: an overrun
+    /// charged in full. The next credit added to the wallet pays it.
+    pub const DEBT: &str = "~debt";
+
+    pub fn flex() -> GrantId {
+        GrantId(GrantId::FLEX.to_owned())
+    }
+
+    pub fn debt() -> GrantId {
+        GrantId(GrantId::DEBT.to_owned())
+    }
+
+    /// Whether this names a real grant, not flex or debt.
+    pub fn is_grant(&self) -> bool {
+        !self.0.starts_with('~')
+    }
+
+    /// Checks an id read back from a store or the ledger, which may be a pseudo-grant's.
+    pub fn parse_stored(text: &str) -> Result<GrantId, IdError> {
+        check_stored_grant_id(text)?;
+        Ok(GrantId(text.to_owned()))
+    }
+}
 
 impl WalletId {
     /// The wallet every account has.
@@ -309,6 +351,17 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn only_stores_may_name_flex_and_debt() {
+        assert!(GrantId::parse(GrantId::FLEX).is_err());
+        assert!(GrantId::parse(GrantId::DEBT).is_err());
+        assert_eq!(GrantId::parse_stored("~flex"), Ok(GrantId::flex()));
+        assert!(GrantId::parse_stored("~other").is_err());
+        let read: GrantId = serde_json::from_str("\"~debt\"").unwrap();
+        assert!(!read.is_grant());
+        assert!(GrantId::parse("plan").unwrap().is_grant());
     }
 
     #[test]

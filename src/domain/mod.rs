@@ -12,7 +12,9 @@ pub mod money;
 pub mod price;
 
 pub use account::{Account, AccountStatus, DenyReason};
-pub use grant::{Grant, GrantKind, GrantStatus, GrantTerms, Portion, Shortfall};
+pub use grant::{
+    Grant, GrantKind, GrantStatus, GrantTerms, OverrunPolicy, Portion, Postpaid, Shortfall,
+};
 pub use hold::{CommitRecord, Hold, HoldState, ReleaseRecord};
 pub use ids::{
     AccountId, FeatureId, GrantId, IdError, IdempotencyKey, Labels, ModelId, ReservationId,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::grant::OverrunPolicy;
 use super::ids::{FeatureId, ModelId, WalletId};
 use super::money::{Amount, AmountError, Rounding, SCALE, parse_decimal, round_to_minor};
 
@@ -100,6 +101,9 @@ pub struct FeaturePrice {
     pub feature: FeatureId,
     pub wallet: WalletId,
     pub rule: PriceRule,
+    /// What a commit larger than its hold is charged.
+    #[serde(default)]
+    pub overrun: OverrunPolicy,
 }
 
 /// Why usage could not be priced. Each names the usage field at fault.

@@ -11,7 +11,7 @@ use crate::domain::{
 };
 use crate::ledger::{UsageGroup, UsageQuery, UsageRow};
 use crate::store::outbox::LedgerEntry;
-use crate::store::{AccountUpdate, GrantReceipt, VoidReceipt};
+use crate::store::{AccountUpdate, GrantReceipt, VoidReceipt, WalletView};
 
 /// Window of a usage query that does not give its start: 30 days.
 pub const USAGE_WINDOW_MS_DEFAULT: i64 = 30 * 86_400_000;
@@ -127,6 +127,31 @@ impl Gate {
             .await?;
         self.make_durable(&written.durable).await?;
         Ok(written.value)
+    }
+
+    /// Sets a wallet's flex cap; returns the wallet as it now is, and the store's clock.
+    pub async fn set_wallet(
+        &self,
+        account: AccountId,
+        wallet: WalletId,
+        flex_cap: Amount,
+    ) -> Result<(WalletView, i64), GateError> {
+        let written = self
+            .store
+            .set_wallet(&account, &wallet, flex_cap.to_minor())
+            .await?;
+        self.make_durable(&written.durable).await?;
+        let view = self.balance(&account).await?;
+        let shown = view
+            .wallets
+            .into_iter()
+            .find(|w| w.wallet == wallet)
+            .unwrap_or(WalletView {
+                wallet,
+                grants: Vec::new(),
+                postpaid: written.value,
+            });
+        Ok((shown, view.now_ms))
     }
 
     pub async fn void_grant(&self, request: VoidRequest) -> Result<VoidReceipt, GateError> {

@@ -47,7 +47,6 @@ impl From<StoreError> for GateError {
             }
             StoreError::ReservationEnded { .. }
             | StoreError::CommitMismatch { .. }
-            | StoreError::ExceedsHold { .. }
             | StoreError::TooManyGrants { .. }
             | StoreError::BalanceTooLarge { .. } => GateError::FailedPrecondition(message),
             StoreError::Unavailable(_) => GateError::Unavailable(message),

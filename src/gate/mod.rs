@@ -24,8 +24,8 @@ pub use error::GateError;
 use crate::cache::{HoldPricing, ReservationCache};
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::domain::{
-    AccountId, Amount, DenyReason, FeatureId, IdempotencyKey, Labels, PriceRule, ReservationId,
-    Rounding, Usage, WalletId,
+    AccountId, Amount, DenyReason, FeatureId, IdempotencyKey, Labels, OverrunPolicy, PriceRule,
+    ReservationId, Rounding, Usage, WalletId,
 };
 use crate::ledger::Ledger;
 use crate::store::Denial;
@@ -186,6 +186,16 @@ impl Gate {
         feature: &FeatureId,
         wallet: Option<WalletId>,
     ) -> Result<(WalletId, Option<PriceRule>), GateError> {
+        self.resolve_with_overrun(feature, wallet)
+            .map(|(wallet, price, _)| (wallet, price))
+    }
+
+    /// [`Gate::resolve`], with the feature's overrun policy.
+    fn resolve_with_overrun(
+        &self,
+        feature: &FeatureId,
+        wallet: Option<WalletId>,
+    ) -> Result<(WalletId, Option<PriceRule>, OverrunPolicy), GateError> {
         match (self.catalog().get(feature), wallet) {
             (Some(price), Some(wallet)) if wallet != price.wallet => Err(GateError::invalid(
                 "wallet",
@@ -194,8 +204,16 @@ impl Gate {
                     price.wallet
                 ),
             )),
-            (Some(price), _) => Ok((price.wallet.clone(), Some(price.rule.clone()))),
-            (None, wallet) => Ok((wallet.unwrap_or_else(WalletId::default_wallet), None)),
+            (Some(price), _) => Ok((
+                price.wallet.clone(),
+                Some(price.rule.clone()),
+                price.overrun,
+            )),
+            (None, wallet) => Ok((
+                wallet.unwrap_or_else(WalletId::default_wallet),
+                None,
+                OverrunPolicy::default(),
+            )),
         }
     }
 
@@ -240,7 +258,8 @@ impl Gate {
         &self,
         request: ReserveRequest,
     ) -> Result<Priced<ReserveReceipt>, GateError> {
-        let (wallet, price) = self.resolve(&request.feature, request.wallet.clone())?;
+        let (wallet, price, overrun) =
+            self.resolve_with_overrun(&request.feature, request.wallet.clone())?;
         let amount = Self::cost_minor(
             &request.feature,
             &request.cost,
@@ -294,6 +313,7 @@ impl Gate {
             ttl_ms,
             labels: request.labels,
             price,
+            overrun,
             model: match &request.cost {
                 Cost::Usage(usage) => usage.model.clone(),
                 Cost::Amount(_) => None,

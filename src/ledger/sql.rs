@@ -7,7 +7,7 @@
 //! disk. The sync loop writes many outbox records per transaction (group commit), which is what
 //! makes acknowledging every commit only once it is durable affordable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Once;
 use std::time::Duration;
@@ -24,7 +24,8 @@ use super::{
 };
 use crate::domain::{
     Account, AccountId, AccountStatus, FeatureId, FeaturePrice, Grant, GrantId, GrantKind,
-    GrantTerms, Hold, IdempotencyKey, ModelId, Portion, ReservationId, WalletId,
+    GrantTerms, Hold, IdempotencyKey, ModelId, OverrunPolicy, Portion, Postpaid, ReservationId,
+    WalletId,
 };
 use crate::store::AccountSnapshot;
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered};
@@ -135,6 +136,63 @@ impl SqlLedger {
             .map_err(|e| LedgerError::Database(format!("migrations: {e}")))
     }
 
+    /// Flex cap, flex used and debt of every wallet that has any, by account, in wallet order.
+    /// Flex held is left to the holds.
+    async fn postpaid(
+        &self,
+        only: Option<&AccountId>,
+    ) -> Result<Vec<(String, WalletId, Postpaid)>, LedgerError> {
+        let mut wallets: BTreeMap<(String, String), Postpaid> = BTreeMap::new();
+        let caps =
+            Statement::new("SELECT account_id, wallet, flex_cap_minor FROM wallets WHERE 1 = 1")
+                .only("account_id", only)
+                .fetch_all(&self.pool)
+                .await?;
+        for row in caps {
+            let key = (row.try_get("account_id")?, row.try_get("wallet")?);
+            wallets.entry(key).or_default().flex_cap_minor = row.try_get("flex_cap_minor")?;
+        }
+        let spent = Statement::new(
+            "SELECT e.account_id, e.wallet, s.grant_id, CAST(SUM(s.amount_minor) AS BIGINT) AS spent \
+             FROM entry_splits s JOIN entries e ON e.entry_id = s.entry_id \
+             WHERE e.kind IN ('commit', 'charge') AND s.grant_id IN ('~flex', '~debt')",
+        )
+        .only("e.account_id", only)
+        .push_sql(" GROUP BY e.account_id, e.wallet, s.grant_id")
+        .fetch_all(&self.pool)
+        .await?;
+        for row in spent {
+            let key = (row.try_get("account_id")?, row.try_get("wallet")?);
+            let postpaid = wallets.entry(key).or_default();
+            let amount: i64 = row.try_get("spent")?;
+            if row.try_get::<String, _>("grant_id")? == GrantId::FLEX {
+                postpaid.flex_used_minor += amount;
+            } else {
+                postpaid.debt_minor += amount;
+            }
+        }
+        let repaid = Statement::new(
+            "SELECT account_id, wallet, CAST(SUM(amount_minor) AS BIGINT) AS repaid \
+             FROM entries WHERE kind = 'charge' AND grant_id = '~debt'",
+        )
+        .only("account_id", only)
+        .push_sql(" GROUP BY account_id, wallet")
+        .fetch_all(&self.pool)
+        .await?;
+        for row in repaid {
+            let key = (row.try_get("account_id")?, row.try_get("wallet")?);
+            wallets.entry(key).or_default().debt_minor -= row.try_get::<i64, _>("repaid")?;
+        }
+        wallets
+            .into_iter()
+            .filter(|(_, postpaid)| !postpaid.is_zero())
+            .map(|((account, wallet), postpaid)| {
+                let wallet = parse(WalletId::parse(&wallet), "wallet", &wallet)?;
+                Ok((account, wallet, postpaid))
+            })
+            .collect()
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -180,8 +238,9 @@ type Tx<'a> = Transaction<'a, Any>;
 async fn insert_entry(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), LedgerError> {
     let inserted = sqlx::query(
         "INSERT INTO entries (entry_id, kind, account_id, wallet, feature, model, usage, \
-         amount_minor, reservation_id, grant_id, idempotency_key, labels, reason, at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         amount_minor, reservation_id, grant_id, idempotency_key, labels, reason, at_ms, \
+         overrun_minor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (entry_id) DO NOTHING",
     )
     .bind(&entry.id)
@@ -203,6 +262,7 @@ async fn insert_entry(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), Ledger
     .bind(to_json(&entry.labels))
     .bind(entry.reason.clone())
     .bind(entry.at_ms)
+    .bind(entry.overrun_minor)
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -275,6 +335,25 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             insert_entry(tx, entry).await?;
         }
         OutboxEntry::Charge(entry) => insert_entry(tx, entry).await?,
+        OutboxEntry::Wallet {
+            account,
+            wallet,
+            flex_cap_minor,
+            at_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO wallets (account_id, wallet, flex_cap_minor, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, wallet) DO UPDATE SET \
+                 flex_cap_minor = excluded.flex_cap_minor, updated_at_ms = excluded.updated_at_ms \
+                 WHERE excluded.updated_at_ms >= wallets.updated_at_ms",
+            )
+            .bind(account.as_str())
+            .bind(wallet.as_str())
+            .bind(*flex_cap_minor)
+            .bind(*at_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
         OutboxEntry::Hold(hold) => {
             let updated_at = hold
                 .commit
@@ -377,7 +456,7 @@ fn read_entry(row: &AnyRow, split: Vec<Portion>) -> Result<LedgerEntry, LedgerEr
             "reservation id",
             ReservationId::parse,
         )?,
-        grant: parse_opt(row.try_get("grant_id")?, "grant id", GrantId::parse)?,
+        grant: parse_opt(row.try_get("grant_id")?, "grant id", GrantId::parse_stored)?,
         idempotency_key: parse_opt(
             row.try_get("idempotency_key")?,
             "idempotency key",
@@ -385,6 +464,7 @@ fn read_entry(row: &AnyRow, split: Vec<Portion>) -> Result<LedgerEntry, LedgerEr
         )?,
         labels: from_json(&labels, "labels")?,
         reason: row.try_get("reason")?,
+        overrun_minor: row.try_get("overrun_minor")?,
         at_ms: row.try_get("at_ms")?,
         id,
     })
@@ -524,6 +604,14 @@ impl Ledger for SqlLedger {
             snapshots.entry(account).or_default().grants.push(grant);
         }
 
+        for (account, wallet, postpaid) in self.postpaid(only).await? {
+            snapshots
+                .entry(account)
+                .or_default()
+                .postpaid
+                .push((wallet, postpaid));
+        }
+
         let holds = Statement::new("SELECT account_id, body FROM holds WHERE ")
             .push("(state = 'held' OR updated_at_ms >= {})", Param::Int(since))
             .only("account_id", only)
@@ -580,14 +668,15 @@ impl Ledger for SqlLedger {
         let mut tx = self.pool.begin().await?;
         for price in prices {
             sqlx::query(
-                "INSERT INTO prices (feature, wallet, rule, updated_at_ms) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (feature) DO UPDATE SET \
-                 wallet = excluded.wallet, rule = excluded.rule, \
+                "INSERT INTO prices (feature, wallet, rule, overrun, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (feature) DO UPDATE SET \
+                 wallet = excluded.wallet, rule = excluded.rule, overrun = excluded.overrun, \
                  updated_at_ms = excluded.updated_at_ms",
             )
             .bind(price.feature.as_str())
             .bind(price.wallet.as_str())
             .bind(to_json(&price.rule))
+            .bind(to_json(&price.overrun))
             .bind(at_ms)
             .execute(&mut *tx)
             .await?;
@@ -598,7 +687,7 @@ impl Ledger for SqlLedger {
 
     async fn prices(&self) -> Result<Vec<FeaturePrice>, LedgerError> {
         let mut prices = Vec::new();
-        for row in sqlx::query("SELECT feature, wallet, rule FROM prices ORDER BY feature")
+        for row in sqlx::query("SELECT feature, wallet, rule, overrun FROM prices ORDER BY feature")
             .fetch_all(&self.pool)
             .await?
         {
@@ -608,6 +697,10 @@ impl Ledger for SqlLedger {
                 feature: parse(FeatureId::parse(&feature), "feature", &feature)?,
                 wallet: parse(WalletId::parse(&wallet), "wallet", &wallet)?,
                 rule: from_json(&row.try_get::<String, _>("rule")?, "price rule")?,
+                overrun: match row.try_get::<Option<String>, _>("overrun")? {
+                    Some(text) => from_json(&text, "overrun policy")?,
+                    None => OverrunPolicy::default(),
+                },
             });
         }
         Ok(prices)
@@ -639,7 +732,7 @@ impl Ledger for SqlLedger {
             {
                 let grant: String = portion.try_get("grant_id")?;
                 split.push(Portion {
-                    grant: parse(GrantId::parse(&grant), "grant id", &grant)?,
+                    grant: parse(GrantId::parse_stored(&grant), "grant id", &grant)?,
                     amount_minor: portion.try_get("amount_minor")?,
                 });
             }
@@ -680,7 +773,7 @@ impl Ledger for SqlLedger {
         statement
             .push_sql(
                 " AS usage_key, CAST(SUM(amount_minor) AS BIGINT) AS total, COUNT(*) AS n \
-                 FROM entries WHERE kind IN ('commit', 'charge')",
+                 FROM entries WHERE kind IN ('commit', 'charge') AND feature IS NOT NULL",
             )
             .push(
                 " AND account_id = {}",

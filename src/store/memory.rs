@@ -20,17 +20,18 @@ use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
     GrantReceipt, Idempotency, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError,
-    Swept, VoidReceipt, Written,
+    Swept, VoidReceipt, WalletView, Written,
 };
 use crate::clock::Clock;
 use crate::domain::grant::{
-    GRANTS_PER_WALLET_MAX, available_minor, merge_split, plan_draw, settle,
+    GRANTS_PER_WALLET_MAX, WalletTotals, available_minor, merge_split, plan_draw, plan_overrun,
+    settle,
 };
 use crate::domain::money::MINOR_MAX;
 use crate::domain::{
     Account, AccountId, AccountStatus, CommitRecord, DenyReason, FeatureId, Grant, GrantId,
-    GrantTerms, Hold, HoldState, IdempotencyKey, Portion, ReleaseRecord, ReservationId, Shortfall,
-    WalletId,
+    GrantTerms, Hold, HoldState, IdempotencyKey, Portion, Postpaid, ReleaseRecord, ReservationId,
+    Shortfall, WalletId,
 };
 
 /// Outbox records kept before writes are refused: bounds memory while the ledger is away.
@@ -41,6 +42,8 @@ pub const OUTBOX_LEN_MAX_DEFAULT: usize = 1_000_000;
 struct AccountState {
     account: Account,
     wallets: BTreeMap<WalletId, Vec<Grant>>,
+    /// Flex and debt, of wallets that have any.
+    postpaid: BTreeMap<WalletId, Postpaid>,
     /// Open holds and ended ones still remembered, by token.
     holds: HashMap<String, Hold>,
     remembered: HashMap<IdempotencyKey, Remembered>,
@@ -51,6 +54,7 @@ impl AccountState {
         AccountState {
             account,
             wallets: BTreeMap::new(),
+            postpaid: BTreeMap::new(),
             holds: HashMap::new(),
             remembered: HashMap::new(),
         }
@@ -69,6 +73,12 @@ impl AccountState {
         AccountSnapshot {
             account: Some(self.account.clone()),
             grants: self.wallets.values().flatten().cloned().collect(),
+            postpaid: self
+                .postpaid
+                .iter()
+                .filter(|(_, p)| !p.is_zero())
+                .map(|(w, p)| (w.clone(), *p))
+                .collect(),
             holds,
             remembered: Vec::new(),
         }
@@ -78,17 +88,34 @@ impl AccountState {
         self.wallets.get(wallet).map_or(&[], Vec::as_slice)
     }
 
-    fn available(&self, wallet: &WalletId, feature: &FeatureId, now_ms: i64) -> i64 {
-        available_minor(self.grants(wallet), feature, now_ms)
+    fn postpaid(&self, wallet: &WalletId) -> Postpaid {
+        self.postpaid.get(wallet).copied().unwrap_or_default()
     }
 
-    /// Spendable balance of a wallet for any feature.
+    fn available(&self, wallet: &WalletId, feature: &FeatureId, now_ms: i64) -> i64 {
+        available_minor(self.grants(wallet), &self.postpaid(wallet), feature, now_ms)
+    }
+
+    /// Spendable balance of a wallet for a feature every grant admits.
     fn wallet_available(&self, wallet: &WalletId, now_ms: i64) -> i64 {
-        self.grants(wallet)
-            .iter()
-            .filter(|g| g.is_active(now_ms))
-            .map(Grant::spendable_minor)
-            .sum()
+        WalletTotals::of(self.grants(wallet), &self.postpaid(wallet), now_ms).available_minor
+    }
+
+    /// Splits `amount_minor` of a wallet for a feature; see [`plan_draw`].
+    fn draw(
+        &self,
+        wallet: &WalletId,
+        feature: &FeatureId,
+        now_ms: i64,
+        amount_minor: i64,
+    ) -> Result<Vec<Portion>, Shortfall> {
+        plan_draw(
+            self.grants(wallet),
+            &self.postpaid(wallet),
+            feature,
+            now_ms,
+            amount_minor,
+        )
     }
 
     /// The reply remembered for `idempotency`, if any; a reuse for another request is an error.
@@ -117,10 +144,17 @@ impl AccountState {
         remembered
     }
 
-    /// Applies `delta` to the `held_minor` of each grant in `split`.
+    /// Adds `sign` times each portion of `split` to what its grant (or flex) holds.
     fn adjust_held(&mut self, wallet: &WalletId, split: &[Portion], sign: i64) {
         let grants = self.wallets.entry(wallet.clone()).or_default();
         for portion in split {
+            if !portion.grant.is_grant() {
+                let postpaid = self.postpaid.entry(wallet.clone()).or_default();
+                debug_assert_eq!(portion.grant, GrantId::flex(), "only flex is held");
+                postpaid.flex_held_minor += sign * portion.amount_minor;
+                assert!(postpaid.flex_held_minor >= 0, "flex held below zero");
+                continue;
+            }
             let grant = find_grant(grants, &portion.grant);
             grant.held_minor += sign * portion.amount_minor;
             assert!(
@@ -131,10 +165,20 @@ impl AccountState {
         }
     }
 
-    /// Takes `split` out of the grants' remaining amounts (a charge).
+    /// Takes `split` out of the grants' remaining amounts, and adds its flex and debt
+    /// portions to the wallet's (a charge).
     fn take_remaining(&mut self, wallet: &WalletId, split: &[Portion]) {
         let grants = self.wallets.entry(wallet.clone()).or_default();
         for portion in split {
+            if !portion.grant.is_grant() {
+                let postpaid = self.postpaid.entry(wallet.clone()).or_default();
+                if portion.grant == GrantId::flex() {
+                    postpaid.flex_used_minor += portion.amount_minor;
+                } else {
+                    postpaid.debt_minor += portion.amount_minor;
+                }
+                continue;
+            }
             let grant = find_grant(grants, &portion.grant);
             grant.remaining_minor -= portion.amount_minor;
             assert!(
@@ -180,7 +224,7 @@ impl AccountState {
         let account = self.account.id.clone();
         let grants = self.wallets.entry(wallet.clone()).or_default();
         let mut entries = Vec::new();
-        for portion in released {
+        for portion in released.iter().filter(|p| p.grant.is_grant()) {
             let grant = find_grant(grants, &portion.grant);
             if grant.voided_at_ms.is_none() || portion.amount_minor == 0 {
                 continue;
@@ -202,11 +246,26 @@ impl AccountState {
                     idempotency_key: None,
                     labels: Default::default(),
                     reason: Some("released from a hold on a voided grant".into()),
+                    overrun_minor: 0,
                     at_ms: now_ms,
                 },
             });
         }
         entries
+    }
+
+    /// Pays what the wallet owes from a new grant, if it may pay for anything: the debt left by
+    /// an overrun charged in full is the first thing new credit pays. Returns the ledger entry.
+    fn repay_debt(&mut self, grant: &mut Grant, now_ms: i64) -> Option<LedgerEntry> {
+        let wallet = grant.terms.wallet.clone();
+        let postpaid = self.postpaid.get_mut(&wallet)?;
+        let repaid = postpaid.debt_minor.min(grant.remaining_minor);
+        if repaid == 0 || !grant.terms.features.is_empty() || !grant.is_active(now_ms) {
+            return None;
+        }
+        postpaid.debt_minor -= repaid;
+        grant.remaining_minor -= repaid;
+        Some(repayment_entry(&self.account.id, grant, repaid, now_ms))
     }
 
     /// Ends an open hold without a charge (release or expiry), with the voids that follow.
@@ -215,6 +274,36 @@ impl AccountState {
         let mut entries = self.void_released(&hold.wallet, &hold.split, &hold.id, now_ms);
         entries.push(OutboxEntry::Hold(hold));
         entries
+    }
+}
+
+/// The ledger entry of a grant paying `amount_minor` of its wallet's debt.
+fn repayment_entry(
+    account: &AccountId,
+    grant: &Grant,
+    amount_minor: i64,
+    now_ms: i64,
+) -> LedgerEntry {
+    LedgerEntry {
+        id: format!("repay/{account}/{}", grant.terms.id),
+        kind: EntryKind::Charge,
+        account: account.clone(),
+        wallet: grant.terms.wallet.clone(),
+        feature: None,
+        model: None,
+        usage: None,
+        amount_minor,
+        split: vec![Portion {
+            grant: grant.terms.id.clone(),
+            amount_minor,
+        }],
+        reservation: None,
+        grant: Some(GrantId::debt()),
+        idempotency_key: None,
+        labels: Default::default(),
+        reason: Some("pays the debt left by an overrun charged in full".into()),
+        overrun_minor: 0,
+        at_ms: now_ms,
     }
 }
 
@@ -397,6 +486,13 @@ fn build_account(snapshot: AccountSnapshot) -> Result<Option<Built>, StoreError>
     for grants in state.wallets.values_mut() {
         grants.sort_by_key(|g| (g.created_at_ms, g.terms.id.clone()));
     }
+    for (wallet, postpaid) in snapshot.postpaid {
+        let postpaid = Postpaid {
+            flex_held_minor: 0,
+            ..postpaid
+        };
+        state.postpaid.insert(wallet, postpaid);
+    }
     let mut built = Built {
         state,
         expiries: Vec::new(),
@@ -406,6 +502,11 @@ fn build_account(snapshot: AccountSnapshot) -> Result<Option<Built>, StoreError>
         if hold.state == HoldState::Held {
             let grants = built.state.wallets.entry(hold.wallet.clone()).or_default();
             for portion in &hold.split {
+                if portion.grant == GrantId::flex() {
+                    let postpaid = built.state.postpaid.entry(hold.wallet.clone()).or_default();
+                    postpaid.flex_held_minor += portion.amount_minor;
+                    continue;
+                }
                 let grant = grants
                     .iter_mut()
                     .find(|g| g.terms.id == portion.grant)
@@ -489,13 +590,13 @@ impl BalanceStore for MemoryStore {
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
-        let grants = state.grants(&op.wallet);
-        let drawn = match plan_draw(grants, &op.feature, now, op.amount_minor) {
+        let drawn = match state.draw(&op.wallet, &op.feature, now, op.amount_minor) {
             // A partial hold takes what is left, down to its minimum.
             Err(Shortfall::Insufficient { available_minor })
                 if available_minor > 0 && available_minor >= op.min_amount_minor =>
             {
-                plan_draw(grants, &op.feature, now, available_minor)
+                state
+                    .draw(&op.wallet, &op.feature, now, available_minor)
                     .map(|split| (split, available_minor))
             }
             drawn => drawn.map(|split| (split, op.amount_minor)),
@@ -522,6 +623,7 @@ impl BalanceStore for MemoryStore {
             state: HoldState::Held,
             labels: op.labels,
             price: op.price,
+            overrun: op.overrun,
             model: op.model,
             idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
             commit: None,
@@ -558,7 +660,7 @@ impl BalanceStore for MemoryStore {
         let hold = &state.holds[op.id.token()];
         match (hold.state, &hold.commit) {
             (HoldState::Held, _) => {}
-            (HoldState::Committed, Some(record)) if record.charged_minor == op.amount_minor => {
+            (HoldState::Committed, Some(record)) if record.requested_minor == op.amount_minor => {
                 return Ok(Written {
                     value: commit_receipt(&op.id, record),
                     durable: Durable::UpTo(self.last_seq()),
@@ -567,31 +669,49 @@ impl BalanceStore for MemoryStore {
             (HoldState::Committed, Some(record)) => {
                 return Err(StoreError::CommitMismatch {
                     id: op.id.clone(),
-                    committed_minor: record.charged_minor,
+                    committed_minor: record.requested_minor,
                     requested_minor: op.amount_minor,
                 });
             }
             _ => return Err(ended(hold)),
         }
-        if op.amount_minor > hold.amount_minor {
-            return Err(StoreError::ExceedsHold {
-                id: op.id.clone(),
-                held_minor: hold.amount_minor,
-                requested_minor: op.amount_minor,
-            });
+        let over_minor = (op.amount_minor - hold.amount_minor).max(0);
+        let (mut charged, released) = settle(&hold.split, op.amount_minor);
+        let (wallet, feature) = (hold.wallet.clone(), hold.feature.clone());
+        if over_minor > 0 {
+            // Judged on the wallet without this hold: its own credit is charged in full first.
+            let mut without = state.grants(&wallet).to_vec();
+            let mut postpaid = state.postpaid(&wallet);
+            for portion in &charged {
+                if portion.grant == GrantId::flex() {
+                    postpaid.flex_held_minor -= portion.amount_minor;
+                    postpaid.flex_used_minor += portion.amount_minor;
+                } else {
+                    let grant = find_grant(&mut without, &portion.grant);
+                    grant.held_minor -= portion.amount_minor;
+                    grant.remaining_minor -= portion.amount_minor;
+                }
+            }
+            let policy = hold.overrun;
+            let overrun = plan_overrun(&without, &postpaid, &feature, now, over_minor, policy);
+            if postpaid.debt_minor + overrun.debt_minor > MINOR_MAX {
+                return Err(StoreError::BalanceTooLarge { wallet });
+            }
+            merge_split(&mut charged, overrun.into_split());
         }
-        let (charged, released) = settle(&hold.split, op.amount_minor);
-        let wallet = hold.wallet.clone();
+        let charged_minor: i64 = charged.iter().map(|p| p.amount_minor).sum();
         state.end_hold(op.id.token(), HoldState::Committed, now);
         state.take_remaining(&wallet, &charged);
         let voids = state.void_released(&wallet, &released, &op.id, now);
         let hold = &state.holds[op.id.token()];
         let record = CommitRecord {
             entry_id: op.entry_id.clone(),
-            charged_minor: op.amount_minor,
-            released_minor: hold.amount_minor - op.amount_minor,
+            requested_minor: op.amount_minor,
+            overrun_minor: over_minor,
+            charged_minor,
+            released_minor: hold.amount_minor - op.amount_minor.min(hold.amount_minor),
             split: charged.clone(),
-            available_minor: state.available(&wallet, &hold.feature, now),
+            available_minor: state.available(&wallet, &feature, now),
             at_ms: now,
         };
         let entry = LedgerEntry {
@@ -599,20 +719,21 @@ impl BalanceStore for MemoryStore {
             kind: EntryKind::Commit,
             account: op.id.account().clone(),
             wallet,
-            feature: Some(hold.feature.clone()),
+            feature: Some(feature),
             model: op
                 .usage
                 .as_ref()
                 .and_then(|u| u.model.clone())
                 .or_else(|| hold.model.clone()),
             usage: op.usage,
-            amount_minor: op.amount_minor,
+            amount_minor: charged_minor,
             split: charged,
             reservation: Some(op.id.clone()),
             grant: None,
             idempotency_key: hold.idempotency_key.clone(),
             labels: hold.labels.clone(),
             reason: None,
+            overrun_minor: over_minor,
             at_ms: now,
         };
         let hold = state.holds.get_mut(op.id.token()).expect("checked above");
@@ -690,7 +811,7 @@ impl BalanceStore for MemoryStore {
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
-        let extra = match plan_draw(state.grants(&wallet), &feature, now, op.additional_minor) {
+        let extra = match state.draw(&wallet, &feature, now, op.additional_minor) {
             Ok(extra) => extra,
             Err(shortfall) => {
                 return Ok(Written {
@@ -760,7 +881,7 @@ impl BalanceStore for MemoryStore {
         if state.account.status == AccountStatus::Suspended {
             return denied(DenyReason::AccountSuspended, available);
         }
-        let split = match plan_draw(state.grants(&op.wallet), &op.feature, now, op.amount_minor) {
+        let split = match state.draw(&op.wallet, &op.feature, now, op.amount_minor) {
             Ok(split) => split,
             Err(shortfall) => {
                 let Denial {
@@ -793,6 +914,7 @@ impl BalanceStore for MemoryStore {
             idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
             labels: op.labels,
             reason: None,
+            overrun_minor: 0,
             at_ms: now,
         };
         let mut entries = vec![OutboxEntry::Charge(entry)];
@@ -828,14 +950,12 @@ impl BalanceStore for MemoryStore {
                 available_minor: available,
             }));
         }
-        Ok(
-            match plan_draw(state.grants(wallet), feature, now, amount_minor) {
-                Ok(_) => Decision::Allowed(CheckReceipt {
-                    available_minor: available,
-                }),
-                Err(shortfall) => Decision::Denied(denial(shortfall)),
-            },
-        )
+        Ok(match state.draw(wallet, feature, now, amount_minor) {
+            Ok(_) => Decision::Allowed(CheckReceipt {
+                available_minor: available,
+            }),
+            Err(shortfall) => Decision::Denied(denial(shortfall)),
+        })
     }
 
     async fn hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError> {
@@ -848,22 +968,26 @@ impl BalanceStore for MemoryStore {
     async fn balance(&self, account: &AccountId) -> Result<Option<AccountView>, StoreError> {
         let now = self.clock.now_ms();
         Ok(self.accounts.get(account).map(|state| {
-            let mut wallets: BTreeMap<WalletId, Vec<Grant>> = state
-                .wallets
-                .iter()
-                .map(|(wallet, grants)| {
-                    let shown = grants
+            let mut names: BTreeSet<&WalletId> = state.wallets.keys().collect();
+            names.extend(state.postpaid.keys());
+            let default = WalletId::default_wallet();
+            names.insert(&default);
+            let wallets = names
+                .into_iter()
+                .map(|wallet| WalletView {
+                    wallet: wallet.clone(),
+                    grants: state
+                        .grants(wallet)
                         .iter()
                         .filter(|g| g.is_active(now) || g.held_minor > 0)
                         .cloned()
-                        .collect();
-                    (wallet.clone(), shown)
+                        .collect(),
+                    postpaid: state.postpaid(wallet),
                 })
                 .collect();
-            wallets.entry(WalletId::default_wallet()).or_default();
             AccountView {
                 account: state.account.clone(),
-                wallets: wallets.into_iter().collect(),
+                wallets,
                 now_ms: now,
             }
         }))
@@ -960,7 +1084,8 @@ impl BalanceStore for MemoryStore {
                 wallet: terms.wallet,
             });
         }
-        let grant = Grant::new(terms.clone(), now);
+        let mut grant = Grant::new(terms.clone(), now);
+        let repayment = state.repay_debt(&mut grant, now);
         let entry = LedgerEntry {
             id: entry_id,
             kind: EntryKind::Grant,
@@ -976,6 +1101,7 @@ impl BalanceStore for MemoryStore {
             idempotency_key: None,
             labels: Default::default(),
             reason: None,
+            overrun_minor: 0,
             at_ms: now,
         };
         state
@@ -984,9 +1110,13 @@ impl BalanceStore for MemoryStore {
             .or_default()
             .push(grant.clone());
         entries.push(OutboxEntry::Grant {
-            grant: grant.clone(),
+            grant: Grant {
+                remaining_minor: terms.amount_minor,
+                ..grant.clone()
+            },
             entry,
         });
+        entries.extend(repayment.map(OutboxEntry::Charge));
         let receipt = GrantReceipt {
             grant,
             created: true,
@@ -995,6 +1125,46 @@ impl BalanceStore for MemoryStore {
         };
         Ok(Written {
             value: receipt,
+            durable: Durable::UpTo(self.append(now, entries)),
+        })
+    }
+
+    async fn set_wallet(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        flex_cap_minor: i64,
+    ) -> Result<Written<Postpaid>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let mut entries = Vec::new();
+        let mut state = self.accounts.entry(account.clone()).or_insert_with(|| {
+            let account = Account {
+                id: account.clone(),
+                display_name: String::new(),
+                status: AccountStatus::Active,
+                created_at_ms: now,
+            };
+            entries.push(OutboxEntry::Account(account.clone()));
+            AccountState::new(account)
+        });
+        let postpaid = state.postpaid.entry(wallet.clone()).or_default();
+        if postpaid.flex_cap_minor == flex_cap_minor && entries.is_empty() {
+            return Ok(Written {
+                value: *postpaid,
+                durable: Durable::UpTo(self.last_seq()),
+            });
+        }
+        postpaid.flex_cap_minor = flex_cap_minor;
+        let value = *postpaid;
+        entries.push(OutboxEntry::Wallet {
+            account: account.clone(),
+            wallet: wallet.clone(),
+            flex_cap_minor,
+            at_ms: now,
+        });
+        Ok(Written {
+            value,
             durable: Durable::UpTo(self.append(now, entries)),
         })
     }
@@ -1056,6 +1226,7 @@ impl BalanceStore for MemoryStore {
             idempotency_key: None,
             labels: Default::default(),
             reason: Some(reason),
+            overrun_minor: 0,
             at_ms: now,
         };
         let seq = self.append(now, [OutboxEntry::Void { entry }]);
@@ -1270,6 +1441,8 @@ fn commit_receipt(id: &ReservationId, record: &CommitRecord) -> CommitReceipt {
     CommitReceipt {
         id: id.clone(),
         entry_id: record.entry_id.clone(),
+        requested_minor: record.requested_minor,
+        overrun_minor: record.overrun_minor,
         charged_minor: record.charged_minor,
         released_minor: record.released_minor,
         split: record.split.clone(),
@@ -1320,6 +1493,7 @@ mod tests {
             ttl_ms,
             labels: Default::default(),
             price: None,
+            overrun: Default::default(),
             model: None,
             idempotency: None,
         }
@@ -1340,7 +1514,9 @@ mod tests {
 
     async fn available(store: &MemoryStore) -> i64 {
         let view = store.balance(&id("acme")).await.unwrap().unwrap();
-        crate::domain::grant::WalletTotals::of(&view.wallets[0].1, view.now_ms).available_minor
+        let wallet = &view.wallets[0];
+        crate::domain::grant::WalletTotals::of(&wallet.grants, &wallet.postpaid, view.now_ms)
+            .available_minor
     }
 
     #[tokio::test]
@@ -1430,6 +1606,9 @@ mod tests {
             .collect();
         assert_eq!(voids, [60, 25], "granted 100 = charged 15 + voided 60 + 25");
         let view = store.balance(&id("acme")).await.unwrap().unwrap();
-        assert!(view.wallets[0].1.is_empty(), "nothing left on the grant");
+        assert!(
+            view.wallets[0].grants.is_empty(),
+            "nothing left on the grant"
+        );
     }
 }

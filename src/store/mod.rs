@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
-    HoldState, IdempotencyKey, Labels, ModelId, Portion, PriceRule, ReservationId, Usage, WalletId,
+    HoldState, IdempotencyKey, Labels, ModelId, OverrunPolicy, Portion, Postpaid, PriceRule,
+    ReservationId, Usage, WalletId,
 };
 use outbox::{OutboxPosition, OutboxRecord, Remembered};
 
@@ -42,11 +43,14 @@ pub struct ReserveOp {
     pub ttl_ms: i64,
     pub labels: Labels,
     pub price: Option<PriceRule>,
+    /// What a commit above the hold is charged: the feature's policy when the hold is taken.
+    pub overrun: OverrunPolicy,
     pub model: Option<ModelId>,
     pub idempotency: Option<Idempotency>,
 }
 
-/// Charges `amount_minor` of a hold and releases the rest.
+/// Charges `amount_minor` of a hold and releases the rest; an amount above the hold is charged
+/// as the hold's overrun policy says.
 #[derive(Clone, Debug)]
 pub struct CommitOp {
     pub id: ReservationId,
@@ -141,6 +145,10 @@ pub struct ReserveReceipt {
 pub struct CommitReceipt {
     pub id: ReservationId,
     pub entry_id: String,
+    /// What the commit asked to charge.
+    pub requested_minor: i64,
+    /// How far the request went beyond the hold (0 when it fit).
+    pub overrun_minor: i64,
     pub charged_minor: i64,
     pub released_minor: i64,
     pub split: Vec<Portion>,
@@ -217,10 +225,18 @@ pub struct Swept {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountView {
     pub account: Account,
-    /// Every wallet with its grants that are active or still held, in wallet order; the
-    /// `default` wallet is always there.
-    pub wallets: Vec<(WalletId, Vec<Grant>)>,
+    /// Every wallet, in wallet order; the `default` wallet is always there.
+    pub wallets: Vec<WalletView>,
     pub now_ms: i64,
+}
+
+/// One wallet of an [`AccountView`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalletView {
+    pub wallet: WalletId,
+    /// Grants that are active or still held.
+    pub grants: Vec<Grant>,
+    pub postpaid: Postpaid,
 }
 
 /// Everything a store keeps of one account, as rebuilt from the ledger on start.
@@ -229,6 +245,9 @@ pub struct AccountSnapshot {
     pub account: Option<Account>,
     /// Grants with their remaining amounts; held amounts are recomputed from `holds`.
     pub grants: Vec<Grant>,
+    /// Flex and debt of each wallet that has any, in wallet order; flex held is recomputed
+    /// from `holds`.
+    pub postpaid: Vec<(WalletId, Postpaid)>,
     /// Open holds, and ended ones still remembered for repeated commits and releases.
     pub holds: Vec<Hold>,
     /// Idempotent replies still within the retention period.
@@ -250,16 +269,6 @@ pub enum StoreError {
     CommitMismatch {
         id: ReservationId,
         committed_minor: i64,
-        requested_minor: i64,
-    },
-    #[error(
-        "a commit of {requested} exceeds the {held} held by reservation {id}",
-        requested = crate::domain::format_minor(*requested_minor),
-        held = crate::domain::format_minor(*held_minor)
-    )]
-    ExceedsHold {
-        id: ReservationId,
-        held_minor: i64,
         requested_minor: i64,
     },
     #[error(
@@ -338,6 +347,15 @@ pub trait BalanceStore: Send + Sync + 'static {
         terms: GrantTerms,
         entry_id: String,
     ) -> Result<Written<GrantReceipt>, StoreError>;
+
+    /// Sets a wallet's flex cap (0 turns flex off), creating the account if needed. Flex
+    /// already used stays used; a cap below it only stops new flex spending.
+    async fn set_wallet(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        flex_cap_minor: i64,
+    ) -> Result<Written<Postpaid>, StoreError>;
 
     async fn void_grant(
         &self,

@@ -68,8 +68,12 @@ pub struct LedgerEntry {
     pub grant: Option<GrantId>,
     pub idempotency_key: Option<IdempotencyKey>,
     pub labels: Labels,
-    /// Reason given for a void.
+    /// Reason given for a void or an adjustment.
     pub reason: Option<String>,
+    /// For a commit, how far it asked to charge beyond its hold (what was charged of that is
+    /// in `amount_minor` and `split`, as the feature's overrun policy decided).
+    #[serde(default)]
+    pub overrun_minor: i64,
     /// The store's clock when the movement happened.
     pub at_ms: i64,
 }
@@ -103,6 +107,13 @@ pub enum OutboxEntry {
     Grant { grant: Grant, entry: LedgerEntry },
     /// A grant voided and its ledger entry.
     Void { entry: LedgerEntry },
+    /// A wallet's flex cap as it now is.
+    Wallet {
+        account: AccountId,
+        wallet: WalletId,
+        flex_cap_minor: i64,
+        at_ms: i64,
+    },
     /// A commit or charge.
     Charge(LedgerEntry),
     /// A hold as it now is (taken, extended or ended).

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::domain::{
     Account, AccountId, AccountStatus, CommitRecord, FeatureId, Grant, GrantId, GrantKind,
-    GrantTerms, Hold, HoldState, IdempotencyKey, Labels, ModelId, Portion, PriceRule,
-    ReleaseRecord, ReservationId, Usage, WalletId,
+    GrantTerms, Hold, HoldState, IdempotencyKey, Labels, ModelId, OverrunPolicy, Portion, Postpaid,
+    PriceRule, ReleaseRecord, ReservationId, Usage, WalletId,
 };
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, Remembered, Reply};
 use crate::store::{
@@ -58,7 +58,7 @@ pub fn decode_split(text: &str) -> Result<Vec<Portion>, StoreError> {
         .map(|part| {
             let (grant, amount) = part.split_once('=').ok_or_else(|| bad("split", text))?;
             Ok(Portion {
-                grant: id(grant, "grant id", GrantId::parse)?,
+                grant: id(grant, "grant id", GrantId::parse_stored)?,
                 amount_minor: int(amount, "split amount")?,
             })
         })
@@ -81,6 +81,48 @@ pub fn encode_grant(grant: &Grant) -> String {
         opt(grant.voided_at_ms),
         features_text(&t.features),
     )
+}
+
+/// `flex cap|flex used|flex held|debt`.
+pub fn encode_postpaid(p: &Postpaid) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        p.flex_cap_minor, p.flex_used_minor, p.flex_held_minor, p.debt_minor
+    )
+}
+
+pub fn decode_postpaid(text: &str) -> Result<Postpaid, StoreError> {
+    let f: Vec<&str> = text.split('|').collect();
+    let [cap, used, held, debt] = f.as_slice() else {
+        return Err(bad("flex and debt", text));
+    };
+    Ok(Postpaid {
+        flex_cap_minor: int(cap, "flex cap")?,
+        flex_used_minor: int(used, "flex used")?,
+        flex_held_minor: int(held, "flex held")?,
+        debt_minor: int(debt, "debt")?,
+    })
+}
+
+/// A hold's overrun policy: `cap_at_hold`, `allow_up_to:<allowance>` or `charge_actual`.
+pub fn encode_overrun(policy: OverrunPolicy) -> String {
+    match policy {
+        OverrunPolicy::AllowUpTo { allowance_minor } => format!("allow_up_to:{allowance_minor}"),
+        other => other.name().to_owned(),
+    }
+}
+
+fn decode_overrun(text: &str) -> Result<OverrunPolicy, StoreError> {
+    Ok(match text {
+        "" | "cap_at_hold" => OverrunPolicy::CapAtHold,
+        "charge_actual" => OverrunPolicy::ChargeActual,
+        _ => match text.strip_prefix("allow_up_to:") {
+            Some(allowance) => OverrunPolicy::AllowUpTo {
+                allowance_minor: int(allowance, "overrun allowance")?,
+            },
+            None => return Err(bad("overrun policy", text)),
+        },
+    })
 }
 
 pub fn features_text(features: &[FeatureId]) -> String {
@@ -162,8 +204,11 @@ pub fn hold_fields(hold: &Hold) -> BTreeMap<String, String> {
             .map(|k| k.as_str().to_owned())
             .unwrap_or_default(),
     );
+    put("overrun", encode_overrun(hold.overrun));
     if let Some(c) = &hold.commit {
         put("c_entry", c.entry_id.clone());
+        put("c_requested", c.requested_minor.to_string());
+        put("c_overrun", c.overrun_minor.to_string());
         put("c_charged", c.charged_minor.to_string());
         put("c_released", c.released_minor.to_string());
         put("c_split", encode_split(&c.split));
@@ -174,6 +219,8 @@ pub fn hold_fields(hold: &Hold) -> BTreeMap<String, String> {
             json_string(&serde_json::json!({
                 "token": hold.id.token(),
                 "entry_id": c.entry_id,
+                "requested": c.requested_minor.to_string(),
+                "overrun": c.overrun_minor.to_string(),
                 "charged": c.charged_minor.to_string(),
                 "released": c.released_minor.to_string(),
                 "split": encode_split(&c.split),
@@ -216,9 +263,18 @@ pub fn hold_from_fields(
     let id =
         ReservationId::parse(&format!("{account}/{token}")).map_err(|_| bad("token", token))?;
     let commit = if f.contains_key("c_charged") {
+        let charged_minor = int(get(f, "c_charged"), "charged")?;
         Some(CommitRecord {
             entry_id: get(f, "c_entry").to_owned(),
-            charged_minor: int(get(f, "c_charged"), "charged")?,
+            requested_minor: match get(f, "c_requested") {
+                "" => charged_minor,
+                text => int(text, "requested")?,
+            },
+            overrun_minor: match get(f, "c_overrun") {
+                "" => 0,
+                text => int(text, "overrun")?,
+            },
+            charged_minor,
             released_minor: int(get(f, "c_released"), "released")?,
             split: decode_split(get(f, "c_split"))?,
             available_minor: int(get(f, "c_available"), "available")?,
@@ -251,6 +307,7 @@ pub fn hold_from_fields(
         state: state(get(f, "state"))?,
         labels,
         price: opt_json("price")?,
+        overrun: decode_overrun(get(f, "overrun"))?,
         model: match get(f, "model") {
             "" => None,
             text => Some(self::id(text, "model", ModelId::parse)?),
@@ -307,6 +364,8 @@ pub fn commit_receipt(account: &AccountId, text: &str) -> Result<CommitReceipt, 
     Ok(CommitReceipt {
         id: reservation(account, f.text("token"))?,
         entry_id: f.text("entry_id").to_owned(),
+        requested_minor: f.int("requested")?,
+        overrun_minor: f.int("overrun")?,
         charged_minor: f.int("charged")?,
         released_minor: f.int("released")?,
         split: decode_split(f.text("split"))?,
@@ -402,7 +461,7 @@ fn ledger_entry(value: &Value) -> Result<LedgerEntry, StoreError> {
             .map(|r| id(&r, "reservation", ReservationId::parse))
             .transpose()?,
         grant: opt("grant")
-            .map(|g| id(&g, "grant", GrantId::parse))
+            .map(|g| id(&g, "grant", GrantId::parse_stored))
             .transpose()?,
         idempotency_key: opt("idem")
             .map(|k| id(&k, "idempotency key", IdempotencyKey::parse))
@@ -412,6 +471,10 @@ fn ledger_entry(value: &Value) -> Result<LedgerEntry, StoreError> {
             text => serde_json::from_str(text).map_err(|_| bad("labels", text))?,
         },
         reason: opt("reason"),
+        overrun_minor: match t("overrun") {
+            "" => 0,
+            text => int(text, "entry overrun")?,
+        },
         at_ms: int(t("at"), "entry time")?,
         account,
     })
@@ -445,6 +508,12 @@ pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
             "charge" => {
                 OutboxEntry::Charge(ledger_entry(value.get("entry").unwrap_or(&Value::Null))?)
             }
+            "wallet" => OutboxEntry::Wallet {
+                account: account()?,
+                wallet: id(t("wallet"), "wallet", WalletId::parse)?,
+                flex_cap_minor: int(t("flex_cap"), "flex cap")?,
+                at_ms: int(t("at"), "wallet time")?,
+            },
             "hold" => {
                 let fields: HashMap<String, String> = value
                     .get("hold")

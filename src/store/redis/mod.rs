@@ -32,13 +32,13 @@ use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
     GrantReceipt, Idempotency, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError,
-    Swept, VoidReceipt, Written,
+    Swept, VoidReceipt, WalletView, Written,
 };
 use crate::cache::ReservationCache;
 use crate::domain::grant::GRANTS_PER_WALLET_MAX;
 use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
-    HoldState, ReservationId, Usage, WalletId,
+    HoldState, Postpaid, ReservationId, Usage, WalletId,
 };
 use crate::ledger::Ledger;
 use crate::shutdown::Shutdown;
@@ -510,17 +510,26 @@ impl RedisStore {
 fn account_args(
     account: &AccountId,
     snapshot: &mut AccountSnapshot,
-) -> Result<[String; 4], StoreError> {
+) -> Result<[String; 5], StoreError> {
     let acct = snapshot
         .account
         .take()
         .ok_or_else(|| StoreError::Inconsistent(format!("no account {account} to write")))?;
     // Held amounts come from the open holds, as in the in-memory store, and must fit.
     let mut held: HashMap<GrantId, i64> = HashMap::new();
+    let mut flex_held: BTreeMap<WalletId, i64> = BTreeMap::new();
     for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
         for portion in &hold.split {
-            *held.entry(portion.grant.clone()).or_default() += portion.amount_minor;
+            if portion.grant.is_grant() {
+                *held.entry(portion.grant.clone()).or_default() += portion.amount_minor;
+            } else {
+                *flex_held.entry(hold.wallet.clone()).or_default() += portion.amount_minor;
+            }
         }
+    }
+    let mut postpaid: BTreeMap<WalletId, Postpaid> = snapshot.postpaid.iter().cloned().collect();
+    for (wallet, amount) in flex_held {
+        postpaid.entry(wallet).or_default().flex_held_minor = amount;
     }
     for (grant, amount) in &held {
         let fits = snapshot
@@ -570,7 +579,19 @@ fn account_args(
         serde_json::Value::Array(grants).to_string(),
         serde_json::Value::Array(holds).to_string(),
         serde_json::Value::Array(replies).to_string(),
+        postpaid_json(postpaid.iter()),
     ])
+}
+
+/// Wallets' flex and debt as the scripts take them: `[{"wallet", "postpaid"}]`.
+fn postpaid_json<'a>(wallets: impl Iterator<Item = (&'a WalletId, &'a Postpaid)>) -> String {
+    let items: Vec<serde_json::Value> = wallets
+        .filter(|(_, p)| !p.is_zero())
+        .map(|(wallet, p)| {
+            serde_json::json!({"wallet": wallet.as_str(), "postpaid": codec::encode_postpaid(p)})
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
 }
 
 /// Applies one `depleted|<time>|<account>|<wallet>` or `replenished|…` message.
@@ -639,6 +660,16 @@ fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i
         ))
     });
     holds.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut postpaid = Vec::new();
+    if let Some(serde_json::Value::Array(items)) = value.get("postpaid") {
+        for p in items {
+            let wallet = s(p, "wallet");
+            let wallet = WalletId::parse(&wallet)
+                .map_err(|_| StoreError::Inconsistent(format!("unreadable wallet {wallet:?}")))?;
+            postpaid.push((wallet, codec::decode_postpaid(&s(p, "postpaid"))?));
+        }
+    }
+    postpaid.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((
         AccountSnapshot {
             account: Some(Account {
@@ -648,6 +679,7 @@ fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i
                 created_at_ms: codec::int(&s(&acct, "created"), "account creation")?,
             }),
             grants,
+            postpaid,
             holds,
             remembered: Vec::new(),
         },
@@ -772,6 +804,7 @@ impl BalanceStore for RedisStore {
                     .arg(&key)
                     .arg(&fingerprint)
                     .arg(op.min_amount_minor)
+                    .arg(codec::encode_overrun(op.overrun))
                     .arg(self.outbox_bound());
                 invocation
             })
@@ -838,11 +871,12 @@ impl BalanceStore for RedisStore {
                 committed_minor: codec::int(&reply[1], "committed")?,
                 requested_minor: op.amount_minor,
             }),
-            Some("exceeds") => Err(StoreError::ExceedsHold {
-                id: op.id.clone(),
-                held_minor: codec::int(&reply[1], "held")?,
-                requested_minor: op.amount_minor,
-            }),
+            Some("too_large") => {
+                let hold = self.hold(&op.id).await?;
+                Err(StoreError::BalanceTooLarge {
+                    wallet: hold.map_or_else(WalletId::default_wallet, |h| h.wallet),
+                })
+            }
             _ => Err(Self::ended_hold(&op.id, &reply)),
         }
     }
@@ -1018,6 +1052,10 @@ impl BalanceStore for RedisStore {
             return Ok(None);
         };
         let mut wallets: BTreeMap<WalletId, Vec<Grant>> = BTreeMap::new();
+        let postpaid: BTreeMap<WalletId, Postpaid> = snapshot.postpaid.into_iter().collect();
+        for wallet in postpaid.keys() {
+            wallets.entry(wallet.clone()).or_default();
+        }
         for grant in snapshot.grants {
             if grant.is_active(now) || grant.held_minor > 0 {
                 wallets
@@ -1034,7 +1072,14 @@ impl BalanceStore for RedisStore {
         }
         Ok(Some(AccountView {
             account: snapshot.account.expect("snapshots have their account"),
-            wallets: wallets.into_iter().collect(),
+            wallets: wallets
+                .into_iter()
+                .map(|(wallet, grants)| WalletView {
+                    postpaid: postpaid.get(&wallet).copied().unwrap_or_default(),
+                    wallet,
+                    grants,
+                })
+                .collect(),
             now_ms: now,
         }))
     }
@@ -1145,6 +1190,42 @@ impl BalanceStore for RedisStore {
             }),
             _ => Err(StoreError::Inconsistent(format!(
                 "add grant answered {reply:?}"
+            ))),
+        }
+    }
+
+    async fn set_wallet(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        flex_cap_minor: i64,
+    ) -> Result<Written<Postpaid>, StoreError> {
+        let keys = self.keys(account);
+        let run = |create: &'static str| {
+            let mut invocation = self.scripts.set_wallet.prepare_invoke();
+            invocation
+                .key(keys.account())
+                .key(keys.partition.outbox())
+                .key(keys.partition.accounts())
+                .arg(&keys.base)
+                .arg(account.as_str())
+                .arg(wallet.as_str())
+                .arg(flex_cap_minor)
+                .arg(create)
+                .arg(self.outbox_bound());
+            invocation
+        };
+        let reply = match self.with_account(account, || run("0")).await? {
+            Some(reply) => reply,
+            None => self.invoke(run("1")).await?,
+        };
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Written {
+                value: codec::decode_postpaid(&reply[1])?,
+                durable: self.record(&keys.partition, &reply, 2)?,
+            }),
+            _ => Err(StoreError::Inconsistent(format!(
+                "set wallet answered {reply:?}"
             ))),
         }
     }
@@ -1276,6 +1357,10 @@ impl BalanceStore for RedisStore {
                 .filter(|h| h.state == HoldState::Held)
                 .map(|h| h.id.token().to_owned())
                 .collect::<Vec<_>>(),
+            "postpaid": serde_json::from_str::<serde_json::Value>(&postpaid_json(
+                expected.postpaid.iter().map(|(w, p)| (w, p))
+            ))
+            .expect("postpaid_json writes JSON"),
         })
         .to_string();
         let keys = self.keys(&account);

@@ -1,4 +1,5 @@
--- Add grant: adds a lot of credits to a wallet. Idempotent by grant id.
+-- Add grant: adds a lot of credits to a wallet. Idempotent by grant id. An unscoped grant pays
+-- the wallet's debt first.
 --
 -- KEYS[1] account hash   KEYS[2] partition outbox stream   KEYS[3] partition account set
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] grant id   ARGV[4] wallet
@@ -39,13 +40,12 @@ for _, other in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
     if not same then
       return { 'conflict' }
     end
-    local grants = load_grants(grants_key)
-    return { 'ok', 0, text, fmt(wallet_available(grants, now)), fmt(now) }
+    return { 'ok', 0, text, fmt(wallet_available(load_wallet(base, wallet), now)), fmt(now) }
   end
 end
-local grants = load_grants(grants_key)
+local w = load_wallet(base, wallet)
 local count, total = 0, 0
-for _, g in ipairs(grants) do
+for _, g in ipairs(w.grants) do
   if active(g, now) then
     count = count + 1
     total = total + g.remaining
@@ -69,19 +69,33 @@ local g = {
   id = id, kind = kind, priority = priority, amount = amount, remaining = amount, held = 0,
   expires = expires, created = now, voided = nil, features_text = features,
 }
-local text = encode_grant(g)
-local wallet_before = wallet_available(grants, now)
-redis.call('HSET', grants_key, id, text)
-redis.call('SADD', base .. 'wallets', wallet)
 table.insert(entries, {
-  type = 'grant', account = account, wallet = wallet, grant_id = id, grant = text,
+  type = 'grant', account = account, wallet = wallet, grant_id = id, grant = encode_grant(g),
   entry = {
     id = entry_id, kind = 'grant', account = account, wallet = wallet, amount = fmt(amount),
     grant = id, at = fmt(now),
   },
 })
-table.insert(grants, g)
-publish_crossing(base, account, wallet, wallet_before, wallet_available(grants, now), now)
+local wallet_before = wallet_available(w, now)
+local repaid = math.min(w.pp.debt, amount)
+if repaid > 0 and features == '' and (expires == nil or expires > now) then
+  g.remaining = amount - repaid
+  w.pp.debt = w.pp.debt - repaid
+  save_wallet(w, {})
+  table.insert(entries, {
+    type = 'charge',
+    entry = {
+      id = 'repay/' .. account .. '/' .. id, kind = 'charge', account = account,
+      wallet = wallet, amount = fmt(repaid), split = id .. '=' .. fmt(repaid), grant = DEBT,
+      reason = 'pays the debt left by an overrun charged in full', at = fmt(now),
+    },
+  })
+end
+local text = encode_grant(g)
+redis.call('HSET', grants_key, id, text)
+redis.call('SADD', base .. 'wallets', wallet)
+table.insert(w.grants, g)
+publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
 local outbox_id = outbox(KEYS[2], entries, now)
-return { 'ok', 1, text, fmt(wallet_available(grants, now)), fmt(now), outbox_id,
+return { 'ok', 1, text, fmt(wallet_available(w, now)), fmt(now), outbox_id,
   cjson.encode(entries) }

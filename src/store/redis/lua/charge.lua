@@ -19,20 +19,17 @@ local early, spend = begin_spending(KEYS[1], KEYS[2], base, wallet, feature, key
 if early then
   return early
 end
-local now, grants_key, grants, by_id = spend.now, spend.grants_key, spend.grants, spend.by_id
+local now, w = spend.now, spend.w
 local available, idem_key = spend.available, spend.idem_key
-local split, reason, shortfall = plan_draw(grants, feature, now, amount)
+local split, reason, shortfall = plan_draw(w, feature, now, amount)
 if not split then
   return { 'denied', reason, fmt(shortfall) }
 end
 
-local wallet_before = wallet_available(grants, now)
-for _, p in ipairs(split) do
-  local g = by_id[p[1]]
-  g.remaining = g.remaining - p[2]
-end
-save_grants(grants_key, by_id, split)
-publish_crossing(base, account, wallet, wallet_before, wallet_available(grants, now), now)
+local wallet_before = wallet_available(w, now)
+take_remaining(w, split)
+save_wallet(w, split)
+publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
 local reply = cjson.encode({
   entry_id = entry_id, wallet = wallet, charged = fmt(amount), split = encode_split(split),
   available = fmt(available - amount),

@@ -10,12 +10,12 @@ if not status then
   return { 'absent' }
 end
 local now = now_ms()
-local grants = load_grants(base .. 'grants:' .. wallet)
-local available = available_for(grants, feature, now)
+local w = load_wallet(base, wallet)
+local available = available_for(w, feature, now)
 if status == 'suspended' then
   return { 'denied', 'account_suspended', fmt(available) }
 end
-local split, reason, shortfall = plan_draw(grants, feature, now, amount)
+local split, reason, shortfall = plan_draw(w, feature, now, amount)
 if not split then
   return { 'denied', reason, fmt(shortfall) }
 end

@@ -28,7 +28,7 @@ for _, member in ipairs(due) do
   if whole then
     local _, by_id = load_grants(base .. 'grants:' .. h.wallet)
     for _, p in ipairs(h.split_t) do
-      if by_id[p[1]] == nil then
+      if by_id[p[1]] == nil and p[1] ~= FLEX then
         whole = false
       end
     end

@@ -45,13 +45,12 @@ end
 if h.state ~= 'held' then
   return { 'ended', h.state }
 end
-local grants_key = base .. 'grants:' .. h.wallet
-local grants, by_id = load_grants(grants_key)
-local available = available_for(grants, h.feature, now)
+local w = load_wallet(base, h.wallet)
+local available = available_for(w, h.feature, now)
 if redis.call('HGET', KEYS[1], 'status') == 'suspended' then
   return { 'denied', 'account_suspended', fmt(available) }
 end
-local extra, reason, shortfall = plan_draw(grants, h.feature, now, additional)
+local extra, reason, shortfall = plan_draw(w, h.feature, now, additional)
 if not extra then
   return { 'denied', reason, fmt(shortfall) }
 end
@@ -59,23 +58,11 @@ if h.amount_n + additional > MINOR_MAX then
   error('creditgate: hold above the money bound')
 end
 
-local wallet_before = wallet_available(grants, now)
-adjust_held(by_id, extra, 1)
-save_grants(grants_key, by_id, extra)
-publish_crossing(base, account, h.wallet, wallet_before, wallet_available(grants, now), now)
--- Merge the new portions into the split, keeping the order in which grants were first taken.
-local merged, index = h.split_t, {}
-for i, p in ipairs(merged) do
-  index[p[1]] = i
-end
-for _, p in ipairs(extra) do
-  if index[p[1]] then
-    merged[index[p[1]]][2] = merged[index[p[1]]][2] + p[2]
-  else
-    table.insert(merged, { p[1], p[2] })
-    index[p[1]] = #merged
-  end
-end
+local wallet_before = wallet_available(w, now)
+adjust_held(w, extra, 1)
+save_wallet(w, extra)
+publish_crossing(base, account, h.wallet, wallet_before, wallet_available(w, now), now)
+local merged = merge_split(h.split_t, extra)
 h.amount = fmt(h.amount_n + additional)
 h.split = encode_split(merged)
 if ttl ~= nil and now + ttl > h.expires_n then

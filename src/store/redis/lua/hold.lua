@@ -34,7 +34,7 @@ local function void_released(account, token, wallet, by_id, released, now)
   local entries = {}
   for _, p in ipairs(released) do
     local g = by_id[p[1]]
-    if g.voided ~= nil and p[2] > 0 then
+    if g and g.voided ~= nil and p[2] > 0 then
       g.remaining = g.remaining - p[2]
       table.insert(entries, {
         type = 'void',
@@ -54,14 +54,13 @@ end
 -- went back to voided grants, records how it ended, and forgets it after the retention period.
 -- Returns the outbox entries and the release reply.
 local function end_uncharged(base, account, token, hold_key, h, state, expiries, now, retention)
-  local grants_key = base .. 'grants:' .. h.wallet
-  local grants, by_id = load_grants(grants_key)
-  local wallet_before = wallet_available(grants, now)
-  adjust_held(by_id, h.split_t, -1)
-  local entries = void_released(account, token, h.wallet, by_id, h.split_t, now)
-  save_grants(grants_key, by_id, h.split_t)
-  publish_crossing(base, account, h.wallet, wallet_before, wallet_available(grants, now), now)
-  local available = available_for(grants, h.feature, now)
+  local w = load_wallet(base, h.wallet)
+  local wallet_before = wallet_available(w, now)
+  adjust_held(w, h.split_t, -1)
+  local entries = void_released(account, token, h.wallet, w.by_id, h.split_t, now)
+  save_wallet(w, h.split_t)
+  publish_crossing(base, account, h.wallet, wallet_before, wallet_available(w, now), now)
+  local available = available_for(w, h.feature, now)
   h.state = state
   h.version = next_version(h)
   h.r_released = h.amount
@@ -88,11 +87,11 @@ local function expire_if_due(base, account, token, hold_key, h, stream, expiries
   return false
 end
 
--- Writes an account as the ledger has it (hydrate and rebuild): its grants, holds and replies,
--- each argument a JSON list as hydrate.lua describes; the account hash last, since it marks the
--- account as loaded.
+-- Writes an account as the ledger has it (hydrate and rebuild): its grants, holds, replies and
+-- wallets' flex and debt, each argument a JSON list as hydrate.lua describes; the account hash
+-- last, since it marks the account as loaded.
 local function write_account(base, account, retention, account_key, expiries, accounts,
-                             acct_json, grants_json, holds_json, replies_json)
+                             acct_json, grants_json, holds_json, replies_json, postpaid_json)
   local acct = cjson.decode(acct_json)
   local grants = cjson.decode(grants_json)
   local holds = cjson.decode(holds_json)
@@ -101,6 +100,10 @@ local function write_account(base, account, retention, account_key, expiries, ac
   for _, g in ipairs(grants) do
     redis.call('HSET', base .. 'grants:' .. g.wallet, g.id, g.grant)
     redis.call('SADD', base .. 'wallets', g.wallet)
+  end
+  for _, p in ipairs(cjson.decode(postpaid_json)) do
+    redis.call('HSET', base .. 'postpaid', p.wallet, p.postpaid)
+    redis.call('SADD', base .. 'wallets', p.wallet)
   end
   for _, h in ipairs(holds) do
     local key = base .. 'hold:' .. h.token

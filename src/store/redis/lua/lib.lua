@@ -143,42 +143,96 @@ local function consumed_before(a, b)
   return bytes_before(a.id, b.id)
 end
 
-local function available_for(grants, feature, now)
-  local available = 0
-  for _, g in ipairs(grants) do
+-- Flex and debt of a wallet, stored in the account's "postpaid" hash under the wallet's name
+-- as "flex cap|flex used|flex held|debt"; all zero when absent.
+local function decode_postpaid(text)
+  local f = split_text(text or '', '|')
+  return {
+    cap = tonumber(f[1]) or 0, used = tonumber(f[2]) or 0, held = tonumber(f[3]) or 0,
+    debt = tonumber(f[4]) or 0,
+  }
+end
+
+local function encode_postpaid(pp)
+  return table.concat({ fmt(pp.cap), fmt(pp.used), fmt(pp.held), fmt(pp.debt) }, '|')
+end
+
+local function flex_room(pp)
+  return math.max(0, pp.cap - pp.used - pp.held)
+end
+
+local FLEX, DEBT = '~flex', '~debt'
+
+-- A wallet as the scripts work on it: its grants (as a list and by id) and its flex and debt.
+local function load_wallet(base, wallet)
+  local key = base .. 'grants:' .. wallet
+  local grants, by_id = load_grants(key)
+  return {
+    name = wallet, key = key, grants = grants, by_id = by_id, pp_key = base .. 'postpaid',
+    pp = decode_postpaid(redis.call('HGET', base .. 'postpaid', wallet) or ''),
+  }
+end
+
+-- Writes back the grants named in `split`, and the wallet's flex and debt.
+local function save_wallet(w, split)
+  for _, p in ipairs(split) do
+    local g = w.by_id[p[1]]
+    if g then
+      redis.call('HSET', w.key, g.id, encode_grant(g))
+    end
+  end
+  local pp = w.pp
+  if pp.cap == 0 and pp.used == 0 and pp.held == 0 and pp.debt == 0 then
+    redis.call('HDEL', w.pp_key, w.name)
+  else
+    redis.call('HSET', w.pp_key, w.name, encode_postpaid(pp))
+  end
+end
+
+local function from_grants(w, feature, now)
+  local sum = 0
+  for _, g in ipairs(w.grants) do
     if active(g, now) and admits(g, feature) then
-      available = available + spendable(g)
+      sum = sum + spendable(g)
     end
   end
-  return available
+  return sum
 end
 
-local function wallet_available(grants, now)
-  local available = 0
-  for _, g in ipairs(grants) do
+-- What a new hold or charge for `feature` could take: grants that admit it, then flex, less
+-- debt.
+local function available_for(w, feature, now)
+  return math.max(0, from_grants(w, feature, now) + flex_room(w.pp) - w.pp.debt)
+end
+
+-- The same for a feature every grant admits.
+local function wallet_available(w, now)
+  local sum = 0
+  for _, g in ipairs(w.grants) do
     if active(g, now) then
-      available = available + spendable(g)
+      sum = sum + spendable(g)
     end
   end
-  return available
+  return math.max(0, sum + flex_room(w.pp) - w.pp.debt)
 end
 
--- Splits `amount` over the grants that may pay for `feature`, in consumption order. Returns the
--- split (a list of {grant id, amount}), or nil with the reason of the denial.
-local function plan_draw(grants, feature, now, amount)
-  local order, available, elsewhere = {}, 0, false
-  for _, g in ipairs(grants) do
+-- Splits `amount` over the grants that may pay for `feature`, in consumption order, then flex.
+-- Returns the split (a list of {grant id, amount}), or nil with the reason of the denial and
+-- what is available.
+local function plan_draw(w, feature, now, amount)
+  local order, elsewhere = {}, false
+  for _, g in ipairs(w.grants) do
     if active(g, now) then
       if admits(g, feature) then
         table.insert(order, g)
-        available = available + spendable(g)
       elseif spendable(g) > 0 then
         elsewhere = true
       end
     end
   end
+  local available = available_for(w, feature, now)
   if available < amount then
-    if available == 0 and elsewhere then
+    if from_grants(w, feature, now) + flex_room(w.pp) == 0 and elsewhere then
       return nil, 'feature_not_allowed', 0
     end
     return nil, 'insufficient_credits', available
@@ -195,7 +249,36 @@ local function plan_draw(grants, feature, now, amount)
       left = left - take
     end
   end
+  if left > 0 then
+    table.insert(split, { FLEX, left })
+  end
   return split, nil, available
+end
+
+-- Adds `sign` times each portion to what its grant (or flex) holds.
+local function adjust_held(w, split, sign)
+  for _, p in ipairs(split) do
+    if p[1] == FLEX then
+      w.pp.held = w.pp.held + sign * p[2]
+    else
+      local g = w.by_id[p[1]]
+      g.held = g.held + sign * p[2]
+    end
+  end
+end
+
+-- Charges each portion: from its grant's remaining amount, or to flex used or debt.
+local function take_remaining(w, split)
+  for _, p in ipairs(split) do
+    if p[1] == FLEX then
+      w.pp.used = w.pp.used + p[2]
+    elseif p[1] == DEBT then
+      w.pp.debt = w.pp.debt + p[2]
+    else
+      local g = w.by_id[p[1]]
+      g.remaining = g.remaining - p[2]
+    end
+  end
 end
 
 -- A split travels as "grant=amount,grant=amount" (ids hold neither '=' nor ',').
@@ -216,6 +299,24 @@ local function decode_split(text)
   return split
 end
 
+-- Adds the portions of `extra` to `split`, one portion per grant, keeping the order in which
+-- grants were first taken.
+local function merge_split(split, extra)
+  local index = {}
+  for i, p in ipairs(split) do
+    index[p[1]] = i
+  end
+  for _, p in ipairs(extra) do
+    if index[p[1]] then
+      split[index[p[1]]][2] = split[index[p[1]]][2] + p[2]
+    else
+      table.insert(split, { p[1], p[2] })
+      index[p[1]] = #split
+    end
+  end
+  return split
+end
+
 -- Portions of `split` charged when `charge` of it is committed, and the rest released.
 local function settle(split, charge)
   local charged, released, left = {}, {}, charge
@@ -230,21 +331,6 @@ local function settle(split, charge)
     end
   end
   return charged, released
-end
-
--- Adds `sign` times each portion to the grants' held amounts (the caller saves the grants).
-local function adjust_held(by_id, split, sign)
-  for _, p in ipairs(split) do
-    local g = by_id[p[1]]
-    g.held = g.held + sign * p[2]
-  end
-end
-
-local function save_grants(key, by_id, split)
-  for _, p in ipairs(split) do
-    local g = by_id[p[1]]
-    redis.call('HSET', key, g.id, encode_grant(g))
-  end
 end
 
 local function hash_to_table(flat)
@@ -304,8 +390,8 @@ end
 
 -- The checks reserve and charge make before writing anything: room in the outbox, the account
 -- loaded, a repeated idempotency key, a suspended account. Returns the answer to give at once,
--- or nil and what the script goes on with (the time, the wallet's grants and what they hold
--- for the feature).
+-- or nil and what the script goes on with (the time, the wallet, and what it has for the
+-- feature).
 local function begin_spending(account_key, stream, base, wallet, feature, key, fingerprint)
   if outbox_full(stream) then
     return { 'full' }
@@ -322,14 +408,10 @@ local function begin_spending(account_key, stream, base, wallet, feature, key, f
     end
   end
   local now = now_ms()
-  local grants_key = base .. 'grants:' .. wallet
-  local grants, by_id = load_grants(grants_key)
-  local available = available_for(grants, feature, now)
+  local w = load_wallet(base, wallet)
+  local available = available_for(w, feature, now)
   if status == 'suspended' then
     return { 'denied', 'account_suspended', fmt(available) }
   end
-  return nil, {
-    now = now, grants_key = grants_key, grants = grants, by_id = by_id,
-    available = available, idem_key = idem_key,
-  }
+  return nil, { now = now, w = w, available = available, idem_key = idem_key }
 end

@@ -3,13 +3,14 @@
 --
 -- KEYS[1] account hash   KEYS[2] partition expiry set   KEYS[3] partition account set
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)
--- ARGV[4..7] the ledger's account, grants, holds and replies, as for hydrate.lua
--- ARGV[8] expected: {"grants": [{"id", "wallet", "grant"}], "holds": [token, ...]}, the
---         grants (encoded) and open holds the comparison saw
+-- ARGV[4..8] the ledger's account, grants, holds, replies and flex and debt, as for hydrate.lua
+-- ARGV[9] expected: {"grants": [{"id", "wallet", "grant"}], "holds": [token, ...],
+--         "postpaid": [{"wallet", "postpaid"}]}, the grants (encoded), open holds and flex and
+--         debt the comparison saw
 -- Reply: {'replaced'} | {'changed'}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
-local expected = cjson.decode(ARGV[8])
+local expected = cjson.decode(ARGV[9])
 
 local seen, count = {}, 0
 for _, g in ipairs(expected.grants or {}) do
@@ -29,6 +30,21 @@ end
 if count ~= 0 then
   return { 'changed' }
 end
+local postpaid, left = {}, 0
+for _, p in ipairs(expected.postpaid or {}) do
+  postpaid[p.wallet] = p.postpaid
+  left = left + 1
+end
+local flat = redis.call('HGETALL', base .. 'postpaid')
+for i = 1, #flat, 2 do
+  if postpaid[flat[i]] ~= flat[i + 1] then
+    return { 'changed' }
+  end
+  left = left - 1
+end
+if left ~= 0 then
+  return { 'changed' }
+end
 local open = redis.call('SMEMBERS', base .. 'holds')
 local wanted = {}
 for _, token in ipairs(expected.holds or {}) do
@@ -46,12 +62,12 @@ end
 for _, wallet in ipairs(wallets) do
   redis.call('DEL', base .. 'grants:' .. wallet)
 end
-redis.call('DEL', base .. 'wallets')
+redis.call('DEL', base .. 'wallets', base .. 'postpaid')
 for _, token in ipairs(open) do
   redis.call('DEL', base .. 'hold:' .. token)
   redis.call('ZREM', KEYS[2], account .. '/' .. token)
 end
 redis.call('DEL', base .. 'holds')
 write_account(base, account, retention, KEYS[1], KEYS[2], KEYS[3], ARGV[4], ARGV[5], ARGV[6],
-  ARGV[7])
+  ARGV[7], ARGV[8])
 return { 'replaced' }

@@ -6,6 +6,7 @@
 -- ARGV[9] labels (JSON)   ARGV[10] price (JSON or '')   ARGV[11] model (or '')
 -- ARGV[12] idempotency key (or '')   ARGV[13] request fingerprint
 -- ARGV[14] least amount of a partial hold (equal to the amount for all or nothing)
+-- ARGV[15] overrun policy ('cap_at_hold', 'allow_up_to:<allowance>' or 'charge_actual')
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} account not loaded | {'conflict'} key reused | {'replay', reply} |
 --        {'denied', reason, available} | {'ok', reply, outbox entries}
@@ -21,28 +22,28 @@ local early, spend = begin_spending(KEYS[1], KEYS[2], base, wallet, feature, key
 if early then
   return early
 end
-local now, grants_key, grants, by_id = spend.now, spend.grants_key, spend.grants, spend.by_id
+local now, w = spend.now, spend.w
 local available, idem_key = spend.available, spend.idem_key
-local split, reason, shortfall = plan_draw(grants, feature, now, amount)
+local split, reason, shortfall = plan_draw(w, feature, now, amount)
 if not split and reason == 'insufficient_credits' and shortfall > 0 and shortfall >= min_amount
 then
   -- A partial hold takes what is left, down to its minimum.
   amount = shortfall
-  split, reason, shortfall = plan_draw(grants, feature, now, amount)
+  split, reason, shortfall = plan_draw(w, feature, now, amount)
 end
 if not split then
   return { 'denied', reason, fmt(shortfall) }
 end
 
-local wallet_before = wallet_available(grants, now)
-adjust_held(by_id, split, 1)
-save_grants(grants_key, by_id, split)
-publish_crossing(base, account, wallet, wallet_before, wallet_available(grants, now), now)
+local wallet_before = wallet_available(w, now)
+adjust_held(w, split, 1)
+save_wallet(w, split)
+publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
 local expires = now + ttl
 local hold = {
   wallet = wallet, feature = feature, amount = fmt(amount), split = encode_split(split),
   created = fmt(now), expires = fmt(expires), state = 'held', version = '1', labels = ARGV[9],
-  price = ARGV[10], model = ARGV[11], idem = key,
+  price = ARGV[10], model = ARGV[11], idem = key, overrun = ARGV[15],
 }
 local hold_key = base .. 'hold:' .. token
 for k, v in pairs(hold) do

@@ -3,7 +3,8 @@
 --
 -- KEYS[1] account hash   ARGV[1] account key base
 -- Reply: {} when the account is absent, else {JSON: {"account": {...}, "now",
---        "grants": [{"id", "wallet", "grant"}], "holds": [{"token", "hold"}]}}
+--        "grants": [{"id", "wallet", "grant"}], "holds": [{"token", "hold"}],
+--        "postpaid": [{"wallet", "postpaid"}]}}
 local base = ARGV[1]
 local acct = hash_to_table(redis.call('HGETALL', KEYS[1]))
 if acct.status == nil then
@@ -22,4 +23,11 @@ for _, token in ipairs(redis.call('SMEMBERS', base .. 'holds')) do
     table.insert(holds, { token = token, hold = h })
   end
 end
-return { cjson.encode({ account = acct, now = fmt(now_ms()), grants = grants, holds = holds }) }
+local postpaid = {}
+local flat = redis.call('HGETALL', base .. 'postpaid')
+for i = 1, #flat, 2 do
+  table.insert(postpaid, { wallet = flat[i], postpaid = flat[i + 1] })
+end
+return { cjson.encode({
+  account = acct, now = fmt(now_ms()), grants = grants, holds = holds, postpaid = postpaid,
+}) }

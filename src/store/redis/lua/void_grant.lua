@@ -19,18 +19,18 @@ for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
   local grants_key = base .. 'grants:' .. wallet
   local text = redis.call('HGET', grants_key, id)
   if text then
-    local grants, by_id = load_grants(grants_key)
-    local g = by_id[id]
+    local w = load_wallet(base, wallet)
+    local g = w.by_id[id]
     if g.voided ~= nil then
-      return { 'ok', '0', text, wallet, fmt(wallet_available(grants, now)), fmt(now) }
+      return { 'ok', '0', text, wallet, fmt(wallet_available(w, now)), fmt(now) }
     end
-    local wallet_before = wallet_available(grants, now)
+    local wallet_before = wallet_available(w, now)
     local voided = spendable(g)
     g.remaining = g.remaining - voided
     g.voided = now
     text = encode_grant(g)
     redis.call('HSET', grants_key, id, text)
-    publish_crossing(base, account, wallet, wallet_before, wallet_available(grants, now), now)
+    publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
     local entries = { {
       type = 'void',
       entry = {
@@ -39,7 +39,7 @@ for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
       },
     } }
     local outbox_id = outbox(KEYS[2], entries, now)
-    return { 'ok', fmt(voided), text, wallet, fmt(wallet_available(grants, now)), fmt(now),
+    return { 'ok', fmt(voided), text, wallet, fmt(wallet_available(w, now)), fmt(now),
       outbox_id, cjson.encode(entries) }
   end
 end

@@ -1,0 +1,17 @@
+-- Flex and overrun: a wallet's flex cap, how far a commit went beyond its hold, and each
+-- feature's overrun policy. Flex used and debt are not stored: they are the sums of the
+-- "~flex" and "~debt" portions of commits and charges, less the repayments of debt (charge
+-- entries whose grant_id is "~debt").
+
+CREATE TABLE wallets (
+    account_id      TEXT NOT NULL,
+    wallet          TEXT NOT NULL,
+    flex_cap_minor  BIGINT NOT NULL CHECK (flex_cap_minor >= 0),
+    updated_at_ms   BIGINT NOT NULL,
+    PRIMARY KEY (account_id, wallet)
+);
+
+ALTER TABLE entries ADD COLUMN overrun_minor BIGINT NOT NULL DEFAULT 0;
+
+-- JSON overrun policy; NULL means cap_at_hold.
+ALTER TABLE prices ADD COLUMN overrun TEXT;

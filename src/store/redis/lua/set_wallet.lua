@@ -1,0 +1,40 @@
+-- Set wallet: sets a wallet's flex cap (0 turns flex off). Flex already used stays used.
+--
+-- KEYS[1] account hash   KEYS[2] partition outbox stream   KEYS[3] partition account set
+-- ARGV[1] account key base   ARGV[2] account id   ARGV[3] wallet   ARGV[4] flex cap
+-- ARGV[5] '1' to create the account if it is absent (the ledger does not have it either)
+-- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
+-- Reply: {'full'} outbox full | {'absent'} |
+--        {'ok', postpaid (cap|used|held|debt)[, outbox id, outbox entries]}
+local base, account, wallet = ARGV[1], ARGV[2], ARGV[3]
+local cap = minor(ARGV[4], 'flex cap')
+
+if outbox_full(KEYS[2]) then
+  return { 'full' }
+end
+local now = now_ms()
+local entries = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[5] ~= '1' then
+    return { 'absent' }
+  end
+  redis.call('HSET', KEYS[1], 'status', 'active', 'name', '', 'created', fmt(now))
+  redis.call('SADD', KEYS[3], account)
+  table.insert(entries, {
+    type = 'account', account = account, status = 'active', name = '', created = fmt(now),
+  })
+end
+local w = load_wallet(base, wallet)
+if w.pp.cap == cap and #entries == 0 then
+  return { 'ok', encode_postpaid(w.pp) }
+end
+local wallet_before = wallet_available(w, now)
+w.pp.cap = cap
+save_wallet(w, {})
+redis.call('SADD', base .. 'wallets', wallet)
+publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
+table.insert(entries, {
+  type = 'wallet', account = account, wallet = wallet, flex_cap = fmt(cap), at = fmt(now),
+})
+local outbox_id = outbox(KEYS[2], entries, now)
+return { 'ok', encode_postpaid(w.pp), outbox_id, cjson.encode(entries) }
