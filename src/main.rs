@@ -124,7 +124,7 @@ struct GrantArgs {
     amount: String,
     /// Grant id, which makes the call safe to retry [default: a new random id, so a retry
     /// without it grants again].
-    #[arg(long)]
+    #[arg(long, visible_alias = "id")]
     grant_id: Option<String>,
     /// Wallet to add to [default: default].
     #[arg(long)]
@@ -136,14 +136,29 @@ struct GrantArgs {
     #[arg(long)]
     priority: Option<u32>,
     /// Expire the grant this long from now (by this machine's clock), e.g. 30d.
-    #[arg(long, value_parser = parse_duration_ms, conflicts_with = "expires_at_ms")]
+    #[arg(
+        long,
+        visible_alias = "expires",
+        value_parser = parse_duration_ms,
+        conflicts_with = "expires_at_ms"
+    )]
     expires_in: Option<u64>,
     /// Expire the grant at this Unix time in milliseconds; use it with --grant-id to retry.
     #[arg(long)]
     expires_at_ms: Option<i64>,
-    /// Only this feature may spend the grant; repeat for more.
-    #[arg(long = "feature")]
+    /// Only these features may spend the grant: repeat it, or give a comma-separated list.
+    #[arg(long = "feature", visible_alias = "features", value_delimiter = ',')]
     features: Vec<String>,
+    /// Make it a plan's allowance, given again every month or year (needs --kind included).
+    #[arg(long, value_parser = ["month", "year"])]
+    period: Option<String>,
+    /// When the periods are counted from (the billing day), Unix milliseconds [default: when
+    /// the grant is created].
+    #[arg(long, requires = "period")]
+    period_anchor_ms: Option<i64>,
+    /// Most unused credit carried into the next period [default: none].
+    #[arg(long, requires = "period")]
+    rollover_max: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -449,6 +464,9 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 priority: a.priority.unwrap_or(0),
                 expires_at_ms,
                 features: a.features,
+                period: a.period,
+                period_anchor_ms: a.period_anchor_ms.unwrap_or(0),
+                rollover_max: a.rollover_max.unwrap_or_default(),
             };
             (cli::grant(&a.connection, call).await?, a.connection.json)
         }

@@ -166,6 +166,7 @@ async fn apply(
                 amount_minor: *amount,
                 expires_at_ms: None,
                 features: scoped.map(|f| vec![feature(f)]).unwrap_or_default(),
+                recurrence: None,
             };
             comparable(
                 &store

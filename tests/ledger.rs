@@ -117,6 +117,7 @@ fn account_and_grant() -> Vec<OutboxEntry> {
             amount_minor: 10_000_000,
             expires_at_ms: None,
             features: vec![],
+            recurrence: None,
         },
         1_000,
     );

@@ -111,6 +111,8 @@ impl admin_server::Admin for AdminService {
             priority: (r.priority != 0).then_some(r.priority),
             expires_at_ms: (r.expires_at_ms != 0).then_some(r.expires_at_ms),
             features,
+            recurrence: convert::recurrence(r.period, r.period_anchor_ms, &r.rollover_max)
+                .map_err(status)?,
         };
         let receipt = self.gate.add_grant(request).await.map_err(status)?;
         Ok(Response::new(proto::AddGrantResponse {

@@ -7,8 +7,8 @@ use crate::domain::grant::WalletTotals;
 use crate::domain::ids::check_labels;
 use crate::domain::{
     Account, AccountId, AccountStatus, Amount, DenyReason, FeatureId, FeaturePrice, Grant, GrantId,
-    GrantKind, GrantStatus, IdempotencyKey, Labels, ModelId, OverrunPolicy, Portion, PriceRule,
-    ReservationId, TokenPrice, Units, Usage, WalletId, format_minor,
+    GrantKind, GrantStatus, IdempotencyKey, Labels, ModelId, OverrunPolicy, Period, Portion,
+    PriceRule, Recurrence, ReservationId, TokenPrice, Units, Usage, WalletId, format_minor,
 };
 use crate::gate::{Cost, GateError};
 use crate::proto;
@@ -184,6 +184,46 @@ fn grant_kind_to_proto(kind: GrantKind) -> proto::GrantKind {
     }
 }
 
+/// A grant's recurrence from the AddGrant fields; the others need a period.
+pub fn recurrence(
+    period: i32,
+    anchor_ms: i64,
+    rollover_max: &str,
+) -> Result<Option<Recurrence>, GateError> {
+    let period = match proto::Period::try_from(period) {
+        Ok(proto::Period::Unspecified) => None,
+        Ok(proto::Period::Month) => Some(Period::Month),
+        Ok(proto::Period::Year) => Some(Period::Year),
+        Err(_) => {
+            return Err(GateError::invalid(
+                "period",
+                format!("unknown period {period}"),
+            ));
+        }
+    };
+    let rollover = optional("rollover_max", rollover_max, Amount::parse)?;
+    let Some(period) = period else {
+        if anchor_ms != 0 {
+            return Err(GateError::invalid("period_anchor_ms", "needs a period"));
+        }
+        if rollover.is_some() {
+            return Err(GateError::invalid("rollover_max", "needs a period"));
+        }
+        return Ok(None);
+    };
+    if anchor_ms < 0 {
+        return Err(GateError::invalid(
+            "period_anchor_ms",
+            "must not be negative",
+        ));
+    }
+    Ok(Some(Recurrence {
+        period,
+        anchor_ms: (anchor_ms != 0).then_some(anchor_ms),
+        rollover_max_minor: rollover.map_or(0, |r| r.to_minor()),
+    }))
+}
+
 pub fn grant(grant: &Grant, now_ms: i64) -> proto::GrantBalance {
     let status = match grant.status(now_ms) {
         GrantStatus::Active => proto::GrantStatus::Active,
@@ -201,6 +241,18 @@ pub fn grant(grant: &Grant, now_ms: i64) -> proto::GrantBalance {
         features: grant.terms.features.iter().map(|f| f.to_string()).collect(),
         status: status as i32,
         used_percent: crate::domain::grant::used_percent(grant),
+        period: match grant.terms.recurrence.map(|r| r.period) {
+            None => proto::Period::Unspecified,
+            Some(Period::Month) => proto::Period::Month,
+            Some(Period::Year) => proto::Period::Year,
+        } as i32,
+        period_start_ms: grant.period_bounds_ms().map_or(0, |(start, _)| start),
+        next_reset_ms: grant.period_bounds_ms().map_or(0, |(_, next)| next),
+        rollover_max: grant
+            .terms
+            .recurrence
+            .map(|r| money(r.rollover_max_minor))
+            .unwrap_or_default(),
     }
 }
 

@@ -417,7 +417,7 @@ fn grant_json(g: &proto::GrantBalance) -> Value {
                 .to_owned()
         })
         .unwrap_or_default();
-    json!({
+    let mut json = json!({
         "grant_id": g.grant_id,
         "kind": kind,
         "priority": g.priority,
@@ -428,7 +428,18 @@ fn grant_json(g: &proto::GrantBalance) -> Value {
         "features": g.features,
         "status": status,
         "used_percent": g.used_percent,
-    })
+    });
+    if let Ok(period @ (proto::Period::Month | proto::Period::Year)) =
+        proto::Period::try_from(g.period)
+    {
+        json["period"] = json!({
+            "every": period.as_str_name().trim_start_matches("PERIOD_").to_ascii_lowercase(),
+            "start_ms": g.period_start_ms,
+            "next_reset_ms": g.next_reset_ms,
+            "rollover_max": g.rollover_max,
+        });
+    }
+    json
 }
 
 pub async fn balance(
@@ -497,6 +508,10 @@ pub struct GrantCall {
     pub priority: u32,
     pub expires_at_ms: i64,
     pub features: Vec<String>,
+    /// `month` or `year` for a plan's allowance.
+    pub period: Option<String>,
+    pub period_anchor_ms: i64,
+    pub rollover_max: String,
 }
 
 pub async fn grant(connection: &Connection, call: GrantCall) -> Result<Answer, CliError> {
@@ -521,6 +536,13 @@ pub async fn grant(connection: &Connection, call: GrantCall) -> Result<Answer, C
             priority: call.priority,
             expires_at_ms: call.expires_at_ms,
             features: call.features,
+            period: match call.period.as_deref() {
+                Some("month") => proto::Period::Month,
+                Some("year") => proto::Period::Year,
+                _ => proto::Period::Unspecified,
+            } as i32,
+            period_anchor_ms: call.period_anchor_ms,
+            rollover_max: call.rollover_max,
         })
         .await?
         .into_inner();

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{FeatureId, GrantId, WalletId};
+use super::period::{Recurrence, Reset, reset};
 
 /// Most active grants in one wallet: bounds the work of every draw.
 pub const GRANTS_PER_WALLET_MAX: usize = 64;
@@ -70,6 +71,9 @@ pub struct GrantTerms {
     pub expires_at_ms: Option<i64>,
     /// Features this grant may pay for, sorted and without repeats; empty means any.
     pub features: Vec<FeatureId>,
+    /// For a plan's allowance: the amount is given again every period.
+    #[serde(default)]
+    pub recurrence: Option<Recurrence>,
 }
 
 /// A grant and what is left of it.
@@ -82,6 +86,9 @@ pub struct Grant {
     pub held_minor: i64,
     pub created_at_ms: i64,
     pub voided_at_ms: Option<i64>,
+    /// For a recurring grant, the period its remaining amount belongs to (0 is the first).
+    #[serde(default)]
+    pub period_index: i64,
 }
 
 /// Whether a grant can pay for new holds and charges.
@@ -99,8 +106,50 @@ impl Grant {
             held_minor: 0,
             created_at_ms: now_ms,
             voided_at_ms: None,
+            period_index: terms.recurrence.map_or(0, |recurrence| {
+                let anchor_ms = recurrence.anchor_ms.unwrap_or(now_ms);
+                recurrence.period.index_at(anchor_ms, now_ms)
+            }),
             terms,
         }
+    }
+
+    /// When a recurring grant's periods are counted from.
+    pub fn anchor_ms(&self) -> Option<i64> {
+        let recurrence = self.terms.recurrence?;
+        Some(recurrence.anchor_ms.unwrap_or(self.created_at_ms))
+    }
+
+    /// When a recurring grant's current period started and the next one starts.
+    pub fn period_bounds_ms(&self) -> Option<(i64, i64)> {
+        let (recurrence, anchor_ms) = (self.terms.recurrence?, self.anchor_ms()?);
+        let period = recurrence.period;
+        Some((
+            period.start_ms(anchor_ms, self.period_index),
+            period.start_ms(anchor_ms, self.period_index + 1),
+        ))
+    }
+
+    /// Brings a recurring grant into the period `now_ms` falls in: what was held stays held,
+    /// unused credit lapses beyond the rollover cap, and the amount is given again. Returns
+    /// what the reset did, if one was due. Expired and voided grants no longer reset.
+    pub fn roll(&mut self, now_ms: i64) -> Option<Reset> {
+        let (recurrence, anchor_ms) = (self.terms.recurrence?, self.anchor_ms()?);
+        let to = recurrence.period.index_at(anchor_ms, now_ms);
+        if to <= self.period_index || !self.is_active(now_ms) {
+            return None;
+        }
+        let done = reset(
+            &recurrence,
+            self.terms.amount_minor,
+            self.remaining_minor,
+            self.held_minor,
+            self.period_index,
+            to,
+        );
+        self.remaining_minor += done.refilled_minor - done.lapsed_minor;
+        self.period_index = to;
+        Some(done)
     }
 
     pub fn status(&self, now_ms: i64) -> GrantStatus {
@@ -457,6 +506,7 @@ mod tests {
                 amount_minor: amount,
                 expires_at_ms: None,
                 features: vec![],
+                recurrence: None,
             },
             0,
         )

@@ -9,6 +9,7 @@ pub mod grant;
 pub mod hold;
 pub mod ids;
 pub mod money;
+pub mod period;
 pub mod price;
 
 pub use account::{Account, AccountStatus, DenyReason};
@@ -21,4 +22,5 @@ pub use ids::{
     WalletId,
 };
 pub use money::{Amount, AmountError, Rounding, format_minor};
+pub use period::{Period, Recurrence};
 pub use price::{FeaturePrice, PriceError, PriceRule, TokenPrice, Units, Usage};

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use super::{Gate, GateError};
 use crate::catalog::Catalog;
 use crate::domain::grant::GRANT_FEATURES_MAX;
+use crate::domain::money::MINOR_MAX;
 use crate::domain::price::CATALOG_FEATURES_MAX;
 use crate::domain::{
-    Account, AccountId, Amount, FeatureId, FeaturePrice, GrantId, GrantKind, GrantTerms, WalletId,
+    Account, AccountId, Amount, FeatureId, FeaturePrice, GrantId, GrantKind, GrantTerms,
+    Recurrence, WalletId, format_minor,
 };
 use crate::ledger::{UsageGroup, UsageQuery, UsageRow};
 use crate::store::outbox::LedgerEntry;
@@ -49,6 +51,8 @@ pub struct GrantRequest {
     pub priority: Option<u32>,
     pub expires_at_ms: Option<i64>,
     pub features: Vec<FeatureId>,
+    /// For a plan's allowance: given again every period.
+    pub recurrence: Option<Recurrence>,
 }
 
 #[derive(Clone, Debug)]
@@ -100,6 +104,9 @@ impl Gate {
                 ));
             }
         }
+        if let Some(recurrence) = &request.recurrence {
+            self.check_recurrence(recurrence, &request).await?;
+        }
         let mut features = request.features;
         features.sort();
         features.dedup();
@@ -119,6 +126,7 @@ impl Gate {
             amount_minor: request.amount.to_minor(),
             expires_at_ms: request.expires_at_ms,
             features,
+            recurrence: request.recurrence,
         };
         let entry_id = grant_entry_id(&request.account, &terms.id);
         let written = self
@@ -127,6 +135,43 @@ impl Gate {
             .await?;
         self.make_durable(&written.durable).await?;
         Ok(written.value)
+    }
+
+    async fn check_recurrence(
+        &self,
+        recurrence: &Recurrence,
+        request: &GrantRequest,
+    ) -> Result<(), GateError> {
+        if request.kind != GrantKind::Included {
+            return Err(GateError::invalid(
+                "period",
+                "only included grants (a plan's allowance) recur",
+            ));
+        }
+        // A reset leaves what is held plus a new amount plus the rollover: keep twice their
+        // sum within the bound, so no reset can pass it.
+        let amount = request.amount.to_minor();
+        if amount.saturating_add(recurrence.rollover_max_minor) > MINOR_MAX / 2 {
+            return Err(GateError::invalid(
+                "rollover_max",
+                format!(
+                    "amount and rollover_max together must stay within {}",
+                    format_minor(MINOR_MAX / 2)
+                ),
+            ));
+        }
+        if let Some(anchor_ms) = recurrence.anchor_ms {
+            let now = self.store.now_ms().await?;
+            if !(0..=now).contains(&anchor_ms) {
+                return Err(GateError::invalid(
+                    "period_anchor_ms",
+                    format!(
+                        "{anchor_ms} must be between 0 and now (the store's clock reads {now})"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Sets a wallet's flex cap; returns the wallet as it now is, and the store's clock.

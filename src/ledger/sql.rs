@@ -24,8 +24,8 @@ use super::{
 };
 use crate::domain::{
     Account, AccountId, AccountStatus, FeatureId, FeaturePrice, Grant, GrantId, GrantKind,
-    GrantTerms, Hold, IdempotencyKey, ModelId, OverrunPolicy, Portion, Postpaid, ReservationId,
-    WalletId,
+    GrantTerms, Hold, IdempotencyKey, ModelId, OverrunPolicy, Period, Portion, Postpaid,
+    Recurrence, ReservationId, WalletId,
 };
 use crate::store::AccountSnapshot;
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered};
@@ -305,8 +305,9 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             let terms = &grant.terms;
             sqlx::query(
                 "INSERT INTO grants (account_id, grant_id, wallet, kind, priority, amount_minor, \
-                 expires_at_ms, features, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 expires_at_ms, features, created_at_ms, period, period_anchor_ms, \
+                 rollover_max_minor, period_index) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (account_id, grant_id) DO NOTHING",
             )
             .bind(entry.account.as_str())
@@ -318,6 +319,10 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             .bind(terms.expires_at_ms)
             .bind(to_json(&terms.features))
             .bind(grant.created_at_ms)
+            .bind(terms.recurrence.map(|r| r.period.as_str()))
+            .bind(terms.recurrence.and_then(|r| r.anchor_ms))
+            .bind(terms.recurrence.map(|r| r.rollover_max_minor))
+            .bind(grant.period_index)
             .execute(&mut **tx)
             .await?;
             insert_entry(tx, entry).await?;
@@ -335,6 +340,25 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             insert_entry(tx, entry).await?;
         }
         OutboxEntry::Charge(entry) => insert_entry(tx, entry).await?,
+        OutboxEntry::Reset {
+            account,
+            grant,
+            period_index,
+            entries,
+        } => {
+            sqlx::query(
+                "UPDATE grants SET period_index = $1 \
+                 WHERE account_id = $2 AND grant_id = $3 AND period_index < $1",
+            )
+            .bind(*period_index)
+            .bind(account.as_str())
+            .bind(grant.as_str())
+            .execute(&mut **tx)
+            .await?;
+            for entry in entries {
+                insert_entry(tx, entry).await?;
+            }
+        }
         OutboxEntry::Wallet {
             account,
             wallet,
@@ -408,14 +432,26 @@ fn read_account(row: &AnyRow) -> Result<Account, LedgerError> {
     })
 }
 
-/// A grant row, with `taken` (charged and voided) already subtracted from its amount.
-fn read_grant(row: &AnyRow, taken_minor: i64) -> Result<Grant, LedgerError> {
+/// A grant row; `change_minor` (its refills less what was charged and voided of it) is added
+/// to its amount to make its remaining amount.
+fn read_grant(row: &AnyRow, change_minor: i64) -> Result<Grant, LedgerError> {
     let id: String = row.try_get("grant_id")?;
     let wallet: String = row.try_get("wallet")?;
     let kind: String = row.try_get("kind")?;
     let features: String = row.try_get("features")?;
     let priority: i64 = row.try_get("priority")?;
     let amount_minor: i64 = row.try_get("amount_minor")?;
+    let recurrence = match row.try_get::<Option<String>, _>("period")? {
+        None => None,
+        Some(period) => Some(Recurrence {
+            period: Period::parse(&period)
+                .ok_or_else(|| LedgerError::Corrupt(format!("grant period {period:?}")))?,
+            anchor_ms: row.try_get("period_anchor_ms")?,
+            rollover_max_minor: row
+                .try_get::<Option<i64>, _>("rollover_max_minor")?
+                .unwrap_or(0),
+        }),
+    };
     Ok(Grant {
         terms: GrantTerms {
             id: parse(GrantId::parse(&id), "grant id", &id)?,
@@ -426,11 +462,13 @@ fn read_grant(row: &AnyRow, taken_minor: i64) -> Result<Grant, LedgerError> {
             amount_minor,
             expires_at_ms: row.try_get("expires_at_ms")?,
             features: from_json(&features, "grant features")?,
+            recurrence,
         },
-        remaining_minor: amount_minor - taken_minor,
+        remaining_minor: amount_minor + change_minor,
         held_minor: 0,
         created_at_ms: row.try_get("created_at_ms")?,
         voided_at_ms: row.try_get("voided_at_ms")?,
+        period_index: row.try_get("period_index")?,
     })
 }
 
@@ -582,10 +620,24 @@ impl Ledger for SqlLedger {
         .push_sql(" GROUP BY s.account_id, s.grant_id")
         .fetch_all(&self.pool)
         .await?;
-        let mut taken: HashMap<(String, String), i64> = HashMap::new();
+        // What each grant's remaining amount differs from its amount by: refills of recurring
+        // grants, less what was charged and voided of it.
+        let mut change: HashMap<(String, String), i64> = HashMap::new();
         for row in taken_rows {
             let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
-            taken.insert(key, row.try_get::<i64, _>("taken")?);
+            *change.entry(key).or_default() -= row.try_get::<i64, _>("taken")?;
+        }
+        let refill_rows = Statement::new(
+            "SELECT account_id, grant_id, CAST(SUM(amount_minor) AS BIGINT) AS refilled \
+             FROM entries WHERE kind = 'grant' AND entry_id LIKE 'refill/%'",
+        )
+        .only("account_id", only)
+        .push_sql(" GROUP BY account_id, grant_id")
+        .fetch_all(&self.pool)
+        .await?;
+        for row in refill_rows {
+            let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
+            *change.entry(key).or_default() += row.try_get::<i64, _>("refilled")?;
         }
 
         let grants = Statement::new("SELECT * FROM grants WHERE 1 = 1")
@@ -596,11 +648,11 @@ impl Ledger for SqlLedger {
         for row in grants {
             let account: String = row.try_get("account_id")?;
             let grant_id: String = row.try_get("grant_id")?;
-            let spent = taken
+            let changed = change
                 .get(&(account.clone(), grant_id))
                 .copied()
                 .unwrap_or(0);
-            let grant = read_grant(&row, spent)?;
+            let grant = read_grant(&row, changed)?;
             snapshots.entry(account).or_default().grants.push(grant);
         }
 

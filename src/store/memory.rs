@@ -96,6 +96,32 @@ impl AccountState {
         available_minor(self.grants(wallet), &self.postpaid(wallet), feature, now_ms)
     }
 
+    /// Brings the wallet's recurring grants into the period `now_ms` falls in; returns what
+    /// the ledger must be told.
+    fn roll(&mut self, wallet: &WalletId, now_ms: i64) -> Vec<OutboxEntry> {
+        let Some(grants) = self.wallets.get_mut(wallet) else {
+            return Vec::new();
+        };
+        let account = &self.account.id;
+        grants
+            .iter_mut()
+            .filter_map(|grant| {
+                let reset = grant.roll(now_ms)?;
+                Some(OutboxEntry::reset(account, grant, &reset))
+            })
+            .collect()
+    }
+
+    /// The wallet's grants as they are at `now_ms`, recurring ones reset, without changing
+    /// the store: what read-only calls judge by.
+    fn rolled(&self, wallet: &WalletId, now_ms: i64) -> Vec<Grant> {
+        let mut grants = self.grants(wallet).to_vec();
+        for grant in &mut grants {
+            grant.roll(now_ms);
+        }
+        grants
+    }
+
     /// Spendable balance of a wallet for a feature every grant admits.
     fn wallet_available(&self, wallet: &WalletId, now_ms: i64) -> i64 {
         WalletTotals::of(self.grants(wallet), &self.postpaid(wallet), now_ms).available_minor
@@ -437,6 +463,15 @@ impl MemoryStore {
         self.accounts.get_mut(id)
     }
 
+    /// Resets the wallet's recurring grants that are due, as a record of their own: every call
+    /// that spends from or changes a wallet does this first.
+    fn roll(&self, state: &mut AccountState, wallet: &WalletId, now_ms: i64) {
+        let entries = state.roll(wallet, now_ms);
+        if !entries.is_empty() {
+            self.append(now_ms, entries);
+        }
+    }
+
     /// The account of a reservation, with the hold checked to exist. Expires the hold first if
     /// its time has passed, so that no call acts on a hold the clock has already ended.
     fn held_account(
@@ -451,6 +486,9 @@ impl MemoryStore {
             .holds
             .get(id.token())
             .ok_or_else(|| StoreError::ReservationNotFound(id.clone()))?;
+        let wallet = hold.wallet.clone();
+        self.roll(&mut state, &wallet, now_ms);
+        let hold = &state.holds[id.token()];
         if hold.state == HoldState::Held && hold.expires_at_ms <= now_ms {
             let entries = state.end_uncharged(id.token(), HoldState::Expired, now_ms);
             self.retain(now_ms, Retained::Hold(id.clone()));
@@ -580,6 +618,7 @@ impl BalanceStore for MemoryStore {
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
+        self.roll(&mut state, &op.wallet, now);
         let available = state.available(&op.wallet, &op.feature, now);
         if state.account.status == AccountStatus::Suspended {
             return Ok(Written {
@@ -877,6 +916,7 @@ impl BalanceStore for MemoryStore {
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
+        self.roll(&mut state, &op.wallet, now);
         let available = state.available(&op.wallet, &op.feature, now);
         if state.account.status == AccountStatus::Suspended {
             return denied(DenyReason::AccountSuspended, available);
@@ -943,19 +983,23 @@ impl BalanceStore for MemoryStore {
                 available_minor: 0,
             }));
         };
-        let available = state.available(wallet, feature, now);
+        let grants = state.rolled(wallet, now);
+        let postpaid = state.postpaid(wallet);
+        let available = available_minor(&grants, &postpaid, feature, now);
         if state.account.status == AccountStatus::Suspended {
             return Ok(Decision::Denied(Denial {
                 reason: DenyReason::AccountSuspended,
                 available_minor: available,
             }));
         }
-        Ok(match state.draw(wallet, feature, now, amount_minor) {
-            Ok(_) => Decision::Allowed(CheckReceipt {
-                available_minor: available,
-            }),
-            Err(shortfall) => Decision::Denied(denial(shortfall)),
-        })
+        Ok(
+            match plan_draw(&grants, &postpaid, feature, now, amount_minor) {
+                Ok(_) => Decision::Allowed(CheckReceipt {
+                    available_minor: available,
+                }),
+                Err(shortfall) => Decision::Denied(denial(shortfall)),
+            },
+        )
     }
 
     async fn hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError> {
@@ -977,10 +1021,9 @@ impl BalanceStore for MemoryStore {
                 .map(|wallet| WalletView {
                     wallet: wallet.clone(),
                     grants: state
-                        .grants(wallet)
-                        .iter()
+                        .rolled(wallet, now)
+                        .into_iter()
                         .filter(|g| g.is_active(now) || g.held_minor > 0)
-                        .cloned()
                         .collect(),
                     postpaid: state.postpaid(wallet),
                 })
@@ -1047,6 +1090,7 @@ impl BalanceStore for MemoryStore {
             entries.push(OutboxEntry::Account(account.clone()));
             AccountState::new(account)
         });
+        self.roll(&mut state, &terms.wallet, now);
         let existing = state
             .wallets
             .values()
@@ -1148,6 +1192,7 @@ impl BalanceStore for MemoryStore {
             entries.push(OutboxEntry::Account(account.clone()));
             AccountState::new(account)
         });
+        self.roll(&mut state, wallet, now);
         let postpaid = state.postpaid.entry(wallet.clone()).or_default();
         if postpaid.flex_cap_minor == flex_cap_minor && entries.is_empty() {
             return Ok(Written {
@@ -1191,6 +1236,7 @@ impl BalanceStore for MemoryStore {
             .find(|(_, grants)| grants.iter().any(|g| &g.terms.id == grant_id))
             .map(|(wallet, _)| wallet.clone())
             .ok_or_else(not_found)?;
+        self.roll(&mut state, &wallet, now);
         let grants = state.wallets.get_mut(&wallet).expect("found above");
         let grant = find_grant(grants, grant_id);
         if grant.voided_at_ms.is_some() {
@@ -1264,11 +1310,13 @@ impl BalanceStore for MemoryStore {
             let Some(mut state) = self.account_mut(id.account()) else {
                 continue;
             };
-            let is_due = state
+            let due_in = state
                 .holds
                 .get(id.token())
-                .is_some_and(|h| h.state == HoldState::Held && h.expires_at_ms <= now);
-            if is_due {
+                .filter(|h| h.state == HoldState::Held && h.expires_at_ms <= now)
+                .map(|h| h.wallet.clone());
+            if let Some(wallet) = due_in {
+                self.roll(&mut state, &wallet, now);
                 let entries = state.end_uncharged(id.token(), HoldState::Expired, now);
                 self.retain(now, Retained::Hold(id.clone()));
                 self.append(now, entries);
@@ -1475,6 +1523,7 @@ mod tests {
             amount_minor,
             expires_at_ms: None,
             features: vec![],
+            recurrence: None,
         };
         store
             .add_grant(&id("acme"), terms, "grant/acme/g1".into())

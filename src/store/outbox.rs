@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ChargeReceipt, ExtendReceipt, ReserveReceipt};
+use crate::domain::period::Reset;
 use crate::domain::{
     Account, AccountId, FeatureId, Grant, GrantId, Hold, IdempotencyKey, Labels, ModelId, Portion,
     ReservationId, Usage, WalletId,
@@ -107,6 +108,14 @@ pub enum OutboxEntry {
     Grant { grant: Grant, entry: LedgerEntry },
     /// A grant voided and its ledger entry.
     Void { entry: LedgerEntry },
+    /// A recurring grant moved into a new period: its lapsed credit (a void entry, when any)
+    /// and its new allowance (a grant entry).
+    Reset {
+        account: AccountId,
+        grant: GrantId,
+        period_index: i64,
+        entries: Vec<LedgerEntry>,
+    },
     /// A wallet's flex cap as it now is.
     Wallet {
         account: AccountId,
@@ -120,6 +129,60 @@ pub enum OutboxEntry {
     Hold(Hold),
     /// An idempotent reply to keep.
     Remember(Remembered),
+}
+
+impl OutboxEntry {
+    /// What the ledger is told when `grant` (already reset) moved into a new period. The
+    /// entries are dated at the period's start, so every store writes the same ones.
+    pub fn reset(account: &AccountId, grant: &Grant, reset: &Reset) -> OutboxEntry {
+        let start_ms = grant.period_bounds_ms().map_or(0, |(start_ms, _)| start_ms);
+        let id = &grant.terms.id;
+        let entry =
+            |kind, prefix: &str, amount_minor, split: Vec<Portion>, reason: String| LedgerEntry {
+                id: format!("{prefix}/{account}/{id}/{}", reset.index),
+                kind,
+                account: account.clone(),
+                wallet: grant.terms.wallet.clone(),
+                feature: None,
+                model: None,
+                usage: None,
+                amount_minor,
+                split,
+                reservation: None,
+                grant: Some(id.clone()),
+                idempotency_key: None,
+                labels: Labels::new(),
+                reason: Some(reason),
+                overrun_minor: 0,
+                at_ms: start_ms,
+            };
+        let mut entries = Vec::new();
+        if reset.lapsed_minor > 0 {
+            entries.push(entry(
+                EntryKind::Void,
+                "lapse",
+                reset.lapsed_minor,
+                vec![Portion {
+                    grant: id.clone(),
+                    amount_minor: reset.lapsed_minor,
+                }],
+                "unused allowance lapsed at the end of its period".into(),
+            ));
+        }
+        entries.push(entry(
+            EntryKind::Grant,
+            "refill",
+            reset.refilled_minor,
+            Vec::new(),
+            format!("allowance for period {}", reset.index),
+        ));
+        OutboxEntry::Reset {
+            account: account.clone(),
+            grant: id.clone(),
+            period_index: reset.index,
+            entries,
+        }
+    }
 }
 
 /// Where an outbox record is, to acknowledge it once the ledger has it.

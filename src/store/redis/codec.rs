@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::domain::{
     Account, AccountId, AccountStatus, CommitRecord, FeatureId, Grant, GrantId, GrantKind,
-    GrantTerms, Hold, HoldState, IdempotencyKey, Labels, ModelId, OverrunPolicy, Portion, Postpaid,
-    PriceRule, ReleaseRecord, ReservationId, Usage, WalletId,
+    GrantTerms, Hold, HoldState, IdempotencyKey, Labels, ModelId, OverrunPolicy, Period, Portion,
+    Postpaid, PriceRule, Recurrence, ReleaseRecord, ReservationId, Usage, WalletId,
 };
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, Remembered, Reply};
 use crate::store::{
@@ -65,12 +65,13 @@ pub fn decode_split(text: &str) -> Result<Vec<Portion>, StoreError> {
         .collect()
 }
 
-/// `kind|priority|amount|remaining|held|expires_at|created_at|voided_at|features`.
+/// `kind|priority|amount|remaining|held|expires_at|created_at|voided_at|recurrence|period|
+/// features`, as in `lua/lib.lua`.
 pub fn encode_grant(grant: &Grant) -> String {
     let t = &grant.terms;
     let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
     format!(
-        "{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
         t.kind.as_str(),
         t.priority,
         t.amount_minor,
@@ -79,8 +80,34 @@ pub fn encode_grant(grant: &Grant) -> String {
         opt(t.expires_at_ms),
         grant.created_at_ms,
         opt(grant.voided_at_ms),
+        recurrence_text(t.recurrence.as_ref()),
+        grant.period_index,
         features_text(&t.features),
     )
+}
+
+/// `''` or `month|year,anchor (or ''),rollover max`.
+pub fn recurrence_text(recurrence: Option<&Recurrence>) -> String {
+    recurrence
+        .map(|r| {
+            let anchor = r.anchor_ms.map(|a| a.to_string()).unwrap_or_default();
+            format!("{},{anchor},{}", r.period.as_str(), r.rollover_max_minor)
+        })
+        .unwrap_or_default()
+}
+
+fn decode_recurrence(text: &str) -> Result<Option<Recurrence>, StoreError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let [period, anchor, rollover] = text.split(',').collect::<Vec<_>>()[..] else {
+        return Err(bad("grant recurrence", text));
+    };
+    Ok(Some(Recurrence {
+        period: Period::parse(period).ok_or_else(|| bad("grant period", period))?,
+        anchor_ms: opt_int(anchor, "grant period anchor")?,
+        rollover_max_minor: int(rollover, "grant rollover")?,
+    }))
 }
 
 /// `flex cap|flex used|flex held|debt`.
@@ -134,10 +161,19 @@ pub fn features_text(features: &[FeatureId]) -> String {
 }
 
 pub fn decode_grant(grant_id: &str, wallet: &str, text: &str) -> Result<Grant, StoreError> {
-    let f: Vec<&str> = text.splitn(9, '|').collect();
-    if f.len() != 9 {
-        return Err(bad("grant", text));
-    }
+    let mut f: Vec<&str> = text.splitn(11, '|').collect();
+    // Grants written before recurrence have neither it nor the period.
+    let (recurrence, period_index) = match f.len() {
+        11 => {
+            let features = f.pop().expect("eleven fields");
+            let period = f.pop().expect("eleven fields");
+            let recurrence = f.pop().expect("eleven fields");
+            f.push(features);
+            (decode_recurrence(recurrence)?, int(period, "grant period")?)
+        }
+        9 => (None, 0),
+        _ => return Err(bad("grant", text)),
+    };
     let mut features = f[8]
         .split(',')
         .filter(|s| !s.is_empty())
@@ -153,11 +189,13 @@ pub fn decode_grant(grant_id: &str, wallet: &str, text: &str) -> Result<Grant, S
             amount_minor: int(f[2], "grant amount")?,
             expires_at_ms: opt_int(f[5], "grant expiry")?,
             features,
+            recurrence,
         },
         remaining_minor: int(f[3], "grant remaining")?,
         held_minor: int(f[4], "grant held")?,
         created_at_ms: int(f[6], "grant creation")?,
         voided_at_ms: opt_int(f[7], "grant void")?,
+        period_index,
     })
 }
 
@@ -508,6 +546,15 @@ pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
             "charge" => {
                 OutboxEntry::Charge(ledger_entry(value.get("entry").unwrap_or(&Value::Null))?)
             }
+            "reset" => OutboxEntry::Reset {
+                account: account()?,
+                grant: id(t("grant"), "grant", GrantId::parse)?,
+                period_index: int(t("period"), "grant period")?,
+                entries: list(value.get("entries"))
+                    .iter()
+                    .map(ledger_entry)
+                    .collect::<Result<_, _>>()?,
+            },
             "wallet" => OutboxEntry::Wallet {
                 account: account()?,
                 wallet: id(t("wallet"), "wallet", WalletId::parse)?,
@@ -567,18 +614,37 @@ mod tests {
                     FeatureId::parse("agent.minutes").unwrap(),
                     FeatureId::parse("cloud.inference").unwrap(),
                 ],
+                recurrence: None,
             },
             remaining_minor: 5,
             held_minor: 2,
             created_at_ms: 1_700_000_000_000,
             voided_at_ms: None,
+            period_index: 0,
         };
         let text = encode_grant(&grant);
         assert_eq!(
             text,
-            "promotional|20|9007199254740991|5|2|1800000000000|1700000000000||agent.minutes,cloud.inference"
+            "promotional|20|9007199254740991|5|2|1800000000000|1700000000000|||0|agent.minutes,cloud.inference"
         );
         assert_eq!(decode_grant("g:1", "cloud", &text).unwrap(), grant);
+        let before_recurrence = "promotional|20|9007199254740991|5|2|1800000000000|1700000000000||agent.minutes,cloud.inference";
+        assert_eq!(
+            decode_grant("g:1", "cloud", before_recurrence).unwrap(),
+            grant
+        );
+
+        let mut plan = grant.clone();
+        plan.terms.kind = GrantKind::Included;
+        plan.terms.recurrence = Some(Recurrence {
+            period: Period::Month,
+            anchor_ms: None,
+            rollover_max_minor: 250,
+        });
+        plan.period_index = 3;
+        let text = encode_grant(&plan);
+        assert!(text.contains("|month,,250|3|"), "{text}");
+        assert_eq!(decode_grant("g:1", "cloud", &text).unwrap(), plan);
     }
 
     #[test]

@@ -1056,7 +1056,9 @@ impl BalanceStore for RedisStore {
         for wallet in postpaid.keys() {
             wallets.entry(wallet.clone()).or_default();
         }
-        for grant in snapshot.grants {
+        for mut grant in snapshot.grants {
+            // As a script would see it now: reset if due.
+            grant.roll(now);
             if grant.is_active(now) || grant.held_minor > 0 {
                 wallets
                     .entry(grant.terms.wallet.clone())
@@ -1134,6 +1136,7 @@ impl BalanceStore for RedisStore {
     ) -> Result<Written<GrantReceipt>, StoreError> {
         let keys = self.keys(account);
         let features = codec::features_text(&terms.features);
+        let recurrence = codec::recurrence_text(terms.recurrence.as_ref());
         let expires = terms
             .expires_at_ms
             .map(|e| e.to_string())
@@ -1156,6 +1159,7 @@ impl BalanceStore for RedisStore {
                 .arg(&entry_id)
                 .arg(GRANTS_PER_WALLET_MAX)
                 .arg(create)
+                .arg(&recurrence)
                 .arg(self.outbox_bound());
             invocation
         };

@@ -6,6 +6,7 @@
 -- ARGV[5] kind   ARGV[6] priority   ARGV[7] amount   ARGV[8] expiry (ms, or '')
 -- ARGV[9] features (comma-separated, or '')   ARGV[10] entry id   ARGV[11] most active grants
 -- ARGV[12] '1' to create the account if it is absent (the ledger does not have it either)
+-- ARGV[13] recurrence: '' or "month|year,anchor (or ''),rollover max"
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} | {'conflict'} | {'too_many'} | {'too_large'} |
 --        {'ok', created (0 or 1), grant, wallet available, now, outbox id, outbox entries}
@@ -19,6 +20,7 @@ if ARGV[8] ~= '' then
 end
 local features, entry_id = ARGV[9], ARGV[10]
 local grants_max = minor(ARGV[11], 'grant limit')
+local recur = ARGV[13]
 
 if outbox_full(KEYS[2]) then
   return { 'full' }
@@ -37,13 +39,16 @@ for _, other in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
     local g = decode_grant(id, text)
     local same = other == wallet and g.kind == kind and g.priority == priority
       and g.amount == amount and g.expires == expires and g.features_text == features
+      and g.recur_text == recur
     if not same then
       return { 'conflict' }
     end
-    return { 'ok', 0, text, fmt(wallet_available(load_wallet(base, wallet), now)), fmt(now) }
+    -- As it is now (reset if due), though nothing is written.
+    local w = load_wallet(base, account, wallet, now)
+    return { 'ok', 0, encode_grant(w.by_id[id]), fmt(wallet_available(w, now)), fmt(now) }
   end
 end
-local w = load_wallet(base, wallet)
+local w = load_wallet(base, account, wallet, now)
 local count, total = 0, 0
 for _, g in ipairs(w.grants) do
   if active(g, now) then
@@ -65,10 +70,14 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     type = 'account', account = account, status = 'active', name = '', created = fmt(now),
   })
 end
-local g = {
-  id = id, kind = kind, priority = priority, amount = amount, remaining = amount, held = 0,
-  expires = expires, created = now, voided = nil, features_text = features,
-}
+local g = decode_grant(id, encode_grant({
+  kind = kind, priority = priority, amount = amount, remaining = amount, held = 0,
+  expires = expires, created = now, voided = nil, recur_text = recur, pindex = 0,
+  features_text = features,
+}))
+if g.period then
+  g.pindex = period_index_at(g.period, g.anchor or now, now)
+end
 table.insert(entries, {
   type = 'grant', account = account, wallet = wallet, grant_id = id, grant = encode_grant(g),
   entry = {
@@ -81,7 +90,6 @@ local repaid = math.min(w.pp.debt, amount)
 if repaid > 0 and features == '' and (expires == nil or expires > now) then
   g.remaining = amount - repaid
   w.pp.debt = w.pp.debt - repaid
-  save_wallet(w, {})
   table.insert(entries, {
     type = 'charge',
     entry = {
@@ -91,6 +99,8 @@ if repaid > 0 and features == '' and (expires == nil or expires > now) then
     },
   })
 end
+save_wallet(w, {})
+with_resets(w, entries)
 local text = encode_grant(g)
 redis.call('HSET', grants_key, id, text)
 redis.call('SADD', base .. 'wallets', wallet)

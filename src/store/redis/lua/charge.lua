@@ -15,7 +15,8 @@ local amount = minor(ARGV[6], 'amount')
 local entry_id = ARGV[7]
 local key, fingerprint = ARGV[11], ARGV[12]
 
-local early, spend = begin_spending(KEYS[1], KEYS[2], base, wallet, feature, key, fingerprint)
+local early, spend = begin_spending(KEYS[1], KEYS[2], base, account, wallet, feature, key,
+  fingerprint)
 if early then
   return early
 end
@@ -34,14 +35,14 @@ local reply = cjson.encode({
   entry_id = entry_id, wallet = wallet, charged = fmt(amount), split = encode_split(split),
   available = fmt(available - amount),
 })
-local entries = { {
+local entries = with_resets(w, { {
   type = 'charge',
   entry = {
     id = entry_id, kind = 'charge', account = account, wallet = wallet, feature = feature,
     model = ARGV[10], usage = ARGV[9], amount = fmt(amount), split = encode_split(split),
     idem = key, labels = ARGV[8], at = fmt(now),
   },
-} }
+} })
 if key ~= '' then
   remember(idem_key, fingerprint, reply, now, retention)
   table.insert(entries, {

@@ -10,7 +10,7 @@ if not status then
   return { 'absent' }
 end
 local now = now_ms()
-local w = load_wallet(base, wallet)
+local w = load_wallet(base, '', wallet, now)
 local available = available_for(w, feature, now)
 if status == 'suspended' then
   return { 'denied', 'account_suspended', fmt(available) }

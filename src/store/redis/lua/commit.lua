@@ -41,7 +41,7 @@ if h.state ~= 'held' then
   return { 'ended', h.state }
 end
 
-local w = load_wallet(base, h.wallet)
+local w = load_wallet(base, account, h.wallet, now)
 local wallet_before = wallet_available(w, now)
 local over = math.max(0, amount - h.amount_n)
 local charged, released = settle(h.split_t, amount - over)
@@ -105,7 +105,7 @@ redis.call('ZREM', KEYS[3], account .. '/' .. token)
 if model == '' then
   model = h.model
 end
-local entries = { {
+local entries = with_resets(w, { {
   type = 'charge',
   entry = {
     id = entry_id, kind = 'commit', account = account, wallet = h.wallet, feature = h.feature,
@@ -113,7 +113,7 @@ local entries = { {
     overrun = fmt(over),
     reservation = account .. '/' .. token, idem = h.idem, labels = h.labels, at = fmt(now),
   },
-} }
+} })
 for _, v in ipairs(voids) do
   table.insert(entries, v)
 end

@@ -45,7 +45,7 @@ end
 if h.state ~= 'held' then
   return { 'ended', h.state }
 end
-local w = load_wallet(base, h.wallet)
+local w = load_wallet(base, account, h.wallet, now)
 local available = available_for(w, h.feature, now)
 if redis.call('HGET', KEYS[1], 'status') == 'suspended' then
   return { 'denied', 'account_suspended', fmt(available) }
@@ -76,7 +76,7 @@ local reply = cjson.encode({
   token = token, amount = h.amount, expires = h.expires, split = h.split,
   available = fmt(available - additional),
 })
-local entries = { hold_entry(account, token, h) }
+local entries = with_resets(w, { hold_entry(account, token, h) })
 if key ~= '' then
   remember(idem_key, fingerprint, reply, now, retention)
   table.insert(entries, {

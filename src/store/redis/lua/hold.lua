@@ -54,10 +54,10 @@ end
 -- went back to voided grants, records how it ended, and forgets it after the retention period.
 -- Returns the outbox entries and the release reply.
 local function end_uncharged(base, account, token, hold_key, h, state, expiries, now, retention)
-  local w = load_wallet(base, h.wallet)
+  local w = load_wallet(base, account, h.wallet, now)
   local wallet_before = wallet_available(w, now)
   adjust_held(w, h.split_t, -1)
-  local entries = void_released(account, token, h.wallet, w.by_id, h.split_t, now)
+  local entries = with_resets(w, void_released(account, token, h.wallet, w.by_id, h.split_t, now))
   save_wallet(w, h.split_t)
   publish_crossing(base, account, h.wallet, wallet_before, wallet_available(w, now), now)
   local available = available_for(w, h.feature, now)

@@ -69,9 +69,17 @@ local function bytes_before(a, b)
 end
 
 -- A grant is stored as one hash field, its id, with the value
--- kind|priority|amount|remaining|held|expires_at|created_at|voided_at|feature,feature...
+-- kind|priority|amount|remaining|held|expires_at|created_at|voided_at|recurrence|period|features
+-- where recurrence is '' or "month|year,anchor (or ''),rollover max", period is the index of
+-- the period the remaining amount belongs to, and features are comma-separated. Grants written
+-- before recurrence have no recurrence and period fields.
 local function decode_grant(id, text)
   local f = split_text(text, '|')
+  local recur_text, period_index = '', 0
+  if #f > 9 then
+    recur_text, period_index = f[9], tonumber(f[10])
+    f[9] = f[11]
+  end
   local g = {
     id = id,
     kind = f[1],
@@ -85,7 +93,15 @@ local function decode_grant(id, text)
     features_text = f[9] or '',
     features = {},
     scoped = false,
+    recur_text = recur_text,
+    pindex = period_index,
   }
+  if recur_text ~= '' then
+    local r = split_text(recur_text, ',')
+    g.period = r[1]
+    g.anchor = (r[2] ~= '' and tonumber(r[2])) or nil
+    g.rollover = tonumber(r[3])
+  end
   for _, feature in ipairs(split_text(g.features_text, ',')) do
     g.features[feature] = true
     g.scoped = true
@@ -97,7 +113,7 @@ local function encode_grant(g)
   return table.concat({
     g.kind, fmt(g.priority), fmt(g.amount), fmt(g.remaining), fmt(g.held),
     g.expires and fmt(g.expires) or '', fmt(g.created), g.voided and fmt(g.voided) or '',
-    g.features_text,
+    g.recur_text, fmt(g.pindex), g.features_text,
   }, '|')
 end
 
@@ -143,6 +159,111 @@ local function consumed_before(a, b)
   return bytes_before(a.id, b.id)
 end
 
+-- Calendar arithmetic for recurring grants, as in period.rs: periods are UTC calendar months
+-- (or years) from the anchor, on the anchor's day or the month's last day when it is shorter.
+local DAY_MS = 86400000
+
+local function days_from_civil(y, m, d)
+  if m <= 2 then
+    y = y - 1
+  end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+
+local function civil_from_days(days)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = (mp < 10) and (mp + 3) or (mp - 9)
+  local y = yoe + era * 400
+  if m <= 2 then
+    y = y + 1
+  end
+  return y, m, d
+end
+
+local function period_months(period)
+  if period == 'year' then
+    return 12
+  end
+  return 1
+end
+
+-- When period `index` starts, counting from `anchor`.
+local function period_start(period, anchor, index)
+  local days = math.floor(anchor / DAY_MS)
+  local y, m, d = civil_from_days(days)
+  local months = y * 12 + (m - 1) + index * period_months(period)
+  local y2 = math.floor(months / 12)
+  local m2 = months - y2 * 12 + 1
+  local ny, nm = y2, m2 + 1
+  if nm == 13 then
+    ny, nm = y2 + 1, 1
+  end
+  local last = days_from_civil(ny, nm, 1) - days_from_civil(y2, m2, 1)
+  return days_from_civil(y2, m2, math.min(d, last)) * DAY_MS + (anchor - days * DAY_MS)
+end
+
+-- The period `now` falls in, counting from `anchor` (0 before it).
+local function period_index_at(period, anchor, now)
+  if now < anchor then
+    return 0
+  end
+  local ny, nm = civil_from_days(math.floor(now / DAY_MS))
+  local ay, am = civil_from_days(math.floor(anchor / DAY_MS))
+  local index = math.floor(((ny * 12 + nm) - (ay * 12 + am)) / period_months(period))
+  if period_start(period, anchor, index) > now then
+    index = index - 1
+  end
+  return index
+end
+
+-- Brings a recurring grant into the period `now` falls in (Grant::roll in grant.rs): what is
+-- held stays held, unused credit lapses beyond the rollover cap, the amount is given again.
+-- Returns the outbox entry of the reset, or nil when none was due.
+local function roll_grant(account, wallet, g, now)
+  if g.period == nil or not active(g, now) then
+    return nil
+  end
+  local anchor = g.anchor or g.created
+  local to = period_index_at(g.period, anchor, now)
+  if to <= g.pindex then
+    return nil
+  end
+  local unused = g.remaining - g.held
+  local carried = math.min(unused, g.rollover)
+  if to - g.pindex >= 2 then
+    carried = math.min(g.rollover, carried + (to - g.pindex - 1) * g.amount)
+  end
+  local lapsed = math.max(0, unused - carried)
+  local refilled = g.amount + math.max(0, carried - unused)
+  g.remaining = g.remaining - lapsed + refilled
+  g.pindex = to
+  local at = fmt(period_start(g.period, anchor, to))
+  local suffix = account .. '/' .. g.id .. '/' .. fmt(to)
+  local entries = {}
+  if lapsed > 0 then
+    table.insert(entries, {
+      id = 'lapse/' .. suffix, kind = 'void', account = account, wallet = wallet,
+      amount = fmt(lapsed), split = g.id .. '=' .. fmt(lapsed), grant = g.id,
+      reason = 'unused allowance lapsed at the end of its period', at = at,
+    })
+  end
+  table.insert(entries, {
+    id = 'refill/' .. suffix, kind = 'grant', account = account, wallet = wallet,
+    amount = fmt(refilled), grant = g.id, reason = 'allowance for period ' .. fmt(to), at = at,
+  })
+  return { type = 'reset', account = account, grant = g.id, period = fmt(to), entries = entries }
+end
+
 -- Flex and debt of a wallet, stored in the account's "postpaid" hash under the wallet's name
 -- as "flex cap|flex used|flex held|debt"; all zero when absent.
 local function decode_postpaid(text)
@@ -163,18 +284,41 @@ end
 
 local FLEX, DEBT = '~flex', '~debt'
 
--- A wallet as the scripts work on it: its grants (as a list and by id) and its flex and debt.
-local function load_wallet(base, wallet)
+-- A wallet as the scripts work on it at `now`: its grants (as a list and by id), recurring
+-- ones reset if due, and its flex and debt. Nothing is written until save_wallet; the resets'
+-- outbox entries wait in `resets` for the script to add them (with_resets).
+local function load_wallet(base, account, wallet, now)
   local key = base .. 'grants:' .. wallet
   local grants, by_id = load_grants(key)
-  return {
+  local w = {
     name = wallet, key = key, grants = grants, by_id = by_id, pp_key = base .. 'postpaid',
     pp = decode_postpaid(redis.call('HGET', base .. 'postpaid', wallet) or ''),
+    rolled = {}, resets = {},
   }
+  for _, g in ipairs(grants) do
+    local reset = roll_grant(account, wallet, g, now)
+    if reset then
+      table.insert(w.rolled, { g.id, 0 })
+      table.insert(w.resets, reset)
+    end
+  end
+  return w
 end
 
--- Writes back the grants named in `split`, and the wallet's flex and debt.
+-- `entries` with the wallet's resets first: they happened before the operation.
+local function with_resets(w, entries)
+  for i, reset in ipairs(w.resets) do
+    table.insert(entries, i, reset)
+  end
+  w.resets = {}
+  return entries
+end
+
+-- Writes back the grants named in `split` and those reset, and the wallet's flex and debt.
 local function save_wallet(w, split)
+  for _, p in ipairs(w.rolled) do
+    redis.call('HSET', w.key, p[1], encode_grant(w.by_id[p[1]]))
+  end
   for _, p in ipairs(split) do
     local g = w.by_id[p[1]]
     if g then
@@ -392,7 +536,8 @@ end
 -- loaded, a repeated idempotency key, a suspended account. Returns the answer to give at once,
 -- or nil and what the script goes on with (the time, the wallet, and what it has for the
 -- feature).
-local function begin_spending(account_key, stream, base, wallet, feature, key, fingerprint)
+local function begin_spending(account_key, stream, base, account, wallet, feature, key,
+                              fingerprint)
   if outbox_full(stream) then
     return { 'full' }
   end
@@ -408,7 +553,7 @@ local function begin_spending(account_key, stream, base, wallet, feature, key, f
     end
   end
   local now = now_ms()
-  local w = load_wallet(base, wallet)
+  local w = load_wallet(base, account, wallet, now)
   local available = available_for(w, feature, now)
   if status == 'suspended' then
     return { 'denied', 'account_suspended', fmt(available) }

@@ -18,7 +18,8 @@ local min_amount = minor(ARGV[14], 'minimum')
 local ttl = ttl_ms(ARGV[8])
 local key, fingerprint = ARGV[12], ARGV[13]
 
-local early, spend = begin_spending(KEYS[1], KEYS[2], base, wallet, feature, key, fingerprint)
+local early, spend = begin_spending(KEYS[1], KEYS[2], base, account, wallet, feature, key,
+  fingerprint)
 if early then
   return early
 end
@@ -55,7 +56,7 @@ local reply = cjson.encode({
   token = token, wallet = wallet, amount = fmt(amount), expires = fmt(expires),
   split = encode_split(split), available = fmt(available - amount),
 })
-local entries = { { type = 'hold', account = account, token = token, hold = hold } }
+local entries = with_resets(w, { { type = 'hold', account = account, token = token, hold = hold } })
 if key ~= '' then
   remember(idem_key, fingerprint, reply, now, retention)
   table.insert(entries, {

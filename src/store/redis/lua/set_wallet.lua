@@ -24,7 +24,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     type = 'account', account = account, status = 'active', name = '', created = fmt(now),
   })
 end
-local w = load_wallet(base, wallet)
+local w = load_wallet(base, account, wallet, now)
 if w.pp.cap == cap and #entries == 0 then
   return { 'ok', encode_postpaid(w.pp) }
 end
@@ -33,6 +33,7 @@ w.pp.cap = cap
 save_wallet(w, {})
 redis.call('SADD', base .. 'wallets', wallet)
 publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
+with_resets(w, entries)
 table.insert(entries, {
   type = 'wallet', account = account, wallet = wallet, flex_cap = fmt(cap), at = fmt(now),
 })

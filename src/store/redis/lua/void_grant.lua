@@ -19,7 +19,7 @@ for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
   local grants_key = base .. 'grants:' .. wallet
   local text = redis.call('HGET', grants_key, id)
   if text then
-    local w = load_wallet(base, wallet)
+    local w = load_wallet(base, account, wallet, now)
     local g = w.by_id[id]
     if g.voided ~= nil then
       return { 'ok', '0', text, wallet, fmt(wallet_available(w, now)), fmt(now) }
@@ -29,15 +29,16 @@ for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
     g.remaining = g.remaining - voided
     g.voided = now
     text = encode_grant(g)
+    save_wallet(w, {})
     redis.call('HSET', grants_key, id, text)
     publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
-    local entries = { {
+    local entries = with_resets(w, { {
       type = 'void',
       entry = {
         id = entry_id, kind = 'void', account = account, wallet = wallet, amount = fmt(voided),
         split = id .. '=' .. fmt(voided), grant = id, reason = reason, at = fmt(now),
       },
-    } }
+    } })
     local outbox_id = outbox(KEYS[2], entries, now)
     return { 'ok', fmt(voided), text, wallet, fmt(wallet_available(w, now)), fmt(now),
       outbox_id, cjson.encode(entries) }
