@@ -56,6 +56,39 @@ enum Command {
     /// Set a wallet's flex cap.
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Set or remove spend limits on a label of an account.
+    #[command(subcommand)]
+    Limit(LimitCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum LimitCommand {
+    /// Cap what holds and charges carrying a label may spend per day, per month or in total,
+    /// e.g. --label project=atlas --per day --amount 50.00. Creates the account if needed.
+    Set {
+        #[command(flatten)]
+        target: LimitTarget,
+        #[arg(long)]
+        amount: String,
+    },
+    /// Remove a spend limit.
+    Remove {
+        #[command(flatten)]
+        target: LimitTarget,
+    },
+}
+
+#[derive(Args, Debug)]
+struct LimitTarget {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    account: String,
+    /// KEY=VALUE: the label a hold or charge must carry to count.
+    #[arg(long, value_parser = parse_label)]
+    label: (String, String),
+    #[arg(long, value_parser = ["day", "month", "total"])]
+    per: String,
 }
 
 /// Where the ledger is.
@@ -359,6 +392,9 @@ struct CheckArgs {
     target: Target,
     #[command(flatten)]
     cost: CostArgs,
+    /// KEY=VALUE the hold would carry, for its spend limits; repeat for more.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
 }
 
 fn init_logging() {
@@ -556,6 +592,23 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 a.connection.json,
             )
         }
+        Command::Limit(command) => {
+            let (target, amount) = match command {
+                LimitCommand::Set { target, amount } => (target, Some(amount)),
+                LimitCommand::Remove { target } => (target, None),
+            };
+            let (key, value) = target.label;
+            let answer = cli::limit_set(
+                &target.connection,
+                target.account,
+                key,
+                value,
+                &target.per,
+                amount,
+            )
+            .await?;
+            (answer, target.connection.json)
+        }
         Command::Wallet(WalletCommand::Set {
             connection,
             account,
@@ -587,6 +640,7 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 a.target.feature,
                 a.target.wallet,
                 a.cost,
+                a.labels,
             )
             .await?,
             a.connection.json,

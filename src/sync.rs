@@ -117,14 +117,24 @@ impl Durability {
         match durable {
             Durable::UpTo(seq) => self.wait_for_seq(*seq).await,
             Durable::Record(record) => {
-                let (reply, written) = oneshot::channel();
+                // Writing a record is idempotent, so a failed write (a deadlock with another
+                // replica's sync loop carrying the same records, a dropped connection) is
+                // tried again until the deadline.
                 let waited = tokio::time::timeout(self.timeout, async {
-                    self.writer.send((record.clone(), reply)).await.ok()?;
-                    written.await.ok()
+                    let mut pause = Duration::from_millis(20);
+                    loop {
+                        let (reply, written) = oneshot::channel();
+                        self.writer.send((record.clone(), reply)).await.ok()?;
+                        if written.await.ok()? {
+                            return Some(());
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                    }
                 })
                 .await;
                 match waited {
-                    Ok(Some(true)) => Ok(()),
+                    Ok(Some(())) => Ok(()),
                     _ => Err(NotDurable(self.timeout)),
                 }
             }

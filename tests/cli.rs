@@ -100,6 +100,77 @@ impl Drop for Serve {
     }
 }
 
+/// The `creditgate` commands of the README's "Five credit systems" examples, in order, each
+/// as its arguments (continuation lines joined; the examples use no quoting).
+fn readme_credit_systems() -> Vec<Vec<String>> {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("### Five credit systems, configured")
+        .expect("the README has the section");
+    let section = &readme[start..];
+    let section = &section[..section.find("\n## ").expect("a section follows")];
+    let mut commands = Vec::new();
+    for block in section.split("```sh\n").skip(1) {
+        let block = &block[..block.find("```").expect("the block ends")];
+        for command in block.replace("\\\n", " ").lines() {
+            let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+            assert_eq!(words[0], "creditgate", "{command}");
+            commands.push(words[1..].to_vec());
+        }
+    }
+    commands
+}
+
+#[test]
+fn the_readme_credit_systems_run_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), free_port(), free_port());
+    let commands = readme_credit_systems();
+    assert!(commands.len() >= 20, "{commands:?}");
+    for command in &commands {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        serve.json(&args, 0);
+    }
+
+    // The trial pays for agent minutes first, and never for the router's models.
+    let minutes = serve.json(
+        &[
+            "charge",
+            "--account",
+            "dev1",
+            "--feature",
+            "agent.minutes",
+            "--units",
+            "4",
+        ],
+        0,
+    );
+    assert_eq!(minutes["split"][0]["grant_id"], "trial");
+    let balance = serve.json(&["balance", "--account", "dev1"], 0);
+    assert_eq!(balance["wallets"][0]["available"], "20.80");
+    // The plan allowance pays before the pack, and resets monthly.
+    let balance = serve.json(&["balance", "--account", "team1"], 0);
+    let grants = &balance["wallets"][0]["grants"];
+    assert_eq!(grants[0]["grant_id"], "pro-plan");
+    assert_eq!(grants[0]["period"]["every"], "month");
+    // Flex up to the billing threshold, after the allowance and the bundle.
+    let balance = serve.json(&["balance", "--account", "ws1"], 0);
+    assert_eq!(balance["wallets"][0]["available"], "10750.00");
+    assert_eq!(balance["wallets"][0]["flex"]["cap"], "250.00");
+    // Build and cloud are separate wallets.
+    let balance = serve.json(&["balance", "--account", "app1"], 0);
+    let wallets: Vec<&str> = balance["wallets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["wallet"].as_str().unwrap())
+        .collect();
+    assert_eq!(wallets, ["build", "cloud", "default"]);
+    // The task's cost.
+    let usage = serve.json(&["usage", "--account", "u1", "--label", "task=run-42"], 0);
+    assert_eq!(usage["total"], "8.00");
+}
+
 #[test]
 fn the_readme_walk_through_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,9 @@
-//! Differential test: random sequences of operations applied to the in-process store and to the
-//! Redis store give the same replies and the same balances.
+//! Differential and property test: random sequences of operations (grants, holds, commits above
+//! and below their holds under each overrun policy, flex, spend limits, voids) applied to the
+//! in-process store and to the Redis store give the same replies and the same balances; and the
+//! in-process store's ledger entries always add up: every split sums to its charge, no grant
+//! goes below zero (only flex and debt carry what grants could not), and no grant pays for a
+//! feature outside its scope.
 
 mod common;
 
@@ -9,13 +13,17 @@ use std::time::Duration;
 use common::redis::RedisServer;
 use creditgate::clock::SystemClock;
 use creditgate::domain::{
-    AccountId, FeatureId, GrantId, GrantKind, GrantTerms, IdempotencyKey, ReservationId, WalletId,
+    AccountId, FeatureId, GrantId, GrantKind, GrantTerms, IdempotencyKey, Labels, LimitWindow,
+    OverrunPolicy, ReservationId, WalletId,
 };
 use creditgate::ledger::LedgerTarget;
 use creditgate::ledger::sql::SqlLedger;
 use creditgate::store::memory::MemoryStore;
+use creditgate::store::outbox::{EntryKind, OutboxEntry};
 use creditgate::store::redis::{RedisSettings, RedisStore};
-use creditgate::store::{BalanceStore, ChargeOp, CommitOp, ExtendOp, Idempotency, ReserveOp};
+use creditgate::store::{
+    BalanceStore, ChargeOp, CommitOp, ExtendOp, Idempotency, LimitChange, ReserveOp,
+};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -33,6 +41,7 @@ enum Op {
         amount: i64,
         key: Option<u8>,
         partial: bool,
+        project: Option<u8>,
     },
     Commit {
         hold: u8,
@@ -50,9 +59,19 @@ enum Op {
         feature: u8,
         amount: i64,
         key: Option<u8>,
+        project: Option<u8>,
     },
     Void {
         grant: u8,
+    },
+    Flex {
+        wallet: u8,
+        cap: i64,
+    },
+    Limit {
+        project: u8,
+        per: u8,
+        amount: Option<i64>,
     },
 }
 
@@ -77,28 +96,64 @@ fn op() -> impl Strategy<Value = Op> {
             0u8..3,
             1i64..3_000,
             proptest::option::of(0u8..3),
-            any::<bool>()
+            any::<bool>(),
+            proptest::option::of(0u8..2)
         )
-            .prop_map(|(wallet, feature, amount, key, partial)| Op::Reserve {
+            .prop_map(
+                |(wallet, feature, amount, key, partial, project)| Op::Reserve {
+                    wallet,
+                    feature,
+                    amount,
+                    key,
+                    partial,
+                    project
+                }
+            ),
+        (0u8..8, 0i64..=200).prop_map(|(hold, percent)| Op::Commit { hold, percent }),
+        (0u8..8).prop_map(|hold| Op::Release { hold }),
+        (0u8..8, 0i64..1_000).prop_map(|(hold, additional)| Op::Extend { hold, additional }),
+        (
+            0u8..2,
+            0u8..3,
+            1i64..2_000,
+            proptest::option::of(0u8..3),
+            proptest::option::of(0u8..2)
+        )
+            .prop_map(|(wallet, feature, amount, key, project)| Op::Charge {
                 wallet,
                 feature,
                 amount,
                 key,
-                partial
+                project
             }),
-        (0u8..8, 0i64..=100).prop_map(|(hold, percent)| Op::Commit { hold, percent }),
-        (0u8..8).prop_map(|hold| Op::Release { hold }),
-        (0u8..8, 0i64..1_000).prop_map(|(hold, additional)| Op::Extend { hold, additional }),
-        (0u8..2, 0u8..3, 1i64..2_000, proptest::option::of(0u8..3)).prop_map(
-            |(wallet, feature, amount, key)| Op::Charge {
-                wallet,
-                feature,
-                amount,
-                key
-            }
-        ),
         (0u8..5).prop_map(|grant| Op::Void { grant }),
+        (0u8..2, 0i64..3_000).prop_map(|(wallet, cap)| Op::Flex { wallet, cap }),
+        (0u8..2, 0u8..3, proptest::option::of(0i64..4_000)).prop_map(|(project, per, amount)| {
+            Op::Limit {
+                project,
+                per,
+                amount,
+            }
+        }),
     ]
+}
+
+/// Each feature's overrun policy: `f0` caps at the hold, `f1` allows 500 more, `f2` charges
+/// everything.
+fn overrun(f: u8) -> OverrunPolicy {
+    [
+        OverrunPolicy::CapAtHold,
+        OverrunPolicy::AllowUpTo {
+            allowance_minor: 500,
+        },
+        OverrunPolicy::ChargeActual,
+    ][f as usize]
+}
+
+fn labels(project: Option<u8>) -> Labels {
+    project
+        .map(|p| [("project".to_owned(), format!("p{p}"))].into())
+        .unwrap_or_default()
 }
 
 fn wallet(i: u8) -> WalletId {
@@ -181,9 +236,10 @@ async fn apply(
             amount,
             key,
             partial,
+            project,
         } => {
             let op = ReserveOp {
-                overrun: Default::default(),
+                overrun: overrun(*f),
                 id: token.clone(),
                 wallet: wallet(*w),
                 feature: feature(*f),
@@ -194,12 +250,12 @@ async fn apply(
                     *amount
                 },
                 ttl_ms: 3_600_000,
-                labels: Default::default(),
+                labels: labels(*project),
                 price: None,
                 model: None,
                 idempotency: key.map(|k| Idempotency {
                     key: IdempotencyKey::parse(&format!("r{k}")).unwrap(),
-                    fingerprint: format!("reserve:{w}:{f}:{amount}:{partial}"),
+                    fingerprint: format!("reserve:{w}:{f}:{amount}:{partial}:{project:?}"),
                 }),
             };
             comparable(&store.reserve(op).await.map(|w| w.value))
@@ -241,21 +297,41 @@ async fn apply(
             feature: f,
             amount,
             key,
+            project,
         } => {
             let op = ChargeOp {
                 account: account(),
                 wallet: wallet(*w),
                 feature: feature(*f),
                 amount_minor: *amount,
-                labels: Default::default(),
+                labels: labels(*project),
                 entry_id: format!("charge/{token}"),
                 usage: None,
                 idempotency: key.map(|k| Idempotency {
                     key: IdempotencyKey::parse(&format!("c{k}")).unwrap(),
-                    fingerprint: format!("charge:{w}:{f}:{amount}"),
+                    fingerprint: format!("charge:{w}:{f}:{amount}:{project:?}"),
                 }),
             };
             comparable(&store.charge(op).await.map(|w| w.value))
+        }
+        Op::Flex { wallet: w, cap } => comparable(
+            &store
+                .set_wallet(&account(), &wallet(*w), *cap)
+                .await
+                .map(|w| w.value),
+        ),
+        Op::Limit {
+            project,
+            per,
+            amount,
+        } => {
+            let change = LimitChange {
+                label_key: "project".into(),
+                label_value: format!("p{project}"),
+                window: [LimitWindow::Day, LimitWindow::Month, LimitWindow::Total][*per as usize],
+                amount_minor: *amount,
+            };
+            comparable(&store.set_limit(&account(), change).await.map(|w| w.value))
         }
         Op::Void { grant } => comparable(
             &store
@@ -273,8 +349,74 @@ async fn apply(
 
 async fn balances(store: &dyn BalanceStore) -> String {
     match store.balance(&account()).await {
-        Ok(Some(view)) => comparable::<Vec<_>>(&Ok(view.wallets)),
+        Ok(Some(view)) => comparable::<(Vec<_>, Vec<_>)>(&Ok((view.wallets, view.limits))),
         other => format!("{other:?}"),
+    }
+}
+
+/// The in-process store's ledger entries and balances add up: every charge equals its split;
+/// no grant pays for a feature outside its scope; what each grant has left is its amount less
+/// what its entries took, never below zero nor below what is held of it; flex and debt are
+/// what their portions say.
+async fn adds_up(store: &MemoryStore) {
+    let Some(snapshot) = store.snapshot(&account()).await.unwrap() else {
+        return;
+    };
+    let snapshot = snapshot.value;
+    let grants: std::collections::HashMap<_, _> = snapshot
+        .grants
+        .iter()
+        .map(|g| (g.terms.id.clone(), g))
+        .collect();
+    let mut taken: std::collections::HashMap<GrantId, i64> = std::collections::HashMap::new();
+    let mut postpaid: std::collections::HashMap<(WalletId, bool), i64> =
+        std::collections::HashMap::new();
+    for record in store.outbox_read(usize::MAX).await.unwrap() {
+        for entry in record.entries {
+            let entry = match entry {
+                OutboxEntry::Charge(entry) | OutboxEntry::Void { entry } => entry,
+                _ => continue,
+            };
+            let split: i64 = entry.split.iter().map(|p| p.amount_minor).sum();
+            assert_eq!(split, entry.amount_minor, "{entry:?}");
+            for portion in &entry.split {
+                if portion.grant.is_grant() {
+                    *taken.entry(portion.grant.clone()).or_default() += portion.amount_minor;
+                    if let (Some(feature), Some(grant)) =
+                        (&entry.feature, grants.get(&portion.grant))
+                    {
+                        assert!(
+                            grant.admits(feature),
+                            "{} paid for {feature}",
+                            portion.grant
+                        );
+                    }
+                } else {
+                    let flex = portion.grant == GrantId::flex();
+                    *postpaid.entry((entry.wallet.clone(), flex)).or_default() +=
+                        portion.amount_minor;
+                }
+            }
+            if entry.kind == EntryKind::Charge && entry.grant == Some(GrantId::debt()) {
+                *postpaid.entry((entry.wallet.clone(), false)).or_default() -= entry.amount_minor;
+            }
+        }
+    }
+    for grant in &snapshot.grants {
+        let took = taken.get(&grant.terms.id).copied().unwrap_or(0);
+        assert_eq!(
+            grant.remaining_minor,
+            grant.terms.amount_minor - took,
+            "{grant:?}"
+        );
+        assert!(grant.remaining_minor >= grant.held_minor, "{grant:?}");
+        assert!(grant.held_minor >= 0, "{grant:?}");
+    }
+    for (wallet, p) in &snapshot.postpaid {
+        let flex = postpaid.get(&(wallet.clone(), true)).copied().unwrap_or(0);
+        let debt = postpaid.get(&(wallet.clone(), false)).copied().unwrap_or(0);
+        assert_eq!((p.flex_used_minor, p.debt_minor), (flex, debt), "{wallet}");
+        assert!(p.flex_held_minor >= 0 && p.debt_minor >= 0, "{p:?}");
     }
 }
 
@@ -319,6 +461,7 @@ proptest! {
                     holds.push(token);
                 }
                 assert_eq!(balances(&redis_store).await, balances(&memory).await, "after {i}");
+                adds_up(&memory).await;
             }
         });
     }

@@ -389,6 +389,7 @@ async fn an_older_version_of_a_hold_never_replaces_a_newer_one(
         expires_at_ms: 61_000,
         state: HoldState::Held,
         labels: Labels::new(),
+        limits: vec![],
         price: None,
         overrun: Default::default(),
         model: None,

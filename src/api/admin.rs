@@ -160,6 +160,24 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(convert::wallet_balance(&view, now_ms)))
     }
 
+    async fn set_limit(
+        &self,
+        request: Request<proto::SetLimitRequest>,
+    ) -> Reply<proto::SpendLimits> {
+        let r = request.into_inner();
+        let account = convert::account(&r.account_id).map_err(status)?;
+        let change = convert::limit_change(&r).map_err(status)?;
+        let limits = self
+            .gate
+            .set_limit(&account, change)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::SpendLimits {
+            account_id: account.to_string(),
+            limits: limits.iter().map(convert::spend_limit).collect(),
+        }))
+    }
+
     async fn set_prices(
         &self,
         request: Request<proto::SetPricesRequest>,

@@ -7,13 +7,14 @@ use crate::domain::grant::WalletTotals;
 use crate::domain::ids::check_labels;
 use crate::domain::{
     Account, AccountId, AccountStatus, Amount, DenyReason, FeatureId, FeaturePrice, Grant, GrantId,
-    GrantKind, GrantStatus, IdempotencyKey, Labels, ModelId, OverrunPolicy, Period, Portion,
-    PriceRule, Recurrence, ReservationId, TokenPrice, Units, Usage, WalletId, format_minor,
+    GrantKind, GrantStatus, IdempotencyKey, Labels, LimitState, LimitWindow, ModelId,
+    OverrunPolicy, Period, Portion, PriceRule, Recurrence, ReservationId, TokenPrice, Units, Usage,
+    WalletId, format_minor,
 };
 use crate::gate::{Cost, GateError};
 use crate::proto;
 use crate::store::outbox::{EntryKind, LedgerEntry};
-use crate::store::{Decision, Denial, WalletView};
+use crate::store::{Decision, Denial, LimitChange, WalletView};
 
 /// Parses a required field with `parse`, naming it on failure.
 pub fn required<T, E: ToString>(
@@ -129,6 +130,7 @@ pub fn deny_reason(reason: DenyReason) -> proto::DenyReason {
         DenyReason::FeatureNotAllowed => proto::DenyReason::FeatureNotAllowed,
         DenyReason::AccountNotFound => proto::DenyReason::AccountNotFound,
         DenyReason::AccountSuspended => proto::DenyReason::AccountSuspended,
+        DenyReason::SpendLimitReached => proto::DenyReason::SpendLimitReached,
     }
 }
 
@@ -138,6 +140,7 @@ pub struct Verdict {
     pub reason: i32,
     pub available: String,
     pub message: String,
+    pub limit: String,
 }
 
 pub fn verdict<T>(
@@ -151,15 +154,24 @@ pub fn verdict<T>(
             reason: proto::DenyReason::Unspecified as i32,
             available: money(available(value)),
             message: String::new(),
+            limit: String::new(),
         },
         Decision::Denied(Denial {
             reason,
             available_minor,
+            limit,
         }) => Verdict {
             decision: proto::Decision::Denied as i32,
             reason: deny_reason(*reason) as i32,
             available: money(*available_minor),
-            message: reason.explain(account),
+            message: match limit {
+                Some(limit) => format!(
+                    "spend limit {limit} of account {account} allows only {} more",
+                    money(*available_minor)
+                ),
+                None => reason.explain(account),
+            },
+            limit: limit.clone().unwrap_or_default(),
         },
     }
 }
@@ -254,6 +266,71 @@ pub fn grant(grant: &Grant, now_ms: i64) -> proto::GrantBalance {
             .map(|r| money(r.rollover_max_minor))
             .unwrap_or_default(),
     }
+}
+
+pub fn spend_limit(l: &LimitState) -> proto::SpendLimit {
+    proto::SpendLimit {
+        id: l.limit.id(),
+        label_key: l.limit.label_key.clone(),
+        label_value: l.limit.label_value.clone(),
+        per: limit_per_to_proto(l.limit.window) as i32,
+        amount: money(l.limit.amount_minor),
+        used: money(l.used_minor),
+        held: money(l.held_minor),
+        available: money(l.room_minor()),
+        resets_at_ms: l.resets_at_ms().unwrap_or(0),
+    }
+}
+
+fn limit_per_to_proto(window: LimitWindow) -> proto::LimitPer {
+    match window {
+        LimitWindow::Day => proto::LimitPer::Day,
+        LimitWindow::Month => proto::LimitPer::Month,
+        LimitWindow::Total => proto::LimitPer::Total,
+    }
+}
+
+/// A SetLimit request as a store change; every field is checked and named.
+pub fn limit_change(r: &proto::SetLimitRequest) -> Result<LimitChange, GateError> {
+    // Checked as labels are: the key alone, then the value alone.
+    let key: Labels = [(r.label_key.clone(), String::new())].into();
+    check_labels(key.iter()).map_err(|(_, e)| GateError::invalid("label_key", e.to_string()))?;
+    let value: Labels = [("label".to_owned(), r.label_value.clone())].into();
+    check_labels(value.iter())
+        .map_err(|(_, e)| GateError::invalid("label_value", e.to_string()))?;
+    let window = match proto::LimitPer::try_from(r.per) {
+        Ok(proto::LimitPer::Day) => LimitWindow::Day,
+        Ok(proto::LimitPer::Month) => LimitWindow::Month,
+        Ok(proto::LimitPer::Total) => LimitWindow::Total,
+        Ok(proto::LimitPer::Unspecified) => {
+            return Err(GateError::invalid(
+                "per",
+                "is required: LIMIT_PER_DAY, LIMIT_PER_MONTH or LIMIT_PER_TOTAL",
+            ));
+        }
+        Err(_) => {
+            return Err(GateError::invalid(
+                "per",
+                format!("unknown window {}", r.per),
+            ));
+        }
+    };
+    let amount_minor = match (r.remove, r.amount.is_empty()) {
+        (true, true) => None,
+        (true, false) => {
+            return Err(GateError::invalid(
+                "amount",
+                "must be empty when removing a limit",
+            ));
+        }
+        (false, _) => Some(amount("amount", &r.amount)?.to_minor()),
+    };
+    Ok(LimitChange {
+        label_key: r.label_key.clone(),
+        label_value: r.label_value.clone(),
+        window,
+        amount_minor,
+    })
 }
 
 pub fn wallet_balance(view: &WalletView, now_ms: i64) -> proto::WalletBalance {

@@ -59,6 +59,7 @@ impl gate_server::Gate for GateService {
             reason: v.reason,
             available: v.available,
             message: v.message,
+            limit: v.limit,
             amount: money(asked),
             wallet: wallet.to_string(),
             ..Default::default()
@@ -138,6 +139,7 @@ impl gate_server::Gate for GateService {
             reason: v.reason,
             available: v.available,
             message: v.message,
+            limit: v.limit,
             reservation_id: id.to_string(),
             ..Default::default()
         };
@@ -173,6 +175,7 @@ impl gate_server::Gate for GateService {
             reason: v.reason,
             available: v.available,
             message: v.message,
+            limit: v.limit,
             charged: money(0),
             wallet: wallet.to_string(),
             ..Default::default()
@@ -201,6 +204,7 @@ impl gate_server::Gate for GateService {
             feature: convert::feature(&r.feature).map_err(status)?,
             wallet: convert::wallet(&r.wallet).map_err(status)?,
             cost,
+            labels: convert::labels(&r.labels).map_err(status)?,
         };
         let account = request.account.clone();
         let answer = self.gate.check(request).await.map_err(status)?;
@@ -212,6 +216,7 @@ impl gate_server::Gate for GateService {
             available: v.available,
             wallet: answer.wallet.to_string(),
             message: v.message,
+            limit: v.limit,
         }))
     }
 
@@ -232,6 +237,7 @@ impl gate_server::Gate for GateService {
         Ok(Response::new(proto::GetBalanceResponse {
             account_id: account.to_string(),
             wallets,
+            limits: view.limits.iter().map(convert::spend_limit).collect(),
         }))
     }
 }

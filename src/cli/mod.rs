@@ -255,6 +255,7 @@ pub async fn reserve(connection: &Connection, call: ReserveCall) -> Result<Answe
             "available": r.available,
             "split": split(&r.split),
             "message": r.message,
+            "limit": r.limit,
         }),
     })
 }
@@ -331,6 +332,7 @@ pub async fn extend(
             "available": r.available,
             "split": split(&r.split),
             "message": r.message,
+            "limit": r.limit,
         }),
     })
 }
@@ -370,6 +372,7 @@ pub async fn charge(connection: &Connection, call: ChargeCall) -> Result<Answer,
             "entry_id": r.entry_id,
             "available": r.available,
             "message": r.message,
+            "limit": r.limit,
         }),
     })
 }
@@ -380,6 +383,7 @@ pub async fn check(
     feature: String,
     wallet: Option<String>,
     cost: CostArgs,
+    labels: Vec<(String, String)>,
 ) -> Result<Answer, CliError> {
     use proto::check_request::Cost;
     let cost = cost.oneof(Cost::Amount, Cost::Usage);
@@ -390,6 +394,7 @@ pub async fn check(
             feature,
             wallet: wallet.unwrap_or_default(),
             cost,
+            labels: labels.into_iter().collect(),
         })
         .await?
         .into_inner();
@@ -402,6 +407,7 @@ pub async fn check(
             "amount": r.amount,
             "available": r.available,
             "message": r.message,
+            "limit": r.limit,
         }),
     })
 }
@@ -456,9 +462,13 @@ pub async fn balance(
         .await?
         .into_inner();
     let wallets: Vec<Value> = r.wallets.iter().map(wallet_json).collect();
+    let mut json = json!({"account_id": r.account_id, "wallets": wallets});
+    if !r.limits.is_empty() {
+        json["limits"] = r.limits.iter().map(limit_json).collect();
+    }
     Ok(Answer {
         denied: false,
-        json: json!({"account_id": r.account_id, "wallets": wallets}),
+        json,
     })
 }
 
@@ -472,6 +482,59 @@ fn wallet_json(w: &proto::WalletBalance) -> Value {
         "flex": {"cap": w.flex_cap, "used": w.flex_used, "held": w.flex_held},
         "debt": w.debt,
         "grants": w.grants.iter().map(grant_json).collect::<Vec<_>>(),
+    })
+}
+
+/// Sets a spend limit (`amount` given) or removes it.
+pub async fn limit_set(
+    connection: &Connection,
+    account: String,
+    label_key: String,
+    label_value: String,
+    per: &str,
+    amount: Option<String>,
+) -> Result<Answer, CliError> {
+    let per = match per {
+        "day" => proto::LimitPer::Day,
+        "month" => proto::LimitPer::Month,
+        _ => proto::LimitPer::Total,
+    };
+    let r = admin(connection)
+        .await?
+        .set_limit(proto::SetLimitRequest {
+            account_id: account,
+            label_key,
+            label_value,
+            per: per as i32,
+            remove: amount.is_none(),
+            amount: amount.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: false,
+        json: json!({
+            "account_id": r.account_id,
+            "limits": r.limits.iter().map(limit_json).collect::<Vec<_>>(),
+        }),
+    })
+}
+
+fn limit_json(l: &proto::SpendLimit) -> Value {
+    let per = proto::LimitPer::try_from(l.per)
+        .unwrap_or_default()
+        .as_str_name()
+        .trim_start_matches("LIMIT_PER_")
+        .to_ascii_lowercase();
+    json!({
+        "id": l.id,
+        "label": format!("{}={}", l.label_key, l.label_value),
+        "per": per,
+        "amount": l.amount,
+        "used": l.used,
+        "held": l.held,
+        "available": l.available,
+        "resets_at_ms": l.resets_at_ms,
     })
 }
 

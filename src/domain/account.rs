@@ -49,6 +49,8 @@ pub enum DenyReason {
     FeatureNotAllowed,
     AccountNotFound,
     AccountSuspended,
+    /// A spend limit on a label of the request has no room left for it.
+    SpendLimitReached,
 }
 
 impl DenyReason {
@@ -63,6 +65,9 @@ impl DenyReason {
             }
             DenyReason::AccountNotFound => format!("account {account} does not exist"),
             DenyReason::AccountSuspended => format!("account {account} is suspended"),
+            DenyReason::SpendLimitReached => {
+                format!("a spend limit of account {account} has no room for this")
+            }
         }
     }
 }

@@ -89,6 +89,10 @@ pub struct Grant {
     /// For a recurring grant, the period its remaining amount belongs to (0 is the first).
     #[serde(default)]
     pub period_index: i64,
+    /// For a recurring grant, what it had when its current period started (the amount, what
+    /// rolled over, what stayed held): what its use in the period is counted against.
+    #[serde(default)]
+    pub period_granted_minor: Option<i64>,
 }
 
 /// Whether a grant can pay for new holds and charges.
@@ -106,12 +110,19 @@ impl Grant {
             held_minor: 0,
             created_at_ms: now_ms,
             voided_at_ms: None,
+            period_granted_minor: terms.recurrence.map(|_| terms.amount_minor),
             period_index: terms.recurrence.map_or(0, |recurrence| {
                 let anchor_ms = recurrence.anchor_ms.unwrap_or(now_ms);
                 recurrence.period.index_at(anchor_ms, now_ms)
             }),
             terms,
         }
+    }
+
+    /// What the grant's use is counted against: its amount, or for a recurring grant what it
+    /// had when the current period started.
+    pub fn granted_minor(&self) -> i64 {
+        self.period_granted_minor.unwrap_or(self.terms.amount_minor)
     }
 
     /// When a recurring grant's periods are counted from.
@@ -149,6 +160,7 @@ impl Grant {
         );
         self.remaining_minor += done.refilled_minor - done.lapsed_minor;
         self.period_index = to;
+        self.period_granted_minor = Some(self.remaining_minor);
         Some(done)
     }
 
@@ -223,14 +235,16 @@ pub fn display_order(grants: &[Grant], now_ms: i64) -> Vec<&Grant> {
     ordered
 }
 
-/// How much of a grant has been charged, as a percentage of its amount with up to two decimals
-/// (rounded down): `80` when 8.00 of 10.00 is spent.
+/// How much of a grant has been charged (and voided), as a percentage of what it was given
+/// ([`Grant::granted_minor`]: in the current period for a recurring grant), with up to two
+/// decimals (rounded down): `80` when 8.00 of 10.00 is spent.
 pub fn used_percent(grant: &Grant) -> String {
-    if grant.terms.amount_minor == 0 {
+    let granted = grant.granted_minor();
+    if granted == 0 {
         return "0".into();
     }
-    let used = (grant.terms.amount_minor - grant.remaining_minor).max(0) as i128;
-    let hundredths = used * 10_000 / grant.terms.amount_minor as i128;
+    let used = (granted - grant.remaining_minor).max(0) as i128;
+    let hundredths = used * 10_000 / granted as i128;
     let (whole, fraction) = (hundredths / 100, hundredths % 100);
     match fraction {
         0 => whole.to_string(),
@@ -477,8 +491,8 @@ impl WalletTotals {
         for grant in grants {
             totals.held_minor += grant.held_minor;
             if grant.is_active(now_ms) {
-                totals.granted_minor += grant.terms.amount_minor;
-                totals.spent_minor += grant.terms.amount_minor - grant.remaining_minor;
+                totals.granted_minor += grant.granted_minor();
+                totals.spent_minor += grant.granted_minor() - grant.remaining_minor;
                 spendable += grant.spendable_minor();
             }
         }

@@ -88,6 +88,9 @@ pub struct Hold {
     pub labels: Labels,
     /// The price in force when the hold was taken, used to price a commit by usage.
     pub price: Option<PriceRule>,
+    /// The spend limits (ids) the hold counts against, as they were when it was taken.
+    #[serde(default)]
+    pub limits: Vec<String>,
     /// What a commit above the hold is charged, as the feature's policy was when it was taken.
     #[serde(default)]
     pub overrun: OverrunPolicy,

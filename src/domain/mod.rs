@@ -8,6 +8,7 @@ pub mod account;
 pub mod grant;
 pub mod hold;
 pub mod ids;
+pub mod limit;
 pub mod money;
 pub mod period;
 pub mod price;
@@ -21,6 +22,7 @@ pub use ids::{
     AccountId, FeatureId, GrantId, IdError, IdempotencyKey, Labels, ModelId, ReservationId,
     WalletId,
 };
+pub use limit::{LimitState, LimitWindow, SpendLimit};
 pub use money::{Amount, AmountError, Rounding, format_minor};
 pub use period::{Period, Recurrence};
 pub use price::{FeaturePrice, PriceError, PriceRule, TokenPrice, Units, Usage};

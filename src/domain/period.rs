@@ -18,6 +18,18 @@ pub enum Period {
     Year,
 }
 
+/// Months since January 1970 of the UTC month `now_ms` falls in.
+pub(crate) fn month_number(now_ms: i64) -> i64 {
+    let (year, month, _) = civil_from_days(now_ms.div_euclid(DAY_MS));
+    (year - 1970) * 12 + (month - 1)
+}
+
+/// When month number `index` (see [`month_number`]) starts.
+pub(crate) fn month_start_ms(index: i64) -> i64 {
+    let (year, month) = (1970 + index.div_euclid(12), index.rem_euclid(12) + 1);
+    days_from_civil(year, month, 1) * DAY_MS
+}
+
 impl Period {
     pub fn as_str(self) -> &'static str {
         match self {

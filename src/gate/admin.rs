@@ -9,11 +9,11 @@ use crate::domain::money::MINOR_MAX;
 use crate::domain::price::CATALOG_FEATURES_MAX;
 use crate::domain::{
     Account, AccountId, Amount, FeatureId, FeaturePrice, GrantId, GrantKind, GrantTerms,
-    Recurrence, WalletId, format_minor,
+    LimitState, Recurrence, WalletId, format_minor,
 };
 use crate::ledger::{UsageGroup, UsageQuery, UsageRow};
 use crate::store::outbox::LedgerEntry;
-use crate::store::{AccountUpdate, GrantReceipt, VoidReceipt, WalletView};
+use crate::store::{AccountUpdate, GrantReceipt, LimitChange, VoidReceipt, WalletView};
 
 /// Window of a usage query that does not give its start: 30 days.
 pub const USAGE_WINDOW_MS_DEFAULT: i64 = 30 * 86_400_000;
@@ -172,6 +172,17 @@ impl Gate {
             }
         }
         Ok(())
+    }
+
+    /// Sets or removes a spend limit; returns the account's limits afterwards.
+    pub async fn set_limit(
+        &self,
+        account: &AccountId,
+        change: LimitChange,
+    ) -> Result<Vec<LimitState>, GateError> {
+        let written = self.store.set_limit(account, change).await?;
+        self.make_durable(&written.durable).await?;
+        Ok(written.value)
     }
 
     /// Sets a wallet's flex cap; returns the wallet as it now is, and the store's clock.

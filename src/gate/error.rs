@@ -41,6 +41,7 @@ impl From<StoreError> for GateError {
         match error {
             StoreError::ReservationNotFound(_)
             | StoreError::GrantNotFound { .. }
+            | StoreError::LimitNotFound { .. }
             | StoreError::AccountNotFound(_) => GateError::NotFound(message),
             StoreError::IdempotencyConflict { .. } | StoreError::GrantConflict { .. } => {
                 GateError::AlreadyExists(message)
@@ -48,6 +49,7 @@ impl From<StoreError> for GateError {
             StoreError::ReservationEnded { .. }
             | StoreError::CommitMismatch { .. }
             | StoreError::TooManyGrants { .. }
+            | StoreError::TooManyLimits { .. }
             | StoreError::BalanceTooLarge { .. } => GateError::FailedPrecondition(message),
             StoreError::Unavailable(_) => GateError::Unavailable(message),
             StoreError::Inconsistent(_) => GateError::Internal(message),

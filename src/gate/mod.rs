@@ -29,6 +29,7 @@ use crate::domain::{
 };
 use crate::ledger::Ledger;
 use crate::store::Denial;
+use crate::store::outbox::OutboxEntry;
 use crate::store::{
     AccountView, BalanceStore, ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt,
     Decision, Durable, ExtendOp, ExtendReceipt, Idempotency, ReleaseReceipt, ReserveOp,
@@ -101,6 +102,7 @@ pub struct CheckRequest {
     pub feature: FeatureId,
     pub wallet: Option<WalletId>,
     pub cost: Option<Cost>,
+    pub labels: Labels,
 }
 
 /// The answer to a Check, with the amount it was judged for.
@@ -177,6 +179,7 @@ impl Gate {
         Denial {
             reason: DenyReason::InsufficientCredits,
             available_minor: 0,
+            limit: None,
         }
     }
 
@@ -321,6 +324,16 @@ impl Gate {
             idempotency,
         };
         let written = self.store.reserve(op).await?;
+        // A hold itself need not be in the ledger before it is answered, but a plan allowance
+        // it reset must be, before anything spends it.
+        if let Durable::Record(record) = &written.durable
+            && record
+                .entries
+                .iter()
+                .any(|e| matches!(e, OutboxEntry::Reset { .. }))
+        {
+            self.make_durable(&written.durable).await?;
+        }
         if let Decision::Allowed(hold) = &written.value {
             self.cache.remember(hold.id.clone(), pricing);
         }
@@ -480,7 +493,13 @@ impl Gate {
         let judged = amount.max(1);
         let decision = self
             .store
-            .check(&request.account, &wallet, &request.feature, judged)
+            .check(
+                &request.account,
+                &wallet,
+                &request.feature,
+                judged,
+                &request.labels,
+            )
             .await?;
         Ok(CheckAnswer {
             wallet,

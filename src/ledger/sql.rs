@@ -24,8 +24,8 @@ use super::{
 };
 use crate::domain::{
     Account, AccountId, AccountStatus, FeatureId, FeaturePrice, Grant, GrantId, GrantKind,
-    GrantTerms, Hold, IdempotencyKey, ModelId, OverrunPolicy, Period, Portion, Postpaid,
-    Recurrence, ReservationId, WalletId,
+    GrantTerms, Hold, IdempotencyKey, LimitState, LimitWindow, ModelId, OverrunPolicy, Period,
+    Portion, Postpaid, Recurrence, ReservationId, SpendLimit, WalletId,
 };
 use crate::store::AccountSnapshot;
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered};
@@ -134,6 +134,59 @@ impl SqlLedger {
             .run(&self.pool)
             .await
             .map_err(|e| LedgerError::Database(format!("migrations: {e}")))
+    }
+
+    /// Spend limits by account, each in the window `now_ms` falls in with what it has used
+    /// there (the commits and charges carrying its label since it counts); what they hold is
+    /// left to the holds.
+    async fn limits(
+        &self,
+        only: Option<&AccountId>,
+        now_ms: i64,
+    ) -> Result<Vec<(String, LimitState)>, LedgerError> {
+        let rows = Statement::new("SELECT * FROM spend_limits WHERE 1 = 1")
+            .only("account_id", only)
+            .push_sql(" ORDER BY account_id, label_key, label_value, per")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut limits = Vec::new();
+        for row in rows {
+            let account: String = row.try_get("account_id")?;
+            let per: String = row.try_get("per")?;
+            let window = LimitWindow::parse(&per)
+                .ok_or_else(|| LedgerError::Corrupt(format!("limit window {per:?}")))?;
+            let limit = SpendLimit {
+                label_key: row.try_get("label_key")?,
+                label_value: row.try_get("label_value")?,
+                window,
+                amount_minor: row.try_get("amount_minor")?,
+            };
+            let mut state = LimitState {
+                window_index: window.index_at(now_ms),
+                limit,
+                used_minor: 0,
+                held_minor: 0,
+                since_ms: row.try_get("since_ms")?,
+            };
+            let (expr, path) = self.backend.label_value(&state.limit.label_key);
+            let used = Statement::new(
+                "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS used FROM entries \
+                 WHERE kind IN ('commit', 'charge') AND feature IS NOT NULL",
+            )
+            .push(" AND account_id = {}", Param::Text(account.clone()))
+            .push(" AND at_ms >= {}", Param::Int(state.counts_from_ms()))
+            .push(&format!(" AND {expr}"), Param::Text(path))
+            .push(" = {}", Param::Text(state.limit.label_value.clone()))
+            .fetch_all(&self.pool)
+            .await?;
+            state.used_minor = used
+                .first()
+                .map(|row| row.try_get::<i64, _>("used"))
+                .transpose()?
+                .unwrap_or(0);
+            limits.push((account, state));
+        }
+        Ok(limits)
     }
 
     /// Flex cap, flex used and debt of every wallet that has any, by account, in wallet order.
@@ -306,8 +359,8 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             sqlx::query(
                 "INSERT INTO grants (account_id, grant_id, wallet, kind, priority, amount_minor, \
                  expires_at_ms, features, created_at_ms, period, period_anchor_ms, \
-                 rollover_max_minor, period_index) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 rollover_max_minor, period_index, period_granted_minor) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  ON CONFLICT (account_id, grant_id) DO NOTHING",
             )
             .bind(entry.account.as_str())
@@ -323,6 +376,7 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             .bind(terms.recurrence.and_then(|r| r.anchor_ms))
             .bind(terms.recurrence.map(|r| r.rollover_max_minor))
             .bind(grant.period_index)
+            .bind(grant.period_granted_minor)
             .execute(&mut **tx)
             .await?;
             insert_entry(tx, entry).await?;
@@ -344,20 +398,66 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             account,
             grant,
             period_index,
+            granted_minor,
             entries,
         } => {
             sqlx::query(
-                "UPDATE grants SET period_index = $1 \
+                "UPDATE grants SET period_index = $1, period_granted_minor = $4 \
                  WHERE account_id = $2 AND grant_id = $3 AND period_index < $1",
             )
             .bind(*period_index)
             .bind(account.as_str())
             .bind(grant.as_str())
+            .bind(*granted_minor)
             .execute(&mut **tx)
             .await?;
             for entry in entries {
                 insert_entry(tx, entry).await?;
             }
+        }
+        OutboxEntry::Limit {
+            account,
+            limit,
+            since_ms,
+            removed: true,
+            ..
+        } => {
+            sqlx::query(
+                "DELETE FROM spend_limits WHERE account_id = $1 AND label_key = $2 \
+                 AND label_value = $3 AND per = $4 AND since_ms = $5",
+            )
+            .bind(account.as_str())
+            .bind(&limit.label_key)
+            .bind(&limit.label_value)
+            .bind(limit.window.as_str())
+            .bind(*since_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        OutboxEntry::Limit {
+            account,
+            limit,
+            since_ms,
+            removed: false,
+            at_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO spend_limits (account_id, label_key, label_value, per, \
+                 amount_minor, since_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (account_id, label_key, label_value, per) DO UPDATE SET \
+                 amount_minor = excluded.amount_minor, since_ms = excluded.since_ms, \
+                 updated_at_ms = excluded.updated_at_ms \
+                 WHERE excluded.updated_at_ms >= spend_limits.updated_at_ms",
+            )
+            .bind(account.as_str())
+            .bind(&limit.label_key)
+            .bind(&limit.label_value)
+            .bind(limit.window.as_str())
+            .bind(limit.amount_minor)
+            .bind(*since_ms)
+            .bind(*at_ms)
+            .execute(&mut **tx)
+            .await?;
         }
         OutboxEntry::Wallet {
             account,
@@ -469,6 +569,7 @@ fn read_grant(row: &AnyRow, change_minor: i64) -> Result<Grant, LedgerError> {
         created_at_ms: row.try_get("created_at_ms")?,
         voided_at_ms: row.try_get("voided_at_ms")?,
         period_index: row.try_get("period_index")?,
+        period_granted_minor: row.try_get("period_granted_minor")?,
     })
 }
 
@@ -656,6 +757,9 @@ impl Ledger for SqlLedger {
             snapshots.entry(account).or_default().grants.push(grant);
         }
 
+        for (account, limit) in self.limits(only, now_ms).await? {
+            snapshots.entry(account).or_default().limits.push(limit);
+        }
         for (account, wallet, postpaid) in self.postpaid(only).await? {
             snapshots
                 .entry(account)

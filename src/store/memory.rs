@@ -19,19 +19,20 @@ use super::outbox::{
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
-    GrantReceipt, Idempotency, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError,
-    Swept, VoidReceipt, WalletView, Written,
+    GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt,
+    StoreError, Swept, VoidReceipt, WalletView, Written,
 };
 use crate::clock::Clock;
 use crate::domain::grant::{
     GRANTS_PER_WALLET_MAX, WalletTotals, available_minor, merge_split, plan_draw, plan_overrun,
     settle,
 };
+use crate::domain::limit::{LIMITS_PER_ACCOUNT_MAX, limit_cap, limit_id};
 use crate::domain::money::MINOR_MAX;
 use crate::domain::{
     Account, AccountId, AccountStatus, CommitRecord, DenyReason, FeatureId, Grant, GrantId,
-    GrantTerms, Hold, HoldState, IdempotencyKey, Portion, Postpaid, ReleaseRecord, ReservationId,
-    Shortfall, WalletId,
+    GrantTerms, Hold, HoldState, IdempotencyKey, Labels, LimitState, Portion, Postpaid,
+    ReleaseRecord, ReservationId, Shortfall, SpendLimit, WalletId,
 };
 
 /// Outbox records kept before writes are refused: bounds memory while the ledger is away.
@@ -44,6 +45,8 @@ struct AccountState {
     wallets: BTreeMap<WalletId, Vec<Grant>>,
     /// Flex and debt, of wallets that have any.
     postpaid: BTreeMap<WalletId, Postpaid>,
+    /// Spend limits by id.
+    limits: BTreeMap<String, LimitState>,
     /// Open holds and ended ones still remembered, by token.
     holds: HashMap<String, Hold>,
     remembered: HashMap<IdempotencyKey, Remembered>,
@@ -55,6 +58,7 @@ impl AccountState {
             account,
             wallets: BTreeMap::new(),
             postpaid: BTreeMap::new(),
+            limits: BTreeMap::new(),
             holds: HashMap::new(),
             remembered: HashMap::new(),
         }
@@ -79,6 +83,7 @@ impl AccountState {
                 .filter(|(_, p)| !p.is_zero())
                 .map(|(w, p)| (w.clone(), *p))
                 .collect(),
+            limits: self.limits.values().cloned().collect(),
             holds,
             remembered: Vec::new(),
         }
@@ -94,6 +99,79 @@ impl AccountState {
 
     fn available(&self, wallet: &WalletId, feature: &FeatureId, now_ms: i64) -> i64 {
         available_minor(self.grants(wallet), &self.postpaid(wallet), feature, now_ms)
+    }
+
+    /// The most a hold or charge with `labels` may take under the spend limits, between
+    /// `min_amount_minor` and `amount_minor`, or the denial of the tightest limit.
+    fn limit_cap(
+        &mut self,
+        labels: &Labels,
+        amount_minor: i64,
+        min_amount_minor: i64,
+        now_ms: i64,
+    ) -> Result<i64, Denial> {
+        for limit in self.limits.values_mut() {
+            limit.roll(now_ms);
+        }
+        limit_cap(self.limits.values(), labels, amount_minor, min_amount_minor)
+    }
+
+    /// Whether the limits a hold counts against have room for `additional_minor` more.
+    fn extend_limits(
+        &mut self,
+        hold_limits: &[String],
+        additional_minor: i64,
+        now_ms: i64,
+    ) -> Result<(), Denial> {
+        for limit in self.limits.values_mut() {
+            limit.roll(now_ms);
+        }
+        let tightest = hold_limits
+            .iter()
+            .filter_map(|id| self.limits.get(id))
+            .map(|limit| (limit.room_minor(), limit.limit.id()))
+            .min();
+        match tightest {
+            Some((room, id)) if room < additional_minor => Err(Denial {
+                reason: DenyReason::SpendLimitReached,
+                available_minor: room,
+                limit: Some(id),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a new hold against the limits on its labels; returns their ids.
+    fn hold_limits(&mut self, labels: &Labels, amount_minor: i64) -> Vec<String> {
+        let mut ids = Vec::new();
+        for (id, limit) in &mut self.limits {
+            if limit.limit.applies_to(labels) {
+                limit.held_minor += amount_minor;
+                ids.push(id.clone());
+            }
+        }
+        ids
+    }
+
+    /// Settles what a hold set aside under its limits (`held_minor` of it) and counts what it
+    /// charged against every limit on its labels now.
+    fn settle_limits(
+        &mut self,
+        hold_limits: &[String],
+        labels: &Labels,
+        held_minor: i64,
+        charged_minor: i64,
+        now_ms: i64,
+    ) {
+        for (id, limit) in &mut self.limits {
+            limit.roll(now_ms);
+            if hold_limits.contains(id) {
+                limit.held_minor -= held_minor;
+            }
+            if limit.limit.applies_to(labels) {
+                limit.used_minor += charged_minor;
+            }
+        }
     }
 
     /// Brings the wallet's recurring grants into the period `now_ms` falls in; returns what
@@ -216,10 +294,13 @@ impl AccountState {
     }
 
     /// Ends an open hold: gives its split back and records how it ended.
-    fn end_hold(&mut self, token: &str, state: HoldState, now_ms: i64) -> Hold {
+    fn end_hold(&mut self, token: &str, state: HoldState, charged_minor: i64, now_ms: i64) -> Hold {
         let hold = self.holds.get(token).expect("caller checked the hold");
         let (wallet, split) = (hold.wallet.clone(), hold.split.clone());
+        let (limits, labels, amount) =
+            (hold.limits.clone(), hold.labels.clone(), hold.amount_minor);
         self.adjust_held(&wallet, &split, -1);
+        self.settle_limits(&limits, &labels, amount, charged_minor, now_ms);
         let feature = self.holds[token].feature.clone();
         let available = self.available(&wallet, &feature, now_ms);
         let hold = self.holds.get_mut(token).expect("checked above");
@@ -296,7 +377,7 @@ impl AccountState {
 
     /// Ends an open hold without a charge (release or expiry), with the voids that follow.
     fn end_uncharged(&mut self, token: &str, state: HoldState, now_ms: i64) -> Vec<OutboxEntry> {
-        let hold = self.end_hold(token, state, now_ms);
+        let hold = self.end_hold(token, state, 0, now_ms);
         let mut entries = self.void_released(&hold.wallet, &hold.split, &hold.id, now_ms);
         entries.push(OutboxEntry::Hold(hold));
         entries
@@ -346,10 +427,12 @@ fn denial(shortfall: Shortfall) -> Denial {
         Shortfall::Insufficient { available_minor } => Denial {
             reason: DenyReason::InsufficientCredits,
             available_minor,
+            limit: None,
         },
         Shortfall::FeatureNotAllowed => Denial {
             reason: DenyReason::FeatureNotAllowed,
             available_minor: 0,
+            limit: None,
         },
     }
 }
@@ -524,6 +607,13 @@ fn build_account(snapshot: AccountSnapshot) -> Result<Option<Built>, StoreError>
     for grants in state.wallets.values_mut() {
         grants.sort_by_key(|g| (g.created_at_ms, g.terms.id.clone()));
     }
+    for limit in snapshot.limits {
+        let limit = LimitState {
+            held_minor: 0,
+            ..limit
+        };
+        state.limits.insert(limit.limit.id(), limit);
+    }
     for (wallet, postpaid) in snapshot.postpaid {
         let postpaid = Postpaid {
             flex_held_minor: 0,
@@ -538,6 +628,11 @@ fn build_account(snapshot: AccountSnapshot) -> Result<Option<Built>, StoreError>
     };
     for hold in snapshot.holds {
         if hold.state == HoldState::Held {
+            for id in &hold.limits {
+                if let Some(limit) = built.state.limits.get_mut(id) {
+                    limit.held_minor += hold.amount_minor;
+                }
+            }
             let grants = built.state.wallets.entry(hold.wallet.clone()).or_default();
             for portion in &hold.split {
                 if portion.grant == GrantId::flex() {
@@ -608,6 +703,7 @@ impl BalanceStore for MemoryStore {
                 value: Decision::Denied(Denial {
                     reason: DenyReason::AccountNotFound,
                     available_minor: 0,
+                    limit: None,
                 }),
                 durable: Durable::UpTo(self.last_seq()),
             });
@@ -625,10 +721,25 @@ impl BalanceStore for MemoryStore {
                 value: Decision::Denied(Denial {
                     reason: DenyReason::AccountSuspended,
                     available_minor: available,
+                    limit: None,
                 }),
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
+        let capped = state.limit_cap(&op.labels, op.amount_minor, op.min_amount_minor, now);
+        let op = match capped {
+            Ok(amount_minor) => ReserveOp {
+                amount_minor,
+                min_amount_minor: op.min_amount_minor.min(amount_minor),
+                ..op
+            },
+            Err(denial) => {
+                return Ok(Written {
+                    value: Decision::Denied(denial),
+                    durable: Durable::UpTo(self.last_seq()),
+                });
+            }
+        };
         let drawn = match state.draw(&op.wallet, &op.feature, now, op.amount_minor) {
             // A partial hold takes what is left, down to its minimum.
             Err(Shortfall::Insufficient { available_minor })
@@ -651,6 +762,7 @@ impl BalanceStore for MemoryStore {
         };
         let op = ReserveOp { amount_minor, ..op };
         state.adjust_held(&op.wallet, &split, 1);
+        let limits = state.hold_limits(&op.labels, op.amount_minor);
         let hold = Hold {
             id: op.id.clone(),
             wallet: op.wallet.clone(),
@@ -661,6 +773,7 @@ impl BalanceStore for MemoryStore {
             expires_at_ms: now + op.ttl_ms,
             state: HoldState::Held,
             labels: op.labels,
+            limits,
             price: op.price,
             overrun: op.overrun,
             model: op.model,
@@ -739,7 +852,7 @@ impl BalanceStore for MemoryStore {
             merge_split(&mut charged, overrun.into_split());
         }
         let charged_minor: i64 = charged.iter().map(|p| p.amount_minor).sum();
-        state.end_hold(op.id.token(), HoldState::Committed, now);
+        state.end_hold(op.id.token(), HoldState::Committed, charged_minor, now);
         state.take_remaining(&wallet, &charged);
         let voids = state.void_released(&wallet, &released, &op.id, now);
         let hold = &state.holds[op.id.token()];
@@ -846,7 +959,15 @@ impl BalanceStore for MemoryStore {
                 value: Decision::Denied(Denial {
                     reason: DenyReason::AccountSuspended,
                     available_minor: available,
+                    limit: None,
                 }),
+                durable: Durable::UpTo(self.last_seq()),
+            });
+        }
+        let hold_limits = hold.limits.clone();
+        if let Err(denial) = state.extend_limits(&hold_limits, op.additional_minor, now) {
+            return Ok(Written {
+                value: Decision::Denied(denial),
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
@@ -860,6 +981,11 @@ impl BalanceStore for MemoryStore {
             }
         };
         state.adjust_held(&wallet, &extra, 1);
+        for id in &hold_limits {
+            if let Some(limit) = state.limits.get_mut(id) {
+                limit.held_minor += op.additional_minor;
+            }
+        }
         let hold = state.holds.get_mut(op.id.token()).expect("checked above");
         hold.amount_minor += op.additional_minor;
         hold.version += 1;
@@ -903,6 +1029,7 @@ impl BalanceStore for MemoryStore {
                 value: Decision::Denied(Denial {
                     reason,
                     available_minor,
+                    limit: None,
                 }),
                 durable: Durable::UpTo(self.last_seq()),
             })
@@ -921,17 +1048,25 @@ impl BalanceStore for MemoryStore {
         if state.account.status == AccountStatus::Suspended {
             return denied(DenyReason::AccountSuspended, available);
         }
+        if let Err(denial) = state.limit_cap(&op.labels, op.amount_minor, op.amount_minor, now) {
+            return Ok(Written {
+                value: Decision::Denied(denial),
+                durable: Durable::UpTo(self.last_seq()),
+            });
+        }
         let split = match state.draw(&op.wallet, &op.feature, now, op.amount_minor) {
             Ok(split) => split,
             Err(shortfall) => {
                 let Denial {
                     reason,
                     available_minor,
+                    ..
                 } = denial(shortfall);
                 return denied(reason, available_minor);
             }
         };
         state.take_remaining(&op.wallet, &split);
+        state.settle_limits(&[], &op.labels, 0, op.amount_minor, now);
         let receipt = ChargeReceipt {
             entry_id: op.entry_id.clone(),
             wallet: op.wallet.clone(),
@@ -975,12 +1110,14 @@ impl BalanceStore for MemoryStore {
         wallet: &WalletId,
         feature: &FeatureId,
         amount_minor: i64,
+        labels: &Labels,
     ) -> Result<Decision<CheckReceipt>, StoreError> {
         let now = self.clock.now_ms();
         let Some(state) = self.accounts.get(account) else {
             return Ok(Decision::Denied(Denial {
                 reason: DenyReason::AccountNotFound,
                 available_minor: 0,
+                limit: None,
             }));
         };
         let grants = state.rolled(wallet, now);
@@ -990,7 +1127,20 @@ impl BalanceStore for MemoryStore {
             return Ok(Decision::Denied(Denial {
                 reason: DenyReason::AccountSuspended,
                 available_minor: available,
+                limit: None,
             }));
+        }
+        let limits: Vec<LimitState> = state
+            .limits
+            .values()
+            .map(|limit| {
+                let mut limit = limit.clone();
+                limit.roll(now);
+                limit
+            })
+            .collect();
+        if let Err(denial) = limit_cap(&limits, labels, amount_minor, amount_minor) {
+            return Ok(Decision::Denied(denial));
         }
         Ok(
             match plan_draw(&grants, &postpaid, feature, now, amount_minor) {
@@ -1031,6 +1181,15 @@ impl BalanceStore for MemoryStore {
             AccountView {
                 account: state.account.clone(),
                 wallets,
+                limits: state
+                    .limits
+                    .values()
+                    .map(|limit| {
+                        let mut limit = limit.clone();
+                        limit.roll(now);
+                        limit
+                    })
+                    .collect(),
                 now_ms: now,
             }
         }))
@@ -1210,6 +1369,92 @@ impl BalanceStore for MemoryStore {
         });
         Ok(Written {
             value,
+            durable: Durable::UpTo(self.append(now, entries)),
+        })
+    }
+
+    async fn set_limit(
+        &self,
+        account: &AccountId,
+        change: LimitChange,
+    ) -> Result<Written<Vec<LimitState>>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let limit_id = limit_id(&change.label_key, &change.label_value, change.window);
+        let Some(amount_minor) = change.amount_minor else {
+            let mut state = self
+                .account_mut(account)
+                .ok_or_else(|| StoreError::AccountNotFound(account.clone()))?;
+            let removed = state
+                .limits
+                .remove(&limit_id)
+                .ok_or(StoreError::LimitNotFound {
+                    account: account.clone(),
+                    limit: limit_id,
+                })?;
+            let seq = self.append(
+                now,
+                [OutboxEntry::Limit {
+                    account: account.clone(),
+                    limit: removed.limit,
+                    since_ms: removed.since_ms,
+                    removed: true,
+                    at_ms: now,
+                }],
+            );
+            return Ok(Written {
+                value: state.limits.values().cloned().collect(),
+                durable: Durable::UpTo(seq),
+            });
+        };
+        let mut entries = Vec::new();
+        let mut state = self.accounts.entry(account.clone()).or_insert_with(|| {
+            let account = Account {
+                id: account.clone(),
+                display_name: String::new(),
+                status: AccountStatus::Active,
+                created_at_ms: now,
+            };
+            entries.push(OutboxEntry::Account(account.clone()));
+            AccountState::new(account)
+        });
+        let limit = SpendLimit {
+            label_key: change.label_key,
+            label_value: change.label_value,
+            window: change.window,
+            amount_minor,
+        };
+        let count = state.limits.len();
+        match state.limits.get_mut(&limit_id) {
+            Some(existing) if existing.limit == limit => {
+                return Ok(Written {
+                    value: state.limits.values().cloned().collect(),
+                    durable: Durable::UpTo(self.last_seq()),
+                });
+            }
+            Some(existing) => existing.limit.amount_minor = amount_minor,
+            None if count >= LIMITS_PER_ACCOUNT_MAX => {
+                return Err(StoreError::TooManyLimits {
+                    account: account.clone(),
+                    max: LIMITS_PER_ACCOUNT_MAX,
+                });
+            }
+            None => {
+                state
+                    .limits
+                    .insert(limit_id.clone(), LimitState::new(limit, now));
+            }
+        }
+        let since_ms = state.limits[&limit_id].since_ms;
+        entries.push(OutboxEntry::Limit {
+            account: account.clone(),
+            limit: state.limits[&limit_id].limit.clone(),
+            since_ms,
+            removed: false,
+            at_ms: now,
+        });
+        Ok(Written {
+            value: state.limits.values().cloned().collect(),
             durable: Durable::UpTo(self.append(now, entries)),
         })
     }

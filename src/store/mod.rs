@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
-    HoldState, IdempotencyKey, Labels, ModelId, OverrunPolicy, Portion, Postpaid, PriceRule,
-    ReservationId, Usage, WalletId,
+    HoldState, IdempotencyKey, Labels, LimitState, LimitWindow, ModelId, OverrunPolicy, Portion,
+    Postpaid, PriceRule, ReservationId, Usage, WalletId,
 };
 use outbox::{OutboxPosition, OutboxRecord, Remembered};
 
@@ -93,6 +93,15 @@ pub struct AccountUpdate {
     pub status: AccountStatus,
 }
 
+/// Sets a spend limit (`amount_minor` given) or removes it.
+#[derive(Clone, Debug)]
+pub struct LimitChange {
+    pub label_key: String,
+    pub label_value: String,
+    pub window: LimitWindow,
+    pub amount_minor: Option<i64>,
+}
+
 /// An allowed answer, or a denial: denials are answers, not errors, and change nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Decision<T> {
@@ -100,11 +109,15 @@ pub enum Decision<T> {
     Denied(Denial),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Denial {
     pub reason: DenyReason,
-    /// Spendable balance for the feature when the denial was made.
+    /// Spendable balance for the feature when the denial was made; for a spend limit, what
+    /// the limit still allows.
     pub available_minor: i64,
+    /// The spend limit that denied (`project=atlas/day`), for `SpendLimitReached`.
+    #[serde(default)]
+    pub limit: Option<String>,
 }
 
 /// A successful store call, and what makes it durable.
@@ -227,6 +240,8 @@ pub struct AccountView {
     pub account: Account,
     /// Every wallet, in wallet order; the `default` wallet is always there.
     pub wallets: Vec<WalletView>,
+    /// Spend limits, in their current windows, by id.
+    pub limits: Vec<LimitState>,
     pub now_ms: i64,
 }
 
@@ -248,6 +263,8 @@ pub struct AccountSnapshot {
     /// Flex and debt of each wallet that has any, in wallet order; flex held is recomputed
     /// from `holds`.
     pub postpaid: Vec<(WalletId, Postpaid)>,
+    /// Spend limits by id; what they hold is recomputed from `holds`.
+    pub limits: Vec<LimitState>,
     /// Open holds, and ended ones still remembered for repeated commits and releases.
     pub holds: Vec<Hold>,
     /// Idempotent replies still within the retention period.
@@ -280,6 +297,10 @@ pub enum StoreError {
     GrantConflict { grant: GrantId },
     #[error("grant_id: account {account} has no grant {grant}")]
     GrantNotFound { account: AccountId, grant: GrantId },
+    #[error("account {account} already has {max} spend limits")]
+    TooManyLimits { account: AccountId, max: usize },
+    #[error("account {account} has no spend limit {limit}")]
+    LimitNotFound { account: AccountId, limit: String },
     #[error("wallet {wallet} already has {max} active grants")]
     TooManyGrants { wallet: WalletId, max: usize },
     #[error(
@@ -323,13 +344,15 @@ pub trait BalanceStore: Send + Sync + 'static {
 
     async fn charge(&self, op: ChargeOp) -> Result<Written<Decision<ChargeReceipt>>, StoreError>;
 
-    /// Whether `amount_minor` could be held for the feature now; changes nothing.
+    /// Whether `amount_minor` could be held for the feature now, with these labels (for the
+    /// spend limits); changes nothing.
     async fn check(
         &self,
         account: &AccountId,
         wallet: &WalletId,
         feature: &FeatureId,
         amount_minor: i64,
+        labels: &Labels,
     ) -> Result<Decision<CheckReceipt>, StoreError>;
 
     async fn hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError>;
@@ -364,6 +387,14 @@ pub trait BalanceStore: Send + Sync + 'static {
         reason: String,
         entry_id: String,
     ) -> Result<Written<VoidReceipt>, StoreError>;
+
+    /// Sets or removes a spend limit; setting creates the account if needed. A limit set
+    /// again keeps what it has counted. Returns the account's limits afterwards.
+    async fn set_limit(
+        &self,
+        account: &AccountId,
+        change: LimitChange,
+    ) -> Result<Written<Vec<LimitState>>, StoreError>;
 
     /// Expires holds whose expiry has passed, looking at no more than `limit` candidates.
     async fn expire_due(&self, limit: usize) -> Result<Swept, StoreError>;

@@ -11,7 +11,7 @@ use super::{ChargeReceipt, ExtendReceipt, ReserveReceipt};
 use crate::domain::period::Reset;
 use crate::domain::{
     Account, AccountId, FeatureId, Grant, GrantId, Hold, IdempotencyKey, Labels, ModelId, Portion,
-    ReservationId, Usage, WalletId,
+    ReservationId, SpendLimit, Usage, WalletId,
 };
 
 /// What a ledger entry records.
@@ -114,7 +114,17 @@ pub enum OutboxEntry {
         account: AccountId,
         grant: GrantId,
         period_index: i64,
+        /// What the grant had when the period started.
+        granted_minor: i64,
         entries: Vec<LedgerEntry>,
+    },
+    /// A spend limit set (or removed): `since_ms` is when it was first set.
+    Limit {
+        account: AccountId,
+        limit: SpendLimit,
+        since_ms: i64,
+        removed: bool,
+        at_ms: i64,
     },
     /// A wallet's flex cap as it now is.
     Wallet {
@@ -180,6 +190,7 @@ impl OutboxEntry {
             account: account.clone(),
             grant: id.clone(),
             period_index: reset.index,
+            granted_minor: grant.granted_minor(),
             entries,
         }
     }

@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use crate::domain::{
     Account, AccountId, AccountStatus, CommitRecord, FeatureId, Grant, GrantId, GrantKind,
-    GrantTerms, Hold, HoldState, IdempotencyKey, Labels, ModelId, OverrunPolicy, Period, Portion,
-    Postpaid, PriceRule, Recurrence, ReleaseRecord, ReservationId, Usage, WalletId,
+    GrantTerms, Hold, HoldState, IdempotencyKey, Labels, LimitState, LimitWindow, ModelId,
+    OverrunPolicy, Period, Portion, Postpaid, PriceRule, Recurrence, ReleaseRecord, ReservationId,
+    SpendLimit, Usage, WalletId,
 };
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, Remembered, Reply};
 use crate::store::{
@@ -66,7 +67,7 @@ pub fn decode_split(text: &str) -> Result<Vec<Portion>, StoreError> {
 }
 
 /// `kind|priority|amount|remaining|held|expires_at|created_at|voided_at|recurrence|period|
-/// features`, as in `lua/lib.lua`.
+/// features`, as in `lua/lib.lua`; the period is `index` or `index,granted at its start`.
 pub fn encode_grant(grant: &Grant) -> String {
     let t = &grant.terms;
     let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -81,7 +82,10 @@ pub fn encode_grant(grant: &Grant) -> String {
         grant.created_at_ms,
         opt(grant.voided_at_ms),
         recurrence_text(t.recurrence.as_ref()),
-        grant.period_index,
+        match grant.period_granted_minor {
+            Some(granted) => format!("{},{granted}", grant.period_index),
+            None => grant.period_index.to_string(),
+        },
         features_text(&t.features),
     )
 }
@@ -131,6 +135,36 @@ pub fn decode_postpaid(text: &str) -> Result<Postpaid, StoreError> {
     })
 }
 
+/// A spend limit as the scripts keep it: a JSON object of strings.
+pub fn encode_limit(l: &LimitState) -> String {
+    json_string(&serde_json::json!({
+        "key": l.limit.label_key,
+        "value": l.limit.label_value,
+        "per": l.limit.window.as_str(),
+        "amount": l.limit.amount_minor.to_string(),
+        "index": l.window_index.to_string(),
+        "used": l.used_minor.to_string(),
+        "held": l.held_minor.to_string(),
+        "since": l.since_ms.to_string(),
+    }))
+}
+
+pub fn decode_limit(text: &str) -> Result<LimitState, StoreError> {
+    let f = Fields::parse(text)?;
+    Ok(LimitState {
+        limit: SpendLimit {
+            label_key: f.text("key").to_owned(),
+            label_value: f.text("value").to_owned(),
+            window: LimitWindow::parse(f.text("per")).ok_or_else(|| bad("limit window", text))?,
+            amount_minor: f.int("amount")?,
+        },
+        window_index: f.int("index")?,
+        used_minor: f.int("used")?,
+        held_minor: f.int("held")?,
+        since_ms: f.int("since")?,
+    })
+}
+
 /// A hold's overrun policy: `cap_at_hold`, `allow_up_to:<allowance>` or `charge_actual`.
 pub fn encode_overrun(policy: OverrunPolicy) -> String {
     match policy {
@@ -163,15 +197,23 @@ pub fn features_text(features: &[FeatureId]) -> String {
 pub fn decode_grant(grant_id: &str, wallet: &str, text: &str) -> Result<Grant, StoreError> {
     let mut f: Vec<&str> = text.splitn(11, '|').collect();
     // Grants written before recurrence have neither it nor the period.
-    let (recurrence, period_index) = match f.len() {
+    let (recurrence, period_index, period_granted_minor) = match f.len() {
         11 => {
             let features = f.pop().expect("eleven fields");
             let period = f.pop().expect("eleven fields");
             let recurrence = f.pop().expect("eleven fields");
             f.push(features);
-            (decode_recurrence(recurrence)?, int(period, "grant period")?)
+            let (index, granted) = match period.split_once(',') {
+                Some((index, granted)) => (index, Some(int(granted, "grant period start")?)),
+                None => (period, None),
+            };
+            (
+                decode_recurrence(recurrence)?,
+                int(index, "grant period")?,
+                granted,
+            )
         }
-        9 => (None, 0),
+        9 => (None, 0, None),
         _ => return Err(bad("grant", text)),
     };
     let mut features = f[8]
@@ -196,6 +238,7 @@ pub fn decode_grant(grant_id: &str, wallet: &str, text: &str) -> Result<Grant, S
         created_at_ms: int(f[6], "grant creation")?,
         voided_at_ms: opt_int(f[7], "grant void")?,
         period_index,
+        period_granted_minor,
     })
 }
 
@@ -243,6 +286,9 @@ pub fn hold_fields(hold: &Hold) -> BTreeMap<String, String> {
             .unwrap_or_default(),
     );
     put("overrun", encode_overrun(hold.overrun));
+    if !hold.limits.is_empty() {
+        put("limits", json_string(&hold.limits));
+    }
     if let Some(c) = &hold.commit {
         put("c_entry", c.entry_id.clone());
         put("c_requested", c.requested_minor.to_string());
@@ -346,6 +392,10 @@ pub fn hold_from_fields(
         labels,
         price: opt_json("price")?,
         overrun: decode_overrun(get(f, "overrun"))?,
+        limits: match get(f, "limits") {
+            "" => Vec::new(),
+            text => serde_json::from_str(text).map_err(|_| bad("hold limits", text))?,
+        },
         model: match get(f, "model") {
             "" => None,
             text => Some(self::id(text, "model", ModelId::parse)?),
@@ -550,10 +600,24 @@ pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
                 account: account()?,
                 grant: id(t("grant"), "grant", GrantId::parse)?,
                 period_index: int(t("period"), "grant period")?,
+                granted_minor: int(t("granted"), "grant period start")?,
                 entries: list(value.get("entries"))
                     .iter()
                     .map(ledger_entry)
                     .collect::<Result<_, _>>()?,
+            },
+            "limit" => OutboxEntry::Limit {
+                account: account()?,
+                limit: SpendLimit {
+                    label_key: t("key").to_owned(),
+                    label_value: t("value").to_owned(),
+                    window: LimitWindow::parse(t("per"))
+                        .ok_or_else(|| bad("limit window", t("per")))?,
+                    amount_minor: int(t("amount"), "limit amount")?,
+                },
+                since_ms: int(t("since"), "limit start")?,
+                removed: t("removed") == "1",
+                at_ms: int(t("at"), "limit time")?,
             },
             "wallet" => OutboxEntry::Wallet {
                 account: account()?,
@@ -621,6 +685,7 @@ mod tests {
             created_at_ms: 1_700_000_000_000,
             voided_at_ms: None,
             period_index: 0,
+            period_granted_minor: None,
         };
         let text = encode_grant(&grant);
         assert_eq!(
@@ -642,8 +707,9 @@ mod tests {
             rollover_max_minor: 250,
         });
         plan.period_index = 3;
+        plan.period_granted_minor = Some(1_250);
         let text = encode_grant(&plan);
-        assert!(text.contains("|month,,250|3|"), "{text}");
+        assert!(text.contains("|month,,250|3,1250|"), "{text}");
         assert_eq!(decode_grant("g:1", "cloud", &text).unwrap(), plan);
     }
 

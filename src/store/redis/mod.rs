@@ -31,14 +31,15 @@ use super::outbox::{OutboxPosition, OutboxRecord};
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
-    GrantReceipt, Idempotency, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError,
-    Swept, VoidReceipt, WalletView, Written,
+    GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt,
+    StoreError, Swept, VoidReceipt, WalletView, Written,
 };
 use crate::cache::ReservationCache;
 use crate::domain::grant::GRANTS_PER_WALLET_MAX;
+use crate::domain::limit::{LIMITS_PER_ACCOUNT_MAX, limit_id};
 use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
-    HoldState, Postpaid, ReservationId, Usage, WalletId,
+    HoldState, LimitState, Postpaid, ReservationId, Usage, WalletId,
 };
 use crate::ledger::Ledger;
 use crate::shutdown::Shutdown;
@@ -137,11 +138,21 @@ fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {error}"))
 }
 
-fn denial(reason: &str, available: &str) -> Result<Denial, StoreError> {
+/// A script's `reason, available[, spend limit]`.
+fn denial(reply: &[String]) -> Result<Denial, StoreError> {
+    let (reason, available) = match reply {
+        [reason, available, ..] => (reason.as_str(), available.as_str()),
+        _ => {
+            return Err(StoreError::Inconsistent(format!(
+                "a denial without its reason: {reply:?}"
+            )));
+        }
+    };
     let reason = match reason {
         "insufficient_credits" => DenyReason::InsufficientCredits,
         "feature_not_allowed" => DenyReason::FeatureNotAllowed,
         "account_suspended" => DenyReason::AccountSuspended,
+        "spend_limit_reached" => DenyReason::SpendLimitReached,
         other => {
             return Err(StoreError::Inconsistent(format!(
                 "unknown denial {other:?}"
@@ -151,6 +162,7 @@ fn denial(reason: &str, available: &str) -> Result<Denial, StoreError> {
     Ok(Denial {
         reason,
         available_minor: codec::int(available, "available")?,
+        limit: reply.get(2).cloned(),
     })
 }
 
@@ -158,6 +170,7 @@ fn account_not_found() -> Denial {
     Denial {
         reason: DenyReason::AccountNotFound,
         available_minor: 0,
+        limit: None,
     }
 }
 
@@ -510,7 +523,7 @@ impl RedisStore {
 fn account_args(
     account: &AccountId,
     snapshot: &mut AccountSnapshot,
-) -> Result<[String; 5], StoreError> {
+) -> Result<[String; 6], StoreError> {
     let acct = snapshot
         .account
         .take()
@@ -524,6 +537,24 @@ fn account_args(
                 *held.entry(portion.grant.clone()).or_default() += portion.amount_minor;
             } else {
                 *flex_held.entry(hold.wallet.clone()).or_default() += portion.amount_minor;
+            }
+        }
+    }
+    let mut limits: BTreeMap<String, LimitState> = snapshot
+        .limits
+        .iter()
+        .map(|l| {
+            let limit = LimitState {
+                held_minor: 0,
+                ..l.clone()
+            };
+            (l.limit.id(), limit)
+        })
+        .collect();
+    for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
+        for id in &hold.limits {
+            if let Some(limit) = limits.get_mut(id) {
+                limit.held_minor += hold.amount_minor;
             }
         }
     }
@@ -580,7 +611,16 @@ fn account_args(
         serde_json::Value::Array(holds).to_string(),
         serde_json::Value::Array(replies).to_string(),
         postpaid_json(postpaid.iter()),
+        limits_json(limits.values()),
     ])
+}
+
+/// Spend limits as the scripts take them: `[{"id", "limit"}]`.
+fn limits_json<'a>(limits: impl Iterator<Item = &'a LimitState>) -> String {
+    let items: Vec<serde_json::Value> = limits
+        .map(|l| serde_json::json!({"id": l.limit.id(), "limit": codec::encode_limit(l)}))
+        .collect();
+    serde_json::Value::Array(items).to_string()
 }
 
 /// Wallets' flex and debt as the scripts take them: `[{"wallet", "postpaid"}]`.
@@ -670,6 +710,13 @@ fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i
         }
     }
     postpaid.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut limits = Vec::new();
+    if let Some(serde_json::Value::Array(items)) = value.get("limits") {
+        for l in items {
+            limits.push(codec::decode_limit(&s(l, "limit"))?);
+        }
+    }
+    limits.sort_by_key(|l| l.limit.id());
     Ok((
         AccountSnapshot {
             account: Some(Account {
@@ -680,6 +727,7 @@ fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i
             }),
             grants,
             postpaid,
+            limits,
             holds,
             remembered: Vec::new(),
         },
@@ -744,7 +792,7 @@ fn decided<T>(
                 })
             }
             Some("denied") => Ok(Written {
-                value: Decision::Denied(denial(&reply[1], &reply[2])?),
+                value: Decision::Denied(denial(&reply[1..])?),
                 durable: Durable::Nothing,
             }),
             _ => RedisStore::conflict(idempotency),
@@ -1001,8 +1049,10 @@ impl BalanceStore for RedisStore {
         wallet: &WalletId,
         feature: &FeatureId,
         amount_minor: i64,
+        labels: &crate::domain::Labels,
     ) -> Result<Decision<CheckReceipt>, StoreError> {
         let keys = self.keys(account);
+        let labels = labels_json(labels);
         let reply = self
             .with_account(account, || {
                 let mut invocation = self.scripts.check.prepare_invoke();
@@ -1011,7 +1061,8 @@ impl BalanceStore for RedisStore {
                     .arg(&keys.base)
                     .arg(wallet.as_str())
                     .arg(feature.as_str())
-                    .arg(amount_minor);
+                    .arg(amount_minor)
+                    .arg(&labels);
                 invocation
             })
             .await?;
@@ -1022,7 +1073,7 @@ impl BalanceStore for RedisStore {
             Some("ok") => Ok(Decision::Allowed(CheckReceipt {
                 available_minor: codec::int(&reply[1], "available")?,
             })),
-            Some("denied") => Ok(Decision::Denied(denial(&reply[1], &reply[2])?)),
+            Some("denied") => Ok(Decision::Denied(denial(&reply[1..])?)),
             _ => Err(StoreError::Inconsistent(format!(
                 "check answered {reply:?}"
             ))),
@@ -1080,6 +1131,14 @@ impl BalanceStore for RedisStore {
                     postpaid: postpaid.get(&wallet).copied().unwrap_or_default(),
                     wallet,
                     grants,
+                })
+                .collect(),
+            limits: snapshot
+                .limits
+                .into_iter()
+                .map(|mut limit| {
+                    limit.roll(now);
+                    limit
                 })
                 .collect(),
             now_ms: now,
@@ -1234,6 +1293,72 @@ impl BalanceStore for RedisStore {
         }
     }
 
+    async fn set_limit(
+        &self,
+        account: &AccountId,
+        change: LimitChange,
+    ) -> Result<Written<Vec<LimitState>>, StoreError> {
+        let keys = self.keys(account);
+        let id = limit_id(&change.label_key, &change.label_value, change.window);
+        let amount = change
+            .amount_minor
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let run = |create: &'static str| {
+            let mut invocation = self.scripts.set_limit.prepare_invoke();
+            invocation
+                .key(keys.account())
+                .key(keys.partition.outbox())
+                .key(keys.partition.accounts())
+                .arg(&keys.base)
+                .arg(account.as_str())
+                .arg(&id)
+                .arg(&change.label_key)
+                .arg(&change.label_value)
+                .arg(change.window.as_str())
+                .arg(&amount)
+                .arg(LIMITS_PER_ACCOUNT_MAX)
+                .arg(create)
+                .arg(self.outbox_bound());
+            invocation
+        };
+        let reply = match self.with_account(account, || run("0")).await? {
+            Some(reply) => reply,
+            None => self.invoke(run("1")).await?,
+        };
+        match reply.first().map(String::as_str) {
+            Some("ok") => {
+                let listed: serde_json::Value = serde_json::from_str(&reply[1]).map_err(|_| {
+                    StoreError::Inconsistent(format!("unreadable limits {:?}", reply[1]))
+                })?;
+                let mut limits = Vec::new();
+                if let serde_json::Value::Array(items) = listed {
+                    for item in items {
+                        let text = item.get("limit").and_then(|l| l.as_str()).unwrap_or("");
+                        limits.push(codec::decode_limit(text)?);
+                    }
+                }
+                limits.sort_by_key(|l| l.limit.id());
+                Ok(Written {
+                    value: limits,
+                    durable: self.record(&keys.partition, &reply, 2)?,
+                })
+            }
+            Some("absent") => Err(StoreError::AccountNotFound(account.clone())),
+            Some("not_found") => Err(StoreError::LimitNotFound {
+                account: account.clone(),
+                limit: id,
+            }),
+            Some("too_many") => Err(StoreError::TooManyLimits {
+                account: account.clone(),
+                max: LIMITS_PER_ACCOUNT_MAX,
+            }),
+            _ => Err(StoreError::Inconsistent(format!(
+                "set limit answered {reply:?}"
+            ))),
+        }
+    }
+
     async fn void_grant(
         &self,
         account: &AccountId,
@@ -1365,6 +1490,10 @@ impl BalanceStore for RedisStore {
                 expected.postpaid.iter().map(|(w, p)| (w, p))
             ))
             .expect("postpaid_json writes JSON"),
+            "limits": serde_json::from_str::<serde_json::Value>(&limits_json(
+                expected.limits.iter()
+            ))
+            .expect("limits_json writes JSON"),
         })
         .to_string();
         let keys = self.keys(&account);

@@ -22,3 +22,18 @@ ALTER TABLE grants ADD COLUMN period TEXT CHECK (period IN ('month', 'year'));
 ALTER TABLE grants ADD COLUMN period_anchor_ms BIGINT;
 ALTER TABLE grants ADD COLUMN rollover_max_minor BIGINT;
 ALTER TABLE grants ADD COLUMN period_index BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE grants ADD COLUMN period_granted_minor BIGINT;
+
+-- Spend limits: what the part of an account carrying a label may spend per day, per month or
+-- in total (`per`). What a limit has used is not stored: it is the sum of the commits and
+-- charges carrying the label in the current window, since `since_ms`.
+CREATE TABLE spend_limits (
+    account_id     TEXT NOT NULL,
+    label_key      TEXT NOT NULL,
+    label_value    TEXT NOT NULL,
+    per            TEXT NOT NULL CHECK (per IN ('day', 'month', 'total')),
+    amount_minor   BIGINT NOT NULL CHECK (amount_minor >= 0),
+    since_ms       BIGINT NOT NULL,
+    updated_at_ms  BIGINT NOT NULL,
+    PRIMARY KEY (account_id, label_key, label_value, per)
+);

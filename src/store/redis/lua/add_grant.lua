@@ -77,6 +77,7 @@ local g = decode_grant(id, encode_grant({
 }))
 if g.period then
   g.pindex = period_index_at(g.period, g.anchor or now, now)
+  g.pgranted = amount
 end
 table.insert(entries, {
   type = 'grant', account = account, wallet = wallet, grant_id = id, grant = encode_grant(g),

@@ -6,7 +6,7 @@
 -- ARGV[9] usage (JSON or '')   ARGV[10] model (or '')   ARGV[11] idempotency key (or '')
 -- ARGV[12] request fingerprint
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
--- Reply: {'full'} outbox full | {'absent'} | {'conflict'} | {'replay', reply} | {'denied', reason, available} |
+-- Reply: {'full'} outbox full | {'absent'} | {'conflict'} | {'replay', reply} | {'denied', reason, available[, limit]} |
 --        {'ok', reply, outbox id, outbox entries}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
@@ -22,6 +22,12 @@ if early then
 end
 local now, w = spend.now, spend.w
 local available, idem_key = spend.available, spend.idem_key
+local limits = load_limits(base, now)
+local labels = cjson.decode(ARGV[8])
+local capped, limit_id, room = limit_cap(limits, labels, amount, amount)
+if not capped then
+  return { 'denied', 'spend_limit_reached', fmt(room), limit_id }
+end
 local split, reason, shortfall = plan_draw(w, feature, now, amount)
 if not split then
   return { 'denied', reason, fmt(shortfall) }
@@ -30,6 +36,12 @@ end
 local wallet_before = wallet_available(w, now)
 take_remaining(w, split)
 save_wallet(w, split)
+for _, l in ipairs(limits) do
+  if limit_applies(l, labels) then
+    l.used = l.used + amount
+  end
+end
+save_limits(base, limits)
 publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
 local reply = cjson.encode({
   entry_id = entry_id, wallet = wallet, charged = fmt(amount), split = encode_split(split),

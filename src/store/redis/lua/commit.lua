@@ -72,6 +72,7 @@ local charged_total = 0
 for _, p in ipairs(charged) do
   charged_total = charged_total + p[2]
 end
+settle_limits(base, h, h.amount_n, charged_total, now)
 local voids = void_released(account, token, h.wallet, w.by_id, released, now)
 save_wallet(w, h.split_t)
 save_wallet(w, extra)

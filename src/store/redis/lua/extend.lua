@@ -7,7 +7,7 @@
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} | {'not_found'} | {'ended', state} | {'conflict'} |
 --        {'replay', reply, hold version} |
---        {'denied', reason, available} | {'ok', reply, outbox id, outbox entries}
+--        {'denied', reason, available[, spend limit]} | {'ok', reply, outbox id, outbox entries}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
 local token = ARGV[4]
@@ -50,6 +50,17 @@ local available = available_for(w, h.feature, now)
 if redis.call('HGET', KEYS[1], 'status') == 'suspended' then
   return { 'denied', 'account_suspended', fmt(available) }
 end
+local limits = load_limits(base, now)
+local mine = hold_limit_set(h.limits)
+local tightest, room = nil, nil
+for _, l in ipairs(limits) do
+  if mine[l.id] and (tightest == nil or limit_room(l) < room) then
+    tightest, room = l, limit_room(l)
+  end
+end
+if tightest and room < additional then
+  return { 'denied', 'spend_limit_reached', fmt(room), tightest.id }
+end
 local extra, reason, shortfall = plan_draw(w, h.feature, now, additional)
 if not extra then
   return { 'denied', reason, fmt(shortfall) }
@@ -61,6 +72,12 @@ end
 local wallet_before = wallet_available(w, now)
 adjust_held(w, extra, 1)
 save_wallet(w, extra)
+for _, l in ipairs(limits) do
+  if mine[l.id] then
+    l.held = l.held + additional
+  end
+end
+save_limits(base, limits)
 publish_crossing(base, account, h.wallet, wallet_before, wallet_available(w, now), now)
 local merged = merge_split(h.split_t, extra)
 h.amount = fmt(h.amount_n + additional)

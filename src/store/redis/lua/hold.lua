@@ -57,6 +57,7 @@ local function end_uncharged(base, account, token, hold_key, h, state, expiries,
   local w = load_wallet(base, account, h.wallet, now)
   local wallet_before = wallet_available(w, now)
   adjust_held(w, h.split_t, -1)
+  settle_limits(base, h, h.amount_n, 0, now)
   local entries = with_resets(w, void_released(account, token, h.wallet, w.by_id, h.split_t, now))
   save_wallet(w, h.split_t)
   publish_crossing(base, account, h.wallet, wallet_before, wallet_available(w, now), now)
@@ -91,7 +92,8 @@ end
 -- wallets' flex and debt, each argument a JSON list as hydrate.lua describes; the account hash
 -- last, since it marks the account as loaded.
 local function write_account(base, account, retention, account_key, expiries, accounts,
-                             acct_json, grants_json, holds_json, replies_json, postpaid_json)
+                             acct_json, grants_json, holds_json, replies_json, postpaid_json,
+                             limits_json)
   local acct = cjson.decode(acct_json)
   local grants = cjson.decode(grants_json)
   local holds = cjson.decode(holds_json)
@@ -104,6 +106,9 @@ local function write_account(base, account, retention, account_key, expiries, ac
   for _, p in ipairs(cjson.decode(postpaid_json)) do
     redis.call('HSET', base .. 'postpaid', p.wallet, p.postpaid)
     redis.call('SADD', base .. 'wallets', p.wallet)
+  end
+  for _, l in ipairs(cjson.decode(limits_json)) do
+    redis.call('HSET', base .. 'limits', l.id, l.limit)
   end
   for _, h in ipairs(holds) do
     local key = base .. 'hold:' .. h.token

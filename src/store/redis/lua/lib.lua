@@ -71,13 +71,16 @@ end
 -- A grant is stored as one hash field, its id, with the value
 -- kind|priority|amount|remaining|held|expires_at|created_at|voided_at|recurrence|period|features
 -- where recurrence is '' or "month|year,anchor (or ''),rollover max", period is the index of
--- the period the remaining amount belongs to, and features are comma-separated. Grants written
--- before recurrence have no recurrence and period fields.
+-- the period the remaining amount belongs to (with ",<what it had at the period's start>" for a
+-- recurring grant), and features are comma-separated. Grants written before recurrence have no
+-- recurrence and period fields.
 local function decode_grant(id, text)
   local f = split_text(text, '|')
-  local recur_text, period_index = '', 0
+  local recur_text, period_index, period_granted = '', 0, nil
   if #f > 9 then
-    recur_text, period_index = f[9], tonumber(f[10])
+    local p = split_text(f[10], ',')
+    recur_text, period_index = f[9], tonumber(p[1])
+    period_granted = p[2] and tonumber(p[2])
     f[9] = f[11]
   end
   local g = {
@@ -95,6 +98,7 @@ local function decode_grant(id, text)
     scoped = false,
     recur_text = recur_text,
     pindex = period_index,
+    pgranted = period_granted,
   }
   if recur_text ~= '' then
     local r = split_text(recur_text, ',')
@@ -113,7 +117,8 @@ local function encode_grant(g)
   return table.concat({
     g.kind, fmt(g.priority), fmt(g.amount), fmt(g.remaining), fmt(g.held),
     g.expires and fmt(g.expires) or '', fmt(g.created), g.voided and fmt(g.voided) or '',
-    g.recur_text, fmt(g.pindex), g.features_text,
+    g.recur_text, fmt(g.pindex) .. (g.pgranted and (',' .. fmt(g.pgranted)) or ''),
+    g.features_text,
   }, '|')
 end
 
@@ -247,6 +252,7 @@ local function roll_grant(account, wallet, g, now)
   local refilled = g.amount + math.max(0, carried - unused)
   g.remaining = g.remaining - lapsed + refilled
   g.pindex = to
+  g.pgranted = g.remaining
   local at = fmt(period_start(g.period, anchor, to))
   local suffix = account .. '/' .. g.id .. '/' .. fmt(to)
   local entries = {}
@@ -261,7 +267,128 @@ local function roll_grant(account, wallet, g, now)
     id = 'refill/' .. suffix, kind = 'grant', account = account, wallet = wallet,
     amount = fmt(refilled), grant = g.id, reason = 'allowance for period ' .. fmt(to), at = at,
   })
-  return { type = 'reset', account = account, grant = g.id, period = fmt(to), entries = entries }
+  return {
+    type = 'reset', account = account, grant = g.id, period = fmt(to), granted = fmt(g.remaining),
+    entries = entries,
+  }
+end
+
+-- Spend limits (limit.rs), in the account's "limits" hash: field "<key>=<value>/<per>", value
+-- a JSON object of strings {key, value, per, amount, index, used, held, since}. Loaded in the
+-- window `now` falls in: a new window starts with nothing used.
+local function limit_window(per, now)
+  if per == 'day' then
+    return math.floor(now / DAY_MS)
+  elseif per == 'month' then
+    local y, m = civil_from_days(math.floor(now / DAY_MS))
+    return (y - 1970) * 12 + (m - 1)
+  end
+  return 0
+end
+
+local function load_limits(base, now)
+  local flat = redis.call('HGETALL', base .. 'limits')
+  local limits = {}
+  for i = 1, #flat, 2 do
+    local l = cjson.decode(flat[i + 1])
+    l.id = flat[i]
+    l.amount, l.used, l.held = tonumber(l.amount), tonumber(l.used), tonumber(l.held)
+    l.index, l.since = tonumber(l.index), tonumber(l.since)
+    local index = limit_window(l.per, now)
+    if index ~= l.index then
+      l.index, l.used = index, 0
+    end
+    table.insert(limits, l)
+  end
+  table.sort(limits, function(a, b) return bytes_before(a.id, b.id) end)
+  return limits
+end
+
+local function encode_limit(l)
+  return cjson.encode({
+    key = l.key, value = l.value, per = l.per, amount = fmt(l.amount), index = fmt(l.index),
+    used = fmt(l.used), held = fmt(l.held), since = fmt(l.since),
+  })
+end
+
+local function save_limits(base, limits)
+  for _, l in ipairs(limits) do
+    redis.call('HSET', base .. 'limits', l.id, encode_limit(l))
+  end
+end
+
+local function limit_applies(l, labels)
+  return labels[l.key] == l.value
+end
+
+local function limit_room(l)
+  return math.max(0, l.amount - l.used - l.held)
+end
+
+-- The most a hold or charge with `labels` may take under the limits (limit_cap in limit.rs):
+-- `amount`, or the tightest limit's room if a partial hold may take it; else nil, that
+-- limit's id and its room.
+local function limit_cap(limits, labels, amount, min_amount)
+  local tightest, room = nil, nil
+  for _, l in ipairs(limits) do
+    if limit_applies(l, labels) and (tightest == nil or limit_room(l) < room) then
+      tightest, room = l, limit_room(l)
+    end
+  end
+  if tightest == nil or room >= amount then
+    return amount
+  end
+  if room > 0 and room >= min_amount then
+    return room
+  end
+  return nil, tightest.id, room
+end
+
+-- Counts a new hold against the limits on its labels; returns their ids as the hold keeps
+-- them (a JSON list, or '' for none).
+local function hold_limits(limits, labels, amount)
+  local ids = {}
+  for _, l in ipairs(limits) do
+    if limit_applies(l, labels) then
+      l.held = l.held + amount
+      table.insert(ids, l.id)
+    end
+  end
+  if #ids == 0 then
+    return ''
+  end
+  return cjson.encode(ids)
+end
+
+-- A hold's limit ids as a set.
+local function hold_limit_set(text)
+  local set = {}
+  if text ~= nil and text ~= '' then
+    for _, id in ipairs(cjson.decode(text)) do
+      set[id] = true
+    end
+  end
+  return set
+end
+
+-- Settles what a hold set aside under its limits (`held` of it) and counts what it charged
+-- against every limit on its labels now.
+local function settle_limits(base, h, held, charged, now)
+  local limits = load_limits(base, now)
+  if #limits == 0 then
+    return
+  end
+  local mine = hold_limit_set(h.limits)
+  local labels = (h.labels ~= nil and h.labels ~= '') and cjson.decode(h.labels) or {}
+  for _, l in ipairs(limits) do
+    if mine[l.id] then
+      l.held = l.held - held
+    end
+    if limit_applies(l, labels) then
+      l.used = l.used + charged
+    end
+  end
+  save_limits(base, limits)
 end
 
 -- Flex and debt of a wallet, stored in the account's "postpaid" hash under the wallet's name

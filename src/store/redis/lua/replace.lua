@@ -3,14 +3,15 @@
 --
 -- KEYS[1] account hash   KEYS[2] partition expiry set   KEYS[3] partition account set
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)
--- ARGV[4..8] the ledger's account, grants, holds, replies and flex and debt, as for hydrate.lua
--- ARGV[9] expected: {"grants": [{"id", "wallet", "grant"}], "holds": [token, ...],
---         "postpaid": [{"wallet", "postpaid"}]}, the grants (encoded), open holds and flex and
---         debt the comparison saw
+-- ARGV[4..9] the ledger's account, grants, holds, replies, flex and debt, and spend limits, as
+--           for hydrate.lua
+-- ARGV[10] expected: {"grants": [{"id", "wallet", "grant"}], "holds": [token, ...],
+--         "postpaid": [{"wallet", "postpaid"}], "limits": [{"id", "limit"}]}, the grants
+--         (encoded), open holds, flex and debt, and limits the comparison saw
 -- Reply: {'replaced'} | {'changed'}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
-local expected = cjson.decode(ARGV[9])
+local expected = cjson.decode(ARGV[10])
 
 local seen, count = {}, 0
 for _, g in ipairs(expected.grants or {}) do
@@ -45,6 +46,22 @@ end
 if left ~= 0 then
   return { 'changed' }
 end
+local limits = {}
+left = 0
+for _, l in ipairs(expected.limits or {}) do
+  limits[l.id] = l.limit
+  left = left + 1
+end
+flat = redis.call('HGETALL', base .. 'limits')
+for i = 1, #flat, 2 do
+  if limits[flat[i]] ~= flat[i + 1] then
+    return { 'changed' }
+  end
+  left = left - 1
+end
+if left ~= 0 then
+  return { 'changed' }
+end
 local open = redis.call('SMEMBERS', base .. 'holds')
 local wanted = {}
 for _, token in ipairs(expected.holds or {}) do
@@ -62,12 +79,12 @@ end
 for _, wallet in ipairs(wallets) do
   redis.call('DEL', base .. 'grants:' .. wallet)
 end
-redis.call('DEL', base .. 'wallets', base .. 'postpaid')
+redis.call('DEL', base .. 'wallets', base .. 'postpaid', base .. 'limits')
 for _, token in ipairs(open) do
   redis.call('DEL', base .. 'hold:' .. token)
   redis.call('ZREM', KEYS[2], account .. '/' .. token)
 end
 redis.call('DEL', base .. 'holds')
 write_account(base, account, retention, KEYS[1], KEYS[2], KEYS[3], ARGV[4], ARGV[5], ARGV[6],
-  ARGV[7], ARGV[8])
+  ARGV[7], ARGV[8], ARGV[9])
 return { 'replaced' }

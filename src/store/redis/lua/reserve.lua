@@ -9,7 +9,7 @@
 -- ARGV[15] overrun policy ('cap_at_hold', 'allow_up_to:<allowance>' or 'charge_actual')
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} account not loaded | {'conflict'} key reused | {'replay', reply} |
---        {'denied', reason, available} | {'ok', reply, outbox entries}
+--        {'denied', reason, available[, spend limit]} | {'ok', reply, outbox entries}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
 local token, wallet, feature = ARGV[4], ARGV[5], ARGV[6]
@@ -25,6 +25,13 @@ if early then
 end
 local now, w = spend.now, spend.w
 local available, idem_key = spend.available, spend.idem_key
+local limits = load_limits(base, now)
+local labels = cjson.decode(ARGV[9])
+local capped, limit_id, room = limit_cap(limits, labels, amount, min_amount)
+if not capped then
+  return { 'denied', 'spend_limit_reached', fmt(room), limit_id }
+end
+amount, min_amount = capped, math.min(min_amount, capped)
 local split, reason, shortfall = plan_draw(w, feature, now, amount)
 if not split and reason == 'insufficient_credits' and shortfall > 0 and shortfall >= min_amount
 then
@@ -40,11 +47,13 @@ local wallet_before = wallet_available(w, now)
 adjust_held(w, split, 1)
 save_wallet(w, split)
 publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
+local limit_ids = hold_limits(limits, labels, amount)
+save_limits(base, limits)
 local expires = now + ttl
 local hold = {
   wallet = wallet, feature = feature, amount = fmt(amount), split = encode_split(split),
   created = fmt(now), expires = fmt(expires), state = 'held', version = '1', labels = ARGV[9],
-  price = ARGV[10], model = ARGV[11], idem = key, overrun = ARGV[15],
+  price = ARGV[10], model = ARGV[11], idem = key, overrun = ARGV[15], limits = limit_ids,
 }
 local hold_key = base .. 'hold:' .. token
 for k, v in pairs(hold) do

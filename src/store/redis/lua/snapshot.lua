@@ -4,7 +4,7 @@
 -- KEYS[1] account hash   ARGV[1] account key base
 -- Reply: {} when the account is absent, else {JSON: {"account": {...}, "now",
 --        "grants": [{"id", "wallet", "grant"}], "holds": [{"token", "hold"}],
---        "postpaid": [{"wallet", "postpaid"}]}}
+--        "postpaid": [{"wallet", "postpaid"}], "limits": [{"id", "limit"}]}}
 local base = ARGV[1]
 local acct = hash_to_table(redis.call('HGETALL', KEYS[1]))
 if acct.status == nil then
@@ -28,6 +28,12 @@ local flat = redis.call('HGETALL', base .. 'postpaid')
 for i = 1, #flat, 2 do
   table.insert(postpaid, { wallet = flat[i], postpaid = flat[i + 1] })
 end
+local limits = {}
+flat = redis.call('HGETALL', base .. 'limits')
+for i = 1, #flat, 2 do
+  table.insert(limits, { id = flat[i], limit = flat[i + 1] })
+end
 return { cjson.encode({
   account = acct, now = fmt(now_ms()), grants = grants, holds = holds, postpaid = postpaid,
+  limits = limits,
 }) }
