@@ -192,6 +192,13 @@ struct GrantArgs {
     /// Most unused credit carried into the next period [default: none].
     #[arg(long, requires = "period")]
     rollover_max: Option<String>,
+    /// Why the credit is added (an adjustment), kept in the ledger.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Refund this commit or charge (its ledger entry id, e.g. commit/acme/r…): the credit
+    /// goes back to its wallet, at most what it charged.
+    #[arg(long)]
+    refund_of: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -503,6 +510,8 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 period: a.period,
                 period_anchor_ms: a.period_anchor_ms.unwrap_or(0),
                 rollover_max: a.rollover_max.unwrap_or_default(),
+                reason: a.reason.unwrap_or_default(),
+                refund_of: a.refund_of.unwrap_or_default(),
             };
             (cli::grant(&a.connection, call).await?, a.connection.json)
         }

@@ -459,7 +459,11 @@ impl Inbound {
             return Ok(());
         };
         let entry_id = crate::gate::grant_entry_id(account, &grant_id);
-        let applied = match self.store.add_grant(account, grant.terms, entry_id).await {
+        let applied = match self
+            .store
+            .add_grant(account, grant.terms, entry_id.into())
+            .await
+        {
             Ok(_) if grant.voided_at_ms.is_some() => self
                 .store
                 .void_grant(

@@ -225,7 +225,7 @@ async fn apply(
             };
             comparable(
                 &store
-                    .add_grant(&account(), terms, format!("grant/acme/g{grant}"))
+                    .add_grant(&account(), terms, format!("grant/acme/g{grant}").into())
                     .await
                     .map(|w| w.value),
             )

@@ -91,6 +91,7 @@ fn entry(id: &str, kind: EntryKind, amount_minor: i64, at_ms: i64) -> LedgerEntr
         labels: Labels::new(),
         reason: None,
         overrun_minor: 0,
+        refund_of: None,
         at_ms,
     }
 }

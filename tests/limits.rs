@@ -10,6 +10,8 @@ on_both_stores!(
     a_partial_hold_takes_what_the_limit_leaves,
     extending_a_hold_respects_its_limits,
     limits_are_changed_and_removed_and_survive_a_restart,
+    a_limit_set_again_never_settles_a_hold_it_did_not_count,
+    an_account_with_limits_is_rebuilt_from_the_ledger,
     malformed_limits_are_refused_naming_the_field,
 );
 
@@ -497,5 +499,112 @@ async fn malformed_limits_are_refused_naming_the_field(backend: Backend) {
         );
     }
     assert!(limits(&mut t.gate, "acme").await.is_empty(), "nothing set");
+    t.server.stop().await;
+}
+
+async fn a_limit_set_again_never_settles_a_hold_it_did_not_count(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start_on(&backend, dir.path()).await;
+    grant(&mut t.admin, "acme", "g1", "100.00").await;
+    let atlas = [("project", "atlas")];
+    let limit = |remove: bool| proto::SetLimitRequest {
+        account_id: "acme".into(),
+        label_key: "project".into(),
+        label_value: "atlas".into(),
+        per: proto::LimitPer::Day as i32,
+        amount: if remove {
+            String::new()
+        } else {
+            "10.00".into()
+        },
+        remove,
+    };
+    t.admin.set_limit(limit(false)).await.unwrap();
+    let hold = t
+        .gate
+        .reserve(labelled(reserve_amount("acme", "chat", "5.00"), &atlas))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hold.decision, ALLOWED);
+    t.admin.set_limit(limit(true)).await.unwrap();
+    // Set again a little later: it starts with nothing held, and the open hold is not its.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    t.admin.set_limit(limit(false)).await.unwrap();
+    assert_eq!(
+        counted(&mut t.gate, "acme").await,
+        strings("0.00", "0.00", "10.00")
+    );
+    let extended = t
+        .gate
+        .extend(proto::ExtendRequest {
+            reservation_id: hold.reservation_id.clone(),
+            additional_amount: "1.00".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(extended.decision, ALLOWED);
+    assert_eq!(
+        counted(&mut t.gate, "acme").await,
+        strings("0.00", "0.00", "10.00"),
+        "extending it does not count against the new limit either"
+    );
+    t.gate
+        .commit(commit_amount(&hold.reservation_id, "6.00"))
+        .await
+        .unwrap();
+    assert_eq!(
+        counted(&mut t.gate, "acme").await,
+        strings("6.00", "0.00", "4.00"),
+        "what it charged counts; nothing held goes below zero"
+    );
+    t.server.stop().await;
+}
+
+async fn an_account_with_limits_is_rebuilt_from_the_ledger(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start_on(&backend, dir.path()).await;
+    grant(&mut t.admin, "acme", "g1", "100.00").await;
+    set_limit(
+        &mut t.admin,
+        "acme",
+        ("project", "atlas/v2"),
+        proto::LimitPer::Month,
+        "50.00",
+    )
+    .await;
+    let labels = [("project", "atlas/v2")];
+    t.gate
+        .charge(labelled(charge_amount("acme", "chat", "7.00"), &labels))
+        .await
+        .unwrap();
+    let open = t
+        .gate
+        .reserve(labelled(reserve_amount("acme", "chat", "3.00"), &labels))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(open.decision, ALLOWED);
+    let before = counted(&mut t.gate, "acme").await;
+    assert_eq!(before, strings("7.00", "3.00", "40.00"));
+    let report = t
+        .admin
+        .reconcile(proto::ReconcileRequest {
+            account_id: "acme".into(),
+            rebuild: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let account = &report.accounts[0];
+    assert_eq!(
+        (account.outcome, account.rebuilt),
+        (proto::ReconcileOutcome::Compared as i32, true),
+        "{report:?}"
+    );
+    assert_eq!(counted(&mut t.gate, "acme").await, before);
     t.server.stop().await;
 }

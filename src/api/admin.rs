@@ -113,6 +113,8 @@ impl admin_server::Admin for AdminService {
             features,
             recurrence: convert::recurrence(r.period, r.period_anchor_ms, &r.rollover_max)
                 .map_err(status)?,
+            reason: (!r.reason.is_empty()).then_some(r.reason),
+            refund_of: (!r.refund_of.is_empty()).then_some(r.refund_of),
         };
         let receipt = self.gate.add_grant(request).await.map_err(status)?;
         Ok(Response::new(proto::AddGrantResponse {

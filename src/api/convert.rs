@@ -456,6 +456,12 @@ pub fn feature_price(index: usize, price: &proto::FeaturePrice) -> Result<Featur
         Amount::parse,
     )?;
     let overrun = match (proto::Overrun::try_from(price.overrun), allowance) {
+        (Err(_), _) => {
+            return Err(GateError::invalid(
+                at("overrun"),
+                format!("unknown overrun policy {}", price.overrun),
+            ));
+        }
         (Ok(proto::Overrun::AllowUpTo), Some(allowance)) => OverrunPolicy::AllowUpTo {
             allowance_minor: allowance.to_minor(),
         },
@@ -475,12 +481,6 @@ pub fn feature_price(index: usize, price: &proto::FeaturePrice) -> Result<Featur
             OverrunPolicy::CapAtHold
         }
         (Ok(proto::Overrun::ChargeActual), None) => OverrunPolicy::ChargeActual,
-        (Err(_), None) => {
-            return Err(GateError::invalid(
-                at("overrun"),
-                format!("unknown overrun policy {}", price.overrun),
-            ));
-        }
     };
     Ok(FeaturePrice {
         feature: required(&at("feature"), &price.feature, FeatureId::parse)?,
@@ -571,6 +571,7 @@ pub fn entry(entry: &LedgerEntry) -> proto::LedgerEntry {
         labels: entry.labels.clone().into_iter().collect(),
         at_ms: entry.at_ms,
         overrun: money(entry.overrun_minor),
+        refund_of: entry.refund_of.clone().unwrap_or_default(),
         model: entry
             .model
             .as_ref()

@@ -575,6 +575,8 @@ pub struct GrantCall {
     pub period: Option<String>,
     pub period_anchor_ms: i64,
     pub rollover_max: String,
+    pub reason: String,
+    pub refund_of: String,
 }
 
 pub async fn grant(connection: &Connection, call: GrantCall) -> Result<Answer, CliError> {
@@ -606,6 +608,8 @@ pub async fn grant(connection: &Connection, call: GrantCall) -> Result<Answer, C
             } as i32,
             period_anchor_ms: call.period_anchor_ms,
             rollover_max: call.rollover_max,
+            reason: call.reason,
+            refund_of: call.refund_of,
         })
         .await?
         .into_inner();

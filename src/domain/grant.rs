@@ -125,6 +125,17 @@ impl Grant {
         self.period_granted_minor.unwrap_or(self.terms.amount_minor)
     }
 
+    /// The most this grant could ever hold: what remains of it, or for a recurring grant twice
+    /// its amount and rollover together (held credit carried into a period, plus a new amount,
+    /// plus what rolled over). A wallet keeps the sum of these and its flex cap within the
+    /// money bound, so no reset or draw can leave it.
+    pub fn bound_minor(&self) -> i64 {
+        match self.terms.recurrence {
+            Some(recurrence) => 2 * (self.terms.amount_minor + recurrence.rollover_max_minor),
+            None => self.remaining_minor,
+        }
+    }
+
     /// When a recurring grant's periods are counted from.
     pub fn anchor_ms(&self) -> Option<i64> {
         let recurrence = self.terms.recurrence?;

@@ -13,7 +13,7 @@ use crate::domain::{
 };
 use crate::ledger::{UsageGroup, UsageQuery, UsageRow};
 use crate::store::outbox::LedgerEntry;
-use crate::store::{AccountUpdate, GrantReceipt, LimitChange, VoidReceipt, WalletView};
+use crate::store::{AccountUpdate, GrantEntry, GrantReceipt, LimitChange, VoidReceipt, WalletView};
 
 /// Window of a usage query that does not give its start: 30 days.
 pub const USAGE_WINDOW_MS_DEFAULT: i64 = 30 * 86_400_000;
@@ -53,6 +53,10 @@ pub struct GrantRequest {
     pub features: Vec<FeatureId>,
     /// For a plan's allowance: given again every period.
     pub recurrence: Option<Recurrence>,
+    /// Why an operator adds the credit, kept in the ledger entry.
+    pub reason: Option<String>,
+    /// The commit or charge (ledger entry id) this credit refunds.
+    pub refund_of: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -107,6 +111,19 @@ impl Gate {
         if let Some(recurrence) = &request.recurrence {
             self.check_recurrence(recurrence, &request).await?;
         }
+        if request
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.len() > REASON_LEN_MAX)
+        {
+            return Err(GateError::invalid(
+                "reason",
+                format!("is longer than {REASON_LEN_MAX} bytes"),
+            ));
+        }
+        if let Some(entry) = &request.refund_of {
+            self.check_refund(entry, &request).await?;
+        }
         let mut features = request.features;
         features.sort();
         features.dedup();
@@ -128,13 +145,60 @@ impl Gate {
             features,
             recurrence: request.recurrence,
         };
-        let entry_id = grant_entry_id(&request.account, &terms.id);
-        let written = self
-            .store
-            .add_grant(&request.account, terms, entry_id)
-            .await?;
+        let entry = GrantEntry {
+            id: grant_entry_id(&request.account, &terms.id),
+            reason: request.reason,
+            refund_of: request.refund_of,
+        };
+        let written = self.store.add_grant(&request.account, terms, entry).await?;
         self.make_durable(&written.durable).await?;
         Ok(written.value)
+    }
+
+    /// A refund must name a commit or charge of the account, pay into its wallet, and with
+    /// earlier refunds of it give back at most what it charged. A repeated grant (same id) is
+    /// the same refund and passes.
+    async fn check_refund(&self, entry: &str, request: &GrantRequest) -> Result<(), GateError> {
+        if self
+            .ledger
+            .grant(&request.account, &request.grant)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let Some(refundable) = self.ledger.refundable(&request.account, entry).await? else {
+            return Err(GateError::invalid(
+                "refund_of",
+                format!(
+                    "account {} has no commit or charge {entry} in the ledger",
+                    request.account
+                ),
+            ));
+        };
+        let wallet = request
+            .wallet
+            .clone()
+            .unwrap_or_else(WalletId::default_wallet);
+        if wallet != refundable.wallet {
+            return Err(GateError::invalid(
+                "wallet",
+                format!("{entry} was paid from wallet {}", refundable.wallet),
+            ));
+        }
+        let left = refundable.amount_minor - refundable.refunded_minor;
+        if request.amount.to_minor() > left {
+            return Err(GateError::invalid(
+                "amount",
+                format!(
+                    "{entry} charged {} of which {} is refunded already; at most {} is left",
+                    format_minor(refundable.amount_minor),
+                    format_minor(refundable.refunded_minor),
+                    format_minor(left)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn check_recurrence(

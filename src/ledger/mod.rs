@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::domain::{Account, AccountId, FeaturePrice, Grant, GrantId, ReservationId};
+use crate::domain::{Account, AccountId, FeaturePrice, Grant, GrantId, ReservationId, WalletId};
 use crate::store::AccountSnapshot;
 use crate::store::outbox::{LedgerEntry, OutboxRecord};
 
@@ -135,6 +135,15 @@ pub struct UsageRow {
 }
 
 /// The durable record. See the module documentation.
+/// A commit or charge that a grant may refund.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refundable {
+    pub wallet: WalletId,
+    pub amount_minor: i64,
+    /// What earlier grants refunded of it.
+    pub refunded_minor: i64,
+}
+
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
     /// Writes outbox records in one transaction, in order. Writing a record twice changes
@@ -174,6 +183,13 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Whether the ledger has the entry with this id.
     async fn has_entry(&self, id: &str) -> Result<bool, LedgerError>;
+
+    /// A commit or charge of an account and what has been refunded of it so far.
+    async fn refundable(
+        &self,
+        account: &AccountId,
+        entry_id: &str,
+    ) -> Result<Option<Refundable>, LedgerError>;
 
     /// The version of a hold the ledger has, if it has the hold.
     async fn hold_version(&self, id: &ReservationId) -> Result<Option<u64>, LedgerError>;

@@ -19,8 +19,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use super::{
-    Change, ChangeKind, Ledger, LedgerError, LedgerTarget, USAGE_GROUPS_MAX, UsageGroup,
-    UsageQuery, UsageRow,
+    Change, ChangeKind, Ledger, LedgerError, LedgerTarget, Refundable, USAGE_GROUPS_MAX,
+    UsageGroup, UsageQuery, UsageRow,
 };
 use crate::domain::{
     Account, AccountId, AccountStatus, FeatureId, FeaturePrice, Grant, GrantId, GrantKind,
@@ -292,8 +292,8 @@ async fn insert_entry(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), Ledger
     let inserted = sqlx::query(
         "INSERT INTO entries (entry_id, kind, account_id, wallet, feature, model, usage, \
          amount_minor, reservation_id, grant_id, idempotency_key, labels, reason, at_ms, \
-         overrun_minor) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         overrun_minor, refund_of) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (entry_id) DO NOTHING",
     )
     .bind(&entry.id)
@@ -316,6 +316,7 @@ async fn insert_entry(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), Ledger
     .bind(entry.reason.clone())
     .bind(entry.at_ms)
     .bind(entry.overrun_minor)
+    .bind(entry.refund_of.clone())
     .execute(&mut **tx)
     .await?
     .rows_affected();
@@ -402,12 +403,16 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             entries,
         } => {
             sqlx::query(
-                "UPDATE grants SET period_index = $1, period_granted_minor = $4 \
-                 WHERE account_id = $2 AND grant_id = $3 AND period_index < $1",
+                "INSERT INTO grant_periods (account_id, grant_id, period_index, \
+                 period_granted_minor) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (account_id, grant_id) DO UPDATE SET \
+                 period_index = excluded.period_index, \
+                 period_granted_minor = excluded.period_granted_minor \
+                 WHERE excluded.period_index > grant_periods.period_index",
             )
-            .bind(*period_index)
             .bind(account.as_str())
             .bind(grant.as_str())
+            .bind(*period_index)
             .bind(*granted_minor)
             .execute(&mut **tx)
             .await?;
@@ -604,6 +609,7 @@ fn read_entry(row: &AnyRow, split: Vec<Portion>) -> Result<LedgerEntry, LedgerEr
         labels: from_json(&labels, "labels")?,
         reason: row.try_get("reason")?,
         overrun_minor: row.try_get("overrun_minor")?,
+        refund_of: row.try_get("refund_of")?,
         at_ms: row.try_get("at_ms")?,
         id,
     })
@@ -741,6 +747,20 @@ impl Ledger for SqlLedger {
             *change.entry(key).or_default() += row.try_get::<i64, _>("refilled")?;
         }
 
+        let period_rows = Statement::new("SELECT * FROM grant_periods WHERE 1 = 1")
+            .only("account_id", only)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut periods: HashMap<(String, String), (i64, i64)> = HashMap::new();
+        for row in period_rows {
+            let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
+            let period = (
+                row.try_get("period_index")?,
+                row.try_get("period_granted_minor")?,
+            );
+            periods.insert(key, period);
+        }
+
         let grants = Statement::new("SELECT * FROM grants WHERE 1 = 1")
             .only("account_id", only)
             .push_sql(" ORDER BY created_at_ms, grant_id")
@@ -749,11 +769,15 @@ impl Ledger for SqlLedger {
         for row in grants {
             let account: String = row.try_get("account_id")?;
             let grant_id: String = row.try_get("grant_id")?;
-            let changed = change
-                .get(&(account.clone(), grant_id))
-                .copied()
-                .unwrap_or(0);
-            let grant = read_grant(&row, changed)?;
+            let key = (account.clone(), grant_id);
+            let changed = change.get(&key).copied().unwrap_or(0);
+            let mut grant = read_grant(&row, changed)?;
+            if let Some(&(index, granted)) = periods.get(&key)
+                && index > grant.period_index
+            {
+                grant.period_index = index;
+                grant.period_granted_minor = Some(granted);
+            }
             snapshots.entry(account).or_default().grants.push(grant);
         }
 
@@ -895,6 +919,40 @@ impl Ledger for SqlLedger {
             entries.push(read_entry(&row, split)?);
         }
         Ok(entries)
+    }
+
+    async fn refundable(
+        &self,
+        account: &AccountId,
+        entry_id: &str,
+    ) -> Result<Option<Refundable>, LedgerError> {
+        let Some(row) = sqlx::query(
+            "SELECT wallet, amount_minor FROM entries \
+             WHERE account_id = $1 AND entry_id = $2 AND kind IN ('commit', 'charge') \
+             AND feature IS NOT NULL",
+        )
+        .bind(account.as_str())
+        .bind(entry_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let refunded: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS refunded FROM entries \
+             WHERE account_id = $1 AND kind = 'grant' AND refund_of = $2",
+        )
+        .bind(account.as_str())
+        .bind(entry_id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("refunded")?;
+        let wallet: String = row.try_get("wallet")?;
+        Ok(Some(Refundable {
+            wallet: parse(WalletId::parse(&wallet), "wallet", &wallet)?,
+            amount_minor: row.try_get("amount_minor")?,
+            refunded_minor: refunded,
+        }))
     }
 
     async fn has_entry(&self, id: &str) -> Result<bool, LedgerError> {

@@ -19,8 +19,8 @@ use super::outbox::{
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
-    GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt,
-    StoreError, Swept, VoidReceipt, WalletView, Written,
+    GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp,
+    ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
 };
 use crate::clock::Clock;
 use crate::domain::grant::{
@@ -116,6 +116,20 @@ impl AccountState {
         limit_cap(self.limits.values(), labels, amount_minor, min_amount_minor)
     }
 
+    /// The limits a hold taken at `held_since_ms` counts against: those it named that were not
+    /// set again since.
+    fn counted_limits(&self, hold_limits: &[String], held_since_ms: i64) -> Vec<String> {
+        hold_limits
+            .iter()
+            .filter(|id| {
+                self.limits
+                    .get(*id)
+                    .is_some_and(|l| l.since_ms <= held_since_ms)
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Whether the limits a hold counts against have room for `additional_minor` more.
     fn extend_limits(
         &mut self,
@@ -153,19 +167,20 @@ impl AccountState {
         ids
     }
 
-    /// Settles what a hold set aside under its limits (`held_minor` of it) and counts what it
-    /// charged against every limit on its labels now.
+    /// Settles what a hold taken at `held_since_ms` set aside under its limits (`held_minor`
+    /// of it; a limit set again since then never counted it) and counts what it charged
+    /// against every limit on its labels now.
     fn settle_limits(
         &mut self,
         hold_limits: &[String],
         labels: &Labels,
-        held_minor: i64,
+        (held_minor, held_since_ms): (i64, i64),
         charged_minor: i64,
         now_ms: i64,
     ) {
         for (id, limit) in &mut self.limits {
             limit.roll(now_ms);
-            if hold_limits.contains(id) {
+            if hold_limits.contains(id) && limit.since_ms <= held_since_ms {
                 limit.held_minor -= held_minor;
             }
             if limit.limit.applies_to(labels) {
@@ -198,6 +213,17 @@ impl AccountState {
             grant.roll(now_ms);
         }
         grants
+    }
+
+    /// The most a wallet could ever hold: its active grants' bounds and its flex cap.
+    fn wallet_bound(&self, wallet: &WalletId, now_ms: i64) -> i64 {
+        let grants: i64 = self
+            .grants(wallet)
+            .iter()
+            .filter(|g| g.is_active(now_ms))
+            .map(Grant::bound_minor)
+            .sum();
+        grants + self.postpaid(wallet).flex_cap_minor
     }
 
     /// Spendable balance of a wallet for a feature every grant admits.
@@ -297,10 +323,10 @@ impl AccountState {
     fn end_hold(&mut self, token: &str, state: HoldState, charged_minor: i64, now_ms: i64) -> Hold {
         let hold = self.holds.get(token).expect("caller checked the hold");
         let (wallet, split) = (hold.wallet.clone(), hold.split.clone());
-        let (limits, labels, amount) =
-            (hold.limits.clone(), hold.labels.clone(), hold.amount_minor);
+        let (limits, labels) = (hold.limits.clone(), hold.labels.clone());
+        let held = (hold.amount_minor, hold.created_at_ms);
         self.adjust_held(&wallet, &split, -1);
-        self.settle_limits(&limits, &labels, amount, charged_minor, now_ms);
+        self.settle_limits(&limits, &labels, held, charged_minor, now_ms);
         let feature = self.holds[token].feature.clone();
         let available = self.available(&wallet, &feature, now_ms);
         let hold = self.holds.get_mut(token).expect("checked above");
@@ -354,6 +380,7 @@ impl AccountState {
                     labels: Default::default(),
                     reason: Some("released from a hold on a voided grant".into()),
                     overrun_minor: 0,
+                    refund_of: None,
                     at_ms: now_ms,
                 },
             });
@@ -410,6 +437,7 @@ fn repayment_entry(
         labels: Default::default(),
         reason: Some("pays the debt left by an overrun charged in full".into()),
         overrun_minor: 0,
+        refund_of: None,
         at_ms: now_ms,
     }
 }
@@ -629,7 +657,9 @@ fn build_account(snapshot: AccountSnapshot) -> Result<Option<Built>, StoreError>
     for hold in snapshot.holds {
         if hold.state == HoldState::Held {
             for id in &hold.limits {
-                if let Some(limit) = built.state.limits.get_mut(id) {
+                if let Some(limit) = built.state.limits.get_mut(id)
+                    && limit.since_ms <= hold.created_at_ms
+                {
                     limit.held_minor += hold.amount_minor;
                 }
             }
@@ -886,6 +916,7 @@ impl BalanceStore for MemoryStore {
             labels: hold.labels.clone(),
             reason: None,
             overrun_minor: over_minor,
+            refund_of: None,
             at_ms: now,
         };
         let hold = state.holds.get_mut(op.id.token()).expect("checked above");
@@ -964,7 +995,7 @@ impl BalanceStore for MemoryStore {
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
-        let hold_limits = hold.limits.clone();
+        let hold_limits = state.counted_limits(&hold.limits, hold.created_at_ms);
         if let Err(denial) = state.extend_limits(&hold_limits, op.additional_minor, now) {
             return Ok(Written {
                 value: Decision::Denied(denial),
@@ -1066,7 +1097,7 @@ impl BalanceStore for MemoryStore {
             }
         };
         state.take_remaining(&op.wallet, &split);
-        state.settle_limits(&[], &op.labels, 0, op.amount_minor, now);
+        state.settle_limits(&[], &op.labels, (0, now), op.amount_minor, now);
         let receipt = ChargeReceipt {
             entry_id: op.entry_id.clone(),
             wallet: op.wallet.clone(),
@@ -1090,6 +1121,7 @@ impl BalanceStore for MemoryStore {
             labels: op.labels,
             reason: None,
             overrun_minor: 0,
+            refund_of: None,
             at_ms: now,
         };
         let mut entries = vec![OutboxEntry::Charge(entry)];
@@ -1234,7 +1266,7 @@ impl BalanceStore for MemoryStore {
         &self,
         account: &AccountId,
         terms: GrantTerms,
-        entry_id: String,
+        grant_entry: GrantEntry,
     ) -> Result<Written<GrantReceipt>, StoreError> {
         let now = self.clock.now_ms();
         self.ensure_outbox_room()?;
@@ -1277,20 +1309,16 @@ impl BalanceStore for MemoryStore {
                 max: GRANTS_PER_WALLET_MAX,
             });
         }
-        let total: i64 = grants
-            .iter()
-            .filter(|g| g.is_active(now))
-            .map(|g| g.remaining_minor)
-            .sum();
-        if total + terms.amount_minor > MINOR_MAX {
+        let mut grant = Grant::new(terms.clone(), now);
+        let bound = state.wallet_bound(&terms.wallet, now) + grant.bound_minor();
+        if bound > MINOR_MAX {
             return Err(StoreError::BalanceTooLarge {
                 wallet: terms.wallet,
             });
         }
-        let mut grant = Grant::new(terms.clone(), now);
         let repayment = state.repay_debt(&mut grant, now);
         let entry = LedgerEntry {
-            id: entry_id,
+            id: grant_entry.id,
             kind: EntryKind::Grant,
             account: account.clone(),
             wallet: terms.wallet.clone(),
@@ -1303,8 +1331,9 @@ impl BalanceStore for MemoryStore {
             grant: Some(terms.id.clone()),
             idempotency_key: None,
             labels: Default::default(),
-            reason: None,
+            reason: grant_entry.reason,
             overrun_minor: 0,
+            refund_of: grant_entry.refund_of,
             at_ms: now,
         };
         state
@@ -1352,13 +1381,20 @@ impl BalanceStore for MemoryStore {
             AccountState::new(account)
         });
         self.roll(&mut state, wallet, now);
-        let postpaid = state.postpaid.entry(wallet.clone()).or_default();
-        if postpaid.flex_cap_minor == flex_cap_minor && entries.is_empty() {
+        let current = state.postpaid(wallet);
+        if current.flex_cap_minor == flex_cap_minor && entries.is_empty() {
             return Ok(Written {
-                value: *postpaid,
+                value: current,
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
+        let bound = state.wallet_bound(wallet, now) - current.flex_cap_minor + flex_cap_minor;
+        if bound > MINOR_MAX {
+            return Err(StoreError::BalanceTooLarge {
+                wallet: wallet.clone(),
+            });
+        }
+        let postpaid = state.postpaid.entry(wallet.clone()).or_default();
         postpaid.flex_cap_minor = flex_cap_minor;
         let value = *postpaid;
         entries.push(OutboxEntry::Wallet {
@@ -1381,6 +1417,17 @@ impl BalanceStore for MemoryStore {
         let now = self.clock.now_ms();
         self.ensure_outbox_room()?;
         let limit_id = limit_id(&change.label_key, &change.label_value, change.window);
+        // What is shown is in its current window, as every other call sees it.
+        let listed = |limits: &BTreeMap<String, LimitState>| -> Vec<LimitState> {
+            limits
+                .values()
+                .map(|limit| {
+                    let mut limit = limit.clone();
+                    limit.roll(now);
+                    limit
+                })
+                .collect()
+        };
         let Some(amount_minor) = change.amount_minor else {
             let mut state = self
                 .account_mut(account)
@@ -1403,7 +1450,7 @@ impl BalanceStore for MemoryStore {
                 }],
             );
             return Ok(Written {
-                value: state.limits.values().cloned().collect(),
+                value: listed(&state.limits),
                 durable: Durable::UpTo(seq),
             });
         };
@@ -1428,7 +1475,7 @@ impl BalanceStore for MemoryStore {
         match state.limits.get_mut(&limit_id) {
             Some(existing) if existing.limit == limit => {
                 return Ok(Written {
-                    value: state.limits.values().cloned().collect(),
+                    value: listed(&state.limits),
                     durable: Durable::UpTo(self.last_seq()),
                 });
             }
@@ -1454,7 +1501,7 @@ impl BalanceStore for MemoryStore {
             at_ms: now,
         });
         Ok(Written {
-            value: state.limits.values().cloned().collect(),
+            value: listed(&state.limits),
             durable: Durable::UpTo(self.append(now, entries)),
         })
     }
@@ -1518,6 +1565,7 @@ impl BalanceStore for MemoryStore {
             labels: Default::default(),
             reason: Some(reason),
             overrun_minor: 0,
+            refund_of: None,
             at_ms: now,
         };
         let seq = self.append(now, [OutboxEntry::Void { entry }]);
@@ -1771,7 +1819,7 @@ mod tests {
             recurrence: None,
         };
         store
-            .add_grant(&id("acme"), terms, "grant/acme/g1".into())
+            .add_grant(&id("acme"), terms, String::from("grant/acme/g1").into())
             .await
             .unwrap();
         (store, clock)

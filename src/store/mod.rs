@@ -93,6 +93,26 @@ pub struct AccountUpdate {
     pub status: AccountStatus,
 }
 
+/// How a new grant is recorded in the ledger.
+#[derive(Clone, Debug, Default)]
+pub struct GrantEntry {
+    /// The entry's id; a repeated grant writes no second entry.
+    pub id: String,
+    /// Why an operator added the credit (an adjustment, a goodwill credit).
+    pub reason: Option<String>,
+    /// The commit or charge this credit refunds.
+    pub refund_of: Option<String>,
+}
+
+impl From<String> for GrantEntry {
+    fn from(id: String) -> GrantEntry {
+        GrantEntry {
+            id,
+            ..GrantEntry::default()
+        }
+    }
+}
+
 /// Sets a spend limit (`amount_minor` given) or removes it.
 #[derive(Clone, Debug)]
 pub struct LimitChange {
@@ -368,7 +388,7 @@ pub trait BalanceStore: Send + Sync + 'static {
         &self,
         account: &AccountId,
         terms: GrantTerms,
-        entry_id: String,
+        entry: GrantEntry,
     ) -> Result<Written<GrantReceipt>, StoreError>;
 
     /// Sets a wallet's flex cap (0 turns flex off), creating the account if needed. Flex

@@ -75,6 +75,9 @@ pub struct LedgerEntry {
     /// in `amount_minor` and `split`, as the feature's overrun policy decided).
     #[serde(default)]
     pub overrun_minor: i64,
+    /// For a grant that refunds a commit or charge: that entry's id.
+    #[serde(default)]
+    pub refund_of: Option<String>,
     /// The store's clock when the movement happened.
     pub at_ms: i64,
 }
@@ -164,6 +167,7 @@ impl OutboxEntry {
                 labels: Labels::new(),
                 reason: Some(reason),
                 overrun_minor: 0,
+                refund_of: None,
                 at_ms: start_ms,
             };
         let mut entries = Vec::new();

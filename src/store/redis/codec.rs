@@ -559,6 +559,7 @@ fn ledger_entry(value: &Value) -> Result<LedgerEntry, StoreError> {
             text => serde_json::from_str(text).map_err(|_| bad("labels", text))?,
         },
         reason: opt("reason"),
+        refund_of: opt("refund_of"),
         overrun_minor: match t("overrun") {
             "" => 0,
             text => int(text, "entry overrun")?,

@@ -31,8 +31,8 @@ use super::outbox::{OutboxPosition, OutboxRecord};
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
-    GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp, ReserveReceipt,
-    StoreError, Swept, VoidReceipt, WalletView, Written,
+    GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp,
+    ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
 };
 use crate::cache::ReservationCache;
 use crate::domain::grant::GRANTS_PER_WALLET_MAX;
@@ -553,7 +553,10 @@ fn account_args(
         .collect();
     for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
         for id in &hold.limits {
-            if let Some(limit) = limits.get_mut(id) {
+            // A limit set again after the hold was taken never counted it.
+            if let Some(limit) = limits.get_mut(id)
+                && limit.since_ms <= hold.created_at_ms
+            {
                 limit.held_minor += hold.amount_minor;
             }
         }
@@ -1191,9 +1194,13 @@ impl BalanceStore for RedisStore {
         &self,
         account: &AccountId,
         terms: GrantTerms,
-        entry_id: String,
+        entry: GrantEntry,
     ) -> Result<Written<GrantReceipt>, StoreError> {
         let keys = self.keys(account);
+        let (reason, refund_of) = (
+            entry.reason.unwrap_or_default(),
+            entry.refund_of.unwrap_or_default(),
+        );
         let features = codec::features_text(&terms.features);
         let recurrence = codec::recurrence_text(terms.recurrence.as_ref());
         let expires = terms
@@ -1215,10 +1222,12 @@ impl BalanceStore for RedisStore {
                 .arg(terms.amount_minor)
                 .arg(&expires)
                 .arg(&features)
-                .arg(&entry_id)
+                .arg(&entry.id)
                 .arg(GRANTS_PER_WALLET_MAX)
                 .arg(create)
                 .arg(&recurrence)
+                .arg(&reason)
+                .arg(&refund_of)
                 .arg(self.outbox_bound());
             invocation
         };
@@ -1286,6 +1295,9 @@ impl BalanceStore for RedisStore {
             Some("ok") => Ok(Written {
                 value: codec::decode_postpaid(&reply[1])?,
                 durable: self.record(&keys.partition, &reply, 2)?,
+            }),
+            Some("too_large") => Err(StoreError::BalanceTooLarge {
+                wallet: wallet.clone(),
             }),
             _ => Err(StoreError::Inconsistent(format!(
                 "set wallet answered {reply:?}"

@@ -14,6 +14,8 @@ CREATE TABLE wallets (
 );
 
 ALTER TABLE entries ADD COLUMN overrun_minor BIGINT NOT NULL DEFAULT 0;
+-- For a grant that refunds a commit or charge: that entry's id.
+ALTER TABLE entries ADD COLUMN refund_of TEXT;
 
 -- JSON overrun policy; NULL means cap_at_hold.
 ALTER TABLE prices ADD COLUMN overrun TEXT;
@@ -23,6 +25,17 @@ ALTER TABLE grants ADD COLUMN period_anchor_ms BIGINT;
 ALTER TABLE grants ADD COLUMN rollover_max_minor BIGINT;
 ALTER TABLE grants ADD COLUMN period_index BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE grants ADD COLUMN period_granted_minor BIGINT;
+
+-- The period a recurring grant's remaining amount belongs to since its latest reset, and what
+-- it had at that period's start; the newest period wins, whatever order resets arrive in
+-- (a reset may even arrive before its grant). The grants row keeps the period it started in.
+CREATE TABLE grant_periods (
+    account_id            TEXT NOT NULL,
+    grant_id              TEXT NOT NULL,
+    period_index          BIGINT NOT NULL,
+    period_granted_minor  BIGINT NOT NULL,
+    PRIMARY KEY (account_id, grant_id)
+);
 
 -- Spend limits: what the part of an account carrying a label may spend per day, per month or
 -- in total (`per`). What a limit has used is not stored: it is the sum of the commits and

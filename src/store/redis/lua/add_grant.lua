@@ -7,6 +7,7 @@
 -- ARGV[9] features (comma-separated, or '')   ARGV[10] entry id   ARGV[11] most active grants
 -- ARGV[12] '1' to create the account if it is absent (the ledger does not have it either)
 -- ARGV[13] recurrence: '' or "month|year,anchor (or ''),rollover max"
+-- ARGV[14] reason of the grant's ledger entry (or '')   ARGV[15] entry it refunds (or '')
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} | {'conflict'} | {'too_many'} | {'too_large'} |
 --        {'ok', created (0 or 1), grant, wallet available, now, outbox id, outbox entries}
@@ -49,17 +50,20 @@ for _, other in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
   end
 end
 local w = load_wallet(base, account, wallet, now)
-local count, total = 0, 0
+local count = 0
 for _, g in ipairs(w.grants) do
   if active(g, now) then
     count = count + 1
-    total = total + g.remaining
   end
 end
 if count >= grants_max then
   return { 'too_many' }
 end
-if total + amount > MINOR_MAX then
+local own_bound = amount
+if recur ~= '' then
+  own_bound = 2 * (amount + tonumber(split_text(recur, ',')[3]))
+end
+if wallet_bound(w, now) + own_bound > MINOR_MAX then
   return { 'too_large' }
 end
 
@@ -83,7 +87,7 @@ table.insert(entries, {
   type = 'grant', account = account, wallet = wallet, grant_id = id, grant = encode_grant(g),
   entry = {
     id = entry_id, kind = 'grant', account = account, wallet = wallet, amount = fmt(amount),
-    grant = id, at = fmt(now),
+    grant = id, reason = ARGV[14], refund_of = ARGV[15], at = fmt(now),
   },
 })
 local wallet_before = wallet_available(w, now)

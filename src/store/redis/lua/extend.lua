@@ -51,7 +51,7 @@ if redis.call('HGET', KEYS[1], 'status') == 'suspended' then
   return { 'denied', 'account_suspended', fmt(available) }
 end
 local limits = load_limits(base, now)
-local mine = hold_limit_set(h.limits)
+local mine = hold_limit_set(h, limits)
 local tightest, room = nil, nil
 for _, l in ipairs(limits) do
   if mine[l.id] and (tightest == nil or limit_room(l) < room) then

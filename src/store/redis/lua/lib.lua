@@ -360,25 +360,32 @@ local function hold_limits(limits, labels, amount)
   return cjson.encode(ids)
 end
 
--- A hold's limit ids as a set.
-local function hold_limit_set(text)
-  local set = {}
-  if text ~= nil and text ~= '' then
-    for _, id in ipairs(cjson.decode(text)) do
-      set[id] = true
+-- The limits a hold counts against, as a set of ids: those it named that were not set again
+-- after it was taken.
+local function hold_limit_set(h, limits)
+  local named, set = {}, {}
+  if h.limits ~= nil and h.limits ~= '' then
+    for _, id in ipairs(cjson.decode(h.limits)) do
+      named[id] = true
+    end
+  end
+  local created = tonumber(h.created)
+  for _, l in ipairs(limits) do
+    if named[l.id] and l.since <= created then
+      set[l.id] = true
     end
   end
   return set
 end
 
--- Settles what a hold set aside under its limits (`held` of it) and counts what it charged
--- against every limit on its labels now.
+-- Settles what a hold set aside under its limits (`held` of it; a limit set again since never
+-- counted it) and counts what it charged against every limit on its labels now.
 local function settle_limits(base, h, held, charged, now)
   local limits = load_limits(base, now)
   if #limits == 0 then
     return
   end
-  local mine = hold_limit_set(h.limits)
+  local mine = hold_limit_set(h, limits)
   local labels = (h.labels ~= nil and h.labels ~= '') and cjson.decode(h.labels) or {}
   for _, l in ipairs(limits) do
     if mine[l.id] then
@@ -468,6 +475,22 @@ local function from_grants(w, feature, now)
     end
   end
   return sum
+end
+
+-- The most a wallet could ever hold (Grant::bound_minor in grant.rs): what remains of its
+-- active grants, twice amount and rollover for a recurring one, and its flex cap.
+local function wallet_bound(w, now)
+  local bound = w.pp.cap
+  for _, g in ipairs(w.grants) do
+    if active(g, now) then
+      if g.period then
+        bound = bound + 2 * (g.amount + g.rollover)
+      else
+        bound = bound + g.remaining
+      end
+    end
+  end
+  return bound
 end
 
 -- What a new hold or charge for `feature` could take: grants that admit it, then flex, less

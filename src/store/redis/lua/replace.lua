@@ -46,15 +46,20 @@ end
 if left ~= 0 then
   return { 'changed' }
 end
+-- Limits are JSON, whose key order and escapes differ between encoders: compare their fields.
+local function limit_fields(text)
+  local l = cjson.decode(text)
+  return table.concat({ l.key, l.value, l.per, l.amount, l.index, l.used, l.held, l.since }, '\0')
+end
 local limits = {}
 left = 0
 for _, l in ipairs(expected.limits or {}) do
-  limits[l.id] = l.limit
+  limits[l.id] = limit_fields(l.limit)
   left = left + 1
 end
 flat = redis.call('HGETALL', base .. 'limits')
 for i = 1, #flat, 2 do
-  if limits[flat[i]] ~= flat[i + 1] then
+  if limits[flat[i]] ~= limit_fields(flat[i + 1]) then
     return { 'changed' }
   end
   left = left - 1

@@ -4,7 +4,7 @@
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] wallet   ARGV[4] flex cap
 -- ARGV[5] '1' to create the account if it is absent (the ledger does not have it either)
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
--- Reply: {'full'} outbox full | {'absent'} |
+-- Reply: {'full'} outbox full | {'absent'} | {'too_large'} grants and cap above the bound |
 --        {'ok', postpaid (cap|used|held|debt)[, outbox id, outbox entries]}
 local base, account, wallet = ARGV[1], ARGV[2], ARGV[3]
 local cap = minor(ARGV[4], 'flex cap')
@@ -27,6 +27,9 @@ end
 local w = load_wallet(base, account, wallet, now)
 if w.pp.cap == cap and #entries == 0 then
   return { 'ok', encode_postpaid(w.pp) }
+end
+if wallet_bound(w, now) - w.pp.cap + cap > MINOR_MAX then
+  return { 'too_large' }
 end
 local wallet_before = wallet_available(w, now)
 w.pp.cap = cap
