@@ -240,6 +240,7 @@ impl PriceConfig {
             wallet: self.wallet.clone().unwrap_or_else(WalletId::default_wallet),
             rule: self.rule().expect("checked when the file was loaded"),
             overrun: self.overrun().expect("checked when the file was loaded"),
+            effective_at_ms: 0,
         }
     }
 }

@@ -333,6 +333,9 @@ struct PriceSetArgs {
     /// With --overrun allow-up-to: how much beyond the hold may be charged.
     #[arg(long)]
     overrun_allowance: Option<String>,
+    /// Set the price ahead: it takes over at this Unix time in milliseconds [default: at once].
+    #[arg(long)]
+    effective_at_ms: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -597,7 +600,15 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 }
             };
             (
-                cli::price_set(&a.connection, a.feature, a.wallet, price, overrun).await?,
+                cli::price_set(
+                    &a.connection,
+                    a.feature,
+                    a.wallet,
+                    price,
+                    overrun,
+                    a.effective_at_ms.unwrap_or(0),
+                )
+                .await?,
                 a.connection.json,
             )
         }

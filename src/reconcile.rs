@@ -168,6 +168,22 @@ impl Reconciler {
                 }
             })
             .collect();
+        // A hold the ledger does not have yet (a shared store's sync loop may still be carrying
+        // it) would be lost by a rebuild: wait for it instead.
+        let ledger_holds: std::collections::BTreeSet<_> = ledger
+            .holds
+            .iter()
+            .filter(|h| h.state == HoldState::Held)
+            .map(|h| &h.id)
+            .collect();
+        let lagging = before
+            .value
+            .holds
+            .iter()
+            .any(|h| h.state == HoldState::Held && !ledger_holds.contains(&h.id));
+        if rebuild && lagging {
+            return Ok(Comparison::Busy);
+        }
         let rebuilt = rebuild && self.store.replace(ledger, &before.value).await?;
         if rebuild && !rebuilt {
             return Ok(Comparison::Busy);

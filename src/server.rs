@@ -160,6 +160,7 @@ impl Server {
         let acknowledge_after_ledger = config.commit_durability == CommitDurability::Ledger;
         let gate = Arc::new(Gate::new(
             store.clone(),
+            clock.clone(),
             ledger_dyn,
             catalog,
             acknowledge_after_ledger.then_some(durability),

@@ -589,16 +589,26 @@ async fn an_account_with_limits_is_rebuilt_from_the_ledger(backend: Backend) {
     assert_eq!(open.decision, ALLOWED);
     let before = counted(&mut t.gate, "acme").await;
     assert_eq!(before, strings("7.00", "3.00", "40.00"));
-    let report = t
-        .admin
-        .reconcile(proto::ReconcileRequest {
-            account_id: "acme".into(),
-            rebuild: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // The hold may still be on its way to the ledger: the reconciler answers BUSY until then.
+    let mut report = None;
+    for _ in 0..50 {
+        let answer = t
+            .admin
+            .reconcile(proto::ReconcileRequest {
+                account_id: "acme".into(),
+                rebuild: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if answer.accounts[0].outcome != proto::ReconcileOutcome::Busy as i32 {
+            report = Some(answer);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let report = report.expect("the reconciler compared the account");
     let account = &report.accounts[0];
     assert_eq!(
         (account.outcome, account.rebuilt),

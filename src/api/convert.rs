@@ -488,6 +488,7 @@ pub fn feature_price(index: usize, price: &proto::FeaturePrice) -> Result<Featur
             .unwrap_or_else(WalletId::default_wallet),
         rule,
         overrun,
+        effective_at_ms: price.effective_at_ms,
     })
 }
 
@@ -531,6 +532,7 @@ pub fn feature_price_to_proto(price: &FeaturePrice) -> proto::FeaturePrice {
         rule: Some(rule),
         overrun: overrun as i32,
         overrun_allowance,
+        effective_at_ms: price.effective_at_ms,
     }
 }
 

@@ -279,6 +279,8 @@ pub async fn commit(
         denied: false,
         json: json!({
             "reservation_id": r.reservation_id,
+            "requested": r.requested,
+            "overrun": r.overrun,
             "charged": r.charged,
             "released": r.released,
             "split": split(&r.split),
@@ -765,7 +767,12 @@ fn price_json(price: &proto::FeaturePrice) -> Value {
         .as_str_name()
         .trim_start_matches("OVERRUN_")
         .to_ascii_lowercase();
-    let mut json = json!({"feature": price.feature, "wallet": price.wallet, "rule": rule});
+    let mut json = json!({
+        "feature": price.feature,
+        "wallet": price.wallet,
+        "rule": rule,
+        "effective_at_ms": price.effective_at_ms,
+    });
     json["overrun"] = match overrun.as_str() {
         "allow_up_to" => json!({"policy": overrun, "allowance": price.overrun_allowance}),
         "unspecified" => json!({"policy": "cap_at_hold"}),
@@ -799,6 +806,7 @@ pub async fn price_set(
     wallet: Option<String>,
     price: PriceCall,
     overrun: Option<Overrun>,
+    effective_at_ms: i64,
 ) -> Result<Answer, CliError> {
     use proto::feature_price::Rule;
     let mut client = admin(connection).await?;
@@ -808,7 +816,7 @@ pub async fn price_set(
         .into_inner()
         .features
         .into_iter()
-        .find(|p| p.feature == feature);
+        .rfind(|p| p.feature == feature);
     // The feature keeps its overrun policy unless one is given.
     let (overrun, overrun_allowance) = match (overrun, &current) {
         (Some(Overrun::CapAtHold), _) => (proto::Overrun::CapAtHold as i32, String::new()),
@@ -850,6 +858,7 @@ pub async fn price_set(
                 rule: Some(rule),
                 overrun,
                 overrun_allowance,
+                effective_at_ms,
             }],
         })
         .await?

@@ -104,6 +104,10 @@ pub struct FeaturePrice {
     /// What a commit larger than its hold is charged.
     #[serde(default)]
     pub overrun: OverrunPolicy,
+    /// When this price takes over from the feature's previous one, Unix milliseconds. Holds
+    /// keep the price in force when they were taken.
+    #[serde(default)]
+    pub effective_at_ms: i64,
 }
 
 /// Why usage could not be priced. Each names the usage field at fault.

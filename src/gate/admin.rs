@@ -295,7 +295,25 @@ impl Gate {
     }
 
     /// Sets the prices of the given features in the ledger, then in the catalog in use.
-    pub async fn set_prices(&self, prices: Vec<FeaturePrice>) -> Result<Arc<Catalog>, GateError> {
+    pub async fn set_prices(
+        &self,
+        mut prices: Vec<FeaturePrice>,
+    ) -> Result<Arc<Catalog>, GateError> {
+        let now = self.store.now_ms().await?;
+        for (i, price) in prices.iter_mut().enumerate() {
+            match price.effective_at_ms {
+                0 => price.effective_at_ms = now,
+                at if at < now => {
+                    return Err(GateError::invalid(
+                        format!("features[{i}].effective_at_ms"),
+                        format!(
+                            "{at} is in the past (the store's clock reads {now}); use 0 for at once"
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
         let mut catalog = (*self.catalog()).clone();
         for price in &prices {
             catalog.put(price.clone());
@@ -306,13 +324,15 @@ impl Gate {
                 format!("the catalog may hold at most {CATALOG_FEATURES_MAX} features"),
             ));
         }
-        let now = self.store.now_ms().await?;
         self.ledger.put_prices(&prices, now).await?;
-        Ok(self.catalog.put_all(prices))
+        Ok(self.catalog.put_all(prices, now))
     }
 
+    /// The catalog: each feature's price in force and those set ahead.
     pub fn prices(&self) -> Arc<Catalog> {
-        self.catalog()
+        let mut catalog = (*self.catalog()).clone();
+        catalog.prune(self.clock.now_ms());
+        Arc::new(catalog)
     }
 
     /// Spend over a window, from the ledger: the total, and the groups asked for.

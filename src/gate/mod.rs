@@ -23,6 +23,7 @@ pub use error::GateError;
 
 use crate::cache::{HoldPricing, ReservationCache};
 use crate::catalog::{Catalog, SharedCatalog};
+use crate::clock::Clock;
 use crate::domain::{
     AccountId, Amount, DenyReason, FeatureId, IdempotencyKey, Labels, OverrunPolicy, PriceRule,
     ReservationId, Rounding, Usage, WalletId,
@@ -119,6 +120,8 @@ pub type Priced<T> = (i64, WalletId, Decision<T>);
 /// The rules over a store and a ledger. See the module documentation.
 pub struct Gate {
     store: Arc<dyn BalanceStore>,
+    /// Decides which version of a price is in force.
+    clock: Arc<dyn Clock>,
     ledger: Arc<dyn Ledger>,
     catalog: Arc<SharedCatalog>,
     /// `None` acknowledges writes once the store has them.
@@ -137,6 +140,7 @@ fn fingerprint(operation: &str, request: &impl Serialize) -> String {
 impl Gate {
     pub fn new(
         store: Arc<dyn BalanceStore>,
+        clock: Arc<dyn Clock>,
         ledger: Arc<dyn Ledger>,
         catalog: Arc<SharedCatalog>,
         durability: Option<Durability>,
@@ -145,6 +149,7 @@ impl Gate {
     ) -> Gate {
         Gate {
             store,
+            clock,
             ledger,
             catalog,
             durability,
@@ -199,7 +204,7 @@ impl Gate {
         feature: &FeatureId,
         wallet: Option<WalletId>,
     ) -> Result<(WalletId, Option<PriceRule>, OverrunPolicy), GateError> {
-        match (self.catalog().get(feature), wallet) {
+        match (self.catalog().get(feature, self.clock.now_ms()), wallet) {
             (Some(price), Some(wallet)) if wallet != price.wallet => Err(GateError::invalid(
                 "wallet",
                 format!(

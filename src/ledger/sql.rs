@@ -847,19 +847,29 @@ impl Ledger for SqlLedger {
     async fn put_prices(&self, prices: &[FeaturePrice], at_ms: i64) -> Result<(), LedgerError> {
         let mut tx = self.pool.begin().await?;
         for price in prices {
-            sqlx::query(
+            // In force at once: the feature's current price. Later: a version set ahead.
+            let sql = if price.effective_at_ms <= at_ms {
                 "INSERT INTO prices (feature, wallet, rule, overrun, updated_at_ms) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (feature) DO UPDATE SET \
                  wallet = excluded.wallet, rule = excluded.rule, overrun = excluded.overrun, \
-                 updated_at_ms = excluded.updated_at_ms",
-            )
-            .bind(price.feature.as_str())
-            .bind(price.wallet.as_str())
-            .bind(to_json(&price.rule))
-            .bind(to_json(&price.overrun))
-            .bind(at_ms)
-            .execute(&mut *tx)
-            .await?;
+                 updated_at_ms = excluded.updated_at_ms"
+            } else {
+                "INSERT INTO price_versions (feature, wallet, rule, overrun, updated_at_ms, \
+                 effective_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (feature, effective_at_ms) DO UPDATE SET \
+                 wallet = excluded.wallet, rule = excluded.rule, overrun = excluded.overrun, \
+                 updated_at_ms = excluded.updated_at_ms"
+            };
+            let mut query = sqlx::query(sql)
+                .bind(price.feature.as_str())
+                .bind(price.wallet.as_str())
+                .bind(to_json(&price.rule))
+                .bind(to_json(&price.overrun))
+                .bind(at_ms);
+            if price.effective_at_ms > at_ms {
+                query = query.bind(price.effective_at_ms);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -867,10 +877,15 @@ impl Ledger for SqlLedger {
 
     async fn prices(&self) -> Result<Vec<FeaturePrice>, LedgerError> {
         let mut prices = Vec::new();
-        for row in sqlx::query("SELECT feature, wallet, rule, overrun FROM prices ORDER BY feature")
-            .fetch_all(&self.pool)
-            .await?
-        {
+        let rows = sqlx::query(
+            "SELECT feature, wallet, rule, overrun, updated_at_ms AS effective_at_ms \
+             FROM prices UNION ALL \
+             SELECT feature, wallet, rule, overrun, effective_at_ms FROM price_versions \
+             ORDER BY feature, effective_at_ms",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
             let feature: String = row.try_get("feature")?;
             let wallet: String = row.try_get("wallet")?;
             prices.push(FeaturePrice {
@@ -881,6 +896,7 @@ impl Ledger for SqlLedger {
                     Some(text) => from_json(&text, "overrun policy")?,
                     None => OverrunPolicy::default(),
                 },
+                effective_at_ms: row.try_get("effective_at_ms")?,
             });
         }
         Ok(prices)

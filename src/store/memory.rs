@@ -1397,6 +1397,10 @@ impl BalanceStore for MemoryStore {
         let postpaid = state.postpaid.entry(wallet.clone()).or_default();
         postpaid.flex_cap_minor = flex_cap_minor;
         let value = *postpaid;
+        if value.is_zero() {
+            // As the scripts do: a wallet with nothing postpaid keeps no record of it.
+            state.postpaid.remove(wallet);
+        }
         entries.push(OutboxEntry::Wallet {
             account: account.clone(),
             wallet: wallet.clone(),

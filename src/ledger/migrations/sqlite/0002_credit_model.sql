@@ -50,3 +50,21 @@ CREATE TABLE spend_limits (
     updated_at_ms  BIGINT NOT NULL,
     PRIMARY KEY (account_id, label_key, label_value, per)
 );
+
+-- Prices set ahead: each takes over from the feature's price at `effective_at_ms`. The price
+-- in force is the newest of these whose time has come, or the `prices` row (in force since it
+-- was last set) if that is newer.
+CREATE TABLE price_versions (
+    feature          TEXT NOT NULL,
+    effective_at_ms  BIGINT NOT NULL,
+    wallet           TEXT NOT NULL,
+    rule             TEXT NOT NULL,   -- JSON price rule
+    overrun          TEXT,            -- JSON overrun policy; NULL means cap_at_hold
+    updated_at_ms    BIGINT NOT NULL,
+    PRIMARY KEY (feature, effective_at_ms)
+);
+
+CREATE TRIGGER price_versions_changed_insert AFTER INSERT ON price_versions
+BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('price', NULL, NEW.feature); END;
+CREATE TRIGGER price_versions_changed_update AFTER UPDATE ON price_versions
+BEGIN INSERT INTO changes (kind, account_id, ref) VALUES ('price', NULL, NEW.feature); END;
