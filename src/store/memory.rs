@@ -570,6 +570,25 @@ impl MemoryStore {
             .insert(built.state.account.id.clone(), built.state);
     }
 
+    /// The account, created (with the outbox entry that says so in `entries`) if absent.
+    fn account_or_create(
+        &self,
+        id: &AccountId,
+        now_ms: i64,
+        entries: &mut Vec<OutboxEntry>,
+    ) -> RefMut<'_, AccountId, AccountState> {
+        self.accounts.entry(id.clone()).or_insert_with(|| {
+            let account = Account {
+                id: id.clone(),
+                display_name: String::new(),
+                status: AccountStatus::Active,
+                created_at_ms: now_ms,
+            };
+            entries.push(OutboxEntry::Account(account.clone()));
+            AccountState::new(account)
+        })
+    }
+
     fn account_mut(&self, id: &AccountId) -> Option<RefMut<'_, AccountId, AccountState>> {
         self.accounts.get_mut(id)
     }
@@ -1271,16 +1290,7 @@ impl BalanceStore for MemoryStore {
         let now = self.clock.now_ms();
         self.ensure_outbox_room()?;
         let mut entries = Vec::new();
-        let mut state = self.accounts.entry(account.clone()).or_insert_with(|| {
-            let account = Account {
-                id: account.clone(),
-                display_name: String::new(),
-                status: AccountStatus::Active,
-                created_at_ms: now,
-            };
-            entries.push(OutboxEntry::Account(account.clone()));
-            AccountState::new(account)
-        });
+        let mut state = self.account_or_create(account, now, &mut entries);
         self.roll(&mut state, &terms.wallet, now);
         let existing = state
             .wallets
@@ -1370,16 +1380,7 @@ impl BalanceStore for MemoryStore {
         let now = self.clock.now_ms();
         self.ensure_outbox_room()?;
         let mut entries = Vec::new();
-        let mut state = self.accounts.entry(account.clone()).or_insert_with(|| {
-            let account = Account {
-                id: account.clone(),
-                display_name: String::new(),
-                status: AccountStatus::Active,
-                created_at_ms: now,
-            };
-            entries.push(OutboxEntry::Account(account.clone()));
-            AccountState::new(account)
-        });
+        let mut state = self.account_or_create(account, now, &mut entries);
         self.roll(&mut state, wallet, now);
         let current = state.postpaid(wallet);
         if current.flex_cap_minor == flex_cap_minor && entries.is_empty() {
@@ -1459,16 +1460,7 @@ impl BalanceStore for MemoryStore {
             });
         };
         let mut entries = Vec::new();
-        let mut state = self.accounts.entry(account.clone()).or_insert_with(|| {
-            let account = Account {
-                id: account.clone(),
-                display_name: String::new(),
-                status: AccountStatus::Active,
-                created_at_ms: now,
-            };
-            entries.push(OutboxEntry::Account(account.clone()));
-            AccountState::new(account)
-        });
+        let mut state = self.account_or_create(account, now, &mut entries);
         let limit = SpendLimit {
             label_key: change.label_key,
             label_value: change.label_value,

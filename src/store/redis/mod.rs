@@ -473,6 +473,22 @@ impl RedisStore {
         Ok(Some(reply))
     }
 
+    /// Runs a script that may create the account: as for any script if Redis or the ledger has
+    /// the account, else again with the script told (`run("1")`) to create it.
+    async fn with_account_or_create<'a, F>(
+        &'a self,
+        account: &AccountId,
+        run: F,
+    ) -> Result<Vec<String>, StoreError>
+    where
+        F: Fn(&'static str) -> ScriptInvocation<'a>,
+    {
+        match self.with_account(account, || run("0")).await? {
+            Some(reply) => Ok(reply),
+            None => self.invoke(run("1")).await,
+        }
+    }
+
     fn conflict<T>(key: Option<&super::Idempotency>) -> Result<T, StoreError> {
         Err(StoreError::IdempotencyConflict {
             key: key
@@ -1170,10 +1186,7 @@ impl BalanceStore for RedisStore {
                 .arg(self.outbox_bound());
             invocation
         };
-        let reply = match self.with_account(&update.id, || run("0")).await? {
-            Some(reply) => reply,
-            None => self.invoke(run("1")).await?,
-        };
+        let reply = self.with_account_or_create(&update.id, run).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(Written {
                 value: Account {
@@ -1231,10 +1244,7 @@ impl BalanceStore for RedisStore {
                 .arg(self.outbox_bound());
             invocation
         };
-        let reply = match self.with_account(account, || run("0")).await? {
-            Some(reply) => reply,
-            None => self.invoke(run("1")).await?,
-        };
+        let reply = self.with_account_or_create(account, run).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {
                 let now = codec::int(&reply[4], "time")?;
@@ -1287,10 +1297,7 @@ impl BalanceStore for RedisStore {
                 .arg(self.outbox_bound());
             invocation
         };
-        let reply = match self.with_account(account, || run("0")).await? {
-            Some(reply) => reply,
-            None => self.invoke(run("1")).await?,
-        };
+        let reply = self.with_account_or_create(account, run).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => Ok(Written {
                 value: codec::decode_postpaid(&reply[1])?,
@@ -1334,10 +1341,7 @@ impl BalanceStore for RedisStore {
                 .arg(self.outbox_bound());
             invocation
         };
-        let reply = match self.with_account(account, || run("0")).await? {
-            Some(reply) => reply,
-            None => self.invoke(run("1")).await?,
-        };
+        let reply = self.with_account_or_create(account, run).await?;
         match reply.first().map(String::as_str) {
             Some("ok") => {
                 let listed: serde_json::Value = serde_json::from_str(&reply[1]).map_err(|_| {

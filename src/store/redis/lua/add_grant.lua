@@ -68,11 +68,7 @@ if wallet_bound(w, now) + own_bound > MINOR_MAX then
 end
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'status', 'active', 'name', '', 'created', fmt(now))
-  redis.call('SADD', KEYS[3], account)
-  table.insert(entries, {
-    type = 'account', account = account, status = 'active', name = '', created = fmt(now),
-  })
+  table.insert(entries, create_account(KEYS[1], KEYS[3], account, now))
 end
 local g = decode_grant(id, encode_grant({
   kind = kind, priority = priority, amount = amount, remaining = amount, held = 0,

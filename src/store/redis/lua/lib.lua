@@ -664,6 +664,13 @@ local function outbox(stream, entries, now)
   return redis.call('XADD', stream, '*', 'at', fmt(now), 'entries', cjson.encode(entries))
 end
 
+-- Creates an account neither Redis nor the ledger has; returns the outbox entry that says so.
+local function create_account(account_key, accounts, account, now)
+  redis.call('HSET', account_key, 'status', 'active', 'name', '', 'created', fmt(now))
+  redis.call('SADD', accounts, account)
+  return { type = 'account', account = account, status = 'active', name = '', created = fmt(now) }
+end
+
 -- The idempotent reply kept for a key, if the same request comes again; an error reply if the
 -- key was used for another request.
 local function recall(key, fingerprint)

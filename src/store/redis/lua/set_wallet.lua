@@ -18,11 +18,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[5] ~= '1' then
     return { 'absent' }
   end
-  redis.call('HSET', KEYS[1], 'status', 'active', 'name', '', 'created', fmt(now))
-  redis.call('SADD', KEYS[3], account)
-  table.insert(entries, {
-    type = 'account', account = account, status = 'active', name = '', created = fmt(now),
-  })
+  table.insert(entries, create_account(KEYS[1], KEYS[3], account, now))
 end
 local w = load_wallet(base, account, wallet, now)
 if w.pp.cap == cap and #entries == 0 then
