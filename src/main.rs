@@ -59,6 +59,20 @@ enum Command {
     /// Set or remove spend limits on a label of an account.
     #[command(subcommand)]
     Limit(LimitCommand),
+    /// Print an account's balance, then every wallet that runs out or can spend again, as it
+    /// happens (one JSON object a line with --json), until interrupted.
+    Watch(WatchArgs),
+}
+
+#[derive(Args, Debug)]
+struct WatchArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    account: String,
+    /// Only this wallet; repeat for more [default: all].
+    #[arg(long = "wallet")]
+    wallets: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -612,6 +626,7 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 a.connection.json,
             )
         }
+        Command::Watch(_) => unreachable!("watch streams and is handled in main"),
         Command::Limit(command) => {
             let (target, amount) = match command {
                 LimitCommand::Set { target, amount } => (target, Some(amount)),
@@ -682,6 +697,18 @@ async fn main() -> ExitCode {
     }
     if let Command::Serve(args) = cli.command {
         return match serve(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("creditgate: {error}");
+                ExitCode::from(cli::EXIT_FAILED as u8)
+            }
+        };
+    }
+    if let Command::Watch(args) = cli.command {
+        let watched = cli::watch(&args.connection, args.account, args.wallets, |answer| {
+            cli::print(&answer, args.connection.json)
+        });
+        return match watched.await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("creditgate: {error}");

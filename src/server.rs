@@ -19,6 +19,7 @@ use crate::cache::{HOLDS_MAX_DEFAULT, ReservationCache};
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::clock::Clock;
 use crate::config::{CommitDurability, ServerConfig};
+use crate::events::Events;
 use crate::gate::Gate;
 use crate::ledger::sql::SqlLedger;
 use crate::ledger::{Ledger, LedgerError};
@@ -91,6 +92,7 @@ impl Server {
         // Read before the accounts: a change made meanwhile is applied again, harmlessly.
         let change_cursor = ledger.last_change().await?;
         let cache = Arc::new(ReservationCache::new(HOLDS_MAX_DEFAULT));
+        let events = Events::default();
         let mut redis_store = None;
         let store: Arc<dyn BalanceStore> = match &config.redis {
             Some(url) => {
@@ -114,7 +116,8 @@ impl Server {
             }
             None => {
                 let store =
-                    MemoryStore::with_outbox_len_max(clock.clone(), config.limits.outbox_len_max);
+                    MemoryStore::with_outbox_len_max(clock.clone(), config.limits.outbox_len_max)
+                        .with_events(events.clone());
                 let accounts = ledger
                     .load_accounts(None, clock.now_ms(), retention_ms)
                     .await?;
@@ -203,13 +206,14 @@ impl Server {
 
         if let Some(redis) = redis_store {
             let shutdown = background_shutdown.clone();
+            let events = events.clone();
             background.push(tokio::spawn(async move {
-                redis.watch_wallets(cache, shutdown).await
+                redis.watch_wallets(cache, events, shutdown).await
             }));
         }
 
         let (stop_serving, serving_shutdown) = shutdown::channel();
-        let gate_service = GateService::new(gate.clone())
+        let gate_service = GateService::new(gate.clone(), events, serving_shutdown.clone())
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
         let admin_service = AdminService::new(gate, reconciler)

@@ -172,6 +172,75 @@ fn the_readme_credit_systems_run_as_written() {
 }
 
 #[test]
+fn watch_prints_one_json_event_a_line() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), free_port(), free_port());
+    serve.json(
+        &[
+            "grant",
+            "--account",
+            "acme",
+            "--grant-id",
+            "g1",
+            "--amount",
+            "1.00",
+        ],
+        0,
+    );
+    let mut watch = Command::new(BIN)
+        .args([
+            "watch",
+            "--account",
+            "acme",
+            "--json",
+            "--server",
+            &serve.gate,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("creditgate watch starts");
+    let (sender, lines) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || -> Value {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("watch prints an event in time");
+        serde_json::from_str(&line).unwrap()
+    };
+    let snapshot = next();
+    assert_eq!(snapshot["event"], "SNAPSHOT");
+    assert_eq!(snapshot["wallets"][0]["available"], "1.00");
+    serve.json(
+        &[
+            "charge",
+            "--account",
+            "acme",
+            "--feature",
+            "chat",
+            "--amount",
+            "1.00",
+        ],
+        0,
+    );
+    let depleted = next();
+    assert_eq!(
+        (&depleted["event"], &depleted["wallet"]),
+        (&Value::from("DEPLETED"), &Value::from("default"))
+    );
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}
+
+#[test]
 fn the_readme_walk_through_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let (gate_port, admin_port) = (free_port(), free_port());

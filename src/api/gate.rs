@@ -2,23 +2,58 @@
 
 use std::sync::Arc;
 
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, money, split, verdict};
 use super::status;
+use crate::domain::{AccountId, WalletId};
+use crate::events::{Events, WalletEventKind};
 use crate::gate::{self, CheckRequest, CommitRequest, Cost, ExtendRequest, Gate};
 use crate::proto::{self, gate_server};
+use crate::shutdown::Shutdown;
 use crate::store::Decision;
 
 /// Serves [`Gate`] over gRPC.
 #[derive(Clone)]
 pub struct GateService {
     gate: Arc<Gate>,
+    events: Events,
+    /// Ends `WatchBalance` streams when the server stops serving.
+    shutdown: Shutdown,
 }
 
+/// Events a `WatchBalance` stream has ready for its client before it waits for it.
+const WATCH_QUEUE_LEN: usize = 64;
+
 impl GateService {
-    pub fn new(gate: Arc<Gate>) -> GateService {
-        GateService { gate }
+    pub fn new(gate: Arc<Gate>, events: Events, shutdown: Shutdown) -> GateService {
+        GateService {
+            gate,
+            events,
+            shutdown,
+        }
+    }
+
+    /// An account's balances as GetBalance answers them.
+    async fn balance(
+        &self,
+        account: &AccountId,
+        only: Option<&WalletId>,
+    ) -> Result<proto::GetBalanceResponse, Status> {
+        let view = self.gate.balance(account).await.map_err(status)?;
+        let wallets = view
+            .wallets
+            .iter()
+            .filter(|w| only.is_none_or(|only| *only == w.wallet))
+            .map(|w| convert::wallet_balance(w, view.now_ms))
+            .collect();
+        Ok(proto::GetBalanceResponse {
+            account_id: account.to_string(),
+            wallets,
+            limits: view.limits.iter().map(convert::spend_limit).collect(),
+        })
     }
 
     pub fn into_server(self) -> gate_server::GateServer<GateService> {
@@ -227,17 +262,92 @@ impl gate_server::Gate for GateService {
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
         let only = convert::wallet(&r.wallet).map_err(status)?;
-        let view = self.gate.balance(&account).await.map_err(status)?;
-        let wallets = view
+        Ok(Response::new(self.balance(&account, only.as_ref()).await?))
+    }
+
+    type WatchBalanceStream = ReceiverStream<Result<proto::BalanceEvent, Status>>;
+
+    async fn watch_balance(
+        &self,
+        request: Request<proto::WatchBalanceRequest>,
+    ) -> Reply<Self::WatchBalanceStream> {
+        let r = request.into_inner();
+        let account = convert::account(&r.account_id).map_err(status)?;
+        let wallets = r
             .wallets
             .iter()
-            .filter(|w| only.as_ref().is_none_or(|only| *only == w.wallet))
-            .map(|w| convert::wallet_balance(w, view.now_ms))
-            .collect();
-        Ok(Response::new(proto::GetBalanceResponse {
-            account_id: account.to_string(),
-            wallets,
-            limits: view.limits.iter().map(convert::spend_limit).collect(),
-        }))
+            .enumerate()
+            .map(|(i, w)| convert::required(&format!("wallets[{i}]"), w, WalletId::parse))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status)?;
+        // Subscribed before the snapshot is read, so that nothing between the two is missed.
+        let mut events = self.events.subscribe();
+        let snapshot = self.balance(&account, None).await?;
+        let (sender, receiver) = mpsc::channel(WATCH_QUEUE_LEN);
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let first = proto::BalanceEvent {
+                kind: proto::BalanceEventKind::Snapshot as i32,
+                account_id: account.to_string(),
+                snapshot: Some(snapshot),
+                ..Default::default()
+            };
+            if sender.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = sender.closed() => return,
+                    event = events.recv() => event,
+                };
+                let event = match event {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        let ended = Status::resource_exhausted(format!(
+                            "this watcher fell {missed} events behind and was dropped; watch again"
+                        ));
+                        let _ = sender.try_send(Err(ended));
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let wanted = event.account == account
+                    && (wallets.is_empty() || wallets.contains(&event.wallet));
+                if !wanted {
+                    continue;
+                }
+                let kind = match event.kind {
+                    WalletEventKind::Depleted => proto::BalanceEventKind::Depleted,
+                    WalletEventKind::Replenished => proto::BalanceEventKind::Replenished,
+                };
+                let event = proto::BalanceEvent {
+                    kind: kind as i32,
+                    account_id: event.account.to_string(),
+                    wallet: event.wallet.to_string(),
+                    at_ms: event.at_ms,
+                    snapshot: None,
+                };
+                // A client that reads too slowly is dropped rather than let it hold up events.
+                match sender.try_send(Ok(event)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        let ended = Status::resource_exhausted(
+                            "this watcher did not keep up with its events and was dropped; \
+                             watch again",
+                        );
+                        // Told if it reads again soon; dropped either way.
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            sender.send(Err(ended)),
+                        )
+                        .await;
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }

@@ -487,6 +487,42 @@ fn wallet_json(w: &proto::WalletBalance) -> Value {
     })
 }
 
+/// Watches an account: hands each event (the snapshot first) to `print` until the stream ends.
+pub async fn watch(
+    connection: &Connection,
+    account: String,
+    wallets: Vec<String>,
+    mut print: impl FnMut(Answer),
+) -> Result<(), CliError> {
+    let mut stream = gate(connection)
+        .await?
+        .watch_balance(proto::WatchBalanceRequest {
+            account_id: account,
+            wallets,
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = stream.message().await? {
+        let kind = proto::BalanceEventKind::try_from(event.kind)
+            .unwrap_or_default()
+            .as_str_name()
+            .trim_start_matches("BALANCE_EVENT_KIND_")
+            .to_owned();
+        let mut json = json!({"event": kind, "account_id": event.account_id});
+        if let Some(snapshot) = &event.snapshot {
+            json["wallets"] = snapshot.wallets.iter().map(wallet_json).collect();
+        } else {
+            json["wallet"] = json!(event.wallet);
+            json["at_ms"] = json!(event.at_ms);
+        }
+        print(Answer {
+            json,
+            denied: false,
+        });
+    }
+    Ok(())
+}
+
 /// Sets a spend limit (`amount` given) or removes it.
 pub async fn limit_set(
     connection: &Connection,

@@ -34,6 +34,7 @@ use crate::domain::{
     GrantTerms, Hold, HoldState, IdempotencyKey, Labels, LimitState, Portion, Postpaid,
     ReleaseRecord, ReservationId, Shortfall, SpendLimit, WalletId,
 };
+use crate::events::{Events, WalletEvent};
 
 /// Outbox records kept before writes are refused: bounds memory while the ledger is away.
 pub const OUTBOX_LEN_MAX_DEFAULT: usize = 1_000_000;
@@ -490,6 +491,8 @@ pub struct MemoryStore {
     retained: Mutex<VecDeque<(i64, Retained)>>,
     outbox: Mutex<Outbox>,
     outbox_len_max: usize,
+    /// Where crossings of zero are announced, if anyone listens.
+    events: Option<Events>,
 }
 
 impl MemoryStore {
@@ -505,6 +508,15 @@ impl MemoryStore {
             retained: Mutex::new(VecDeque::new()),
             outbox: Mutex::new(Outbox::default()),
             outbox_len_max,
+            events: None,
+        }
+    }
+
+    /// Announces every wallet's spendable balance crossing zero on `events`.
+    pub fn with_events(self, events: Events) -> MemoryStore {
+        MemoryStore {
+            events: Some(events),
+            ..self
         }
     }
 
@@ -599,6 +611,18 @@ impl MemoryStore {
         let entries = state.roll(wallet, now_ms);
         if !entries.is_empty() {
             self.append(now_ms, entries);
+        }
+    }
+
+    /// Tells subscribers when a wallet's spendable balance crossed zero since `before`.
+    fn announce(&self, state: &AccountState, wallet: &WalletId, before: i64, now_ms: i64) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let after = state.wallet_available(wallet, now_ms);
+        if let Some(event) = WalletEvent::crossing(&state.account.id, wallet, before, after, now_ms)
+        {
+            events.publish(event);
         }
     }
 
@@ -764,6 +788,8 @@ impl BalanceStore for MemoryStore {
             });
         }
         self.roll(&mut state, &op.wallet, now);
+        let announced = op.wallet.clone();
+        let before = state.wallet_available(&announced, now);
         let available = state.available(&op.wallet, &op.feature, now);
         if state.account.status == AccountStatus::Suspended {
             return Ok(Written {
@@ -848,6 +874,7 @@ impl BalanceStore for MemoryStore {
             let remembered = state.remember(idempotency, Reply::Reserve(receipt.clone()), now);
             entries.push(OutboxEntry::Remember(remembered));
         }
+        self.announce(&state, &announced, before, now);
         Ok(Written {
             value: Decision::Allowed(receipt),
             durable: Durable::UpTo(self.append(now, entries)),
@@ -858,6 +885,8 @@ impl BalanceStore for MemoryStore {
         let now = self.clock.now_ms();
         self.ensure_outbox_room()?;
         let mut state = self.held_account(&op.id, now)?;
+        let announced = state.holds[op.id.token()].wallet.clone();
+        let before = state.wallet_available(&announced, now);
         let hold = &state.holds[op.id.token()];
         match (hold.state, &hold.commit) {
             (HoldState::Held, _) => {}
@@ -946,6 +975,7 @@ impl BalanceStore for MemoryStore {
         entries.extend(voids);
         entries.push(OutboxEntry::Hold(hold));
         let seq = self.append(now, entries);
+        self.announce(&state, &announced, before, now);
         Ok(Written {
             value: commit_receipt(&op.id, &record),
             durable: Durable::UpTo(seq),
@@ -956,6 +986,8 @@ impl BalanceStore for MemoryStore {
         let now = self.clock.now_ms();
         self.ensure_outbox_room()?;
         let mut state = self.held_account(id, now)?;
+        let announced = state.holds[id.token()].wallet.clone();
+        let before = state.wallet_available(&announced, now);
         let hold = &state.holds[id.token()];
         match (hold.state, &hold.release) {
             (HoldState::Held, _) => {}
@@ -978,6 +1010,7 @@ impl BalanceStore for MemoryStore {
             .expect("end_hold records a release");
         self.retain(now, Retained::Hold(id.clone()));
         let seq = self.append(now, entries);
+        self.announce(&state, &announced, before, now);
         Ok(Written {
             value: ReleaseReceipt {
                 id: id.clone(),
@@ -992,6 +1025,8 @@ impl BalanceStore for MemoryStore {
         let now = self.clock.now_ms();
         self.ensure_outbox_room()?;
         let mut state = self.held_account(&op.id, now)?;
+        let announced = state.holds[op.id.token()].wallet.clone();
+        let before = state.wallet_available(&announced, now);
         if let Some(Reply::Extend(receipt)) = state.recall(op.idempotency.as_ref())? {
             return Ok(Written {
                 value: Decision::Allowed(receipt.clone()),
@@ -1065,6 +1100,7 @@ impl BalanceStore for MemoryStore {
             let remembered = state.remember(idempotency, Reply::Extend(receipt.clone()), now);
             entries.push(OutboxEntry::Remember(remembered));
         }
+        self.announce(&state, &announced, before, now);
         Ok(Written {
             value: Decision::Allowed(receipt),
             durable: Durable::UpTo(self.append(now, entries)),
@@ -1094,6 +1130,8 @@ impl BalanceStore for MemoryStore {
             });
         }
         self.roll(&mut state, &op.wallet, now);
+        let announced = op.wallet.clone();
+        let before = state.wallet_available(&announced, now);
         let available = state.available(&op.wallet, &op.feature, now);
         if state.account.status == AccountStatus::Suspended {
             return denied(DenyReason::AccountSuspended, available);
@@ -1149,6 +1187,7 @@ impl BalanceStore for MemoryStore {
             let remembered = state.remember(idempotency, Reply::Charge(receipt.clone()), now);
             entries.push(OutboxEntry::Remember(remembered));
         }
+        self.announce(&state, &announced, before, now);
         Ok(Written {
             value: Decision::Allowed(receipt),
             durable: Durable::UpTo(self.append(now, entries)),
@@ -1292,6 +1331,8 @@ impl BalanceStore for MemoryStore {
         let mut entries = Vec::new();
         let mut state = self.account_or_create(account, now, &mut entries);
         self.roll(&mut state, &terms.wallet, now);
+        let announced = terms.wallet.clone();
+        let before = state.wallet_available(&announced, now);
         let existing = state
             .wallets
             .values()
@@ -1365,6 +1406,7 @@ impl BalanceStore for MemoryStore {
             available_minor: state.wallet_available(&terms.wallet, now),
             now_ms: now,
         };
+        self.announce(&state, &announced, before, now);
         Ok(Written {
             value: receipt,
             durable: Durable::UpTo(self.append(now, entries)),
@@ -1382,6 +1424,8 @@ impl BalanceStore for MemoryStore {
         let mut entries = Vec::new();
         let mut state = self.account_or_create(account, now, &mut entries);
         self.roll(&mut state, wallet, now);
+        let announced = wallet.clone();
+        let before = state.wallet_available(&announced, now);
         let current = state.postpaid(wallet);
         if current.flex_cap_minor == flex_cap_minor && entries.is_empty() {
             return Ok(Written {
@@ -1408,6 +1452,7 @@ impl BalanceStore for MemoryStore {
             flex_cap_minor,
             at_ms: now,
         });
+        self.announce(&state, &announced, before, now);
         Ok(Written {
             value,
             durable: Durable::UpTo(self.append(now, entries)),
@@ -1525,6 +1570,8 @@ impl BalanceStore for MemoryStore {
             .map(|(wallet, _)| wallet.clone())
             .ok_or_else(not_found)?;
         self.roll(&mut state, &wallet, now);
+        let announced = wallet.clone();
+        let before = state.wallet_available(&announced, now);
         let grants = state.wallets.get_mut(&wallet).expect("found above");
         let grant = find_grant(grants, grant_id);
         if grant.voided_at_ms.is_some() {
@@ -1565,6 +1612,7 @@ impl BalanceStore for MemoryStore {
             at_ms: now,
         };
         let seq = self.append(now, [OutboxEntry::Void { entry }]);
+        self.announce(&state, &announced, before, now);
         Ok(Written {
             value: VoidReceipt {
                 grant,
@@ -1606,9 +1654,11 @@ impl BalanceStore for MemoryStore {
                 .map(|h| h.wallet.clone());
             if let Some(wallet) = due_in {
                 self.roll(&mut state, &wallet, now);
+                let before = state.wallet_available(&wallet, now);
                 let entries = state.end_uncharged(id.token(), HoldState::Expired, now);
                 self.retain(now, Retained::Hold(id.clone()));
                 self.append(now, entries);
+                self.announce(&state, &wallet, before, now);
                 swept.expired += 1;
             }
         }

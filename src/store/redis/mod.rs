@@ -41,6 +41,7 @@ use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
     HoldState, LimitState, Postpaid, ReservationId, Usage, WalletId,
 };
+use crate::events::{Events, WalletEvent, WalletEventKind};
 use crate::ledger::Ledger;
 use crate::shutdown::Shutdown;
 
@@ -232,10 +233,15 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Listens for wallets the scripts announce empty or refilled and marks them in `cache`,
-    /// until shutdown. After any break in the subscription every mark is dropped, since
+    /// Listens for wallets the scripts announce empty or refilled, marks them in `cache` and
+    /// passes them on to `events`, until shutdown. After any break in the subscription every mark is dropped, since
     /// announcements may have been missed.
-    pub async fn watch_wallets(&self, cache: Arc<ReservationCache>, mut shutdown: Shutdown) {
+    pub async fn watch_wallets(
+        &self,
+        cache: Arc<ReservationCache>,
+        events: Events,
+        mut shutdown: Shutdown,
+    ) {
         use tokio_stream::StreamExt;
         let mut pause = Duration::from_millis(50);
         loop {
@@ -266,7 +272,9 @@ impl RedisStore {
                         let Ok(payload) = message.get_payload::<String>() else {
                             continue;
                         };
-                        apply_wallet_event(&cache, &payload);
+                        if let Some(event) = apply_wallet_event(&cache, &payload) {
+                            events.publish(event);
+                        }
                     }
                     tracing::warn!("redis wallet events interrupted; resubscribing");
                 }
@@ -653,20 +661,33 @@ fn postpaid_json<'a>(wallets: impl Iterator<Item = (&'a WalletId, &'a Postpaid)>
     serde_json::Value::Array(items).to_string()
 }
 
-/// Applies one `depleted|<time>|<account>|<wallet>` or `replenished|…` message.
-fn apply_wallet_event(cache: &ReservationCache, payload: &str) {
+/// Applies one `depleted|<time>|<account>|<wallet>` or `replenished|…` message; returns it
+/// as an event.
+fn apply_wallet_event(cache: &ReservationCache, payload: &str) -> Option<WalletEvent> {
     let parts: Vec<&str> = payload.splitn(4, '|').collect();
-    let [kind, _at, account, wallet] = parts.as_slice() else {
-        return;
+    let [kind, at, account, wallet] = parts.as_slice() else {
+        return None;
     };
     let (Ok(account), Ok(wallet)) = (AccountId::parse(account), WalletId::parse(wallet)) else {
-        return;
+        return None;
     };
-    match *kind {
-        "depleted" => cache.mark_depleted(account, wallet),
-        "replenished" => cache.mark_replenished(account, wallet),
-        _ => {}
-    }
+    let kind = match *kind {
+        "depleted" => {
+            cache.mark_depleted(account.clone(), wallet.clone());
+            WalletEventKind::Depleted
+        }
+        "replenished" => {
+            cache.mark_replenished(account.clone(), wallet.clone());
+            WalletEventKind::Replenished
+        }
+        _ => return None,
+    };
+    Some(WalletEvent {
+        kind,
+        account,
+        wallet,
+        at_ms: at.parse().unwrap_or(0),
+    })
 }
 
 /// The milliseconds part of a stream id.
