@@ -1,5 +1,6 @@
-//! Wallet events: a wallet's spendable balance running out or coming back, from whichever
-//! replica caused it, fanned out in this process to `WatchBalance` subscribers.
+//! Wallet events: a wallet's spendable balance running out or coming back, and holds expiring,
+//! from whichever replica caused them, fanned out in this process to `WatchBalance`
+//! subscribers.
 //!
 //! The in-process store announces the crossings it makes itself; with Redis, the scripts
 //! publish them on the events channel and every replica's subscriber forwards them here. A
@@ -8,7 +9,7 @@
 
 use tokio::sync::broadcast;
 
-use crate::domain::{AccountId, WalletId};
+use crate::domain::{AccountId, ReservationId, WalletId};
 
 /// Events kept for subscribers that have not read them yet.
 pub const EVENTS_BUFFER: usize = 4_096;
@@ -19,6 +20,8 @@ pub enum WalletEventKind {
     Depleted,
     /// Something is spendable again.
     Replenished,
+    /// A hold reached its expiry before it was committed or released, and was given back.
+    HoldExpired,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +31,8 @@ pub struct WalletEvent {
     pub wallet: WalletId,
     /// The store's clock when it happened.
     pub at_ms: i64,
+    /// For a hold that expired: which.
+    pub reservation: Option<ReservationId>,
 }
 
 impl WalletEvent {
@@ -50,7 +55,18 @@ impl WalletEvent {
             account: account.clone(),
             wallet: wallet.clone(),
             at_ms,
+            reservation: None,
         })
+    }
+
+    pub fn hold_expired(hold: &ReservationId, wallet: &WalletId, at_ms: i64) -> WalletEvent {
+        WalletEvent {
+            kind: WalletEventKind::HoldExpired,
+            account: hold.account().clone(),
+            wallet: wallet.clone(),
+            at_ms,
+            reservation: Some(hold.clone()),
+        }
     }
 }
 

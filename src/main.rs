@@ -59,8 +59,9 @@ enum Command {
     /// Set or remove spend limits on a label of an account.
     #[command(subcommand)]
     Limit(LimitCommand),
-    /// Print an account's balance, then every wallet that runs out or can spend again, as it
-    /// happens (one JSON object a line with --json), until interrupted.
+    /// Print an account's balance, then every wallet that runs out or can spend again and
+    /// every hold that expires, as it happens (one JSON object a line with --json), until
+    /// interrupted.
     Watch(WatchArgs),
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 on_both_stores!(
     a_watcher_sees_the_snapshot_then_its_wallets_run_out_and_come_back,
+    a_watcher_is_told_when_a_hold_expires,
     malformed_watches_are_refused_naming_the_field,
 );
 
@@ -104,6 +105,31 @@ async fn a_watcher_sees_the_snapshot_then_its_wallets_run_out_and_come_back(back
         .await
         .unwrap();
     drop(cloud_only);
+    t.server.stop().await;
+}
+
+async fn a_watcher_is_told_when_a_hold_expires(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start_on(&backend, dir.path()).await;
+    grant(&mut t.admin, "acme", "g1", "1.00").await;
+    let mut watching = watch(&mut t.gate, "acme", &[]).await;
+    assert_eq!(
+        kind(&next(&mut watching).await),
+        proto::BalanceEventKind::Snapshot
+    );
+    let mut request = reserve_amount("acme", "agent.minutes", "0.40");
+    request.ttl_ms = 1_000;
+    let hold = t.gate.reserve(request).await.unwrap().into_inner();
+    assert_eq!(hold.decision, ALLOWED);
+    // The sweep gives it back at most one sweep interval (1 s) after its expiry.
+    let expired = next(&mut watching).await;
+    assert_eq!(kind(&expired), proto::BalanceEventKind::HoldExpired);
+    assert_eq!(
+        (expired.reservation_id.as_str(), expired.wallet.as_str()),
+        (hold.reservation_id.as_str(), "default")
+    );
+    assert_eq!(default_wallet(&mut t.gate, "acme").await.available, "1.00");
+    drop(watching);
     t.server.stop().await;
 }
 

@@ -320,6 +320,7 @@ impl gate_server::Gate for GateService {
                 let kind = match event.kind {
                     WalletEventKind::Depleted => proto::BalanceEventKind::Depleted,
                     WalletEventKind::Replenished => proto::BalanceEventKind::Replenished,
+                    WalletEventKind::HoldExpired => proto::BalanceEventKind::HoldExpired,
                 };
                 let event = proto::BalanceEvent {
                     kind: kind as i32,
@@ -327,6 +328,7 @@ impl gate_server::Gate for GateService {
                     wallet: event.wallet.to_string(),
                     at_ms: event.at_ms,
                     snapshot: None,
+                    reservation_id: event.reservation.map(|r| r.to_string()).unwrap_or_default(),
                 };
                 // A client that reads too slowly is dropped rather than let it hold up events.
                 match sender.try_send(Ok(event)) {

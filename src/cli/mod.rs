@@ -514,6 +514,9 @@ pub async fn watch(
         } else {
             json["wallet"] = json!(event.wallet);
             json["at_ms"] = json!(event.at_ms);
+            if !event.reservation_id.is_empty() {
+                json["reservation_id"] = json!(event.reservation_id);
+            }
         }
         print(Answer {
             json,

@@ -644,9 +644,14 @@ impl MemoryStore {
         self.roll(&mut state, &wallet, now_ms);
         let hold = &state.holds[id.token()];
         if hold.state == HoldState::Held && hold.expires_at_ms <= now_ms {
+            let before = state.wallet_available(&wallet, now_ms);
             let entries = state.end_uncharged(id.token(), HoldState::Expired, now_ms);
             self.retain(now_ms, Retained::Hold(id.clone()));
             self.append(now_ms, entries);
+            self.announce(&state, &wallet, before, now_ms);
+            if let Some(events) = &self.events {
+                events.publish(WalletEvent::hold_expired(id, &wallet, now_ms));
+            }
         }
         Ok(state)
     }
@@ -1659,6 +1664,9 @@ impl BalanceStore for MemoryStore {
                 self.retain(now, Retained::Hold(id.clone()));
                 self.append(now, entries);
                 self.announce(&state, &wallet, before, now);
+                if let Some(events) = &self.events {
+                    events.publish(WalletEvent::hold_expired(&id, &wallet, now));
+                }
                 swept.expired += 1;
             }
         }

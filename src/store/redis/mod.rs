@@ -661,17 +661,24 @@ fn postpaid_json<'a>(wallets: impl Iterator<Item = (&'a WalletId, &'a Postpaid)>
     serde_json::Value::Array(items).to_string()
 }
 
-/// Applies one `depleted|<time>|<account>|<wallet>` or `replenished|…` message; returns it
-/// as an event.
+/// Applies one `depleted|<time>|<account>|<wallet>`, `replenished|…` or
+/// `hold_expired|…|<token>` message; returns it as an event.
 fn apply_wallet_event(cache: &ReservationCache, payload: &str) -> Option<WalletEvent> {
-    let parts: Vec<&str> = payload.splitn(4, '|').collect();
-    let [kind, at, account, wallet] = parts.as_slice() else {
-        return None;
+    let parts: Vec<&str> = payload.splitn(5, '|').collect();
+    let (kind, at, account, wallet, token) = match parts.as_slice() {
+        [kind, at, account, wallet] => (*kind, *at, *account, *wallet, None),
+        [kind, at, account, wallet, token] => (*kind, *at, *account, *wallet, Some(*token)),
+        _ => return None,
     };
     let (Ok(account), Ok(wallet)) = (AccountId::parse(account), WalletId::parse(wallet)) else {
         return None;
     };
-    let kind = match *kind {
+    let mut reservation = None;
+    let kind = match kind {
+        "hold_expired" => {
+            reservation = Some(ReservationId::parse(&format!("{account}/{}", token?)).ok()?);
+            WalletEventKind::HoldExpired
+        }
         "depleted" => {
             cache.mark_depleted(account.clone(), wallet.clone());
             WalletEventKind::Depleted
@@ -687,6 +694,7 @@ fn apply_wallet_event(cache: &ReservationCache, payload: &str) -> Option<WalletE
         account,
         wallet,
         at_ms: at.parse().unwrap_or(0),
+        reservation,
     })
 }
 

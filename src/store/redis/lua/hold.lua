@@ -73,6 +73,10 @@ local function end_uncharged(base, account, token, hold_key, h, state, expiries,
   redis.call('SREM', base .. 'holds', token)
   redis.call('ZREM', expiries, account .. '/' .. token)
   table.insert(entries, hold_entry(account, token, h))
+  if state == 'expired' then
+    publish_event(base, 'hold_expired|' .. fmt(now) .. '|' .. account .. '|' .. h.wallet .. '|' ..
+      token)
+  end
   return entries
 end
 

@@ -635,9 +635,16 @@ local function hash_to_table(flat)
   return t
 end
 
--- Tells every replica when a wallet's spendable balance (for any feature) crosses zero, on the
--- channel "<namespace>:events" (see keys.rs), the namespace being what `base` starts with. A
--- message is "depleted|<time>|<account>|<wallet>" or "replenished|..."; ids hold no '|'.
+-- Tells every replica about an event, on the channel "<namespace>:events" (see keys.rs), the
+-- namespace being what `base` starts with. A message is "<kind>|<time>|<account>|<wallet>",
+-- with "|<token>" for a hold; ids hold no '|'.
+local function publish_event(base, message)
+  local namespace = string.sub(base, 1, string.find(base, ':', 1, true) - 1)
+  redis.call('PUBLISH', namespace .. ':events', message)
+end
+
+-- Tells every replica when a wallet's spendable balance (for any feature) crosses zero:
+-- "depleted|..." or "replenished|...".
 local function publish_crossing(base, account, wallet, before, after, now)
   local kind = nil
   if before > 0 and after <= 0 then
@@ -646,9 +653,7 @@ local function publish_crossing(base, account, wallet, before, after, now)
     kind = 'replenished'
   end
   if kind then
-    local namespace = string.sub(base, 1, string.find(base, ':', 1, true) - 1)
-    redis.call('PUBLISH', namespace .. ':events',
-      kind .. '|' .. fmt(now) .. '|' .. account .. '|' .. wallet)
+    publish_event(base, kind .. '|' .. fmt(now) .. '|' .. account .. '|' .. wallet)
   end
 end
 
