@@ -128,6 +128,13 @@ impl LimitState {
         }
     }
 
+    /// This limit as it is at `now_ms` (in the window that falls in), leaving this one as it is.
+    pub fn at(&self, now_ms: i64) -> LimitState {
+        let mut limit = self.clone();
+        limit.roll(now_ms);
+        limit
+    }
+
     /// What a new hold or charge could still take under this limit.
     pub fn room_minor(&self) -> i64 {
         (self.limit.amount_minor - self.used_minor - self.held_minor).max(0)

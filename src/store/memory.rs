@@ -1225,15 +1225,7 @@ impl BalanceStore for MemoryStore {
                 limit: None,
             }));
         }
-        let limits: Vec<LimitState> = state
-            .limits
-            .values()
-            .map(|limit| {
-                let mut limit = limit.clone();
-                limit.roll(now);
-                limit
-            })
-            .collect();
+        let limits: Vec<LimitState> = state.limits.values().map(|l| l.at(now)).collect();
         if let Err(denial) = limit_cap(&limits, labels, amount_minor, amount_minor) {
             return Ok(Decision::Denied(denial));
         }
@@ -1276,15 +1268,7 @@ impl BalanceStore for MemoryStore {
             AccountView {
                 account: state.account.clone(),
                 wallets,
-                limits: state
-                    .limits
-                    .values()
-                    .map(|limit| {
-                        let mut limit = limit.clone();
-                        limit.roll(now);
-                        limit
-                    })
-                    .collect(),
+                limits: state.limits.values().map(|l| l.at(now)).collect(),
                 now_ms: now,
             }
         }))
@@ -1474,14 +1458,7 @@ impl BalanceStore for MemoryStore {
         let limit_id = limit_id(&change.label_key, &change.label_value, change.window);
         // What is shown is in its current window, as every other call sees it.
         let listed = |limits: &BTreeMap<String, LimitState>| -> Vec<LimitState> {
-            limits
-                .values()
-                .map(|limit| {
-                    let mut limit = limit.clone();
-                    limit.roll(now);
-                    limit
-                })
-                .collect()
+            limits.values().map(|l| l.at(now)).collect()
         };
         let Some(amount_minor) = change.amount_minor else {
             let mut state = self

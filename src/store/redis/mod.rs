@@ -1181,14 +1181,7 @@ impl BalanceStore for RedisStore {
                     grants,
                 })
                 .collect(),
-            limits: snapshot
-                .limits
-                .into_iter()
-                .map(|mut limit| {
-                    limit.roll(now);
-                    limit
-                })
-                .collect(),
+            limits: snapshot.limits.iter().map(|l| l.at(now)).collect(),
             now_ms: now,
         }))
     }
