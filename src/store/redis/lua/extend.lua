@@ -52,12 +52,7 @@ if redis.call('HGET', KEYS[1], 'status') == 'suspended' then
 end
 local limits = load_limits(base, now)
 local mine = hold_limit_set(h, limits)
-local tightest, room = nil, nil
-for _, l in ipairs(limits) do
-  if mine[l.id] and (tightest == nil or limit_room(l) < room) then
-    tightest, room = l, limit_room(l)
-  end
-end
+local tightest, room = tightest_limit(limits, function(l) return mine[l.id] end)
 if tightest and room < additional then
   return { 'denied', 'spend_limit_reached', fmt(room), tightest.id }
 end

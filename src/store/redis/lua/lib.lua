@@ -325,16 +325,23 @@ local function limit_room(l)
   return math.max(0, l.amount - l.used - l.held)
 end
 
+-- Of the limits `counts` picks, the one with the least room (the first by id on a tie), and
+-- its room; nil when none is picked.
+local function tightest_limit(limits, counts)
+  local tightest, room = nil, nil
+  for _, l in ipairs(limits) do
+    if counts(l) and (tightest == nil or limit_room(l) < room) then
+      tightest, room = l, limit_room(l)
+    end
+  end
+  return tightest, room
+end
+
 -- The most a hold or charge with `labels` may take under the limits (limit_cap in limit.rs):
 -- `amount`, or the tightest limit's room if a partial hold may take it; else nil, that
 -- limit's id and its room.
 local function limit_cap(limits, labels, amount, min_amount)
-  local tightest, room = nil, nil
-  for _, l in ipairs(limits) do
-    if limit_applies(l, labels) and (tightest == nil or limit_room(l) < room) then
-      tightest, room = l, limit_room(l)
-    end
-  end
+  local tightest, room = tightest_limit(limits, function(l) return limit_applies(l, labels) end)
   if tightest == nil or room >= amount then
     return amount
   end
