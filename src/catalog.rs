@@ -115,6 +115,7 @@ mod tests {
                 price: Amount::parse(price).unwrap(),
             },
             overrun: Default::default(),
+            stop: Default::default(),
             effective_at_ms,
         }
     }

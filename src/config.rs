@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::domain::{
-    Amount, FeatureId, FeaturePrice, ModelId, OverrunPolicy, PriceRule, TokenPrice, WalletId,
+    Amount, FeatureId, FeaturePrice, ModelId, OverrunPolicy, PriceRule, StopRule, TokenPrice,
+    WalletId,
 };
 use crate::gate::Limits;
 use crate::ledger::LedgerTarget;
@@ -144,6 +145,9 @@ pub struct PriceConfig {
     pub overrun: Option<String>,
     /// With `overrun = "allow_up_to"`: how much beyond the hold may be charged.
     pub overrun_allowance: Option<Amount>,
+    /// What happens to holds still running when the wallet runs out: `finish_running`
+    /// (default) or `stop_running`.
+    pub stop: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -181,6 +185,7 @@ impl FileConfig {
             price
                 .rule()
                 .and(price.overrun())
+                .and(price.stop())
                 .map_err(|message| ConfigError::Invalid {
                     path: path.to_owned(),
                     message: format!("prices[{i}] ({}): {message}", price.feature),
@@ -234,12 +239,22 @@ impl PriceConfig {
         }
     }
 
+    fn stop(&self) -> Result<StopRule, String> {
+        match self.stop.as_deref() {
+            None => Ok(StopRule::default()),
+            Some(text) => StopRule::parse(text).ok_or_else(|| {
+                format!("stop must be finish_running or stop_running, not {text:?}")
+            }),
+        }
+    }
+
     pub fn to_feature_price(&self) -> FeaturePrice {
         FeaturePrice {
             feature: self.feature.clone(),
             wallet: self.wallet.clone().unwrap_or_else(WalletId::default_wallet),
             rule: self.rule().expect("checked when the file was loaded"),
             overrun: self.overrun().expect("checked when the file was loaded"),
+            stop: self.stop().expect("checked when the file was loaded"),
             effective_at_ms: 0,
         }
     }

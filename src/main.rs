@@ -13,6 +13,7 @@ use creditgate::cli::{
 };
 use creditgate::clock::SystemClock;
 use creditgate::config::{CommitDurability, FileConfig, Flags, ServerConfig};
+use creditgate::proto::StopRule;
 use creditgate::server::Server;
 
 /// A low-latency gRPC credit gate: reserve, commit and release prepaid credits.
@@ -348,6 +349,10 @@ struct PriceSetArgs {
     /// With --overrun allow-up-to: how much beyond the hold may be charged.
     #[arg(long)]
     overrun_allowance: Option<String>,
+    /// What happens to holds still running when the wallet runs out [default: the feature's
+    /// current rule, else finish-running].
+    #[arg(long, value_enum)]
+    stop: Option<StopArg>,
     /// Set the price ahead: it takes over at this Unix time in milliseconds [default: at once].
     #[arg(long)]
     effective_at_ms: Option<i64>,
@@ -361,6 +366,14 @@ enum OverrunArg {
     AllowUpTo,
     /// Charge it all; what the wallet cannot pay becomes debt and gates it until a top-up.
     ChargeActual,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum StopArg {
+    /// Holds already taken run to their end; new work is refused.
+    FinishRunning,
+    /// Work stops at once: extending a hold is refused while nothing is spendable.
+    StopRunning,
 }
 
 #[derive(Subcommand, Debug)]
@@ -621,6 +634,10 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                     a.wallet,
                     price,
                     overrun,
+                    a.stop.map(|stop| match stop {
+                        StopArg::FinishRunning => StopRule::FinishRunning,
+                        StopArg::StopRunning => StopRule::StopRunning,
+                    }),
                     a.effective_at_ms.unwrap_or(0),
                 )
                 .await?,

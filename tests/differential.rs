@@ -14,7 +14,7 @@ use common::redis::RedisServer;
 use creditgate::clock::SystemClock;
 use creditgate::domain::{
     AccountId, FeatureId, GrantId, GrantKind, GrantTerms, IdempotencyKey, Labels, LimitWindow,
-    OverrunPolicy, ReservationId, WalletId,
+    OverrunPolicy, ReservationId, StopRule, WalletId,
 };
 use creditgate::ledger::LedgerTarget;
 use creditgate::ledger::sql::SqlLedger;
@@ -140,6 +140,15 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Each feature's overrun policy: `f0` caps at the hold, `f1` allows 500 more, `f2` charges
 /// everything.
+/// One feature's holds stop when its wallet runs out; the others' run to their end.
+fn stop(f: u8) -> StopRule {
+    if f == 1 {
+        StopRule::StopRunning
+    } else {
+        StopRule::FinishRunning
+    }
+}
+
 fn overrun(f: u8) -> OverrunPolicy {
     [
         OverrunPolicy::CapAtHold,
@@ -240,6 +249,7 @@ async fn apply(
         } => {
             let op = ReserveOp {
                 overrun: overrun(*f),
+                stop: stop(*f),
                 id: token.clone(),
                 wallet: wallet(*w),
                 feature: feature(*f),

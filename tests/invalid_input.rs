@@ -353,6 +353,17 @@ async fn malformed_requests_name_the_field_and_change_nothing(backend: Backend) 
             }),
         ),
         (
+            "features[0].stop",
+            set_prices(proto::FeaturePrice {
+                feature: "tools".into(),
+                rule: Some(proto::feature_price::Rule::PerCall(proto::PerCallPrice {
+                    price: "0.01".into(),
+                })),
+                stop: 9,
+                ..Default::default()
+            }),
+        ),
+        (
             "features[0].per_call.price",
             set_prices(proto::FeaturePrice {
                 feature: "tools".into(),

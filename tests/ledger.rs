@@ -57,6 +57,7 @@ on_both_ledgers!(
     only_one_account_can_be_loaded,
     the_newest_use_of_an_idempotency_key_is_kept,
     an_older_version_of_a_hold_never_replaces_a_newer_one,
+    prices_keep_their_policies_now_and_ahead,
 );
 
 fn acme() -> AccountId {
@@ -393,6 +394,7 @@ async fn an_older_version_of_a_hold_never_replaces_a_newer_one(
         limits: vec![],
         price: None,
         overrun: Default::default(),
+        stop: Default::default(),
         model: None,
         idempotency_key: None,
         commit: None,
@@ -423,4 +425,29 @@ async fn an_older_version_of_a_hold_never_replaces_a_newer_one(
         HoldState::Released,
         "the hold is not reopened"
     );
+}
+
+async fn prices_keep_their_policies_now_and_ahead(ledger: &SqlLedger, _: &LedgerTarget) {
+    use creditgate::domain::{Amount, FeaturePrice, OverrunPolicy, PriceRule, StopRule};
+    let price = |cents: &str, effective_at_ms| FeaturePrice {
+        feature: FeatureId::parse("agent.minutes").unwrap(),
+        wallet: WalletId::default_wallet(),
+        rule: PriceRule::PerUnit {
+            unit: "minute".into(),
+            price: Amount::parse(cents).unwrap(),
+        },
+        overrun: OverrunPolicy::ChargeActual,
+        stop: StopRule::StopRunning,
+        effective_at_ms,
+    };
+    let now = price("0.10", 1_000);
+    let ahead = FeaturePrice {
+        stop: StopRule::FinishRunning,
+        ..price("0.20", 9_000)
+    };
+    ledger
+        .put_prices(&[now.clone(), ahead.clone()], 1_000)
+        .await
+        .unwrap();
+    assert_eq!(ledger.prices().await.unwrap(), vec![now, ahead]);
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use creditgate::clock::ManualClock;
 use creditgate::domain::{
     AccountId, FeatureId, Grant, GrantId, GrantKind, GrantTerms, OverrunPolicy, Period, Recurrence,
-    ReservationId, WalletId,
+    ReservationId, StopRule, WalletId,
 };
 use creditgate::store::memory::MemoryStore;
 use creditgate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry};
@@ -103,6 +103,15 @@ fn feature(i: u8) -> FeatureId {
 }
 
 /// `f0` caps an overrun at the hold, `f1` allows 500 more, `f2` charges it all.
+/// One feature's holds stop when its wallet runs out; the others' run to their end.
+fn stop(f: u8) -> StopRule {
+    if f == 1 {
+        StopRule::StopRunning
+    } else {
+        StopRule::FinishRunning
+    }
+}
+
 fn overrun(f: u8) -> OverrunPolicy {
     [
         OverrunPolicy::CapAtHold,
@@ -167,6 +176,7 @@ async fn apply(store: &MemoryStore, clock: &ManualClock, op: &Op, holds: &mut Ve
                 labels: Default::default(),
                 price: None,
                 overrun: overrun(*f),
+                stop: stop(*f),
                 model: None,
                 idempotency: None,
             };

@@ -8,8 +8,8 @@ use crate::domain::ids::check_labels;
 use crate::domain::{
     Account, AccountId, AccountStatus, Amount, DenyReason, FeatureId, FeaturePrice, Grant, GrantId,
     GrantKind, GrantStatus, IdempotencyKey, Labels, LimitState, LimitWindow, ModelId,
-    OverrunPolicy, Period, Portion, PriceRule, Recurrence, ReservationId, TokenPrice, Units, Usage,
-    WalletId, format_minor,
+    OverrunPolicy, Period, Portion, PriceRule, Recurrence, ReservationId, StopRule, TokenPrice,
+    Units, Usage, WalletId, format_minor,
 };
 use crate::gate::{Cost, GateError};
 use crate::proto;
@@ -482,12 +482,25 @@ pub fn feature_price(index: usize, price: &proto::FeaturePrice) -> Result<Featur
         }
         (Ok(proto::Overrun::ChargeActual), None) => OverrunPolicy::ChargeActual,
     };
+    let stop = match proto::StopRule::try_from(price.stop) {
+        Ok(proto::StopRule::Unspecified | proto::StopRule::FinishRunning) => {
+            StopRule::FinishRunning
+        }
+        Ok(proto::StopRule::StopRunning) => StopRule::StopRunning,
+        Err(_) => {
+            return Err(GateError::invalid(
+                at("stop"),
+                format!("unknown stop rule {}", price.stop),
+            ));
+        }
+    };
     Ok(FeaturePrice {
         feature: required(&at("feature"), &price.feature, FeatureId::parse)?,
         wallet: optional(&at("wallet"), &price.wallet, WalletId::parse)?
             .unwrap_or_else(WalletId::default_wallet),
         rule,
         overrun,
+        stop,
         effective_at_ms: price.effective_at_ms,
     })
 }
@@ -533,6 +546,10 @@ pub fn feature_price_to_proto(price: &FeaturePrice) -> proto::FeaturePrice {
         overrun: overrun as i32,
         overrun_allowance,
         effective_at_ms: price.effective_at_ms,
+        stop: match price.stop {
+            StopRule::FinishRunning => proto::StopRule::FinishRunning,
+            StopRule::StopRunning => proto::StopRule::StopRunning,
+        } as i32,
     }
 }
 

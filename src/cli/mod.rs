@@ -817,6 +817,10 @@ fn price_json(price: &proto::FeaturePrice) -> Value {
         "unspecified" => json!({"policy": "cap_at_hold"}),
         _ => json!({"policy": overrun}),
     };
+    json["stop"] = match proto::StopRule::try_from(price.stop).unwrap_or_default() {
+        proto::StopRule::StopRunning => json!("stop_running"),
+        _ => json!("finish_running"),
+    };
     json
 }
 
@@ -845,6 +849,7 @@ pub async fn price_set(
     wallet: Option<String>,
     price: PriceCall,
     overrun: Option<Overrun>,
+    stop: Option<proto::StopRule>,
     effective_at_ms: i64,
 ) -> Result<Answer, CliError> {
     use proto::feature_price::Rule;
@@ -863,6 +868,12 @@ pub async fn price_set(
         (Some(Overrun::AllowUpTo(allowance)), _) => (proto::Overrun::AllowUpTo as i32, allowance),
         (None, Some(current)) => (current.overrun, current.overrun_allowance.clone()),
         (None, None) => (proto::Overrun::CapAtHold as i32, String::new()),
+    };
+    // And its stop rule.
+    let stop = match (stop, &current) {
+        (Some(stop), _) => stop as i32,
+        (None, Some(current)) => current.stop,
+        (None, None) => proto::StopRule::FinishRunning as i32,
     };
     let rule = match price {
         PriceCall::Flat(price) => Rule::PerCall(proto::PerCallPrice { price }),
@@ -898,6 +909,7 @@ pub async fn price_set(
                 overrun,
                 overrun_allowance,
                 effective_at_ms,
+                stop,
             }],
         })
         .await?

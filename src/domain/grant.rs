@@ -443,6 +443,36 @@ impl OverrunPolicy {
     }
 }
 
+/// What happens to work in flight when the wallet paying for it runs out; set per feature in
+/// the catalog and kept by each hold. New work is refused either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopRule {
+    /// Holds already taken run to their end; only new money is refused.
+    #[default]
+    FinishRunning,
+    /// Work stops at once: extending a hold is refused, even by time alone, while nothing is
+    /// spendable for its feature.
+    StopRunning,
+}
+
+impl StopRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopRule::FinishRunning => "finish_running",
+            StopRule::StopRunning => "stop_running",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<StopRule> {
+        match text {
+            "finish_running" => Some(StopRule::FinishRunning),
+            "stop_running" => Some(StopRule::StopRunning),
+            _ => None,
+        }
+    }
+}
+
 /// Divides a hold's split into what is charged and what is released when `charge_minor` of it
 /// is committed: the portions are charged in the order they were taken.
 pub fn settle(split: &[Portion], charge_minor: i64) -> (Vec<Portion>, Vec<Portion>) {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::grant::{OverrunPolicy, Portion};
+use super::grant::{OverrunPolicy, Portion, StopRule};
 use super::ids::{AccountId, FeatureId, IdempotencyKey, Labels, ModelId, ReservationId, WalletId};
 use super::price::PriceRule;
 
@@ -94,6 +94,10 @@ pub struct Hold {
     /// What a commit above the hold is charged, as the feature's policy was when it was taken.
     #[serde(default)]
     pub overrun: OverrunPolicy,
+    /// Whether the hold may be extended once nothing is spendable, as the feature's rule was
+    /// when it was taken.
+    #[serde(default)]
+    pub stop: StopRule,
     /// Model of the usage the hold was priced from, kept with its commit.
     pub model: Option<ModelId>,
     pub idempotency_key: Option<IdempotencyKey>,

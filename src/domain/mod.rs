@@ -16,6 +16,7 @@ pub mod price;
 pub use account::{Account, AccountStatus, DenyReason};
 pub use grant::{
     Grant, GrantKind, GrantStatus, GrantTerms, OverrunPolicy, Portion, Postpaid, Shortfall,
+    StopRule,
 };
 pub use hold::{CommitRecord, Hold, HoldState, ReleaseRecord};
 pub use ids::{

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::grant::OverrunPolicy;
+use super::grant::{OverrunPolicy, StopRule};
 use super::ids::{FeatureId, ModelId, WalletId};
 use super::money::{Amount, AmountError, Rounding, SCALE, parse_decimal, round_to_minor};
 
@@ -104,6 +104,9 @@ pub struct FeaturePrice {
     /// What a commit larger than its hold is charged.
     #[serde(default)]
     pub overrun: OverrunPolicy,
+    /// What happens to holds still running when the wallet runs out.
+    #[serde(default)]
+    pub stop: StopRule,
     /// When this price takes over from the feature's previous one, Unix milliseconds. Holds
     /// keep the price in force when they were taken.
     #[serde(default)]

@@ -26,7 +26,7 @@ use crate::catalog::{Catalog, SharedCatalog};
 use crate::clock::Clock;
 use crate::domain::{
     AccountId, Amount, DenyReason, FeatureId, IdempotencyKey, Labels, OverrunPolicy, PriceRule,
-    ReservationId, Rounding, Usage, WalletId,
+    ReservationId, Rounding, StopRule, Usage, WalletId,
 };
 use crate::ledger::Ledger;
 use crate::store::Denial;
@@ -117,6 +117,13 @@ pub struct CheckAnswer {
 /// A denial of a Reserve or Charge, with the amount that was asked for.
 pub type Priced<T> = (i64, WalletId, Decision<T>);
 
+/// What a hold keeps of its feature's catalog entry besides the price.
+#[derive(Default)]
+struct HoldPolicies {
+    overrun: OverrunPolicy,
+    stop: StopRule,
+}
+
 /// The rules over a store and a ledger. See the module documentation.
 pub struct Gate {
     store: Arc<dyn BalanceStore>,
@@ -194,16 +201,16 @@ impl Gate {
         feature: &FeatureId,
         wallet: Option<WalletId>,
     ) -> Result<(WalletId, Option<PriceRule>), GateError> {
-        self.resolve_with_overrun(feature, wallet)
+        self.resolve_with_policies(feature, wallet)
             .map(|(wallet, price, _)| (wallet, price))
     }
 
-    /// [`Gate::resolve`], with the feature's overrun policy.
-    fn resolve_with_overrun(
+    /// [`Gate::resolve`], with the feature's overrun policy and stop rule, which a hold keeps.
+    fn resolve_with_policies(
         &self,
         feature: &FeatureId,
         wallet: Option<WalletId>,
-    ) -> Result<(WalletId, Option<PriceRule>, OverrunPolicy), GateError> {
+    ) -> Result<(WalletId, Option<PriceRule>, HoldPolicies), GateError> {
         match (self.catalog().get(feature, self.clock.now_ms()), wallet) {
             (Some(price), Some(wallet)) if wallet != price.wallet => Err(GateError::invalid(
                 "wallet",
@@ -215,12 +222,15 @@ impl Gate {
             (Some(price), _) => Ok((
                 price.wallet.clone(),
                 Some(price.rule.clone()),
-                price.overrun,
+                HoldPolicies {
+                    overrun: price.overrun,
+                    stop: price.stop,
+                },
             )),
             (None, wallet) => Ok((
                 wallet.unwrap_or_else(WalletId::default_wallet),
                 None,
-                OverrunPolicy::default(),
+                Default::default(),
             )),
         }
     }
@@ -266,8 +276,8 @@ impl Gate {
         &self,
         request: ReserveRequest,
     ) -> Result<Priced<ReserveReceipt>, GateError> {
-        let (wallet, price, overrun) =
-            self.resolve_with_overrun(&request.feature, request.wallet.clone())?;
+        let (wallet, price, HoldPolicies { overrun, stop }) =
+            self.resolve_with_policies(&request.feature, request.wallet.clone())?;
         let amount = Self::cost_minor(
             &request.feature,
             &request.cost,
@@ -322,6 +332,7 @@ impl Gate {
             labels: request.labels,
             price,
             overrun,
+            stop,
             model: match &request.cost {
                 Cost::Usage(usage) => usage.model.clone(),
                 Cost::Amount(_) => None,

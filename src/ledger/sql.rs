@@ -25,7 +25,7 @@ use super::{
 use crate::domain::{
     Account, AccountId, AccountStatus, FeatureId, FeaturePrice, Grant, GrantId, GrantKind,
     GrantTerms, Hold, IdempotencyKey, LimitState, LimitWindow, ModelId, OverrunPolicy, Period,
-    Portion, Postpaid, Recurrence, ReservationId, SpendLimit, WalletId,
+    Portion, Postpaid, Recurrence, ReservationId, SpendLimit, StopRule, WalletId,
 };
 use crate::store::AccountSnapshot;
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered};
@@ -849,22 +849,23 @@ impl Ledger for SqlLedger {
         for price in prices {
             // In force at once: the feature's current price. Later: a version set ahead.
             let sql = if price.effective_at_ms <= at_ms {
-                "INSERT INTO prices (feature, wallet, rule, overrun, updated_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (feature) DO UPDATE SET \
+                "INSERT INTO prices (feature, wallet, rule, overrun, stop, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (feature) DO UPDATE SET \
                  wallet = excluded.wallet, rule = excluded.rule, overrun = excluded.overrun, \
-                 updated_at_ms = excluded.updated_at_ms"
+                 stop = excluded.stop, updated_at_ms = excluded.updated_at_ms"
             } else {
-                "INSERT INTO price_versions (feature, wallet, rule, overrun, updated_at_ms, \
-                 effective_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
+                "INSERT INTO price_versions (feature, wallet, rule, overrun, stop, \
+                 updated_at_ms, effective_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (feature, effective_at_ms) DO UPDATE SET \
                  wallet = excluded.wallet, rule = excluded.rule, overrun = excluded.overrun, \
-                 updated_at_ms = excluded.updated_at_ms"
+                 stop = excluded.stop, updated_at_ms = excluded.updated_at_ms"
             };
             let mut query = sqlx::query(sql)
                 .bind(price.feature.as_str())
                 .bind(price.wallet.as_str())
                 .bind(to_json(&price.rule))
                 .bind(to_json(&price.overrun))
+                .bind(price.stop.name())
                 .bind(at_ms);
             if price.effective_at_ms > at_ms {
                 query = query.bind(price.effective_at_ms);
@@ -878,9 +879,9 @@ impl Ledger for SqlLedger {
     async fn prices(&self) -> Result<Vec<FeaturePrice>, LedgerError> {
         let mut prices = Vec::new();
         let rows = sqlx::query(
-            "SELECT feature, wallet, rule, overrun, updated_at_ms AS effective_at_ms \
+            "SELECT feature, wallet, rule, overrun, stop, updated_at_ms AS effective_at_ms \
              FROM prices UNION ALL \
-             SELECT feature, wallet, rule, overrun, effective_at_ms FROM price_versions \
+             SELECT feature, wallet, rule, overrun, stop, effective_at_ms FROM price_versions \
              ORDER BY feature, effective_at_ms",
         )
         .fetch_all(&self.pool)
@@ -895,6 +896,11 @@ impl Ledger for SqlLedger {
                 overrun: match row.try_get::<Option<String>, _>("overrun")? {
                     Some(text) => from_json(&text, "overrun policy")?,
                     None => OverrunPolicy::default(),
+                },
+                stop: match row.try_get::<Option<String>, _>("stop")? {
+                    Some(text) => StopRule::parse(&text)
+                        .ok_or_else(|| LedgerError::Corrupt(format!("stop rule {text:?}")))?,
+                    None => StopRule::default(),
                 },
                 effective_at_ms: row.try_get("effective_at_ms")?,
             });

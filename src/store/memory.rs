@@ -32,7 +32,7 @@ use crate::domain::money::MINOR_MAX;
 use crate::domain::{
     Account, AccountId, AccountStatus, CommitRecord, DenyReason, FeatureId, Grant, GrantId,
     GrantTerms, Hold, HoldState, IdempotencyKey, Labels, LimitState, Portion, Postpaid,
-    ReleaseRecord, ReservationId, Shortfall, SpendLimit, WalletId,
+    ReleaseRecord, ReservationId, Shortfall, SpendLimit, StopRule, WalletId,
 };
 use crate::events::{Events, WalletEvent};
 
@@ -856,6 +856,7 @@ impl BalanceStore for MemoryStore {
             limits,
             price: op.price,
             overrun: op.overrun,
+            stop: op.stop,
             model: op.model,
             idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
             commit: None,
@@ -1042,12 +1043,20 @@ impl BalanceStore for MemoryStore {
         if hold.state != HoldState::Held {
             return Err(ended(hold));
         }
-        let (wallet, feature) = (hold.wallet.clone(), hold.feature.clone());
+        let (wallet, feature, stop) = (hold.wallet.clone(), hold.feature.clone(), hold.stop);
         let available = state.available(&wallet, &feature, now);
-        if state.account.status == AccountStatus::Suspended {
+        let refused = if state.account.status == AccountStatus::Suspended {
+            Some(DenyReason::AccountSuspended)
+        } else if stop == StopRule::StopRunning && available <= 0 {
+            // The feature's work stops when its wallet runs out, however much is still held.
+            Some(DenyReason::InsufficientCredits)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
             return Ok(Written {
                 value: Decision::Denied(Denial {
-                    reason: DenyReason::AccountSuspended,
+                    reason,
                     available_minor: available,
                     limit: None,
                 }),
@@ -1867,6 +1876,7 @@ mod tests {
             labels: Default::default(),
             price: None,
             overrun: Default::default(),
+            stop: Default::default(),
             model: None,
             idempotency: None,
         }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
     HoldState, IdempotencyKey, Labels, LimitState, LimitWindow, ModelId, OverrunPolicy, Portion,
-    Postpaid, PriceRule, ReservationId, Usage, WalletId,
+    Postpaid, PriceRule, ReservationId, StopRule, Usage, WalletId,
 };
 use outbox::{OutboxPosition, OutboxRecord, Remembered};
 
@@ -45,6 +45,9 @@ pub struct ReserveOp {
     pub price: Option<PriceRule>,
     /// What a commit above the hold is charged: the feature's policy when the hold is taken.
     pub overrun: OverrunPolicy,
+    /// Whether the hold may be extended once nothing is spendable: the feature's rule when
+    /// the hold is taken.
+    pub stop: StopRule,
     pub model: Option<ModelId>,
     pub idempotency: Option<Idempotency>,
 }

@@ -11,7 +11,7 @@ use crate::domain::{
     Account, AccountId, AccountStatus, CommitRecord, FeatureId, Grant, GrantId, GrantKind,
     GrantTerms, Hold, HoldState, IdempotencyKey, Labels, LimitState, LimitWindow, ModelId,
     OverrunPolicy, Period, Portion, Postpaid, PriceRule, Recurrence, ReleaseRecord, ReservationId,
-    SpendLimit, Usage, WalletId,
+    SpendLimit, StopRule, Usage, WalletId,
 };
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, Remembered, Reply};
 use crate::store::{
@@ -286,6 +286,7 @@ pub fn hold_fields(hold: &Hold) -> BTreeMap<String, String> {
             .unwrap_or_default(),
     );
     put("overrun", encode_overrun(hold.overrun));
+    put("stop", hold.stop.name().to_owned());
     if !hold.limits.is_empty() {
         put("limits", json_string(&hold.limits));
     }
@@ -392,6 +393,10 @@ pub fn hold_from_fields(
         labels,
         price: opt_json("price")?,
         overrun: decode_overrun(get(f, "overrun"))?,
+        stop: match get(f, "stop") {
+            "" => StopRule::default(),
+            text => StopRule::parse(text).ok_or_else(|| bad("stop rule", text))?,
+        },
         limits: match get(f, "limits") {
             "" => Vec::new(),
             text => serde_json::from_str(text).map_err(|_| bad("hold limits", text))?,

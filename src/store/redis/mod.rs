@@ -901,6 +901,7 @@ impl BalanceStore for RedisStore {
                     .arg(&fingerprint)
                     .arg(op.min_amount_minor)
                     .arg(codec::encode_overrun(op.overrun))
+                    .arg(op.stop.name())
                     .arg(self.outbox_bound());
                 invocation
             })

@@ -50,6 +50,10 @@ local available = available_for(w, h.feature, now)
 if redis.call('HGET', KEYS[1], 'status') == 'suspended' then
   return { 'denied', 'account_suspended', fmt(available) }
 end
+if h.stop == 'stop_running' and available <= 0 then
+  -- The feature's work stops when its wallet runs out, however much is still held.
+  return { 'denied', 'insufficient_credits', fmt(available) }
+end
 local limits = load_limits(base, now)
 local mine = hold_limit_set(h, limits)
 local tightest, room = tightest_limit(limits, function(l) return mine[l.id] end)

@@ -7,6 +7,7 @@
 -- ARGV[12] idempotency key (or '')   ARGV[13] request fingerprint
 -- ARGV[14] least amount of a partial hold (equal to the amount for all or nothing)
 -- ARGV[15] overrun policy ('cap_at_hold', 'allow_up_to:<allowance>' or 'charge_actual')
+-- ARGV[16] stop rule ('finish_running' or 'stop_running')
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} account not loaded | {'conflict'} key reused | {'replay', reply} |
 --        {'denied', reason, available[, spend limit]} | {'ok', reply, outbox entries}
@@ -53,7 +54,8 @@ local expires = now + ttl
 local hold = {
   wallet = wallet, feature = feature, amount = fmt(amount), split = encode_split(split),
   created = fmt(now), expires = fmt(expires), state = 'held', version = '1', labels = ARGV[9],
-  price = ARGV[10], model = ARGV[11], idem = key, overrun = ARGV[15], limits = limit_ids,
+  price = ARGV[10], model = ARGV[11], idem = key, overrun = ARGV[15], stop = ARGV[16],
+  limits = limit_ids,
 }
 local hold_key = base .. 'hold:' .. token
 for k, v in pairs(hold) do
