@@ -64,6 +64,37 @@ enum Command {
     /// every hold that expires, as it happens (one JSON object a line with --json), until
     /// interrupted.
     Watch(WatchArgs),
+    /// Run a command as a metered agent: hold --hold worth of the feature's minutes before it
+    /// starts, extend the hold while it runs, stop it (SIGTERM, then SIGKILL after --grace)
+    /// when credits run out, and commit the minutes it ran. Exits with the command's status,
+    /// or 3 when it was stopped for credits (or never started). The report goes to stderr.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    account: String,
+    /// A feature priced per minute, e.g. agent.minutes.
+    #[arg(long)]
+    feature: String,
+    /// [default: the feature's wallet]
+    #[arg(long)]
+    wallet: Option<String>,
+    /// Minutes paid for ahead; the hold is extended by as much whenever half of it is left.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_ms)]
+    hold: u64,
+    /// Time the command has to stop after SIGTERM, before SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
+    grace: u64,
+    /// KEY=VALUE kept with the charge (project, task); repeat for more.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// The command and its arguments, after --.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -645,6 +676,7 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
             )
         }
         Command::Watch(_) => unreachable!("watch streams and is handled in main"),
+        Command::Run(_) => unreachable!("run has its own exit status and is handled in main"),
         Command::Limit(command) => {
             let (target, amount) = match command {
                 LimitCommand::Set { target, amount } => (target, Some(amount)),
@@ -728,6 +760,27 @@ async fn main() -> ExitCode {
         });
         return match watched.await {
             Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("creditgate: {error}");
+                ExitCode::from(cli::EXIT_FAILED as u8)
+            }
+        };
+    }
+    if let Command::Run(args) = cli.command {
+        let call = cli::RunCall {
+            account: args.account,
+            feature: args.feature,
+            wallet: args.wallet,
+            hold_ms: args.hold,
+            grace_ms: args.grace,
+            labels: args.labels,
+            command: args.command,
+        };
+        return match cli::run(&args.connection, call).await {
+            Ok(outcome) => {
+                cli::eprint(&outcome.report, args.connection.json);
+                ExitCode::from(outcome.status.clamp(0, 255) as u8)
+            }
             Err(error) => {
                 eprintln!("creditgate: {error}");
                 ExitCode::from(cli::EXIT_FAILED as u8)

@@ -6,6 +6,7 @@
 //! itself failed.
 
 mod output;
+mod run;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,7 +19,8 @@ use crate::proto::admin_client::AdminClient;
 use crate::proto::gate_client::GateClient;
 use crate::proto::{self};
 
-pub use output::print;
+pub use output::{eprint, print};
+pub use run::{RunCall, RunOutcome, run};
 
 /// Exit status when the call was answered with a denial.
 pub const EXIT_DENIED: i32 = 3;
@@ -116,6 +118,8 @@ pub enum CliError {
     },
     #[error("{:?}: {}", .0.code(), .0.message())]
     Call(#[from] tonic::Status),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// An answer to print, and whether it was a denial.

@@ -6,12 +6,21 @@ use super::Answer;
 
 /// Prints an answer to stdout.
 pub fn print(answer: &Answer, json: bool) {
+    print!("{}", text(answer, json));
+}
+
+/// Prints an answer to stderr (when stdout belongs to a command being run).
+pub fn eprint(answer: &Answer, json: bool) {
+    eprint!("{}", text(answer, json));
+}
+
+fn text(answer: &Answer, json: bool) -> String {
     if json {
-        println!("{}", answer.json);
+        format!("{}\n", answer.json)
     } else {
         let mut out = String::new();
         lines(&answer.json, 0, &mut out);
-        print!("{out}");
+        out
     }
 }
 
