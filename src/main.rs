@@ -57,6 +57,9 @@ enum Command {
     /// Set a wallet's flex cap.
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Set a wallet's alert thresholds and auto top-up policy.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Set or remove spend limits on a label of an account.
     #[command(subcommand)]
     Limit(LimitCommand),
@@ -246,6 +249,9 @@ struct GrantArgs {
     /// goes back to its wallet, at most what it charged.
     #[arg(long)]
     refund_of: Option<String>,
+    /// Answer this top-up request (from a TOP_UP_REQUESTED event), which closes it.
+    #[arg(long)]
+    top_up_request: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -405,6 +411,38 @@ enum StopArg {
     FinishRunning,
     /// Work stops at once: extending a hold is refused while nothing is spendable.
     StopRunning,
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertsCommand {
+    /// Replace a wallet's thresholds and auto top-up policy (none given removes them), e.g.
+    /// --below 5.00 --allowance-used 80 --top-up-below 2.00 --top-up-to 20.00. Each threshold
+    /// fires once per crossing; creates the account if needed.
+    Set {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        account: String,
+        /// [default: default]
+        #[arg(long)]
+        wallet: Option<String>,
+        /// LOW_BALANCE when the spendable balance falls below this amount; repeat for more.
+        #[arg(long)]
+        below: Vec<String>,
+        /// ALERT when this percentage of the wallet's included allowances is used; repeat
+        /// for more.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        allowance_used: Vec<u32>,
+        /// Auto top-up: when the spendable balance falls below this, request a top-up.
+        #[arg(long)]
+        top_up_below: Option<String>,
+        /// The amount each top-up request asks for.
+        #[arg(long, requires = "top_up_below", conflicts_with = "top_up_to")]
+        top_up_amount: Option<String>,
+        /// Ask for what brings the spendable balance back to this.
+        #[arg(long, requires = "top_up_below")]
+        top_up_to: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -574,6 +612,7 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 rollover_max: a.rollover_max.unwrap_or_default(),
                 reason: a.reason.unwrap_or_default(),
                 refund_of: a.refund_of.unwrap_or_default(),
+                top_up_request_id: a.top_up_request.unwrap_or_default(),
             };
             (cli::grant(&a.connection, call).await?, a.connection.json)
         }
@@ -703,6 +742,27 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
             cli::wallet_set(&connection, account, wallet, flex_cap).await?,
             connection.json,
         ),
+        Command::Alerts(AlertsCommand::Set {
+            connection,
+            account,
+            wallet,
+            below,
+            allowance_used,
+            top_up_below,
+            top_up_amount,
+            top_up_to,
+        }) => {
+            let call = cli::AlertsCall {
+                account,
+                wallet,
+                below,
+                allowance_used,
+                top_up_below,
+                top_up_amount,
+                top_up_to,
+            };
+            (cli::alerts_set(&connection, call).await?, connection.json)
+        }
         Command::Reconcile(a) => (
             cli::reconcile(&a.connection, a.account, a.rebuild).await?,
             a.connection.json,

@@ -58,6 +58,8 @@ fn minutes_price(overrun: proto::Overrun, allowance: &str) -> proto::FeaturePric
         })),
         overrun: overrun as i32,
         overrun_allowance: allowance.into(),
+        // As the catalog shows the default rule.
+        stop: proto::StopRule::FinishRunning as i32,
         ..Default::default()
     }
 }

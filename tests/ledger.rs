@@ -58,6 +58,7 @@ on_both_ledgers!(
     the_newest_use_of_an_idempotency_key_is_kept,
     an_older_version_of_a_hold_never_replaces_a_newer_one,
     prices_keep_their_policies_now_and_ahead,
+    alerts_and_top_up_requests_come_back_with_the_account,
 );
 
 fn acme() -> AccountId {
@@ -133,6 +134,7 @@ fn account_and_grant() -> Vec<OutboxEntry> {
         OutboxEntry::Grant {
             grant,
             entry: entry("grant/acme/g1", EntryKind::Grant, 10_000_000, 1_000),
+            answers: None,
         },
     ]
 }
@@ -450,4 +452,99 @@ async fn prices_keep_their_policies_now_and_ahead(ledger: &SqlLedger, _: &Ledger
         .await
         .unwrap();
     assert_eq!(ledger.prices().await.unwrap(), vec![now, ahead]);
+}
+
+async fn alerts_and_top_up_requests_come_back_with_the_account(
+    ledger: &SqlLedger,
+    _: &LedgerTarget,
+) {
+    use creditgate::domain::alert::{AlertRule, TopUpPolicy, TopUpSize, WalletAlerts};
+    use creditgate::events::{EventDetail, WalletEvent, WalletEventKind};
+    let alerts = WalletAlerts {
+        rules: vec![AlertRule::Below {
+            amount_minor: 5_000_000,
+        }],
+        top_up: Some(TopUpPolicy {
+            below_minor: 2_000_000,
+            size: TopUpSize::Amount {
+                amount_minor: 10_000_000,
+            },
+        }),
+    };
+    let request = |n: u64, at_ms| {
+        OutboxEntry::Event(WalletEvent {
+            id: format!("evt/acme/{at_ms}.{n}"),
+            kind: WalletEventKind::TopUpRequested,
+            account: acme(),
+            wallet: WalletId::default_wallet(),
+            at_ms,
+            available_minor: 1_000_000,
+            detail: EventDetail::TopUp {
+                request_id: format!("topup/acme/default/{n}"),
+                amount_minor: 10_000_000,
+            },
+        })
+    };
+    let answer = |grant: &str, n: u64, at_ms| {
+        let mut entries = account_and_grant();
+        let OutboxEntry::Grant { grant: g, .. } = entries.remove(1) else {
+            unreachable!("the second entry is the grant")
+        };
+        OutboxEntry::Grant {
+            grant: Grant {
+                terms: GrantTerms {
+                    id: grant_id(grant),
+                    ..g.terms
+                },
+                ..g
+            },
+            entry: entry(
+                &format!("grant/acme/{grant}"),
+                EntryKind::Grant,
+                10_000_000,
+                at_ms,
+            ),
+            answers: Some(format!("topup/acme/default/{n}")),
+        }
+    };
+    let mut entries = account_and_grant();
+    entries.push(OutboxEntry::Alerts {
+        account: acme(),
+        wallet: WalletId::default_wallet(),
+        alerts: alerts.clone(),
+        at_ms: 1_500,
+    });
+    entries.push(request(1, 2_000));
+    ledger.append(&records(entries)).await.unwrap();
+    // The answer to the second request arrives before the request (another replica's record).
+    ledger
+        .append(&records(vec![
+            answer("t1", 1, 3_000),
+            answer("t2", 2, 5_000),
+        ]))
+        .await
+        .unwrap();
+    ledger
+        .append(&records(vec![request(2, 4_000), request(3, 6_000)]))
+        .await
+        .unwrap();
+    // Written twice: still one event.
+    ledger
+        .append(&records(vec![request(3, 6_000)]))
+        .await
+        .unwrap();
+    let snapshot = ledger
+        .load_accounts(Some(&acme()), 7_000, 60_000)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(snapshot.alerts.len(), 1);
+    let kept = &snapshot.alerts[0];
+    assert_eq!(kept.alerts, alerts);
+    assert_eq!(kept.top_ups, 3);
+    assert_eq!(
+        kept.open_top_up.as_deref(),
+        Some("topup/acme/default/3"),
+        "the first two were answered"
+    );
 }

@@ -115,6 +115,7 @@ impl admin_server::Admin for AdminService {
                 .map_err(status)?,
             reason: (!r.reason.is_empty()).then_some(r.reason),
             refund_of: (!r.refund_of.is_empty()).then_some(r.refund_of),
+            answers: (!r.top_up_request_id.is_empty()).then_some(r.top_up_request_id),
         };
         let receipt = self.gate.add_grant(request).await.map_err(status)?;
         Ok(Response::new(proto::AddGrantResponse {
@@ -160,6 +161,24 @@ impl admin_server::Admin for AdminService {
             .await
             .map_err(status)?;
         Ok(Response::new(convert::wallet_balance(&view, now_ms)))
+    }
+
+    async fn set_alerts(
+        &self,
+        request: Request<proto::SetAlertsRequest>,
+    ) -> Reply<proto::WalletAlerts> {
+        let r = request.into_inner();
+        let account = convert::account(&r.account_id).map_err(status)?;
+        let wallet = convert::optional("wallet", &r.wallet, WalletId::parse)
+            .map_err(status)?
+            .unwrap_or_else(WalletId::default_wallet);
+        let alerts = convert::alerts_request(&r).map_err(status)?;
+        let view = self
+            .gate
+            .set_alerts(account, wallet, alerts)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::wallet_alerts(&view)))
     }
 
     async fn set_limit(

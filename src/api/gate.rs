@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, money, split, verdict};
 use super::status;
 use crate::domain::{AccountId, WalletId};
-use crate::events::{Events, WalletEventKind};
+use crate::events::Events;
 use crate::gate::{self, CheckRequest, CommitRequest, Cost, ExtendRequest, Gate};
 use crate::proto::{self, gate_server};
 use crate::shutdown::Shutdown;
@@ -317,19 +317,7 @@ impl gate_server::Gate for GateService {
                 if !wanted {
                     continue;
                 }
-                let kind = match event.kind {
-                    WalletEventKind::Depleted => proto::BalanceEventKind::Depleted,
-                    WalletEventKind::Replenished => proto::BalanceEventKind::Replenished,
-                    WalletEventKind::HoldExpired => proto::BalanceEventKind::HoldExpired,
-                };
-                let event = proto::BalanceEvent {
-                    kind: kind as i32,
-                    account_id: event.account.to_string(),
-                    wallet: event.wallet.to_string(),
-                    at_ms: event.at_ms,
-                    snapshot: None,
-                    reservation_id: event.reservation.map(|r| r.to_string()).unwrap_or_default(),
-                };
+                let event = convert::balance_event(&event);
                 // A client that reads too slowly is dropped rather than let it hold up events.
                 match sender.try_send(Ok(event)) {
                     Ok(()) => {}

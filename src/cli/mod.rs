@@ -488,6 +488,7 @@ fn wallet_json(w: &proto::WalletBalance) -> Value {
         "flex": {"cap": w.flex_cap, "used": w.flex_used, "held": w.flex_held},
         "debt": w.debt,
         "grants": w.grants.iter().map(grant_json).collect::<Vec<_>>(),
+        "alerts": w.alerts.as_ref().map(alerts_json),
     })
 }
 
@@ -516,10 +517,24 @@ pub async fn watch(
         if let Some(snapshot) = &event.snapshot {
             json["wallets"] = snapshot.wallets.iter().map(wallet_json).collect();
         } else {
+            json["event_id"] = json!(event.event_id);
             json["wallet"] = json!(event.wallet);
             json["at_ms"] = json!(event.at_ms);
-            if !event.reservation_id.is_empty() {
-                json["reservation_id"] = json!(event.reservation_id);
+            json["available"] = json!(event.available);
+            let details = [
+                ("reservation_id", json!(event.reservation_id)),
+                ("threshold", json!(event.threshold)),
+                ("limit", json!(event.limit)),
+                ("top_up_request_id", json!(event.top_up_request_id)),
+                ("top_up_amount", json!(event.top_up_amount)),
+            ];
+            for (field, value) in details {
+                if value != json!("") {
+                    json[field] = value;
+                }
+            }
+            if event.allowance_used_percent > 0 {
+                json["allowance_used_percent"] = json!(event.allowance_used_percent);
             }
         }
         print(Answer {
@@ -528,6 +543,102 @@ pub async fn watch(
         });
     }
     Ok(())
+}
+
+/// A wallet's alert thresholds and auto top-up, as given on the command line.
+pub struct AlertsCall {
+    pub account: String,
+    pub wallet: Option<String>,
+    /// LOW_BALANCE thresholds: amounts.
+    pub below: Vec<String>,
+    /// ALERT thresholds: percentages of the included allowances used.
+    pub allowance_used: Vec<u32>,
+    /// Auto top-up: below this, ask for `top_up_amount` or up to `top_up_to`.
+    pub top_up_below: Option<String>,
+    pub top_up_amount: Option<String>,
+    pub top_up_to: Option<String>,
+}
+
+/// Sets a wallet's alert thresholds and auto top-up policy, replacing what it had.
+pub async fn alerts_set(connection: &Connection, call: AlertsCall) -> Result<Answer, CliError> {
+    use proto::alert_threshold::When;
+    use proto::auto_top_up::Size;
+    let thresholds = call
+        .below
+        .into_iter()
+        .map(When::Below)
+        .chain(
+            call.allowance_used
+                .into_iter()
+                .map(When::AllowanceUsedPercent),
+        )
+        .map(|when| proto::AlertThreshold {
+            when: Some(when),
+            armed: false,
+        })
+        .collect();
+    let size = match (call.top_up_amount, call.top_up_to) {
+        (Some(amount), None) => Some(Size::Amount(amount)),
+        (None, Some(target)) => Some(Size::Target(target)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(CliError::Usage(
+                "give --top-up-amount or --top-up-to, not both".into(),
+            ));
+        }
+    };
+    let auto_top_up = match (call.top_up_below, size) {
+        (Some(below), Some(size)) => Some(proto::AutoTopUp {
+            below,
+            size: Some(size),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(CliError::Usage(
+                "--top-up-below goes with --top-up-amount or --top-up-to".into(),
+            ));
+        }
+    };
+    let r = admin(connection)
+        .await?
+        .set_alerts(proto::SetAlertsRequest {
+            account_id: call.account,
+            wallet: call.wallet.unwrap_or_default(),
+            thresholds,
+            auto_top_up,
+        })
+        .await?
+        .into_inner();
+    Ok(Answer {
+        denied: false,
+        json: alerts_json(&r),
+    })
+}
+
+fn alerts_json(alerts: &proto::WalletAlerts) -> Value {
+    use proto::alert_threshold::When;
+    use proto::auto_top_up::Size;
+    let thresholds: Vec<Value> = alerts
+        .thresholds
+        .iter()
+        .map(|t| match &t.when {
+            Some(When::Below(amount)) => json!({"below": amount, "armed": t.armed}),
+            Some(When::AllowanceUsedPercent(p)) => {
+                json!({"allowance_used_percent": p, "armed": t.armed})
+            }
+            None => Value::Null,
+        })
+        .collect();
+    let top_up = alerts.auto_top_up.as_ref().map(|t| match &t.size {
+        Some(Size::Amount(amount)) => json!({"below": t.below, "amount": amount}),
+        Some(Size::Target(target)) => json!({"below": t.below, "target": target}),
+        None => json!({"below": t.below}),
+    });
+    json!({
+        "thresholds": thresholds,
+        "auto_top_up": top_up,
+        "open_top_up_request_id": alerts.open_top_up_request_id,
+    })
 }
 
 /// Sets a spend limit (`amount` given) or removes it.
@@ -622,6 +733,7 @@ pub struct GrantCall {
     pub rollover_max: String,
     pub reason: String,
     pub refund_of: String,
+    pub top_up_request_id: String,
 }
 
 pub async fn grant(connection: &Connection, call: GrantCall) -> Result<Answer, CliError> {
@@ -655,6 +767,7 @@ pub async fn grant(connection: &Connection, call: GrantCall) -> Result<Answer, C
             rollover_max: call.rollover_max,
             reason: call.reason,
             refund_of: call.refund_of,
+            top_up_request_id: call.top_up_request_id,
         })
         .await?
         .into_inner();

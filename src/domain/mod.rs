@@ -5,6 +5,7 @@
 //! against these types, and the API converts its messages into them in one place.
 
 pub mod account;
+pub mod alert;
 pub mod grant;
 pub mod hold;
 pub mod ids;

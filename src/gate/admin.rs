@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{Gate, GateError};
 use crate::catalog::Catalog;
+use crate::domain::alert::{ALERTS_PER_WALLET_MAX, WalletAlerts, top_up_request_id};
 use crate::domain::grant::GRANT_FEATURES_MAX;
 use crate::domain::money::MINOR_MAX;
 use crate::domain::price::CATALOG_FEATURES_MAX;
@@ -13,7 +14,9 @@ use crate::domain::{
 };
 use crate::ledger::{UsageGroup, UsageQuery, UsageRow};
 use crate::store::outbox::LedgerEntry;
-use crate::store::{AccountUpdate, GrantEntry, GrantReceipt, LimitChange, VoidReceipt, WalletView};
+use crate::store::{
+    AccountUpdate, AlertsView, GrantEntry, GrantReceipt, LimitChange, VoidReceipt, WalletView,
+};
 
 /// Window of a usage query that does not give its start: 30 days.
 pub const USAGE_WINDOW_MS_DEFAULT: i64 = 30 * 86_400_000;
@@ -57,6 +60,8 @@ pub struct GrantRequest {
     pub reason: Option<String>,
     /// The commit or charge (ledger entry id) this credit refunds.
     pub refund_of: Option<String>,
+    /// The top-up request this credit answers, which it closes.
+    pub answers: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +129,27 @@ impl Gate {
         if let Some(entry) = &request.refund_of {
             self.check_refund(entry, &request).await?;
         }
+        if let Some(answered) = &request.answers {
+            let wallet = request
+                .wallet
+                .clone()
+                .unwrap_or_else(WalletId::default_wallet);
+            let prefix = top_up_request_id(request.account.as_str(), wallet.as_str(), 0);
+            let prefix = prefix.trim_end_matches('0');
+            let numbered = answered
+                .strip_prefix(prefix)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !numbered {
+                return Err(GateError::invalid(
+                    "top_up_request_id",
+                    format!(
+                        "{answered:?} is not a top-up request of wallet {wallet} of {} \
+                         (they look like {prefix}<n>)",
+                        request.account
+                    ),
+                ));
+            }
+        }
         let mut features = request.features;
         features.sort();
         features.dedup();
@@ -149,6 +175,7 @@ impl Gate {
             id: grant_entry_id(&request.account, &terms.id),
             reason: request.reason,
             refund_of: request.refund_of,
+            answers: request.answers,
         };
         let written = self.store.add_grant(&request.account, terms, entry).await?;
         self.make_durable(&written.durable).await?;
@@ -270,8 +297,28 @@ impl Gate {
                 wallet,
                 grants: Vec::new(),
                 postpaid: written.value,
+                alerts: None,
             });
         Ok((shown, view.now_ms))
+    }
+
+    /// Sets a wallet's thresholds and auto top-up policy (replacing what it had); returns
+    /// them with where they stand.
+    pub async fn set_alerts(
+        &self,
+        account: AccountId,
+        wallet: WalletId,
+        alerts: WalletAlerts,
+    ) -> Result<AlertsView, GateError> {
+        if alerts.rules.len() > ALERTS_PER_WALLET_MAX {
+            return Err(GateError::invalid(
+                "alerts",
+                format!("a wallet may have at most {ALERTS_PER_WALLET_MAX} thresholds"),
+            ));
+        }
+        let written = self.store.set_alerts(&account, &wallet, alerts).await?;
+        self.make_durable(&written.durable).await?;
+        Ok(written.value)
     }
 
     pub async fn void_grant(&self, request: VoidRequest) -> Result<VoidReceipt, GateError> {

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+use crate::events::WalletEventKind;
+
 use crate::domain::{Account, AccountId, FeaturePrice, Grant, GrantId, ReservationId, WalletId};
 use crate::store::AccountSnapshot;
 use crate::store::outbox::{LedgerEntry, OutboxRecord};
@@ -142,6 +144,21 @@ pub struct Refundable {
     pub amount_minor: i64,
     /// What earlier grants refunded of it.
     pub refunded_minor: i64,
+}
+
+/// Which events a webhook endpoint is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRoute {
+    /// The endpoint's name in the configuration.
+    pub endpoint: String,
+    /// Empty: every kind.
+    pub kinds: Vec<WalletEventKind>,
+}
+
+impl WebhookRoute {
+    pub fn wants(&self, kind: WalletEventKind) -> bool {
+        self.kinds.is_empty() || self.kinds.contains(&kind)
+    }
 }
 
 #[async_trait]

@@ -20,15 +20,17 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use super::{
     Change, ChangeKind, Ledger, LedgerError, LedgerTarget, Refundable, USAGE_GROUPS_MAX,
-    UsageGroup, UsageQuery, UsageRow,
+    UsageGroup, UsageQuery, UsageRow, WebhookRoute,
 };
+use crate::domain::alert::WalletAlerts;
 use crate::domain::{
     Account, AccountId, AccountStatus, FeatureId, FeaturePrice, Grant, GrantId, GrantKind,
     GrantTerms, Hold, IdempotencyKey, LimitState, LimitWindow, ModelId, OverrunPolicy, Period,
     Portion, Postpaid, Recurrence, ReservationId, SpendLimit, StopRule, WalletId,
 };
-use crate::store::AccountSnapshot;
+use crate::events::EventDetail;
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered};
+use crate::store::{AccountSnapshot, AlertsSnapshot};
 
 /// Name of the SQLite ledger file inside the data directory.
 pub const SQLITE_FILE_NAME: &str = "ledger.sqlite3";
@@ -71,6 +73,9 @@ impl Backend {
 pub struct SqlLedger {
     pool: AnyPool,
     backend: Backend,
+    /// Which webhook endpoints want which events: each event appended gets a delivery row
+    /// for each endpoint that wants it.
+    webhooks: Vec<WebhookRoute>,
 }
 
 fn install_drivers() {
@@ -96,9 +101,16 @@ impl SqlLedger {
                 Ok(SqlLedger {
                     pool,
                     backend: Backend::Postgres,
+                    webhooks: Vec::new(),
                 })
             }
         }
+    }
+
+    /// Sends events to these webhook endpoints from now on.
+    pub fn with_webhooks(mut self, webhooks: Vec<WebhookRoute>) -> SqlLedger {
+        self.webhooks = webhooks;
+        self
     }
 
     async fn connect_sqlite(data_dir: &Path, timeout: Duration) -> Result<SqlLedger, LedgerError> {
@@ -121,6 +133,7 @@ impl SqlLedger {
         Ok(SqlLedger {
             pool,
             backend: Backend::Sqlite,
+            webhooks: Vec::new(),
         })
     }
 
@@ -191,6 +204,70 @@ impl SqlLedger {
 
     /// Flex cap, flex used and debt of every wallet that has any, by account, in wallet order.
     /// Flex held is left to the holds.
+    /// Wallets' alerts, with their top-up requests: the one not answered yet and how many
+    /// were made. In account and wallet order.
+    async fn alerts(
+        &self,
+        only: Option<&AccountId>,
+    ) -> Result<Vec<(String, AlertsSnapshot)>, LedgerError> {
+        let mut kept: BTreeMap<(String, String), AlertsSnapshot> = BTreeMap::new();
+        let snapshot = |wallet: &str| -> Result<AlertsSnapshot, LedgerError> {
+            Ok(AlertsSnapshot {
+                wallet: parse(WalletId::parse(wallet), "wallet", wallet)?,
+                alerts: WalletAlerts::default(),
+                armed: Vec::new(),
+                open_top_up: None,
+                top_ups: 0,
+            })
+        };
+        let policies =
+            Statement::new("SELECT account_id, wallet, policy FROM wallet_alerts WHERE 1 = 1")
+                .only("account_id", only)
+                .fetch_all(&self.pool)
+                .await?;
+        for row in policies {
+            let (account, wallet): (String, String) =
+                (row.try_get("account_id")?, row.try_get("wallet")?);
+            let mut alerts = snapshot(&wallet)?;
+            alerts.alerts = from_json(&row.try_get::<String, _>("policy")?, "alerts")?;
+            kept.insert((account, wallet), alerts);
+        }
+        let requests = Statement::new(
+            "SELECT account_id, wallet, request_id, grant_id FROM top_ups WHERE 1 = 1",
+        )
+        .only("account_id", only)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in requests {
+            let (account, wallet): (String, String) =
+                (row.try_get("account_id")?, row.try_get("wallet")?);
+            let request: String = row.try_get("request_id")?;
+            let n: u64 = request
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| LedgerError::Corrupt(format!("top-up request {request:?}")))?;
+            let answered = row.try_get::<Option<String>, _>("grant_id")?.is_some();
+            let alerts = match kept.entry((account, wallet.clone())) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(snapshot(&wallet)?),
+            };
+            alerts.top_ups = alerts.top_ups.max(n);
+            let newest_open = alerts
+                .open_top_up
+                .as_ref()
+                .and_then(|open| open.rsplit('/').next()?.parse::<u64>().ok())
+                .is_none_or(|open| open < n);
+            if !answered && newest_open {
+                alerts.open_top_up = Some(request);
+            }
+        }
+        Ok(kept
+            .into_iter()
+            .map(|((account, _), alerts)| (account, alerts))
+            .collect())
+    }
+
     async fn postpaid(
         &self,
         only: Option<&AccountId>,
@@ -340,7 +417,11 @@ async fn insert_entry(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), Ledger
     Ok(())
 }
 
-async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> {
+async fn apply(
+    tx: &mut Tx<'_>,
+    entry: &OutboxEntry,
+    webhooks: &[WebhookRoute],
+) -> Result<(), LedgerError> {
     match entry {
         OutboxEntry::Account(account) => {
             sqlx::query(
@@ -355,7 +436,27 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             .execute(&mut **tx)
             .await?;
         }
-        OutboxEntry::Grant { grant, entry } => {
+        OutboxEntry::Grant {
+            grant,
+            entry,
+            answers,
+        } => {
+            if let Some(request) = answers {
+                sqlx::query(
+                    "INSERT INTO top_ups (request_id, account_id, wallet, grant_id, \
+                     answered_at_ms) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (request_id) DO UPDATE SET grant_id = excluded.grant_id, \
+                     answered_at_ms = excluded.answered_at_ms \
+                     WHERE top_ups.grant_id IS NULL",
+                )
+                .bind(request)
+                .bind(entry.account.as_str())
+                .bind(entry.wallet.as_str())
+                .bind(grant.terms.id.as_str())
+                .bind(entry.at_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
             let terms = &grant.terms;
             sqlx::query(
                 "INSERT INTO grants (account_id, grant_id, wallet, kind, priority, amount_minor, \
@@ -482,6 +583,75 @@ async fn apply(tx: &mut Tx<'_>, entry: &OutboxEntry) -> Result<(), LedgerError> 
             .bind(*at_ms)
             .execute(&mut **tx)
             .await?;
+        }
+        OutboxEntry::Alerts {
+            account,
+            wallet,
+            alerts,
+            at_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO wallet_alerts (account_id, wallet, policy, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, wallet) DO UPDATE SET \
+                 policy = excluded.policy, updated_at_ms = excluded.updated_at_ms \
+                 WHERE excluded.updated_at_ms >= wallet_alerts.updated_at_ms",
+            )
+            .bind(account.as_str())
+            .bind(wallet.as_str())
+            .bind(to_json(alerts))
+            .bind(*at_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        OutboxEntry::Event(event) => {
+            let inserted = sqlx::query(
+                "INSERT INTO events (id, account_id, wallet, kind, at_ms, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&event.id)
+            .bind(event.account.as_str())
+            .bind(event.wallet.as_str())
+            .bind(event.kind.as_str())
+            .bind(event.at_ms)
+            .bind(to_json(event))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                // Written by an earlier batch, with its deliveries.
+                return Ok(());
+            }
+            if let EventDetail::TopUp {
+                request_id,
+                amount_minor,
+            } = &event.detail
+            {
+                sqlx::query(
+                    "INSERT INTO top_ups (request_id, account_id, wallet, amount_minor, \
+                     requested_at_ms) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (request_id) DO UPDATE SET \
+                     amount_minor = excluded.amount_minor, \
+                     requested_at_ms = excluded.requested_at_ms",
+                )
+                .bind(request_id)
+                .bind(event.account.as_str())
+                .bind(event.wallet.as_str())
+                .bind(*amount_minor)
+                .bind(event.at_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for route in webhooks.iter().filter(|r| r.wants(event.kind)) {
+                sqlx::query(
+                    "INSERT INTO deliveries (event_id, endpoint, next_attempt_at_ms) \
+                     VALUES ($1, $2, $3) ON CONFLICT (event_id, endpoint) DO NOTHING",
+                )
+                .bind(&event.id)
+                .bind(&route.endpoint)
+                .bind(event.at_ms)
+                .execute(&mut **tx)
+                .await?;
+            }
         }
         OutboxEntry::Hold(hold) => {
             let updated_at = hold
@@ -693,7 +863,7 @@ impl Ledger for SqlLedger {
     async fn append(&self, records: &[OutboxRecord]) -> Result<(), LedgerError> {
         let mut tx = self.pool.begin().await?;
         for entry in records.iter().flat_map(|r| &r.entries) {
-            apply(&mut tx, entry).await?;
+            apply(&mut tx, entry, &self.webhooks).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -790,6 +960,9 @@ impl Ledger for SqlLedger {
                 .or_default()
                 .postpaid
                 .push((wallet, postpaid));
+        }
+        for (account, alerts) in self.alerts(only).await? {
+            snapshots.entry(account).or_default().alerts.push(alerts);
         }
 
         let holds = Statement::new("SELECT account_id, body FROM holds WHERE ")

@@ -17,12 +17,13 @@ use super::outbox::{
     EntryKind, LedgerEntry, OutboxEntry, OutboxPosition, OutboxRecord, Remembered, Reply,
 };
 use super::{
-    AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
+    AccountSnapshot, AccountUpdate, AccountView, AlertsView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
     GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp,
     ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
 };
 use crate::clock::Clock;
+use crate::domain::alert::{AlertRule, AlertState, Fired, Level, WalletAlerts};
 use crate::domain::grant::{
     GRANTS_PER_WALLET_MAX, WalletTotals, available_minor, merge_split, plan_draw, plan_overrun,
     settle,
@@ -31,10 +32,10 @@ use crate::domain::limit::{LIMITS_PER_ACCOUNT_MAX, limit_cap, limit_id};
 use crate::domain::money::MINOR_MAX;
 use crate::domain::{
     Account, AccountId, AccountStatus, CommitRecord, DenyReason, FeatureId, Grant, GrantId,
-    GrantTerms, Hold, HoldState, IdempotencyKey, Labels, LimitState, Portion, Postpaid,
+    GrantKind, GrantTerms, Hold, HoldState, IdempotencyKey, Labels, LimitState, Portion, Postpaid,
     ReleaseRecord, ReservationId, Shortfall, SpendLimit, StopRule, WalletId,
 };
-use crate::events::{Events, WalletEvent};
+use crate::events::{EventDetail, Events, WalletEvent, WalletEventKind};
 
 /// Outbox records kept before writes are refused: bounds memory while the ledger is away.
 pub const OUTBOX_LEN_MAX_DEFAULT: usize = 1_000_000;
@@ -51,6 +52,32 @@ struct AccountState {
     /// Open holds and ended ones still remembered, by token.
     holds: HashMap<String, Hold>,
     remembered: HashMap<IdempotencyKey, Remembered>,
+    /// Thresholds and auto top-up, of wallets that have any, with what they remember.
+    alerts: BTreeMap<WalletId, (WalletAlerts, AlertState)>,
+    /// Events made so far; numbers the next one.
+    events_made: u64,
+    /// Wallets a plan reset refilled since their last event check.
+    refilled: BTreeSet<WalletId>,
+}
+
+/// What an operation changed in a wallet, for [`MemoryStore::announce`].
+#[derive(Default)]
+struct Change {
+    /// The wallet's spendable balance before.
+    available_before: i64,
+    /// The spend limits' room before, for an operation that counts them.
+    limit_rooms: Vec<(String, i64)>,
+    /// Whether credit came in (a grant, a higher flex cap), which re-arms thresholds.
+    credit_came_in: bool,
+}
+
+impl Change {
+    fn from(available_before: i64) -> Change {
+        Change {
+            available_before,
+            ..Change::default()
+        }
+    }
 }
 
 impl AccountState {
@@ -62,7 +89,118 @@ impl AccountState {
             limits: BTreeMap::new(),
             holds: HashMap::new(),
             remembered: HashMap::new(),
+            alerts: BTreeMap::new(),
+            events_made: 0,
+            refilled: BTreeSet::new(),
         }
+    }
+
+    /// The wallet as its alerts judge it.
+    fn level(&self, wallet: &WalletId, now_ms: i64) -> Level {
+        let mut level = Level {
+            available_minor: self.wallet_available(wallet, now_ms),
+            ..Level::default()
+        };
+        for grant in self.grants(wallet) {
+            if grant.terms.kind == GrantKind::Included && grant.is_active(now_ms) {
+                level.allowance_minor += grant.granted_minor();
+                level.allowance_left_minor += grant.spendable_minor();
+            }
+        }
+        level
+    }
+
+    fn alerts_view(&self, wallet: &WalletId) -> AlertsView {
+        match self.alerts.get(wallet) {
+            Some((alerts, state)) => AlertsView {
+                alerts: alerts.clone(),
+                armed: state.armed.clone(),
+                open_top_up: state.open_top_up.clone(),
+            },
+            None => AlertsView::default(),
+        }
+    }
+
+    /// Each spend limit's room now.
+    fn limit_rooms(&self, now_ms: i64) -> Vec<(String, i64)> {
+        self.limits
+            .iter()
+            .map(|(id, limit)| (id.clone(), limit.at(now_ms).room_minor()))
+            .collect()
+    }
+
+    /// A new event of this account.
+    fn event(
+        &mut self,
+        kind: WalletEventKind,
+        wallet: &WalletId,
+        now_ms: i64,
+        detail: EventDetail,
+    ) -> WalletEvent {
+        self.events_made += 1;
+        WalletEvent {
+            id: WalletEvent::id(&self.account.id, now_ms, self.events_made),
+            kind,
+            account: self.account.id.clone(),
+            wallet: wallet.clone(),
+            at_ms: now_ms,
+            available_minor: self.wallet_available(wallet, now_ms),
+            detail,
+        }
+    }
+
+    /// The events a change of `wallet` caused: zero crossed, spend limits reached, thresholds
+    /// crossed, a top-up requested (the rules the scripts' `wallet_events` follows).
+    fn wallet_events(
+        &mut self,
+        wallet: &WalletId,
+        change: Change,
+        now_ms: i64,
+    ) -> Vec<WalletEvent> {
+        let mut events = Vec::new();
+        let after = self.wallet_available(wallet, now_ms);
+        if let Some(kind) = WalletEvent::crossing(change.available_before, after) {
+            events.push(self.event(kind, wallet, now_ms, EventDetail::None));
+        }
+        for (id, room_before) in change.limit_rooms {
+            let reached = self
+                .limits
+                .get(&id)
+                .is_some_and(|limit| limit.at(now_ms).room_minor() <= 0);
+            if room_before > 0 && reached {
+                let detail = EventDetail::Limit { limit: id };
+                events.push(self.event(WalletEventKind::LimitReached, wallet, now_ms, detail));
+            }
+        }
+        let credit_came_in = self.refilled.remove(wallet) || change.credit_came_in;
+        let level = self.level(wallet, now_ms);
+        let account = self.account.id.to_string();
+        let Some((alerts, state)) = self.alerts.get_mut(wallet) else {
+            return events;
+        };
+        let fired = state.judge(alerts, &level, credit_came_in, (&account, wallet.as_str()));
+        for fired in fired {
+            let (kind, detail) = match fired {
+                Fired::Rule(rule @ AlertRule::Below { .. }) => {
+                    (WalletEventKind::LowBalance, EventDetail::Rule { rule })
+                }
+                Fired::Rule(rule @ AlertRule::AllowanceUsed { .. }) => {
+                    (WalletEventKind::Alert, EventDetail::Rule { rule })
+                }
+                Fired::TopUp {
+                    request_id,
+                    amount_minor,
+                } => (
+                    WalletEventKind::TopUpRequested,
+                    EventDetail::TopUp {
+                        request_id,
+                        amount_minor,
+                    },
+                ),
+            };
+            events.push(self.event(kind, wallet, now_ms, detail));
+        }
+        events
     }
 
     /// The account with every grant and its open holds, in a fixed order: what a reconcile
@@ -87,6 +225,7 @@ impl AccountState {
             limits: self.limits.values().cloned().collect(),
             holds,
             remembered: Vec::new(),
+            alerts: Vec::new(),
         }
     }
 
@@ -197,13 +336,17 @@ impl AccountState {
             return Vec::new();
         };
         let account = &self.account.id;
-        grants
+        let entries: Vec<OutboxEntry> = grants
             .iter_mut()
             .filter_map(|grant| {
                 let reset = grant.roll(now_ms)?;
                 Some(OutboxEntry::reset(account, grant, &reset))
             })
-            .collect()
+            .collect();
+        if !entries.is_empty() {
+            self.refilled.insert(wallet.clone());
+        }
+        entries
     }
 
     /// The wallet's grants as they are at `now_ms`, recurring ones reset, without changing
@@ -614,16 +757,42 @@ impl MemoryStore {
         }
     }
 
-    /// Tells subscribers when a wallet's spendable balance crossed zero since `before`.
-    fn announce(&self, state: &AccountState, wallet: &WalletId, before: i64, now_ms: i64) {
-        let Some(events) = &self.events else {
-            return;
+    /// Tells subscribers what a change of `wallet` caused; returns it for the ledger, to be
+    /// written with the change.
+    fn announce(
+        &self,
+        state: &mut AccountState,
+        wallet: &WalletId,
+        change: Change,
+        now_ms: i64,
+    ) -> Vec<OutboxEntry> {
+        self.publish(state.wallet_events(wallet, change, now_ms))
+    }
+
+    /// The events of a hold that expired: `HOLD_EXPIRED`, then what giving it back caused.
+    fn expired(
+        &self,
+        state: &mut AccountState,
+        id: &ReservationId,
+        wallet: &WalletId,
+        available_before: i64,
+        now_ms: i64,
+    ) -> Vec<OutboxEntry> {
+        let detail = EventDetail::Hold {
+            reservation: id.clone(),
         };
-        let after = state.wallet_available(wallet, now_ms);
-        if let Some(event) = WalletEvent::crossing(&state.account.id, wallet, before, after, now_ms)
-        {
-            events.publish(event);
+        let mut events = vec![state.event(WalletEventKind::HoldExpired, wallet, now_ms, detail)];
+        events.extend(state.wallet_events(wallet, Change::from(available_before), now_ms));
+        self.publish(events)
+    }
+
+    fn publish(&self, events: Vec<WalletEvent>) -> Vec<OutboxEntry> {
+        if let Some(subscribers) = &self.events {
+            for event in &events {
+                subscribers.publish(event.clone());
+            }
         }
+        events.into_iter().map(OutboxEntry::Event).collect()
     }
 
     /// The account of a reservation, with the hold checked to exist. Expires the hold first if
@@ -645,13 +814,10 @@ impl MemoryStore {
         let hold = &state.holds[id.token()];
         if hold.state == HoldState::Held && hold.expires_at_ms <= now_ms {
             let before = state.wallet_available(&wallet, now_ms);
-            let entries = state.end_uncharged(id.token(), HoldState::Expired, now_ms);
+            let mut entries = state.end_uncharged(id.token(), HoldState::Expired, now_ms);
             self.retain(now_ms, Retained::Hold(id.clone()));
+            entries.extend(self.expired(&mut state, id, &wallet, before, now_ms));
             self.append(now_ms, entries);
-            self.announce(&state, &wallet, before, now_ms);
-            if let Some(events) = &self.events {
-                events.publish(WalletEvent::hold_expired(id, &wallet, now_ms));
-            }
         }
         Ok(state)
     }
@@ -667,7 +833,7 @@ struct Built {
 }
 
 /// Builds an account's state from a ledger snapshot, checking that its holds fit its grants.
-fn build_account(snapshot: AccountSnapshot) -> Result<Option<Built>, StoreError> {
+fn build_account(snapshot: AccountSnapshot, now_ms: i64) -> Result<Option<Built>, StoreError> {
     let Some(account) = snapshot.account else {
         return Ok(None);
     };
@@ -744,6 +910,14 @@ fn build_account(snapshot: AccountSnapshot) -> Result<Option<Built>, StoreError>
         }
         built.state.holds.insert(hold.id.token().to_owned(), hold);
     }
+    for kept in snapshot.alerts {
+        // A threshold the wallet is already past does not fire again until it is re-armed.
+        let level = built.state.level(&kept.wallet, now_ms);
+        let mut state = AlertState::armed_at(&kept.alerts, &level, None);
+        state.open_top_up = kept.open_top_up;
+        state.top_ups = kept.top_ups;
+        built.state.alerts.insert(kept.wallet, (kept.alerts, state));
+    }
     for remembered in snapshot.remembered {
         built.retained.push((
             remembered.at_ms,
@@ -795,6 +969,7 @@ impl BalanceStore for MemoryStore {
         self.roll(&mut state, &op.wallet, now);
         let announced = op.wallet.clone();
         let before = state.wallet_available(&announced, now);
+        let limit_rooms = state.limit_rooms(now);
         let available = state.available(&op.wallet, &op.feature, now);
         if state.account.status == AccountStatus::Suspended {
             return Ok(Written {
@@ -880,7 +1055,16 @@ impl BalanceStore for MemoryStore {
             let remembered = state.remember(idempotency, Reply::Reserve(receipt.clone()), now);
             entries.push(OutboxEntry::Remember(remembered));
         }
-        self.announce(&state, &announced, before, now);
+        entries.extend(self.announce(
+            &mut state,
+            &announced,
+            Change {
+                available_before: before,
+                limit_rooms,
+                credit_came_in: false,
+            },
+            now,
+        ));
         Ok(Written {
             value: Decision::Allowed(receipt),
             durable: Durable::UpTo(self.append(now, entries)),
@@ -980,8 +1164,8 @@ impl BalanceStore for MemoryStore {
         let mut entries = vec![OutboxEntry::Charge(entry)];
         entries.extend(voids);
         entries.push(OutboxEntry::Hold(hold));
+        entries.extend(self.announce(&mut state, &announced, Change::from(before), now));
         let seq = self.append(now, entries);
-        self.announce(&state, &announced, before, now);
         Ok(Written {
             value: commit_receipt(&op.id, &record),
             durable: Durable::UpTo(seq),
@@ -1009,14 +1193,14 @@ impl BalanceStore for MemoryStore {
             }
             _ => return Err(ended(hold)),
         }
-        let entries = state.end_uncharged(id.token(), HoldState::Released, now);
+        let mut entries = state.end_uncharged(id.token(), HoldState::Released, now);
         let record = state.holds[id.token()]
             .release
             .clone()
             .expect("end_hold records a release");
         self.retain(now, Retained::Hold(id.clone()));
+        entries.extend(self.announce(&mut state, &announced, Change::from(before), now));
         let seq = self.append(now, entries);
-        self.announce(&state, &announced, before, now);
         Ok(Written {
             value: ReleaseReceipt {
                 id: id.clone(),
@@ -1033,6 +1217,7 @@ impl BalanceStore for MemoryStore {
         let mut state = self.held_account(&op.id, now)?;
         let announced = state.holds[op.id.token()].wallet.clone();
         let before = state.wallet_available(&announced, now);
+        let limit_rooms = state.limit_rooms(now);
         if let Some(Reply::Extend(receipt)) = state.recall(op.idempotency.as_ref())? {
             return Ok(Written {
                 value: Decision::Allowed(receipt.clone()),
@@ -1114,7 +1299,16 @@ impl BalanceStore for MemoryStore {
             let remembered = state.remember(idempotency, Reply::Extend(receipt.clone()), now);
             entries.push(OutboxEntry::Remember(remembered));
         }
-        self.announce(&state, &announced, before, now);
+        entries.extend(self.announce(
+            &mut state,
+            &announced,
+            Change {
+                available_before: before,
+                limit_rooms,
+                credit_came_in: false,
+            },
+            now,
+        ));
         Ok(Written {
             value: Decision::Allowed(receipt),
             durable: Durable::UpTo(self.append(now, entries)),
@@ -1146,6 +1340,7 @@ impl BalanceStore for MemoryStore {
         self.roll(&mut state, &op.wallet, now);
         let announced = op.wallet.clone();
         let before = state.wallet_available(&announced, now);
+        let limit_rooms = state.limit_rooms(now);
         let available = state.available(&op.wallet, &op.feature, now);
         if state.account.status == AccountStatus::Suspended {
             return denied(DenyReason::AccountSuspended, available);
@@ -1201,7 +1396,16 @@ impl BalanceStore for MemoryStore {
             let remembered = state.remember(idempotency, Reply::Charge(receipt.clone()), now);
             entries.push(OutboxEntry::Remember(remembered));
         }
-        self.announce(&state, &announced, before, now);
+        entries.extend(self.announce(
+            &mut state,
+            &announced,
+            Change {
+                available_before: before,
+                limit_rooms,
+                credit_came_in: false,
+            },
+            now,
+        ));
         Ok(Written {
             value: Decision::Allowed(receipt),
             durable: Durable::UpTo(self.append(now, entries)),
@@ -1260,6 +1464,7 @@ impl BalanceStore for MemoryStore {
         Ok(self.accounts.get(account).map(|state| {
             let mut names: BTreeSet<&WalletId> = state.wallets.keys().collect();
             names.extend(state.postpaid.keys());
+            names.extend(state.alerts.keys());
             let default = WalletId::default_wallet();
             names.insert(&default);
             let wallets = names
@@ -1272,6 +1477,10 @@ impl BalanceStore for MemoryStore {
                         .filter(|g| g.is_active(now) || g.held_minor > 0)
                         .collect(),
                     postpaid: state.postpaid(wallet),
+                    alerts: state
+                        .alerts
+                        .contains_key(wallet)
+                        .then(|| state.alerts_view(wallet)),
                 })
                 .collect();
             AccountView {
@@ -1380,9 +1589,9 @@ impl BalanceStore for MemoryStore {
             grant: Some(terms.id.clone()),
             idempotency_key: None,
             labels: Default::default(),
-            reason: grant_entry.reason,
+            reason: grant_entry.reason.clone(),
             overrun_minor: 0,
-            refund_of: grant_entry.refund_of,
+            refund_of: grant_entry.refund_of.clone(),
             at_ms: now,
         };
         state
@@ -1390,12 +1599,18 @@ impl BalanceStore for MemoryStore {
             .entry(terms.wallet.clone())
             .or_default()
             .push(grant.clone());
+        if let Some(request) = &grant_entry.answers
+            && let Some((_, alerts)) = state.alerts.get_mut(&terms.wallet)
+        {
+            alerts.close_top_up(request);
+        }
         entries.push(OutboxEntry::Grant {
             grant: Grant {
                 remaining_minor: terms.amount_minor,
                 ..grant.clone()
             },
             entry,
+            answers: grant_entry.answers,
         });
         entries.extend(repayment.map(OutboxEntry::Charge));
         let receipt = GrantReceipt {
@@ -1404,7 +1619,16 @@ impl BalanceStore for MemoryStore {
             available_minor: state.wallet_available(&terms.wallet, now),
             now_ms: now,
         };
-        self.announce(&state, &announced, before, now);
+        entries.extend(self.announce(
+            &mut state,
+            &announced,
+            Change {
+                available_before: before,
+                credit_came_in: true,
+                ..Change::default()
+            },
+            now,
+        ));
         Ok(Written {
             value: receipt,
             durable: Durable::UpTo(self.append(now, entries)),
@@ -1450,7 +1674,16 @@ impl BalanceStore for MemoryStore {
             flex_cap_minor,
             at_ms: now,
         });
-        self.announce(&state, &announced, before, now);
+        entries.extend(self.announce(
+            &mut state,
+            &announced,
+            Change {
+                available_before: before,
+                credit_came_in: true,
+                ..Change::default()
+            },
+            now,
+        ));
         Ok(Written {
             value,
             durable: Durable::UpTo(self.append(now, entries)),
@@ -1538,6 +1771,38 @@ impl BalanceStore for MemoryStore {
         })
     }
 
+    async fn set_alerts(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        alerts: WalletAlerts,
+    ) -> Result<Written<AlertsView>, StoreError> {
+        let now = self.clock.now_ms();
+        self.ensure_outbox_room()?;
+        let mut entries = Vec::new();
+        let mut state = self.account_or_create(account, now, &mut entries);
+        self.roll(&mut state, wallet, now);
+        let level = state.level(wallet, now);
+        let previous = state.alerts.remove(wallet).map(|(_, kept)| kept);
+        let kept = AlertState::armed_at(&alerts, &level, previous.as_ref());
+        if !alerts.is_empty() || kept.open_top_up.is_some() || kept.top_ups > 0 {
+            state.alerts.insert(wallet.clone(), (alerts.clone(), kept));
+        }
+        entries.push(OutboxEntry::Alerts {
+            account: account.clone(),
+            wallet: wallet.clone(),
+            alerts,
+            at_ms: now,
+        });
+        // A wallet already below its top-up threshold asks at once.
+        let available_before = level.available_minor;
+        entries.extend(self.announce(&mut state, wallet, Change::from(available_before), now));
+        Ok(Written {
+            value: state.alerts_view(wallet),
+            durable: Durable::UpTo(self.append(now, entries)),
+        })
+    }
+
     async fn void_grant(
         &self,
         account: &AccountId,
@@ -1602,8 +1867,9 @@ impl BalanceStore for MemoryStore {
             refund_of: None,
             at_ms: now,
         };
-        let seq = self.append(now, [OutboxEntry::Void { entry }]);
-        self.announce(&state, &announced, before, now);
+        let mut entries = vec![OutboxEntry::Void { entry }];
+        entries.extend(self.announce(&mut state, &announced, Change::from(before), now));
+        let seq = self.append(now, entries);
         Ok(Written {
             value: VoidReceipt {
                 grant,
@@ -1646,13 +1912,10 @@ impl BalanceStore for MemoryStore {
             if let Some(wallet) = due_in {
                 self.roll(&mut state, &wallet, now);
                 let before = state.wallet_available(&wallet, now);
-                let entries = state.end_uncharged(id.token(), HoldState::Expired, now);
+                let mut entries = state.end_uncharged(id.token(), HoldState::Expired, now);
                 self.retain(now, Retained::Hold(id.clone()));
+                entries.extend(self.expired(&mut state, &id, &wallet, before, now));
                 self.append(now, entries);
-                self.announce(&state, &wallet, before, now);
-                if let Some(events) = &self.events {
-                    events.publish(WalletEvent::hold_expired(&id, &wallet, now));
-                }
                 swept.expired += 1;
             }
         }
@@ -1706,7 +1969,7 @@ impl BalanceStore for MemoryStore {
     async fn load(&self, accounts: Vec<AccountSnapshot>) -> Result<(), StoreError> {
         let mut built = Vec::with_capacity(accounts.len());
         for snapshot in accounts {
-            if let Some(account) = build_account(snapshot)? {
+            if let Some(account) = build_account(snapshot, self.clock.now_ms())? {
                 built.push(account);
             }
         }
@@ -1745,7 +2008,7 @@ impl BalanceStore for MemoryStore {
         snapshot: AccountSnapshot,
         expected: &AccountSnapshot,
     ) -> Result<bool, StoreError> {
-        let Some(built) = build_account(snapshot)? else {
+        let Some(built) = build_account(snapshot, self.clock.now_ms())? else {
             return Ok(false);
         };
         let Some(mut state) = self.account_mut(&built.state.account.id) else {

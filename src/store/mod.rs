@@ -14,6 +14,7 @@ pub mod redis;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::alert::WalletAlerts;
 use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
     HoldState, IdempotencyKey, Labels, LimitState, LimitWindow, ModelId, OverrunPolicy, Portion,
@@ -105,6 +106,8 @@ pub struct GrantEntry {
     pub reason: Option<String>,
     /// The commit or charge this credit refunds.
     pub refund_of: Option<String>,
+    /// The top-up request this grant answers, which it closes.
+    pub answers: Option<String>,
 }
 
 impl From<String> for GrantEntry {
@@ -275,6 +278,32 @@ pub struct WalletView {
     /// Grants that are active or still held.
     pub grants: Vec<Grant>,
     pub postpaid: Postpaid,
+    /// Thresholds and auto top-up, if the wallet has any.
+    pub alerts: Option<AlertsView>,
+}
+
+/// A wallet's thresholds and auto top-up, and where they stand.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlertsView {
+    pub alerts: WalletAlerts,
+    /// Per rule, in order: whether it may fire (it has not fired since it was last re-armed).
+    pub armed: Vec<bool>,
+    /// The top-up request not answered yet.
+    pub open_top_up: Option<String>,
+}
+
+/// A wallet's alerts as the ledger keeps them: the policy, and the top-up requests made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertsSnapshot {
+    pub wallet: WalletId,
+    pub alerts: WalletAlerts,
+    /// Per rule, whether it may fire, as a store has it; from the ledger, empty (worked out
+    /// when the account is loaded).
+    pub armed: Vec<bool>,
+    /// The top-up request not answered yet.
+    pub open_top_up: Option<String>,
+    /// How many top-up requests the wallet has made.
+    pub top_ups: u64,
 }
 
 /// Everything a store keeps of one account, as rebuilt from the ledger on start.
@@ -292,6 +321,8 @@ pub struct AccountSnapshot {
     pub holds: Vec<Hold>,
     /// Idempotent replies still within the retention period.
     pub remembered: Vec<Remembered>,
+    /// Thresholds and auto top-up of wallets that have any, in wallet order.
+    pub alerts: Vec<AlertsSnapshot>,
 }
 
 /// Why a store operation failed. Denials are not errors: see [`Decision`].
@@ -402,6 +433,16 @@ pub trait BalanceStore: Send + Sync + 'static {
         wallet: &WalletId,
         flex_cap_minor: i64,
     ) -> Result<Written<Postpaid>, StoreError>;
+
+    /// Sets a wallet's thresholds and auto top-up policy (replacing what it had), creating
+    /// the account if needed. A threshold already passed waits to be re-armed; a top-up is
+    /// requested at once if the wallet is below the policy's threshold and none is open.
+    async fn set_alerts(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        alerts: WalletAlerts,
+    ) -> Result<Written<AlertsView>, StoreError>;
 
     async fn void_grant(
         &self,

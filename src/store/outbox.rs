@@ -8,11 +8,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ChargeReceipt, ExtendReceipt, ReserveReceipt};
+use crate::domain::alert::WalletAlerts;
 use crate::domain::period::Reset;
 use crate::domain::{
     Account, AccountId, FeatureId, Grant, GrantId, Hold, IdempotencyKey, Labels, ModelId, Portion,
     ReservationId, SpendLimit, Usage, WalletId,
 };
+use crate::events::WalletEvent;
 
 /// What a ledger entry records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -107,8 +109,13 @@ pub struct Remembered {
 pub enum OutboxEntry {
     /// An account as it now is.
     Account(Account),
-    /// A new grant and its ledger entry.
-    Grant { grant: Grant, entry: LedgerEntry },
+    /// A new grant and its ledger entry, and the top-up request it answers.
+    Grant {
+        grant: Grant,
+        entry: LedgerEntry,
+        #[serde(default)]
+        answers: Option<String>,
+    },
     /// A grant voided and its ledger entry.
     Void { entry: LedgerEntry },
     /// A recurring grant moved into a new period: its lapsed credit (a void entry, when any)
@@ -142,6 +149,15 @@ pub enum OutboxEntry {
     Hold(Hold),
     /// An idempotent reply to keep.
     Remember(Remembered),
+    /// Something subscribers and webhooks are told of.
+    Event(WalletEvent),
+    /// A wallet's thresholds and auto top-up policy as they now are.
+    Alerts {
+        account: AccountId,
+        wallet: WalletId,
+        alerts: WalletAlerts,
+        at_ms: i64,
+    },
 }
 
 impl OutboxEntry {

@@ -49,6 +49,16 @@ impl RedisServer {
     }
 
     /// Kills the server at once (SIGKILL); it keeps nothing.
+    /// Empties it, as a restart without persistence would.
+    pub fn flush(&self) {
+        let flushed = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "flushall"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(flushed.success());
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -7,15 +7,18 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::domain::alert::{AlertRule, TopUpPolicy, TopUpSize, WalletAlerts};
 use crate::domain::{
     Account, AccountId, AccountStatus, CommitRecord, FeatureId, Grant, GrantId, GrantKind,
     GrantTerms, Hold, HoldState, IdempotencyKey, Labels, LimitState, LimitWindow, ModelId,
     OverrunPolicy, Period, Portion, Postpaid, PriceRule, Recurrence, ReleaseRecord, ReservationId,
     SpendLimit, StopRule, Usage, WalletId,
 };
+use crate::events::{EventDetail, WalletEvent, WalletEventKind};
 use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, Remembered, Reply};
 use crate::store::{
-    ChargeReceipt, CommitReceipt, ExtendReceipt, ReleaseReceipt, ReserveReceipt, StoreError,
+    AlertsSnapshot, ChargeReceipt, CommitReceipt, ExtendReceipt, ReleaseReceipt, ReserveReceipt,
+    StoreError,
 };
 
 fn bad(what: &str, text: &str) -> StoreError {
@@ -575,6 +578,121 @@ fn ledger_entry(value: &Value) -> Result<LedgerEntry, StoreError> {
 }
 
 /// The outbox entries a script wrote, from their JSON.
+/// An event as the scripts make it (see `new_event` in lib.lua).
+pub fn event(value: &Value) -> Result<WalletEvent, StoreError> {
+    let t = |key: &str| value_text(value, key);
+    let account = id(t("account"), "account", AccountId::parse)?;
+    let kind = WalletEventKind::parse(t("kind")).ok_or_else(|| bad("event kind", t("kind")))?;
+    let detail = match kind {
+        WalletEventKind::HoldExpired => EventDetail::Hold {
+            reservation: ReservationId::parse(&format!("{account}/{}", t("reservation")))
+                .map_err(|_| bad("reservation", t("reservation")))?,
+        },
+        WalletEventKind::LowBalance => EventDetail::Rule {
+            rule: AlertRule::Below {
+                amount_minor: int(t("below"), "threshold")?,
+            },
+        },
+        WalletEventKind::Alert => EventDetail::Rule {
+            rule: AlertRule::AllowanceUsed {
+                percent: t("percent")
+                    .parse()
+                    .map_err(|_| bad("percent", t("percent")))?,
+            },
+        },
+        WalletEventKind::LimitReached => EventDetail::Limit {
+            limit: t("limit").to_owned(),
+        },
+        WalletEventKind::TopUpRequested => EventDetail::TopUp {
+            request_id: t("request").to_owned(),
+            amount_minor: int(t("amount"), "top-up amount")?,
+        },
+        WalletEventKind::Depleted | WalletEventKind::Replenished => EventDetail::None,
+    };
+    Ok(WalletEvent {
+        id: t("id").to_owned(),
+        kind,
+        wallet: id(t("wallet"), "wallet", WalletId::parse)?,
+        account,
+        at_ms: int(t("at"), "event time")?,
+        available_minor: int(t("available"), "available")?,
+        detail,
+    })
+}
+
+/// A wallet's thresholds and top-up policy as the scripts keep them: `rules` and `top_up`
+/// (see `load_alerts` in lib.lua).
+pub fn encode_alerts(alerts: &WalletAlerts) -> (String, String) {
+    let rules = alerts
+        .rules
+        .iter()
+        .map(|rule| match rule {
+            AlertRule::Below { amount_minor } => format!("below:{amount_minor}"),
+            AlertRule::AllowanceUsed { percent } => format!("percent:{percent}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let top_up = match alerts.top_up {
+        None => String::new(),
+        Some(TopUpPolicy {
+            below_minor,
+            size: TopUpSize::Amount { amount_minor },
+        }) => format!("{below_minor}|amount|{amount_minor}"),
+        Some(TopUpPolicy {
+            below_minor,
+            size: TopUpSize::Target { target_minor },
+        }) => format!("{below_minor}|target|{target_minor}"),
+    };
+    (rules, top_up)
+}
+
+/// A wallet's alerts from the fields of its hash.
+pub fn decode_alerts(
+    wallet: &str,
+    f: &HashMap<String, String>,
+) -> Result<AlertsSnapshot, StoreError> {
+    let mut rules = Vec::new();
+    for text in get(f, "rules").split(',').filter(|t| !t.is_empty()) {
+        let rule = match text.split_once(':') {
+            Some(("below", n)) => AlertRule::Below {
+                amount_minor: int(n, "threshold")?,
+            },
+            Some(("percent", n)) => AlertRule::AllowanceUsed {
+                percent: n.parse().map_err(|_| bad("percent", n))?,
+            },
+            _ => return Err(bad("alert rule", text)),
+        };
+        rules.push(rule);
+    }
+    let top_up = match get(f, "top_up").split('|').collect::<Vec<_>>().as_slice() {
+        [""] => None,
+        [below, "amount", n] => Some(TopUpPolicy {
+            below_minor: int(below, "top-up threshold")?,
+            size: TopUpSize::Amount {
+                amount_minor: int(n, "top-up amount")?,
+            },
+        }),
+        [below, "target", n] => Some(TopUpPolicy {
+            below_minor: int(below, "top-up threshold")?,
+            size: TopUpSize::Target {
+                target_minor: int(n, "top-up target")?,
+            },
+        }),
+        _ => return Err(bad("top-up policy", get(f, "top_up"))),
+    };
+    let armed = get(f, "armed").bytes().map(|b| b != b'0').collect();
+    Ok(AlertsSnapshot {
+        wallet: id(wallet, "wallet", WalletId::parse)?,
+        alerts: WalletAlerts { rules, top_up },
+        armed,
+        open_top_up: Some(get(f, "open").to_owned()).filter(|o| !o.is_empty()),
+        top_ups: match get(f, "made") {
+            "" => 0,
+            n => n.parse().map_err(|_| bad("top-ups made", n))?,
+        },
+    })
+}
+
 pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
     let values: Value = serde_json::from_str(text).map_err(|_| bad("outbox record", text))?;
     let mut entries = Vec::new();
@@ -594,6 +712,7 @@ pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
                 OutboxEntry::Grant {
                     grant: decode_grant(t("grant_id"), t("wallet"), t("grant"))?,
                     entry,
+                    answers: Some(t("answers").to_owned()).filter(|a| !a.is_empty()),
                 }
             }
             "void" => OutboxEntry::Void {
@@ -624,6 +743,14 @@ pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
                 since_ms: int(t("since"), "limit start")?,
                 removed: t("removed") == "1",
                 at_ms: int(t("at"), "limit time")?,
+            },
+            "event" => OutboxEntry::Event(event(&value)?),
+            "alerts" => OutboxEntry::Alerts {
+                account: account()?,
+                wallet: id(t("wallet"), "wallet", WalletId::parse)?,
+                alerts: serde_json::from_str(t("alerts"))
+                    .map_err(|_| bad("alerts", t("alerts")))?,
+                at_ms: int(t("at"), "alerts time")?,
             },
             "wallet" => OutboxEntry::Wallet {
                 account: account()?,

@@ -29,12 +29,13 @@ use self::keys::{AccountKeys, Partition};
 use self::scripts::Scripts;
 use super::outbox::{OutboxPosition, OutboxRecord};
 use super::{
-    AccountSnapshot, AccountUpdate, AccountView, BalanceStore, ChargeOp, ChargeReceipt,
-    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
-    GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp,
-    ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
+    AccountSnapshot, AccountUpdate, AccountView, AlertsSnapshot, AlertsView, BalanceStore,
+    ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable,
+    ExtendOp, ExtendReceipt, GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats,
+    ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
 };
 use crate::cache::ReservationCache;
+use crate::domain::alert::WalletAlerts;
 use crate::domain::grant::GRANTS_PER_WALLET_MAX;
 use crate::domain::limit::{LIMITS_PER_ACCOUNT_MAX, limit_id};
 use crate::domain::{
@@ -547,7 +548,7 @@ impl RedisStore {
 fn account_args(
     account: &AccountId,
     snapshot: &mut AccountSnapshot,
-) -> Result<[String; 6], StoreError> {
+) -> Result<[String; 7], StoreError> {
     let acct = snapshot
         .account
         .take()
@@ -639,7 +640,23 @@ fn account_args(
         serde_json::Value::Array(replies).to_string(),
         postpaid_json(postpaid.iter()),
         limits_json(limits.values()),
+        alerts_json(&snapshot.alerts),
     ])
+}
+
+/// Wallets' alerts as the scripts take them: `[{"wallet", "rules", "top_up", "open", "made"}]`.
+fn alerts_json(alerts: &[AlertsSnapshot]) -> String {
+    let items: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|a| {
+            let (rules, top_up) = codec::encode_alerts(&a.alerts);
+            serde_json::json!({
+                "wallet": a.wallet.as_str(), "rules": rules, "top_up": top_up,
+                "open": a.open_top_up.clone().unwrap_or_default(), "made": a.top_ups.to_string(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
 }
 
 /// Spend limits as the scripts take them: `[{"id", "limit"}]`.
@@ -661,41 +678,21 @@ fn postpaid_json<'a>(wallets: impl Iterator<Item = (&'a WalletId, &'a Postpaid)>
     serde_json::Value::Array(items).to_string()
 }
 
-/// Applies one `depleted|<time>|<account>|<wallet>`, `replenished|…` or
-/// `hold_expired|…|<token>` message; returns it as an event.
+/// Applies one event message (an event as the scripts make it, in JSON) to the cache;
+/// returns the event.
 fn apply_wallet_event(cache: &ReservationCache, payload: &str) -> Option<WalletEvent> {
-    let parts: Vec<&str> = payload.splitn(5, '|').collect();
-    let (kind, at, account, wallet, token) = match parts.as_slice() {
-        [kind, at, account, wallet] => (*kind, *at, *account, *wallet, None),
-        [kind, at, account, wallet, token] => (*kind, *at, *account, *wallet, Some(*token)),
-        _ => return None,
-    };
-    let (Ok(account), Ok(wallet)) = (AccountId::parse(account), WalletId::parse(wallet)) else {
-        return None;
-    };
-    let mut reservation = None;
-    let kind = match kind {
-        "hold_expired" => {
-            reservation = Some(ReservationId::parse(&format!("{account}/{}", token?)).ok()?);
-            WalletEventKind::HoldExpired
+    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let event = codec::event(&value).ok()?;
+    match event.kind {
+        WalletEventKind::Depleted => {
+            cache.mark_depleted(event.account.clone(), event.wallet.clone());
         }
-        "depleted" => {
-            cache.mark_depleted(account.clone(), wallet.clone());
-            WalletEventKind::Depleted
+        WalletEventKind::Replenished => {
+            cache.mark_replenished(event.account.clone(), event.wallet.clone());
         }
-        "replenished" => {
-            cache.mark_replenished(account.clone(), wallet.clone());
-            WalletEventKind::Replenished
-        }
-        _ => return None,
-    };
-    Some(WalletEvent {
-        kind,
-        account,
-        wallet,
-        at_ms: at.parse().unwrap_or(0),
-        reservation,
-    })
+        _ => {}
+    }
+    Some(event)
 }
 
 /// The milliseconds part of a stream id.
@@ -765,6 +762,17 @@ fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i
         }
     }
     limits.sort_by_key(|l| l.limit.id());
+    let mut alerts = Vec::new();
+    if let Some(serde_json::Value::Array(items)) = value.get("alerts") {
+        for a in items {
+            let fields: HashMap<String, String> = ["rules", "armed", "top_up", "open", "made"]
+                .into_iter()
+                .map(|k| (k.to_owned(), s(a, k)))
+                .collect();
+            alerts.push(codec::decode_alerts(&s(a, "wallet"), &fields)?);
+        }
+    }
+    alerts.sort_by(|a, b| a.wallet.cmp(&b.wallet));
     Ok((
         AccountSnapshot {
             account: Some(Account {
@@ -778,6 +786,7 @@ fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i
             limits,
             holds,
             remembered: Vec::new(),
+            alerts,
         },
         now,
     ))
@@ -1153,7 +1162,19 @@ impl BalanceStore for RedisStore {
         };
         let mut wallets: BTreeMap<WalletId, Vec<Grant>> = BTreeMap::new();
         let postpaid: BTreeMap<WalletId, Postpaid> = snapshot.postpaid.into_iter().collect();
-        for wallet in postpaid.keys() {
+        let alerts: BTreeMap<WalletId, AlertsView> = snapshot
+            .alerts
+            .into_iter()
+            .map(|a| {
+                let view = AlertsView {
+                    alerts: a.alerts,
+                    armed: a.armed,
+                    open_top_up: a.open_top_up,
+                };
+                (a.wallet, view)
+            })
+            .collect();
+        for wallet in postpaid.keys().chain(alerts.keys()) {
             wallets.entry(wallet.clone()).or_default();
         }
         for mut grant in snapshot.grants {
@@ -1178,6 +1199,7 @@ impl BalanceStore for RedisStore {
                 .into_iter()
                 .map(|(wallet, grants)| WalletView {
                     postpaid: postpaid.get(&wallet).copied().unwrap_or_default(),
+                    alerts: alerts.get(&wallet).cloned(),
                     wallet,
                     grants,
                 })
@@ -1233,9 +1255,10 @@ impl BalanceStore for RedisStore {
         entry: GrantEntry,
     ) -> Result<Written<GrantReceipt>, StoreError> {
         let keys = self.keys(account);
-        let (reason, refund_of) = (
+        let (reason, refund_of, answers) = (
             entry.reason.unwrap_or_default(),
             entry.refund_of.unwrap_or_default(),
+            entry.answers.unwrap_or_default(),
         );
         let features = codec::features_text(&terms.features);
         let recurrence = codec::recurrence_text(terms.recurrence.as_ref());
@@ -1264,6 +1287,7 @@ impl BalanceStore for RedisStore {
                 .arg(&recurrence)
                 .arg(&reason)
                 .arg(&refund_of)
+                .arg(&answers)
                 .arg(self.outbox_bound());
             invocation
         };
@@ -1331,6 +1355,47 @@ impl BalanceStore for RedisStore {
             }),
             _ => Err(StoreError::Inconsistent(format!(
                 "set wallet answered {reply:?}"
+            ))),
+        }
+    }
+
+    async fn set_alerts(
+        &self,
+        account: &AccountId,
+        wallet: &WalletId,
+        alerts: WalletAlerts,
+    ) -> Result<Written<AlertsView>, StoreError> {
+        let keys = self.keys(account);
+        let (rules, top_up) = codec::encode_alerts(&alerts);
+        let kept = serde_json::to_string(&alerts).expect("alerts serialise");
+        let run = |create: &'static str| {
+            let mut invocation = self.scripts.set_alerts.prepare_invoke();
+            invocation
+                .key(keys.account())
+                .key(keys.partition.outbox())
+                .key(keys.partition.accounts())
+                .arg(&keys.base)
+                .arg(account.as_str())
+                .arg(wallet.as_str())
+                .arg(&rules)
+                .arg(&top_up)
+                .arg(create)
+                .arg(&kept)
+                .arg(self.outbox_bound());
+            invocation
+        };
+        let reply = self.with_account_or_create(account, run).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") if reply.len() >= 3 => Ok(Written {
+                value: AlertsView {
+                    alerts,
+                    armed: reply[1].bytes().map(|b| b != b'0').collect(),
+                    open_top_up: Some(reply[2].clone()).filter(|o| !o.is_empty()),
+                },
+                durable: self.record(&keys.partition, &reply, 3)?,
+            }),
+            _ => Err(StoreError::Inconsistent(format!(
+                "set alerts answered {reply:?}"
             ))),
         }
     }

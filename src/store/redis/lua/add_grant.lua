@@ -8,6 +8,7 @@
 -- ARGV[12] '1' to create the account if it is absent (the ledger does not have it either)
 -- ARGV[13] recurrence: '' or "month|year,anchor (or ''),rollover max"
 -- ARGV[14] reason of the grant's ledger entry (or '')   ARGV[15] entry it refunds (or '')
+-- ARGV[16] top-up request it answers, which it closes (or '')
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} | {'conflict'} | {'too_many'} | {'too_large'} |
 --        {'ok', created (0 or 1), grant, wallet available, now, outbox id, outbox entries}
@@ -85,6 +86,7 @@ table.insert(entries, {
     id = entry_id, kind = 'grant', account = account, wallet = wallet, amount = fmt(amount),
     grant = id, reason = ARGV[14], refund_of = ARGV[15], at = fmt(now),
   },
+  answers = ARGV[16],
 })
 local wallet_before = wallet_available(w, now)
 local repaid = math.min(w.pp.debt, amount)
@@ -106,7 +108,12 @@ local text = encode_grant(g)
 redis.call('HSET', grants_key, id, text)
 redis.call('SADD', base .. 'wallets', wallet)
 table.insert(w.grants, g)
-publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
-local outbox_id = outbox(KEYS[2], entries, now)
+local alerts = load_alerts(base, wallet)
+if alerts and ARGV[16] ~= '' and alerts.open == ARGV[16] then
+  alerts.open = ''
+  save_alert_state(alerts)
+end
+local outbox_id = outbox(KEYS[2], with_events(entries,
+  wallet_events(base, account, w, now, wallet_before, true)), now)
 return { 'ok', 1, text, fmt(wallet_available(w, now)), fmt(now), outbox_id,
   cjson.encode(entries) }

@@ -33,7 +33,7 @@ if not split then
   return { 'denied', reason, fmt(shortfall) }
 end
 
-local wallet_before = wallet_available(w, now)
+local wallet_before, rooms = wallet_available(w, now), limit_rooms(limits)
 take_remaining(w, split)
 save_wallet(w, split)
 for _, l in ipairs(limits) do
@@ -42,7 +42,7 @@ for _, l in ipairs(limits) do
   end
 end
 save_limits(base, limits)
-publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
+local events = wallet_events(base, account, w, now, wallet_before, false, limits, rooms)
 local reply = cjson.encode({
   entry_id = entry_id, wallet = wallet, charged = fmt(amount), split = encode_split(split),
   available = fmt(available - amount),
@@ -62,5 +62,5 @@ if key ~= '' then
     reply_kind = 'charge', reply = reply, at = fmt(now),
   })
 end
-local id = outbox(KEYS[2], entries, now)
+local id = outbox(KEYS[2], with_events(entries, events), now)
 return { 'ok', reply, id, cjson.encode(entries) }

@@ -76,7 +76,7 @@ settle_limits(base, h, h.amount_n, charged_total, now)
 local voids = void_released(account, token, h.wallet, w.by_id, released, now)
 save_wallet(w, h.split_t)
 save_wallet(w, extra)
-publish_crossing(base, account, h.wallet, wallet_before, wallet_available(w, now), now)
+local events = wallet_events(base, account, w, now, wallet_before, false)
 local available = available_for(w, h.feature, now)
 local released_total = h.amount_n - (amount - over)
 local reply = cjson.encode({
@@ -119,5 +119,5 @@ for _, v in ipairs(voids) do
   table.insert(entries, v)
 end
 table.insert(entries, hold_entry(account, token, h))
-local id = outbox(KEYS[2], entries, now)
+local id = outbox(KEYS[2], with_events(entries, events), now)
 return { 'ok', reply, id, cjson.encode(entries) }

@@ -68,7 +68,7 @@ if h.amount_n + additional > MINOR_MAX then
   error('creditgate: hold above the money bound')
 end
 
-local wallet_before = wallet_available(w, now)
+local wallet_before, rooms = wallet_available(w, now), limit_rooms(limits)
 adjust_held(w, extra, 1)
 save_wallet(w, extra)
 for _, l in ipairs(limits) do
@@ -77,7 +77,7 @@ for _, l in ipairs(limits) do
   end
 end
 save_limits(base, limits)
-publish_crossing(base, account, h.wallet, wallet_before, wallet_available(w, now), now)
+local events = wallet_events(base, account, w, now, wallet_before, false, limits, rooms)
 local merged = merge_split(h.split_t, extra)
 h.amount = fmt(h.amount_n + additional)
 h.split = encode_split(merged)
@@ -100,5 +100,5 @@ if key ~= '' then
     reply_kind = 'extend', reply = reply, at = fmt(now),
   })
 end
-local id = outbox(KEYS[2], entries, now)
+local id = outbox(KEYS[2], with_events(entries, events), now)
 return { 'ok', reply, id, cjson.encode(entries) }

@@ -60,7 +60,6 @@ local function end_uncharged(base, account, token, hold_key, h, state, expiries,
   settle_limits(base, h, h.amount_n, 0, now)
   local entries = with_resets(w, void_released(account, token, h.wallet, w.by_id, h.split_t, now))
   save_wallet(w, h.split_t)
-  publish_crossing(base, account, h.wallet, wallet_before, wallet_available(w, now), now)
   local available = available_for(w, h.feature, now)
   h.state = state
   h.version = next_version(h)
@@ -74,10 +73,10 @@ local function end_uncharged(base, account, token, hold_key, h, state, expiries,
   redis.call('ZREM', expiries, account .. '/' .. token)
   table.insert(entries, hold_entry(account, token, h))
   if state == 'expired' then
-    publish_event(base, 'hold_expired|' .. fmt(now) .. '|' .. account .. '|' .. h.wallet .. '|' ..
-      token)
+    table.insert(entries, new_event(base, account, h.wallet, 'hold_expired', now,
+      wallet_available(w, now), { reservation = token }))
   end
-  return entries
+  return with_events(entries, wallet_events(base, account, w, now, wallet_before, false))
 end
 
 -- Expires the hold if its time has passed; returns true if it did (the caller then answers
@@ -92,12 +91,12 @@ local function expire_if_due(base, account, token, hold_key, h, stream, expiries
   return false
 end
 
--- Writes an account as the ledger has it (hydrate and rebuild): its grants, holds, replies and
--- wallets' flex and debt, each argument a JSON list as hydrate.lua describes; the account hash
--- last, since it marks the account as loaded.
+-- Writes an account as the ledger has it (hydrate and rebuild): its grants, holds, replies,
+-- wallets' flex and debt, spend limits and alerts, each argument a JSON list as hydrate.lua
+-- describes; the account hash last, since it marks the account as loaded.
 local function write_account(base, account, retention, account_key, expiries, accounts,
                              acct_json, grants_json, holds_json, replies_json, postpaid_json,
-                             limits_json)
+                             limits_json, alerts_json)
   local acct = cjson.decode(acct_json)
   local grants = cjson.decode(grants_json)
   local holds = cjson.decode(holds_json)
@@ -134,6 +133,20 @@ local function write_account(base, account, retention, account_key, expiries, ac
       left = 1
     end
     redis.call('PEXPIRE', key, fmt(left))
+  end
+  -- A threshold the wallet is already past does not fire again until it is re-armed.
+  for _, a in ipairs(cjson.decode(alerts_json)) do
+    local w = load_wallet(base, account, a.wallet, now)
+    local available, allowance, left = alert_level(w, now)
+    local armed = {}
+    for i, text in ipairs(split_text(a.rules, ',')) do
+      local kind, n = string.match(text, '^(%a+):(%d+)$')
+      local met = rule_met({ kind = kind, n = tonumber(n) }, available, allowance, left)
+      armed[i] = met and '0' or '1'
+    end
+    redis.call('HSET', base .. 'alerts:' .. a.wallet, 'rules', a.rules, 'armed',
+      table.concat(armed), 'top_up', a.top_up, 'open', a.open, 'made', a.made)
+    redis.call('SADD', base .. 'alerts', a.wallet)
   end
   redis.call('SADD', accounts, account)
   redis.call('HSET', account_key, 'status', acct.status, 'name', acct.name, 'created', acct.created)

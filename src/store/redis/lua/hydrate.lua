@@ -9,14 +9,15 @@
 -- ARGV[7] idempotent replies: [{"key", "fingerprint", "reply", "at"}]
 -- ARGV[8] wallets' flex and debt: [{"wallet", "postpaid" (encoded as in lib.lua)}]
 -- ARGV[9] spend limits: [{"id", "limit" (encoded as in lib.lua)}]
+-- ARGV[10] alerts: [{"wallet", "rules", "top_up", "open", "made"} (as load_alerts in lib.lua)]
 -- Reply: {'hydrated'} | {'present'}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
 -- Present if any of its keys is: an account half there is never written over.
 if redis.call('EXISTS', KEYS[1], base .. 'wallets', base .. 'holds', base .. 'postpaid',
-  base .. 'limits') > 0 then
+  base .. 'limits', base .. 'alerts') > 0 then
   return { 'present' }
 end
 write_account(base, account, retention, KEYS[1], KEYS[2], KEYS[3], ARGV[4], ARGV[5], ARGV[6],
-  ARGV[7], ARGV[8], ARGV[9])
+  ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 return { 'hydrated' }

@@ -3,15 +3,16 @@
 --
 -- KEYS[1] account hash   KEYS[2] partition expiry set   KEYS[3] partition account set
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)
--- ARGV[4..9] the ledger's account, grants, holds, replies, flex and debt, and spend limits, as
+-- ARGV[4..10] the ledger's account, grants, holds, replies, flex and debt, spend limits and
+--           alerts, as
 --           for hydrate.lua
--- ARGV[10] expected: {"grants": [{"id", "wallet", "grant"}], "holds": [token, ...],
+-- ARGV[11] expected: {"grants": [{"id", "wallet", "grant"}], "holds": [token, ...],
 --         "postpaid": [{"wallet", "postpaid"}], "limits": [{"id", "limit"}]}, the grants
 --         (encoded), open holds, flex and debt, and limits the comparison saw
 -- Reply: {'replaced'} | {'changed'}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
-local expected = cjson.decode(ARGV[10])
+local expected = cjson.decode(ARGV[11])
 
 local seen, count = {}, 0
 for _, g in ipairs(expected.grants or {}) do
@@ -84,12 +85,15 @@ end
 for _, wallet in ipairs(wallets) do
   redis.call('DEL', base .. 'grants:' .. wallet)
 end
-redis.call('DEL', base .. 'wallets', base .. 'postpaid', base .. 'limits')
+for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'alerts')) do
+  redis.call('DEL', base .. 'alerts:' .. wallet)
+end
+redis.call('DEL', base .. 'wallets', base .. 'postpaid', base .. 'limits', base .. 'alerts')
 for _, token in ipairs(open) do
   redis.call('DEL', base .. 'hold:' .. token)
   redis.call('ZREM', KEYS[2], account .. '/' .. token)
 end
 redis.call('DEL', base .. 'holds')
 write_account(base, account, retention, KEYS[1], KEYS[2], KEYS[3], ARGV[4], ARGV[5], ARGV[6],
-  ARGV[7], ARGV[8], ARGV[9])
+  ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 return { 'replaced' }

@@ -44,12 +44,12 @@ if not split then
   return { 'denied', reason, fmt(shortfall) }
 end
 
-local wallet_before = wallet_available(w, now)
+local wallet_before, rooms = wallet_available(w, now), limit_rooms(limits)
 adjust_held(w, split, 1)
 save_wallet(w, split)
-publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
 local limit_ids = hold_limits(limits, labels, amount)
 save_limits(base, limits)
+local events = wallet_events(base, account, w, now, wallet_before, false, limits, rooms)
 local expires = now + ttl
 local hold = {
   wallet = wallet, feature = feature, amount = fmt(amount), split = encode_split(split),
@@ -75,5 +75,5 @@ if key ~= '' then
     reply_kind = 'reserve', reply = reply, at = fmt(now),
   })
 end
-local id = outbox(KEYS[2], entries, now)
+local id = outbox(KEYS[2], with_events(entries, events), now)
 return { 'ok', reply, id, cjson.encode(entries) }

@@ -31,10 +31,10 @@ local wallet_before = wallet_available(w, now)
 w.pp.cap = cap
 save_wallet(w, {})
 redis.call('SADD', base .. 'wallets', wallet)
-publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
+local events = wallet_events(base, account, w, now, wallet_before, true)
 with_resets(w, entries)
 table.insert(entries, {
   type = 'wallet', account = account, wallet = wallet, flex_cap = fmt(cap), at = fmt(now),
 })
-local outbox_id = outbox(KEYS[2], entries, now)
+local outbox_id = outbox(KEYS[2], with_events(entries, events), now)
 return { 'ok', encode_postpaid(w.pp), outbox_id, cjson.encode(entries) }

@@ -2,13 +2,15 @@
 -- instant. Changes nothing.
 --
 -- KEYS[1] account hash   ARGV[1] account key base
--- Reply: {} when the account is absent, else {JSON: {"account": {...}, "now",
---        "grants": [{"id", "wallet", "grant"}], "holds": [{"token", "hold"}],
---        "postpaid": [{"wallet", "postpaid"}], "limits": [{"id", "limit"}]}}
+-- Reply: {'absent'} when the account is absent (the caller then loads it from the ledger),
+--        else {JSON: {"account": {...}, "now", "grants": [{"id", "wallet", "grant"}],
+--        "holds": [{"token", "hold"}], "postpaid": [{"wallet", "postpaid"}],
+--        "limits": [{"id", "limit"}],
+--        "alerts": [{"wallet", "rules", "armed", "top_up", "open", "made"}]}}
 local base = ARGV[1]
 local acct = hash_to_table(redis.call('HGETALL', KEYS[1]))
 if acct.status == nil then
-  return {}
+  return { 'absent' }
 end
 local grants, holds = {}, {}
 for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
@@ -33,7 +35,13 @@ flat = redis.call('HGETALL', base .. 'limits')
 for i = 1, #flat, 2 do
   table.insert(limits, { id = flat[i], limit = flat[i + 1] })
 end
+local alerts = {}
+for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'alerts')) do
+  local a = hash_to_table(redis.call('HGETALL', base .. 'alerts:' .. wallet))
+  a.wallet = wallet
+  table.insert(alerts, a)
+end
 return { cjson.encode({
   account = acct, now = fmt(now_ms()), grants = grants, holds = holds, postpaid = postpaid,
-  limits = limits,
+  limits = limits, alerts = alerts,
 }) }

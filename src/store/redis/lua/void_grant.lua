@@ -31,7 +31,7 @@ for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
     text = encode_grant(g)
     save_wallet(w, {})
     redis.call('HSET', grants_key, id, text)
-    publish_crossing(base, account, wallet, wallet_before, wallet_available(w, now), now)
+    local events = wallet_events(base, account, w, now, wallet_before, false)
     local entries = with_resets(w, { {
       type = 'void',
       entry = {
@@ -39,7 +39,7 @@ for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
         split = id .. '=' .. fmt(voided), grant = id, reason = reason, at = fmt(now),
       },
     } })
-    local outbox_id = outbox(KEYS[2], entries, now)
+    local outbox_id = outbox(KEYS[2], with_events(entries, events), now)
     return { 'ok', fmt(voided), text, wallet, fmt(wallet_available(w, now)), fmt(now),
       outbox_id, cjson.encode(entries) }
   end
