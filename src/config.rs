@@ -14,9 +14,11 @@ use crate::domain::{
     Amount, FeatureId, FeaturePrice, ModelId, OverrunPolicy, PriceRule, StopRule, TokenPrice,
     WalletId,
 };
+use crate::events::WalletEventKind;
 use crate::gate::Limits;
 use crate::ledger::LedgerTarget;
 use crate::sync::SyncSettings;
+use crate::webhooks::{Webhook, WebhookSettings};
 
 /// Default address of the gate service.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:50051";
@@ -63,6 +65,81 @@ pub struct FileConfig {
     /// Prices written to the ledger at start, replacing those of the same features.
     #[serde(default)]
     pub prices: Vec<PriceConfig>,
+    /// Endpoints every event (or some kinds of event) is posted to. Default: none.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A webhook endpoint in the config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Names the endpoint in delivery listings: 1–64 of `[A-Za-z0-9._-]`, unique.
+    pub name: String,
+    /// `http://host[:port]/path`.
+    pub url: String,
+    /// Key of the HMAC-SHA256 signature of each request, at least 16 bytes.
+    pub secret: String,
+    /// Kinds of event sent: `depleted`, `replenished`, `hold_expired`, `low_balance`,
+    /// `alert`, `limit_reached`, `top_up_requested`. Default: every kind.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+impl WebhookConfig {
+    fn resolve(&self) -> Result<Webhook, String> {
+        let name_ok = (1..=64).contains(&self.name.len())
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !name_ok {
+            return Err(format!(
+                "name {:?} must be 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'",
+                self.name
+            ));
+        }
+        let url: hyper::Uri = self
+            .url
+            .parse()
+            .map_err(|e| format!("url {:?}: {e}", self.url))?;
+        match url.scheme_str() {
+            Some("http") if url.host().is_some() => {}
+            Some("https") => {
+                return Err(format!(
+                    "url {:?}: https endpoints are not supported yet; reach them through a \
+                     local proxy or a mesh sidecar that adds TLS",
+                    self.url
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "url {:?} must look like http://host/path",
+                    self.url
+                ));
+            }
+        }
+        if self.secret.len() < 16 {
+            return Err("secret must be at least 16 bytes".into());
+        }
+        let kinds = self
+            .events
+            .iter()
+            .map(|kind| {
+                WalletEventKind::parse(kind).ok_or_else(|| {
+                    let known: Vec<&str> =
+                        WalletEventKind::ALL.iter().map(|k| k.as_str()).collect();
+                    format!("unknown event {kind:?} (events are {})", known.join(", "))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Webhook {
+            name: self.name.clone(),
+            url,
+            secret: self.secret.clone(),
+            kinds,
+        })
+    }
 }
 
 /// Limits and intervals. Each field's unit is the last part of its name.
@@ -103,6 +180,17 @@ pub struct LimitsConfig {
     /// Outbox records a replica has left unacknowledged this long are taken over by another
     /// (the first may have died). Default 30 000.
     pub outbox_claim_idle_ms: u64,
+    /// Time between looks for webhook deliveries due. Default 500.
+    pub webhook_interval_ms: u64,
+    /// How long a webhook endpoint has to answer. Default 5 000.
+    pub webhook_timeout_ms: u64,
+    /// Delay before a failed webhook delivery is tried again; it doubles with each attempt.
+    /// Default 1 000.
+    pub webhook_retry_ms: u64,
+    /// Longest delay between webhook attempts. Default 600 000 (10 minutes).
+    pub webhook_retry_max_ms: u64,
+    /// Attempts before a webhook delivery is given up (it stays listed as failed). Default 20.
+    pub webhook_attempts_max: u32,
 }
 
 impl Default for LimitsConfig {
@@ -122,6 +210,11 @@ impl Default for LimitsConfig {
             redis_timeout_ms: 500,
             redis_partitions: crate::store::redis::keys::PARTITIONS_DEFAULT,
             outbox_claim_idle_ms: 30_000,
+            webhook_interval_ms: 500,
+            webhook_timeout_ms: 5_000,
+            webhook_retry_ms: 1_000,
+            webhook_retry_max_ms: 600_000,
+            webhook_attempts_max: 20,
         }
     }
 }
@@ -271,6 +364,23 @@ pub enum CommitDurability {
     Ledger,
 }
 
+fn resolve_webhooks(configs: &[WebhookConfig]) -> Result<Vec<Webhook>, ConfigError> {
+    let mut webhooks: Vec<Webhook> = Vec::new();
+    for (i, config) in configs.iter().enumerate() {
+        let webhook = config
+            .resolve()
+            .map_err(|message| ConfigError::Limit(format!("webhooks[{i}]: {message}")))?;
+        if webhooks.iter().any(|w| w.name == webhook.name) {
+            return Err(ConfigError::Limit(format!(
+                "webhooks[{i}]: name {:?} is used twice",
+                webhook.name
+            )));
+        }
+        webhooks.push(webhook);
+    }
+    Ok(webhooks)
+}
+
 /// Settings given on the command line or in the environment; each wins over the file.
 #[derive(Clone, Debug, Default)]
 pub struct Flags {
@@ -303,6 +413,7 @@ pub struct ServerConfig {
     pub migrate: bool,
     pub limits: LimitsConfig,
     pub prices: Vec<FeaturePrice>,
+    pub webhooks: Vec<Webhook>,
 }
 
 impl ServerConfig {
@@ -341,6 +452,7 @@ impl ServerConfig {
                 .iter()
                 .map(PriceConfig::to_feature_price)
                 .collect(),
+            webhooks: resolve_webhooks(&file.webhooks)?,
             limits: file.limits,
         };
         config.check()?;
@@ -364,6 +476,7 @@ impl ServerConfig {
             migrate: true,
             limits: LimitsConfig::default(),
             prices: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 
@@ -408,6 +521,10 @@ impl ServerConfig {
             ("limits.reconcile_interval_ms", l.reconcile_interval_ms),
             ("limits.redis_timeout_ms", l.redis_timeout_ms),
             ("limits.outbox_claim_idle_ms", l.outbox_claim_idle_ms),
+            ("limits.webhook_interval_ms", l.webhook_interval_ms),
+            ("limits.webhook_timeout_ms", l.webhook_timeout_ms),
+            ("limits.webhook_retry_ms", l.webhook_retry_ms),
+            ("limits.webhook_retry_max_ms", l.webhook_retry_max_ms),
         ];
         for (name, value) in intervals {
             if !(1..=INTERVAL_MS_MAX).contains(&value) {
@@ -416,7 +533,23 @@ impl ServerConfig {
                 )));
             }
         }
+        if !(1..=1_000).contains(&l.webhook_attempts_max) {
+            return Err(ConfigError::Limit(
+                "limits.webhook_attempts_max must be between 1 and 1000".into(),
+            ));
+        }
         Ok(())
+    }
+
+    pub fn webhook_settings(&self) -> WebhookSettings {
+        let l = &self.limits;
+        WebhookSettings {
+            interval: std::time::Duration::from_millis(l.webhook_interval_ms),
+            timeout: std::time::Duration::from_millis(l.webhook_timeout_ms),
+            retry_ms: l.webhook_retry_ms as i64,
+            retry_max_ms: l.webhook_retry_max_ms as i64,
+            attempts_max: l.webhook_attempts_max,
+        }
     }
 
     pub fn gate_limits(&self) -> Limits {
@@ -514,6 +647,36 @@ mod tests {
             "the example shows the defaults"
         );
         assert_eq!(config.prices.len(), 3);
+    }
+
+    #[test]
+    fn webhooks_are_checked() {
+        let webhook = |fields: &str| -> Result<ServerConfig, ConfigError> {
+            let file: FileConfig = toml::from_str(&format!("[[webhooks]]\n{fields}")).unwrap();
+            ServerConfig::resolve(Flags::default(), file)
+        };
+        let good = "name = \"b\"\nurl = \"http://127.0.0.1:9/x\"\nsecret = \"0123456789abcdef\"";
+        let config = webhook(good).unwrap();
+        assert_eq!(config.webhooks[0].name, "b");
+        assert!(config.webhooks[0].kinds.is_empty(), "every kind by default");
+        for (fields, complaint) in [
+            (good.replace("http:", "https:"), "https"),
+            (good.replace("0123456789abcdef", "short"), "secret"),
+            (good.replace("\"b\"", "\"a b\""), "name"),
+            (
+                format!("{good}\nevents = [\"lowbalance\"]"),
+                "unknown event",
+            ),
+            (good.replace("http://127.0.0.1:9/x", "127.0.0.1"), "url"),
+        ] {
+            let error = webhook(&fields).unwrap_err().to_string();
+            assert!(error.contains(complaint), "{fields}: {error}");
+            assert!(error.contains("webhooks[0]"), "{error}");
+        }
+        let twice: FileConfig =
+            toml::from_str(&format!("[[webhooks]]\n{good}\n[[webhooks]]\n{good}")).unwrap();
+        let error = ServerConfig::resolve(Flags::default(), twice).unwrap_err();
+        assert!(error.to_string().contains("used twice"), "{error}");
     }
 
     #[test]

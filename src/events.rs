@@ -142,6 +142,11 @@ impl Events {
     pub fn subscribe(&self) -> broadcast::Receiver<WalletEvent> {
         self.0.subscribe()
     }
+
+    /// Subscribers now: one per open `WatchBalance` stream.
+    pub fn subscribers(&self) -> usize {
+        self.0.receiver_count()
+    }
 }
 
 #[cfg(test)]

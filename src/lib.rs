@@ -17,6 +17,9 @@
 //! - [`cache`]: what this replica remembers of the holds it took.
 //! - [`sync`]: outbox → ledger in batches (group commit), ledger → store, durability waits, the
 //!   expiry sweep.
+//! - [`events`]: what a change caused (a wallet running out, a threshold crossed, a top-up
+//!   asked for), fanned out to `WatchBalance` subscribers; [`webhooks`] posts it to endpoints
+//!   from the ledger's outbox of deliveries.
 //! - [`reconcile`]: does the ledger explain the store?
 //! - [`catalog`]: the prices in use.
 //! - [`ledger`]: the [`ledger::Ledger`] trait, the authoritative record, and
@@ -42,6 +45,7 @@ pub mod shutdown;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod webhooks;
 
 /// Generated protocol types and service stubs of `proto/creditgate/v1`.
 pub mod proto {

@@ -57,15 +57,17 @@ enum Command {
     /// Set a wallet's flex cap.
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// List an account's newest events, with how their webhook deliveries went.
+    Events(EventsArgs),
     /// Set a wallet's alert thresholds and auto top-up policy.
     #[command(subcommand)]
     Alerts(AlertsCommand),
     /// Set or remove spend limits on a label of an account.
     #[command(subcommand)]
     Limit(LimitCommand),
-    /// Print an account's balance, then every wallet that runs out or can spend again and
-    /// every hold that expires, as it happens (one JSON object a line with --json), until
-    /// interrupted.
+    /// Print an account's balance, then its events as they happen (a wallet running out or
+    /// spendable again, a hold expiring, a threshold crossed, a limit reached, a top-up
+    /// requested), one JSON object a line with --json, until interrupted.
     Watch(WatchArgs),
     /// Run a command as a metered agent: hold --hold worth of the feature's minutes before it
     /// starts, extend the hold while it runs, stop it (SIGTERM, then SIGKILL after --grace)
@@ -109,6 +111,9 @@ struct WatchArgs {
     /// Only this wallet; repeat for more [default: all].
     #[arg(long = "wallet")]
     wallets: Vec<String>,
+    /// Only the wallet paying for this feature; repeat for more.
+    #[arg(long = "feature")]
+    features: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -411,6 +416,17 @@ enum StopArg {
     FinishRunning,
     /// Work stops at once: extending a hold is refused while nothing is spendable.
     StopRunning,
+}
+
+#[derive(Args, Debug)]
+struct EventsArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    account: String,
+    /// At most this many, newest first (at most 1000).
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -742,6 +758,10 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
             cli::wallet_set(&connection, account, wallet, flex_cap).await?,
             connection.json,
         ),
+        Command::Events(a) => (
+            cli::events(&a.connection, a.account, a.limit).await?,
+            a.connection.json,
+        ),
         Command::Alerts(AlertsCommand::Set {
             connection,
             account,
@@ -815,7 +835,8 @@ async fn main() -> ExitCode {
         };
     }
     if let Command::Watch(args) = cli.command {
-        let watched = cli::watch(&args.connection, args.account, args.wallets, |answer| {
+        let filter = (args.wallets, args.features);
+        let watched = cli::watch(&args.connection, args.account, filter, |answer| {
             cli::print(&answer, args.connection.json)
         });
         return match watched.await {

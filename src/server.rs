@@ -1,5 +1,5 @@
 //! Wires the parts together and runs them: ledger, store rebuilt from it, gate, sync loop,
-//! sweeper, and the two gRPC services, until shutdown.
+//! sweeper, webhook sender, and the two gRPC services, until shutdown.
 //!
 //! Shutdown happens in two steps: the services stop taking calls and finish the ones in flight
 //! (within the grace period); then the sync loop flushes the outbox once more and the ledger is
@@ -29,6 +29,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{BalanceStore, StoreError};
 use crate::sync::{self, Inbound, SyncLoop};
+use crate::webhooks::{Sender, Webhook};
 
 /// Largest request message accepted, in bytes.
 pub const REQUEST_LEN_MAX: usize = 64 * 1024;
@@ -59,6 +60,7 @@ pub struct Server {
     background: Vec<JoinHandle<()>>,
     ledger: SqlLedger,
     grace: Duration,
+    events: Events,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -83,7 +85,8 @@ impl Server {
             &config.ledger,
             Duration::from_millis(config.limits.ledger_timeout_ms),
         )
-        .await?;
+        .await?
+        .with_webhooks(config.webhooks.iter().map(Webhook::route).collect());
         if config.migrate {
             ledger.migrate().await?;
         }
@@ -160,6 +163,14 @@ impl Server {
             // Long enough for every replica's sync loop to have run a few times.
             Duration::from_millis(config.limits.sync_interval_ms * 5),
         ));
+        let webhooks = (!config.webhooks.is_empty()).then(|| {
+            Sender::new(
+                ledger_dyn.clone(),
+                clock.clone(),
+                config.webhooks.clone(),
+                config.webhook_settings(),
+            )
+        });
         let acknowledge_after_ledger = config.commit_durability == CommitDurability::Ledger;
         let gate = Arc::new(Gate::new(
             store.clone(),
@@ -204,6 +215,9 @@ impl Server {
             tokio::spawn(sync::sweep(store, settings, background_shutdown.clone())),
         ];
 
+        if let Some(sender) = webhooks {
+            background.push(tokio::spawn(sender.run(background_shutdown.clone())));
+        }
         if let Some(redis) = redis_store {
             let shutdown = background_shutdown.clone();
             let events = events.clone();
@@ -213,7 +227,7 @@ impl Server {
         }
 
         let (stop_serving, serving_shutdown) = shutdown::channel();
-        let gate_service = GateService::new(gate.clone(), events, serving_shutdown.clone())
+        let gate_service = GateService::new(gate.clone(), events.clone(), serving_shutdown.clone())
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
         let admin_service = AdminService::new(gate, reconciler)
@@ -257,12 +271,18 @@ impl Server {
             background,
             ledger,
             grace: Duration::from_millis(config.limits.shutdown_grace_ms),
+            events,
         })
     }
 
     /// Address the gate service listens on.
     pub fn gate_addr(&self) -> SocketAddr {
         self.gate_addr
+    }
+
+    /// Open `WatchBalance` streams.
+    pub fn watchers(&self) -> usize {
+        self.events.subscribers()
     }
 
     /// Address the admin service listens on.

@@ -36,7 +36,7 @@ async fn watch(gate: &mut GateClient<Channel>) -> Events {
     let mut events = gate
         .watch_balance(proto::WatchBalanceRequest {
             account_id: "acme".into(),
-            wallets: vec![],
+            ..Default::default()
         })
         .await
         .expect("watching starts")

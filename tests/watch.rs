@@ -1,6 +1,6 @@
 //! WatchBalance: a snapshot, then DEPLETED and REPLENISHED as a wallet runs out and is topped
-//! up, on each store and across two replicas sharing one Redis.
-
+//! up, on each store and across two replicas sharing one Redis; a watcher that stops reading;
+//! watching the wallet of a feature.
 mod common;
 
 on_both_stores!(
@@ -31,6 +31,7 @@ async fn watch(
     gate.watch_balance(proto::WatchBalanceRequest {
         account_id: account.into(),
         wallets: wallets.iter().map(|w| (*w).to_owned()).collect(),
+        features: vec![],
     })
     .await
     .expect("watching starts")
@@ -142,7 +143,7 @@ async fn malformed_watches_are_refused_naming_the_field(backend: Backend) {
             "account_id",
             proto::WatchBalanceRequest {
                 account_id: "a b".into(),
-                wallets: vec![],
+                ..Default::default()
             },
         ),
         (
@@ -150,6 +151,15 @@ async fn malformed_watches_are_refused_naming_the_field(backend: Backend) {
             proto::WatchBalanceRequest {
                 account_id: "acme".into(),
                 wallets: vec!["cloud".into(), "no/such".into()],
+                features: vec![],
+            },
+        ),
+        (
+            "features[1]",
+            proto::WatchBalanceRequest {
+                account_id: "acme".into(),
+                wallets: vec![],
+                features: vec!["chat".into(), String::new()],
             },
         ),
     ] {
@@ -161,7 +171,7 @@ async fn malformed_watches_are_refused_naming_the_field(backend: Backend) {
         .gate
         .watch_balance(proto::WatchBalanceRequest {
             account_id: "nobody".into(),
-            wallets: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -212,4 +222,148 @@ async fn a_wallet_emptied_on_one_replica_is_announced_on_the_other() {
     a.server.stop().await;
     drop(watching);
     b.server.stop().await;
+}
+
+/// A watcher that stops reading is dropped with RESOURCE_EXHAUSTED once its queue is full,
+/// while the gate goes on at its own pace; watchers that go away leave nothing behind.
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_dropped_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start(dir.path()).await;
+    grant(&mut t.admin, "acme", "g1", "1.00").await;
+    // A client whose flow-control window lets the server push almost nothing ahead of it.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", t.server.gate_addr()))
+            .unwrap()
+            .initial_stream_window_size(Some(1_024))
+            .initial_connection_window_size(Some(1_024))
+            .connect()
+            .await
+            .unwrap();
+    let mut slow = watch(&mut GateClient::new(channel), "acme", &[]).await;
+    let others: Vec<_> = open_watchers(&mut t.gate, 3).await;
+    assert_eq!(t.server.watchers(), 4);
+
+    // 200 events, each pair a hold that empties the wallet and its release.
+    let started = Instant::now();
+    for _ in 0..100 {
+        let held = t
+            .gate
+            .reserve(reserve_amount("acme", "chat", "1.00"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(held.decision, proto::Decision::Allowed as i32);
+        t.gate
+            .release(proto::ReleaseRequest {
+                reservation_id: held.reservation_id,
+            })
+            .await
+            .unwrap();
+    }
+    println!(
+        "300 events with a watcher not reading: {:?}",
+        started.elapsed()
+    );
+
+    // Reading again, it gets what was queued, then the reason it was dropped.
+    let mut read = 0;
+    let status = loop {
+        match tokio::time::timeout(EVENT_WAIT, slow.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(_)) => read += 1,
+            Ok(None) => panic!("the stream ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(
+        status.code(),
+        Code::ResourceExhausted,
+        "{}",
+        status.message()
+    );
+    assert!(read < 200, "dropped before the end: read {read}");
+
+    drop(others);
+    eventually(EVENT_WAIT, || {
+        let watchers = t.server.watchers();
+        async move { watchers == 0 }
+    })
+    .await;
+    t.server.stop().await;
+}
+
+/// Opens `n` watchers of acme, past their snapshots.
+async fn open_watchers(
+    gate: &mut GateClient<Channel>,
+    n: usize,
+) -> Vec<tonic::Streaming<proto::BalanceEvent>> {
+    let mut watchers = Vec::new();
+    for _ in 0..n {
+        let mut stream = watch(gate, "acme", &[]).await;
+        assert_eq!(
+            kind(&next(&mut stream).await),
+            proto::BalanceEventKind::Snapshot
+        );
+        watchers.push(stream);
+    }
+    watchers
+}
+
+/// Watching a feature watches the wallet the catalog says pays for it.
+#[tokio::test]
+async fn a_watcher_of_a_feature_sees_the_wallet_that_pays_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start(dir.path()).await;
+    t.admin
+        .set_prices(proto::SetPricesRequest {
+            features: vec![proto::FeaturePrice {
+                feature: "agent.minutes".into(),
+                wallet: "cloud".into(),
+                rule: Some(proto::feature_price::Rule::PerCall(proto::PerCallPrice {
+                    price: "0.10".into(),
+                })),
+                ..Default::default()
+            }],
+        })
+        .await
+        .unwrap();
+    grant(&mut t.admin, "acme", "g1", "1.00").await;
+    let mut minutes = t
+        .gate
+        .watch_balance(proto::WatchBalanceRequest {
+            account_id: "acme".into(),
+            wallets: vec![],
+            features: vec!["agent.minutes".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        kind(&next(&mut minutes).await),
+        proto::BalanceEventKind::Snapshot
+    );
+    // The default wallet running out is not its business; the cloud wallet's top-up is.
+    t.gate
+        .charge(charge_amount("acme", "chat", "1.00"))
+        .await
+        .unwrap();
+    t.admin
+        .add_grant(proto::AddGrantRequest {
+            account_id: "acme".into(),
+            grant_id: "c1".into(),
+            wallet: "cloud".into(),
+            amount: "2.00".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let event = next(&mut minutes).await;
+    assert_eq!(
+        (kind(&event), event.wallet.as_str()),
+        (proto::BalanceEventKind::Replenished, "cloud")
+    );
+    t.server.stop().await;
 }

@@ -352,4 +352,26 @@ impl admin_server::Admin for AdminService {
             entries: entries.iter().map(convert::entry).collect(),
         }))
     }
+
+    async fn list_events(
+        &self,
+        request: Request<proto::ListEventsRequest>,
+    ) -> Reply<proto::ListEventsResponse> {
+        let r = request.into_inner();
+        let account = convert::account(&r.account_id).map_err(status)?;
+        let limit = match r.limit as usize {
+            0 => ENTRIES_LIMIT_DEFAULT,
+            n if n > ENTRIES_LIMIT_MAX => {
+                return Err(status(GateError::invalid(
+                    "limit",
+                    format!("must be at most {ENTRIES_LIMIT_MAX}"),
+                )));
+            }
+            n => n,
+        };
+        let events = self.gate.events(&account, limit).await.map_err(status)?;
+        Ok(Response::new(proto::ListEventsResponse {
+            events: events.iter().map(convert::event_record).collect(),
+        }))
+    }
 }

@@ -14,6 +14,7 @@ use crate::domain::{
 };
 use crate::events::{EventDetail, WalletEvent, WalletEventKind};
 use crate::gate::{Cost, GateError};
+use crate::ledger::EventRecord;
 use crate::proto;
 use crate::store::outbox::{EntryKind, LedgerEntry};
 use crate::store::{AlertsView, Decision, Denial, LimitChange, WalletView};
@@ -449,6 +450,33 @@ pub fn wallet_alerts(view: &AlertsView) -> proto::WalletAlerts {
             }),
         }),
         open_top_up_request_id: view.open_top_up.clone().unwrap_or_default(),
+    }
+}
+
+/// An event with its webhook deliveries, for ListEvents.
+pub fn event_record(record: &EventRecord) -> proto::EventRecord {
+    proto::EventRecord {
+        event: Some(balance_event(&record.event)),
+        deliveries: record
+            .deliveries
+            .iter()
+            .map(|d| {
+                let status = match (d.delivered_at_ms, d.next_attempt_at_ms) {
+                    (Some(_), _) => proto::DeliveryStatus::Delivered,
+                    (None, Some(_)) => proto::DeliveryStatus::Pending,
+                    (None, None) => proto::DeliveryStatus::Failed,
+                };
+                proto::WebhookDelivery {
+                    endpoint: d.endpoint.clone(),
+                    status: status as i32,
+                    attempts: d.attempts,
+                    delivered_at_ms: d.delivered_at_ms.unwrap_or(0),
+                    next_attempt_at_ms: d.next_attempt_at_ms.unwrap_or(0),
+                    last_error: d.last_error.clone().unwrap_or_default(),
+                }
+            })
+            .collect(),
+        answered_by_grant_id: record.answered_by.clone().unwrap_or_default(),
     }
 }
 

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, money, split, verdict};
 use super::status;
-use crate::domain::{AccountId, WalletId};
+use crate::domain::{AccountId, FeatureId, WalletId};
 use crate::events::Events;
 use crate::gate::{self, CheckRequest, CommitRequest, Cost, ExtendRequest, Gate};
 use crate::proto::{self, gate_server};
@@ -273,13 +273,18 @@ impl gate_server::Gate for GateService {
     ) -> Reply<Self::WatchBalanceStream> {
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
-        let wallets = r
+        let mut wallets = r
             .wallets
             .iter()
             .enumerate()
             .map(|(i, w)| convert::required(&format!("wallets[{i}]"), w, WalletId::parse))
             .collect::<Result<Vec<_>, _>>()
             .map_err(status)?;
+        for (i, feature) in r.features.iter().enumerate() {
+            let feature = convert::required(&format!("features[{i}]"), feature, FeatureId::parse)
+                .map_err(status)?;
+            wallets.push(self.gate.wallet_of(&feature));
+        }
         // Subscribed before the snapshot is read, so that nothing between the two is missed.
         let mut events = self.events.subscribe();
         let snapshot = self.balance(&account, None).await?;
@@ -319,22 +324,18 @@ impl gate_server::Gate for GateService {
                 }
                 let event = convert::balance_event(&event);
                 // A client that reads too slowly is dropped rather than let it hold up events.
-                match sender.try_send(Ok(event)) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        let ended = Status::resource_exhausted(
-                            "this watcher did not keep up with its events and was dropped; \
-                             watch again",
-                        );
-                        // Told if it reads again soon; dropped either way.
-                        let _ = tokio::time::timeout(
-                            std::time::Duration::from_secs(5),
-                            sender.send(Err(ended)),
-                        )
-                        .await;
-                        return;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                // The queue's last place is kept for the status that says so, so the client
+                // learns why whenever it reads again.
+                if sender.capacity() <= 1 {
+                    let ended = Status::resource_exhausted(
+                        "this watcher did not keep up with its events and was dropped; \
+                         watch again",
+                    );
+                    let _ = sender.try_send(Err(ended));
+                    return;
+                }
+                if sender.try_send(Ok(event)).is_err() {
+                    return;
                 }
             }
         });

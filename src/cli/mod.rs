@@ -496,7 +496,7 @@ fn wallet_json(w: &proto::WalletBalance) -> Value {
 pub async fn watch(
     connection: &Connection,
     account: String,
-    wallets: Vec<String>,
+    (wallets, features): (Vec<String>, Vec<String>),
     mut print: impl FnMut(Answer),
 ) -> Result<(), CliError> {
     let mut stream = gate(connection)
@@ -504,39 +504,12 @@ pub async fn watch(
         .watch_balance(proto::WatchBalanceRequest {
             account_id: account,
             wallets,
+            features,
         })
         .await?
         .into_inner();
     while let Some(event) = stream.message().await? {
-        let kind = proto::BalanceEventKind::try_from(event.kind)
-            .unwrap_or_default()
-            .as_str_name()
-            .trim_start_matches("BALANCE_EVENT_KIND_")
-            .to_owned();
-        let mut json = json!({"event": kind, "account_id": event.account_id});
-        if let Some(snapshot) = &event.snapshot {
-            json["wallets"] = snapshot.wallets.iter().map(wallet_json).collect();
-        } else {
-            json["event_id"] = json!(event.event_id);
-            json["wallet"] = json!(event.wallet);
-            json["at_ms"] = json!(event.at_ms);
-            json["available"] = json!(event.available);
-            let details = [
-                ("reservation_id", json!(event.reservation_id)),
-                ("threshold", json!(event.threshold)),
-                ("limit", json!(event.limit)),
-                ("top_up_request_id", json!(event.top_up_request_id)),
-                ("top_up_amount", json!(event.top_up_amount)),
-            ];
-            for (field, value) in details {
-                if value != json!("") {
-                    json[field] = value;
-                }
-            }
-            if event.allowance_used_percent > 0 {
-                json["allowance_used_percent"] = json!(event.allowance_used_percent);
-            }
-        }
+        let json = event_json(&event);
         print(Answer {
             json,
             denied: false,
@@ -638,6 +611,87 @@ fn alerts_json(alerts: &proto::WalletAlerts) -> Value {
         "thresholds": thresholds,
         "auto_top_up": top_up,
         "open_top_up_request_id": alerts.open_top_up_request_id,
+    })
+}
+
+fn event_json(event: &proto::BalanceEvent) -> Value {
+    let kind = proto::BalanceEventKind::try_from(event.kind)
+        .unwrap_or_default()
+        .as_str_name()
+        .trim_start_matches("BALANCE_EVENT_KIND_")
+        .to_owned();
+    let mut json = json!({"event": kind, "account_id": event.account_id});
+    if let Some(snapshot) = &event.snapshot {
+        json["wallets"] = snapshot.wallets.iter().map(wallet_json).collect();
+        return json;
+    }
+    json["event_id"] = json!(event.event_id);
+    json["wallet"] = json!(event.wallet);
+    json["at_ms"] = json!(event.at_ms);
+    json["available"] = json!(event.available);
+    let details = [
+        ("reservation_id", &event.reservation_id),
+        ("threshold", &event.threshold),
+        ("limit", &event.limit),
+        ("top_up_request_id", &event.top_up_request_id),
+        ("top_up_amount", &event.top_up_amount),
+    ];
+    for (field, value) in details {
+        if !value.is_empty() {
+            json[field] = json!(value);
+        }
+    }
+    if event.allowance_used_percent > 0 {
+        json["allowance_used_percent"] = json!(event.allowance_used_percent);
+    }
+    json
+}
+
+/// An account's newest events, with their webhook deliveries.
+pub async fn events(
+    connection: &Connection,
+    account: String,
+    limit: u32,
+) -> Result<Answer, CliError> {
+    let r = admin(connection)
+        .await?
+        .list_events(proto::ListEventsRequest {
+            account_id: account,
+            limit,
+        })
+        .await?
+        .into_inner();
+    let events: Vec<Value> = r
+        .events
+        .iter()
+        .map(|record| {
+            let mut json = record.event.as_ref().map(event_json).unwrap_or_default();
+            if !record.answered_by_grant_id.is_empty() {
+                json["answered_by_grant_id"] = json!(record.answered_by_grant_id);
+            }
+            json["deliveries"] = record
+                .deliveries
+                .iter()
+                .map(|d| {
+                    let status = proto::DeliveryStatus::try_from(d.status)
+                        .unwrap_or_default()
+                        .as_str_name()
+                        .trim_start_matches("DELIVERY_STATUS_")
+                        .to_owned();
+                    json!({
+                        "endpoint": d.endpoint, "status": status, "attempts": d.attempts,
+                        "delivered_at_ms": d.delivered_at_ms,
+                        "next_attempt_at_ms": d.next_attempt_at_ms,
+                        "last_error": d.last_error,
+                    })
+                })
+                .collect();
+            json
+        })
+        .collect();
+    Ok(Answer {
+        denied: false,
+        json: json!({ "events": events }),
     })
 }
 

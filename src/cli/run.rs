@@ -116,6 +116,7 @@ pub async fn run(connection: &Connection, call: RunCall) -> Result<RunOutcome, C
         .watch_balance(proto::WatchBalanceRequest {
             account_id: call.account.clone(),
             wallets: call.wallet.iter().cloned().collect(),
+            features: vec![call.feature.clone()],
         })
         .await?
         .into_inner();

@@ -12,7 +12,7 @@ use crate::domain::{
     Account, AccountId, Amount, FeatureId, FeaturePrice, GrantId, GrantKind, GrantTerms,
     LimitState, Recurrence, WalletId, format_minor,
 };
-use crate::ledger::{UsageGroup, UsageQuery, UsageRow};
+use crate::ledger::{EventRecord, UsageGroup, UsageQuery, UsageRow};
 use crate::store::outbox::LedgerEntry;
 use crate::store::{
     AccountUpdate, AlertsView, GrantEntry, GrantReceipt, LimitChange, VoidReceipt, WalletView,
@@ -438,5 +438,14 @@ impl Gate {
         limit: usize,
     ) -> Result<Vec<LedgerEntry>, GateError> {
         Ok(self.ledger.entries(account, limit).await?)
+    }
+
+    /// The newest `limit` events of an account, with their webhook deliveries.
+    pub async fn events(
+        &self,
+        account: &AccountId,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, GateError> {
+        Ok(self.ledger.events(account, limit).await?)
     }
 }

@@ -195,6 +195,13 @@ impl Gate {
         }
     }
 
+    /// The wallet that pays for `feature`, as the catalog says now.
+    pub fn wallet_of(&self, feature: &FeatureId) -> WalletId {
+        self.catalog()
+            .get(feature, self.clock.now_ms())
+            .map_or_else(WalletId::default_wallet, |price| price.wallet.clone())
+    }
+
     /// The wallet that pays for `feature` and its price, checking a wallet the caller named.
     fn resolve(
         &self,

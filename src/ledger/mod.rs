@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::events::WalletEventKind;
+use crate::events::{WalletEvent, WalletEventKind};
 
 use crate::domain::{Account, AccountId, FeaturePrice, Grant, GrantId, ReservationId, WalletId};
 use crate::store::AccountSnapshot;
@@ -161,6 +161,46 @@ impl WebhookRoute {
     }
 }
 
+/// A webhook delivery due: an event, for one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub event: WalletEvent,
+    pub endpoint: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    /// Not delivered: why, and when to try again (`None`: given up).
+    Failed {
+        error: String,
+        retry_at_ms: Option<i64>,
+    },
+}
+
+/// Where one event's delivery to one endpoint stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryState {
+    pub endpoint: String,
+    pub attempts: u32,
+    pub delivered_at_ms: Option<i64>,
+    /// When it is tried next; `None` once delivered or given up.
+    pub next_attempt_at_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// An event as the ledger keeps it: its deliveries, and for a top-up request, the grant that
+/// answered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub event: WalletEvent,
+    pub deliveries: Vec<DeliveryState>,
+    pub answered_by: Option<String>,
+}
+
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
     /// Writes outbox records in one transaction, in order. Writing a record twice changes
@@ -225,4 +265,31 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// The number of the newest change: where a store rebuilt now starts reading changes.
     async fn last_change(&self) -> Result<i64, LedgerError>;
+
+    /// Takes up to `limit` webhook deliveries due at `now_ms` (not delivered, fewer than
+    /// `attempts_max` attempts, not taken by another replica), oldest due first, and keeps
+    /// them from other replicas until `lease_until_ms`.
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        attempts_max: u32,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, LedgerError>;
+
+    /// Records a delivery attempt and frees the delivery for whoever tries it next.
+    async fn record_delivery(
+        &self,
+        event_id: &str,
+        endpoint: &str,
+        attempt: &Attempt,
+        now_ms: i64,
+    ) -> Result<(), LedgerError>;
+
+    /// An account's newest `limit` events, newest first, with their deliveries.
+    async fn events(
+        &self,
+        account: &AccountId,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, LedgerError>;
 }
