@@ -72,7 +72,8 @@ enum Command {
     /// Run a command as a metered agent: hold --hold worth of the feature's minutes before it
     /// starts, extend the hold while it runs, stop it (SIGTERM, then SIGKILL after --grace)
     /// when credits run out, and commit the minutes it ran. Exits with the command's status,
-    /// or 3 when it was stopped for credits (or never started). The report goes to stderr.
+    /// or 3 when it was stopped for credits or its first hold was denied (it then never
+    /// starts). The report goes to stderr.
     Run(RunArgs),
 }
 

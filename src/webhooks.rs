@@ -189,15 +189,22 @@ impl Sender {
         let now = self.clock.now_ms();
         // A lease outlasts the attempt, so no other replica sends it meanwhile.
         let lease = now + 2 * self.settings.timeout.as_millis() as i64 + 1_000;
+        // Only this replica's endpoints: another replica's are left to it.
+        let endpoints: Vec<String> = self.endpoints.keys().cloned().collect();
         let due = self
             .ledger
-            .claim_deliveries(now, lease, self.settings.attempts_max, BATCH_LEN)
+            .claim_deliveries(
+                &endpoints,
+                now,
+                lease,
+                self.settings.attempts_max,
+                BATCH_LEN,
+            )
             .await?;
         let taken = due.len();
         let mut attempts = JoinSet::new();
         for delivery in due {
             let Some(endpoint) = self.endpoints.get(&delivery.endpoint).cloned() else {
-                // Configured on another replica only: left for it (the lease runs out).
                 continue;
             };
             let client = self.client.clone();
@@ -224,12 +231,7 @@ impl Sender {
                 );
             }
             self.ledger
-                .record_delivery(
-                    &delivery.event.id,
-                    &delivery.endpoint,
-                    &attempt,
-                    self.clock.now_ms(),
-                )
+                .record_delivery(&delivery, &attempt, self.clock.now_ms())
                 .await?;
         }
         Ok(taken)

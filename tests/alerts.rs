@@ -10,6 +10,7 @@ on_both_stores!(
     auto_top_up_asks_once_until_a_grant_answers,
     a_spend_limit_reached_is_an_event,
     alerts_survive_a_restart_without_firing_again,
+    a_fired_threshold_stays_fired_across_a_restart,
 );
 
 use std::sync::Arc;
@@ -246,6 +247,31 @@ async fn auto_top_up_asks_once_until_a_grant_answers(backend: Backend) {
         wrong.message()
     );
 
+    // A grant naming a request that is not the open one is credit, and closes nothing.
+    for (id, request) in [
+        ("late", "topup/acme/default/7"),
+        ("long", "topup/acme/default/1234567890123456"),
+    ] {
+        let answer = t
+            .admin
+            .add_grant(proto::AddGrantRequest {
+                account_id: "acme".into(),
+                grant_id: id.into(),
+                amount: "0.01".into(),
+                top_up_request_id: request.into(),
+                ..Default::default()
+            })
+            .await;
+        match id {
+            "late" => assert!(answer.is_ok()),
+            _ => assert_eq!(answer.unwrap_err().code(), Code::InvalidArgument),
+        }
+    }
+    assert_eq!(
+        wallet_alerts(&mut t.gate).await.open_top_up_request_id,
+        request
+    );
+
     // The payment side's grant answers it; the next crossing asks again.
     t.admin
         .add_grant(proto::AddGrantRequest {
@@ -258,7 +284,7 @@ async fn auto_top_up_asks_once_until_a_grant_answers(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(wallet_alerts(&mut t.gate).await.open_top_up_request_id, "");
-    charge(&mut t.gate, "8.00").await;
+    charge(&mut t.gate, "8.01").await;
     let again = until(&mut events, Kind::TopUpRequested).await;
     let last = again.last().unwrap();
     assert_eq!(last.top_up_request_id, "topup/acme/default/2");
@@ -330,6 +356,52 @@ async fn alerts_survive_a_restart_without_firing_again(backend: Backend) {
     charge(&mut t.gate, "1.00").await;
     let seen = until(&mut events, Kind::Depleted).await;
     assert_eq!(kinds(&seen), [Kind::Depleted], "nothing fires again");
+    t.server.stop().await;
+}
+
+async fn a_fired_threshold_stays_fired_across_a_restart(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start_on(&backend, dir.path()).await;
+    grant(&mut t.admin, "acme", "g1", "10.00").await;
+    set_alerts(&mut t.admin, vec![below("5.00")], None).await;
+    let mut events = watch(&mut t.gate).await;
+    let held = t
+        .gate
+        .reserve(reserve_amount("acme", "chat", "6.00"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        kinds(&until(&mut events, Kind::LowBalance).await),
+        [Kind::LowBalance]
+    );
+    // The hold given back lifts the wallet over the threshold, which is not credit coming in:
+    // the threshold stays fired.
+    t.gate
+        .release(proto::ReleaseRequest {
+            reservation_id: held.reservation_id,
+        })
+        .await
+        .unwrap();
+    assert!(!wallet_alerts(&mut t.gate).await.thresholds[0].armed);
+    t.server.stop().await;
+    if let Backend::Redis(redis) = &backend {
+        redis.flush();
+    }
+
+    let mut t = start_on(&backend, dir.path()).await;
+    assert!(
+        !wallet_alerts(&mut t.gate).await.thresholds[0].armed,
+        "still fired after loading the account again"
+    );
+    let mut events = watch(&mut t.gate).await;
+    t.gate
+        .reserve(reserve_amount("acme", "chat", "6.00"))
+        .await
+        .unwrap();
+    charge(&mut t.gate, "4.00").await;
+    let seen = until(&mut events, Kind::Depleted).await;
+    assert_eq!(kinds(&seen), [Kind::Depleted], "no second LOW_BALANCE");
     t.server.stop().await;
 }
 

@@ -512,7 +512,15 @@ async fn alerts_and_top_up_requests_come_back_with_the_account(
         account: acme(),
         wallet: WalletId::default_wallet(),
         alerts: alerts.clone(),
+        armed: vec![true],
         at_ms: 1_500,
+    });
+    // Then the threshold fired.
+    entries.push(OutboxEntry::AlertsArmed {
+        account: acme(),
+        wallet: WalletId::default_wallet(),
+        armed: vec![false],
+        at_ms: 2_000,
     });
     entries.push(request(1, 2_000));
     ledger.append(&records(entries)).await.unwrap();
@@ -541,6 +549,7 @@ async fn alerts_and_top_up_requests_come_back_with_the_account(
     assert_eq!(snapshot.alerts.len(), 1);
     let kept = &snapshot.alerts[0];
     assert_eq!(kept.alerts, alerts);
+    assert_eq!(kept.armed, [false]);
     assert_eq!(kept.top_ups, 3);
     assert_eq!(
         kept.open_top_up.as_deref(),

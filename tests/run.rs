@@ -202,3 +202,27 @@ async fn without_credits_the_command_never_starts() {
     assert!(!marker.exists(), "the command did not run");
     t.server.stop().await;
 }
+
+#[tokio::test]
+async fn under_stop_running_its_own_last_window_is_used_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start(dir.path()).await;
+    price_minutes(&mut t, proto::StopRule::StopRunning).await;
+    // Two windows of 1.5 s: the second hold empties the wallet, which is no reason to stop
+    // before the time it paid for.
+    grant(&mut t.admin, "acme", "g1", "0.06").await;
+
+    let (output, _) = run(&t, "1500ms", &["sleep", "1000"]).await.unwrap();
+    let report = report(&output);
+    assert_eq!(output.status.code(), Some(3), "{report}");
+    assert_eq!(report["stopped"], "out_of_credits");
+    assert!(
+        decimal(&report["minutes"]) >= Decimal::from_str("0.05").unwrap(),
+        "ran the 3 s paid for: {report}"
+    );
+    assert_eq!(
+        decimal(&report["charged"]),
+        Decimal::from_str("0.06").unwrap()
+    );
+    t.server.stop().await;
+}

@@ -24,6 +24,8 @@ use crate::proto::{self, gate_client::GateClient};
 const MICRO_MINUTES_PER_MS: (u64, u64) = (50, 3);
 /// How long a failed Extend waits before it is tried again (with the same idempotency key).
 const EXTEND_RETRY: Duration = Duration::from_secs(1);
+/// Longest wait for an Extend's answer.
+const EXTEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a failed commit is tried (with the same request: a repeated commit is the same).
 const COMMIT_ATTEMPTS: usize = 5;
 
@@ -91,15 +93,53 @@ fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or(super::EXIT_FAILED)
 }
 
-/// Sends `signal` to the command's process group (it leads its own).
-fn signal_group(child: &Child, signal: libc::c_int) {
-    if let Some(pid) = child.id() {
-        // SAFETY: killpg only sends a signal; a group that has already gone is an error we
-        // can ignore.
+/// The command running, and how to signal it.
+struct Running {
+    child: Child,
+    /// Kept: the child forgets it once it has been waited for.
+    pid: Option<u32>,
+    /// Whether it leads a process group of its own, so that signals reach what it started.
+    /// Not when the runner reads from a terminal: the command must stay in the terminal's
+    /// foreground group to read it.
+    own_group: bool,
+}
+
+impl Running {
+    fn spawn(command: &[String]) -> std::io::Result<Running> {
+        // SAFETY: isatty only inspects a descriptor.
+        let own_group = unsafe { libc::isatty(libc::STDIN_FILENO) } == 0;
+        let mut spawned = Command::new(&command[0]);
+        spawned.args(&command[1..]);
+        if own_group {
+            spawned.process_group(0);
+        }
+        let child = spawned.spawn()?;
+        Ok(Running {
+            pid: child.id(),
+            child,
+            own_group,
+        })
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let Some(pid) = self.pid else {
+            return;
+        };
+        // SAFETY: kill and killpg only send a signal; one to a process that has gone is an
+        // error we can ignore.
         unsafe {
-            libc::killpg(pid as libc::pid_t, signal);
+            if self.own_group {
+                libc::killpg(pid as libc::pid_t, signal);
+            } else {
+                libc::kill(pid as libc::pid_t, signal);
+            }
         }
     }
+}
+
+/// Whether a decimal string is zero ("0.00").
+fn is_zero(amount: &str) -> bool {
+    amount.bytes().all(|b| b == b'0' || b == b'.')
 }
 
 /// Runs the command as a metered agent.
@@ -120,7 +160,9 @@ pub async fn run(connection: &Connection, call: RunCall) -> Result<RunOutcome, C
         })
         .await?
         .into_inner();
-    let ttl_ms = call.hold_ms * 2;
+    // The hold outlives the time it pays for by half a window and the grace period, so that
+    // it is still there to commit after the command has been stopped.
+    let ttl_ms = call.hold_ms * 2 + call.grace_ms;
     let held = client
         .reserve(proto::ReserveRequest {
             account_id: call.account.clone(),
@@ -151,12 +193,8 @@ pub async fn run(connection: &Connection, call: RunCall) -> Result<RunOutcome, C
         });
     }
 
-    let mut child = match Command::new(&call.command[0])
-        .args(&call.command[1..])
-        .process_group(0)
-        .spawn()
-    {
-        Ok(child) => child,
+    let mut running = match Running::spawn(&call.command) {
+        Ok(running) => running,
         Err(error) => {
             let _ = client
                 .release(proto::ReleaseRequest {
@@ -177,24 +215,32 @@ pub async fn run(connection: &Connection, call: RunCall) -> Result<RunOutcome, C
         window: held.amount.clone(),
         hold: Duration::from_millis(call.hold_ms),
         ttl_ms,
+        emptied_it: is_zero(&held.available),
     };
-    let (stop, status) = meter.watch_over(&mut child, started, &mut events).await?;
+    let (stop, status) = meter.watch_over(&mut running, started, &mut events).await?;
     let status = match (stop, status) {
         (Stop::Exited, Some(status)) => status,
         _ => {
-            signal_group(&child, libc::SIGTERM);
+            running.signal(libc::SIGTERM);
             let grace = Duration::from_millis(call.grace_ms);
-            match tokio::time::timeout(grace, child.wait()).await {
+            let status = match tokio::time::timeout(grace, running.child.wait()).await {
                 Ok(status) => status?,
                 Err(_) => {
-                    signal_group(&child, libc::SIGKILL);
-                    child.wait().await?
+                    running.signal(libc::SIGKILL);
+                    running.child.wait().await?
                 }
+            };
+            if running.own_group {
+                // What it started and left behind stops too (its group outlives it, so the id
+                // names no other process).
+                running.signal(libc::SIGKILL);
             }
+            status
         }
     };
     let ran_ms = started.elapsed().as_millis() as u64;
-    let committed = commit(&mut client, &held.reservation_id, ran_ms).await?;
+    let labels = call.labels.iter().cloned().collect::<HashMap<_, _>>();
+    let committed = settle(&mut client, &held, &call, labels, ran_ms).await?;
     let code = match stop {
         Stop::Exited => exit_code(status),
         _ => EXIT_DENIED,
@@ -225,13 +271,24 @@ struct Meter {
     window: String,
     hold: Duration,
     ttl_ms: u64,
+    /// Whether this run's own hold took the wallet's last credit: the `DEPLETED` that follows
+    /// is its own doing, not a reason to stop before the time it paid for.
+    emptied_it: bool,
+}
+
+/// What an Extend answered.
+enum Extended {
+    Allowed,
+    Denied,
+    /// No answer in time.
+    Failed,
 }
 
 impl Meter {
     /// Waits for the command to exit or for a reason to stop it; extends the hold meanwhile.
     async fn watch_over(
         mut self,
-        child: &mut Child,
+        running: &mut Running,
         started: Instant,
         events: &mut tonic::Streaming<proto::BalanceEvent>,
     ) -> Result<(Stop, Option<ExitStatus>), CliError> {
@@ -246,24 +303,26 @@ impl Meter {
         let mut terminate = signal(SignalKind::terminate())?;
         loop {
             tokio::select! {
-                status = child.wait() => {
+                status = running.child.wait() => {
                     return Ok((Stop::Exited, Some(status?)));
                 }
                 // Passed on: the command decides how to stop, and its minutes are committed.
-                _ = interrupt.recv() => signal_group(child, libc::SIGINT),
-                _ = terminate.recv() => signal_group(child, libc::SIGTERM),
+                _ = interrupt.recv() => running.signal(libc::SIGINT),
+                _ = terminate.recv() => running.signal(libc::SIGTERM),
                 _ = sleep_until(next_extend), if extending => {
                     let key = format!("run/{}/extend/{windows}", self.reservation);
-                    match self.extend(&window, key).await {
-                        Ok(true) => {
+                    // An answer that comes after the paid time is no use.
+                    let deadline = paid_until(windows).min(Instant::now() + EXTEND_TIMEOUT);
+                    match self.extend(&window, key, deadline).await {
+                        Extended::Allowed => {
                             windows += 1;
                             next_extend = paid_until(windows) - hold / 2;
                         }
-                        Ok(false) => extending = false,
-                        Err(_) if Instant::now() + EXTEND_RETRY < paid_until(windows) => {
+                        Extended::Denied => extending = false,
+                        Extended::Failed if Instant::now() + EXTEND_RETRY < paid_until(windows) => {
                             next_extend = Instant::now() + EXTEND_RETRY;
                         }
-                        Err(_) => extending = false,
+                        Extended::Failed => extending = false,
                     }
                 }
                 _ = sleep_until(paid_until(windows)), if !extending => {
@@ -271,6 +330,14 @@ impl Meter {
                 }
                 event = events.message(), if watching => match event {
                     Ok(Some(event)) => {
+                        if event.kind() == proto::BalanceEventKind::Replenished
+                            && event.wallet == self.wallet
+                            && !extending
+                        {
+                            // A top-up in time: try to extend again.
+                            extending = true;
+                            next_extend = Instant::now();
+                        }
                         if let Some(stop) = self.stop_for(&event).await {
                             return Ok((stop, None));
                         }
@@ -288,61 +355,123 @@ impl Meter {
             proto::BalanceEventKind::HoldExpired if event.reservation_id == self.reservation => {
                 Some(Stop::HoldExpired)
             }
+            proto::BalanceEventKind::Replenished if event.wallet == self.wallet => {
+                self.emptied_it = false;
+                None
+            }
             proto::BalanceEventKind::Depleted if event.wallet == self.wallet => {
+                if std::mem::take(&mut self.emptied_it) {
+                    return None;
+                }
                 // The feature's stop rule decides: under stop_running the gate refuses even an
                 // Extend that adds only time.
                 let key = format!("run/{}/depleted/{}", self.reservation, event.at_ms);
-                match self.extend("", key).await {
-                    Ok(false) => Some(Stop::Depleted),
-                    Ok(true) | Err(_) => None,
+                let deadline = Instant::now() + EXTEND_TIMEOUT;
+                match self.extend("", key, deadline).await {
+                    Extended::Denied => Some(Stop::Depleted),
+                    Extended::Allowed | Extended::Failed => None,
                 }
             }
             _ => None,
         }
     }
 
-    /// Extends the hold by `amount` (and its expiry); whether the gate allowed it.
-    async fn extend(&mut self, amount: &str, key: String) -> Result<bool, tonic::Status> {
-        let extended = self
-            .client
-            .extend(proto::ExtendRequest {
-                reservation_id: self.reservation.clone(),
-                additional_amount: amount.to_owned(),
-                ttl_ms: self.ttl_ms,
-                idempotency_key: key,
-            })
-            .await?
-            .into_inner();
-        Ok(extended.decision() == proto::Decision::Allowed)
+    /// Extends the hold by `amount` (and its expiry), waiting for the answer until `deadline`.
+    async fn extend(&mut self, amount: &str, key: String, deadline: Instant) -> Extended {
+        let request = proto::ExtendRequest {
+            reservation_id: self.reservation.clone(),
+            additional_amount: amount.to_owned(),
+            ttl_ms: self.ttl_ms,
+            idempotency_key: key,
+        };
+        match tokio::time::timeout_at(deadline, self.client.extend(request)).await {
+            Ok(Ok(extended)) => {
+                let extended = extended.into_inner();
+                if extended.decision() != proto::Decision::Allowed {
+                    return Extended::Denied;
+                }
+                if !amount.is_empty() && is_zero(&extended.available) {
+                    self.emptied_it = true;
+                }
+                Extended::Allowed
+            }
+            Ok(Err(_)) | Err(_) => Extended::Failed,
+        }
     }
 }
 
-/// Commits the minutes the command ran, trying again if the gate cannot be reached.
-async fn commit(
+/// What the run was charged.
+struct Settled {
+    charged: String,
+    overrun: String,
+    available: String,
+}
+
+/// Commits the minutes the command ran, trying again if the gate cannot be reached. If the
+/// hold has ended meanwhile (it expired while the gate was out of reach), the minutes are
+/// charged directly instead, so that they are not lost.
+async fn settle(
     client: &mut GateClient<tonic::transport::Channel>,
-    reservation: &str,
+    held: &proto::ReserveResponse,
+    call: &RunCall,
+    labels: HashMap<String, String>,
     ran_ms: u64,
-) -> Result<proto::CommitResponse, CliError> {
+) -> Result<Settled, CliError> {
+    let usage = proto::Usage {
+        units: minutes(ran_ms, false),
+        ..Default::default()
+    };
     let request = proto::CommitRequest {
-        reservation_id: reservation.to_owned(),
-        actual: Some(proto::commit_request::Actual::Usage(proto::Usage {
-            units: minutes(ran_ms, false),
-            ..Default::default()
-        })),
+        reservation_id: held.reservation_id.clone(),
+        actual: Some(proto::commit_request::Actual::Usage(usage.clone())),
     };
     let mut attempt = 1;
     loop {
         match client.commit(request.clone()).await {
-            Ok(committed) => return Ok(committed.into_inner()),
+            Ok(committed) => {
+                let committed = committed.into_inner();
+                return Ok(Settled {
+                    charged: committed.charged,
+                    overrun: committed.overrun,
+                    available: committed.available,
+                });
+            }
             Err(status)
                 if attempt < COMMIT_ATTEMPTS && status.code() == tonic::Code::Unavailable =>
             {
                 attempt += 1;
                 tokio::time::sleep(EXTEND_RETRY).await;
             }
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => break,
             Err(status) => return Err(status.into()),
         }
     }
+    let charged = client
+        .charge(proto::ChargeRequest {
+            account_id: call.account.clone(),
+            feature: call.feature.clone(),
+            wallet: held.wallet.clone(),
+            cost: Some(proto::charge_request::Cost::Usage(usage)),
+            idempotency_key: format!("run/{}/charge", held.reservation_id),
+            labels,
+        })
+        .await?
+        .into_inner();
+    if charged.decision() != proto::Decision::Allowed {
+        eprintln!(
+            "creditgate: the hold had ended and the {} minutes could not be charged",
+            minutes(ran_ms, false)
+        );
+    }
+    Ok(Settled {
+        charged: if charged.charged.is_empty() {
+            "0".into()
+        } else {
+            charged.charged
+        },
+        overrun: String::new(),
+        available: charged.available,
+    })
 }
 
 #[cfg(test)]

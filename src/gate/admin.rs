@@ -136,9 +136,9 @@ impl Gate {
                 .unwrap_or_else(WalletId::default_wallet);
             let prefix = top_up_request_id(request.account.as_str(), wallet.as_str(), 0);
             let prefix = prefix.trim_end_matches('0');
-            let numbered = answered
-                .strip_prefix(prefix)
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let numbered = answered.strip_prefix(prefix).is_some_and(|n| {
+                (1..=15).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit())
+            });
             if !numbered {
                 return Err(GateError::invalid(
                     "top_up_request_id",

@@ -168,6 +168,8 @@ pub struct Delivery {
     pub endpoint: String,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// Until when it is taken; its outcome is recorded only while it still is.
+    pub lease_until_ms: i64,
 }
 
 /// The outcome of one delivery attempt.
@@ -266,22 +268,23 @@ pub trait Ledger: Send + Sync + 'static {
     /// The number of the newest change: where a store rebuilt now starts reading changes.
     async fn last_change(&self) -> Result<i64, LedgerError>;
 
-    /// Takes up to `limit` webhook deliveries due at `now_ms` (not delivered, fewer than
-    /// `attempts_max` attempts, not taken by another replica), oldest due first, and keeps
-    /// them from other replicas until `lease_until_ms`.
+    /// Takes up to `limit` webhook deliveries to `endpoints` due at `now_ms` (not delivered,
+    /// fewer than `attempts_max` attempts, not taken by another replica), oldest due first,
+    /// and keeps them from other replicas until `lease_until_ms`.
     async fn claim_deliveries(
         &self,
+        endpoints: &[String],
         now_ms: i64,
         lease_until_ms: i64,
         attempts_max: u32,
         limit: usize,
     ) -> Result<Vec<Delivery>, LedgerError>;
 
-    /// Records a delivery attempt and frees the delivery for whoever tries it next.
+    /// Records a delivery attempt and frees the delivery for whoever tries it next; nothing if
+    /// the lease ran out and another replica took it meanwhile.
     async fn record_delivery(
         &self,
-        event_id: &str,
-        endpoint: &str,
+        delivery: &Delivery,
         attempt: &Attempt,
         now_ms: i64,
     ) -> Result<(), LedgerError>;

@@ -220,16 +220,22 @@ impl SqlLedger {
                 top_ups: 0,
             })
         };
-        let policies =
-            Statement::new("SELECT account_id, wallet, policy FROM wallet_alerts WHERE 1 = 1")
-                .only("account_id", only)
-                .fetch_all(&self.pool)
-                .await?;
+        let policies = Statement::new(
+            "SELECT account_id, wallet, policy, armed FROM wallet_alerts WHERE 1 = 1",
+        )
+        .only("account_id", only)
+        .fetch_all(&self.pool)
+        .await?;
         for row in policies {
             let (account, wallet): (String, String) =
                 (row.try_get("account_id")?, row.try_get("wallet")?);
             let mut alerts = snapshot(&wallet)?;
             alerts.alerts = from_json(&row.try_get::<String, _>("policy")?, "alerts")?;
+            alerts.armed = row
+                .try_get::<String, _>("armed")?
+                .bytes()
+                .map(|b| b != b'0')
+                .collect();
             kept.insert((account, wallet), alerts);
         }
         let requests = Statement::new(
@@ -364,6 +370,11 @@ fn parse_opt<T, E: std::fmt::Display>(
 }
 
 type Tx<'a> = Transaction<'a, Any>;
+
+/// Which thresholds may fire, as the ledger keeps them: '1' or '0' for each.
+fn armed_text(armed: &[bool]) -> String {
+    armed.iter().map(|&a| if a { '1' } else { '0' }).collect()
+}
 
 async fn insert_entry(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), LedgerError> {
     let inserted = sqlx::query(
@@ -588,18 +599,38 @@ async fn apply(
             account,
             wallet,
             alerts,
+            armed,
             at_ms,
         } => {
             sqlx::query(
-                "INSERT INTO wallet_alerts (account_id, wallet, policy, updated_at_ms) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, wallet) DO UPDATE SET \
-                 policy = excluded.policy, updated_at_ms = excluded.updated_at_ms \
+                "INSERT INTO wallet_alerts (account_id, wallet, policy, armed, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id, wallet) DO UPDATE SET \
+                 policy = excluded.policy, armed = excluded.armed, \
+                 updated_at_ms = excluded.updated_at_ms \
                  WHERE excluded.updated_at_ms >= wallet_alerts.updated_at_ms",
             )
             .bind(account.as_str())
             .bind(wallet.as_str())
             .bind(to_json(alerts))
+            .bind(armed_text(armed))
             .bind(*at_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        OutboxEntry::AlertsArmed {
+            account,
+            wallet,
+            armed,
+            at_ms,
+        } => {
+            sqlx::query(
+                "UPDATE wallet_alerts SET armed = $1, updated_at_ms = $2 \
+                 WHERE account_id = $3 AND wallet = $4 AND updated_at_ms <= $2",
+            )
+            .bind(armed_text(armed))
+            .bind(*at_ms)
+            .bind(account.as_str())
+            .bind(wallet.as_str())
             .execute(&mut **tx)
             .await?;
         }
@@ -1252,26 +1283,38 @@ impl Ledger for SqlLedger {
 
     async fn claim_deliveries(
         &self,
+        endpoints: &[String],
         now_ms: i64,
         lease_until_ms: i64,
         attempts_max: u32,
         limit: usize,
     ) -> Result<Vec<Delivery>, LedgerError> {
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: Vec<String> = (0..endpoints.len())
+            .map(|i| format!("${}", i + 5))
+            .collect();
         // Rechecked row by row as it is updated, so two replicas never take the same one.
-        let claimed = sqlx::query(
+        let sql = format!(
             "UPDATE deliveries SET lease_until_ms = $1 \
              WHERE (event_id, endpoint) IN (SELECT event_id, endpoint FROM deliveries \
              WHERE delivered_at_ms IS NULL AND attempts < $2 AND next_attempt_at_ms <= $3 \
-             AND lease_until_ms <= $3 ORDER BY next_attempt_at_ms LIMIT $4) \
+             AND lease_until_ms <= $3 AND endpoint IN ({}) \
+             ORDER BY next_attempt_at_ms LIMIT $4) \
              AND delivered_at_ms IS NULL AND lease_until_ms <= $3 \
              RETURNING event_id, endpoint, attempts",
-        )
-        .bind(lease_until_ms)
-        .bind(i64::from(attempts_max))
-        .bind(now_ms)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
+            wanted.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(lease_until_ms)
+            .bind(i64::from(attempts_max))
+            .bind(now_ms)
+            .bind(limit as i64);
+        for endpoint in endpoints {
+            query = query.bind(endpoint.clone());
+        }
+        let claimed = query.fetch_all(&self.pool).await?;
         let mut due = Vec::with_capacity(claimed.len());
         for row in claimed {
             let event_id: String = row.try_get("event_id")?;
@@ -1284,6 +1327,7 @@ impl Ledger for SqlLedger {
                 event: from_json(&body, "event")?,
                 endpoint: row.try_get("endpoint")?,
                 attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                lease_until_ms,
             });
         }
         Ok(due)
@@ -1291,8 +1335,7 @@ impl Ledger for SqlLedger {
 
     async fn record_delivery(
         &self,
-        event_id: &str,
-        endpoint: &str,
+        delivery: &Delivery,
         attempt: &Attempt,
         now_ms: i64,
     ) -> Result<(), LedgerError> {
@@ -1305,13 +1348,15 @@ impl Ledger for SqlLedger {
         sqlx::query(
             "UPDATE deliveries SET attempts = attempts + 1, lease_until_ms = 0, \
              delivered_at_ms = $1, last_error = $2, next_attempt_at_ms = $3 \
-             WHERE event_id = $4 AND endpoint = $5 AND delivered_at_ms IS NULL",
+             WHERE event_id = $4 AND endpoint = $5 AND lease_until_ms = $6 \
+             AND delivered_at_ms IS NULL",
         )
         .bind(delivered_at)
         .bind(error)
         .bind(next)
-        .bind(event_id)
-        .bind(endpoint)
+        .bind(&delivery.event.id)
+        .bind(&delivery.endpoint)
+        .bind(delivery.lease_until_ms)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -60,6 +60,28 @@ struct AccountState {
     refilled: BTreeSet<WalletId>,
 }
 
+/// A wallet as its alerts judge it: spendable, and its included allowances.
+fn level(grants: &[Grant], postpaid: &Postpaid, now_ms: i64) -> Level {
+    let mut level = Level {
+        available_minor: WalletTotals::of(grants, postpaid, now_ms).available_minor,
+        ..Level::default()
+    };
+    for grant in grants {
+        if grant.terms.kind == GrantKind::Included && grant.is_active(now_ms) {
+            level.allowance_minor += grant.granted_minor();
+            level.allowance_left_minor += grant.spendable_minor();
+        }
+    }
+    level
+}
+
+/// What a change of a wallet caused: events, and the thresholds' new state for the ledger if
+/// it changed.
+struct Judged {
+    events: Vec<WalletEvent>,
+    armed: Option<OutboxEntry>,
+}
+
 /// What an operation changed in a wallet, for [`MemoryStore::announce`].
 #[derive(Default)]
 struct Change {
@@ -97,17 +119,12 @@ impl AccountState {
 
     /// The wallet as its alerts judge it.
     fn level(&self, wallet: &WalletId, now_ms: i64) -> Level {
-        let mut level = Level {
-            available_minor: self.wallet_available(wallet, now_ms),
-            ..Level::default()
-        };
-        for grant in self.grants(wallet) {
-            if grant.terms.kind == GrantKind::Included && grant.is_active(now_ms) {
-                level.allowance_minor += grant.granted_minor();
-                level.allowance_left_minor += grant.spendable_minor();
-            }
-        }
-        level
+        level(self.grants(wallet), &self.postpaid(wallet), now_ms)
+    }
+
+    /// [`AccountState::level`], with recurring grants brought into the current period first.
+    fn level_of(&self, wallet: &WalletId, now_ms: i64) -> Level {
+        level(&self.rolled(wallet, now_ms), &self.postpaid(wallet), now_ms)
     }
 
     fn alerts_view(&self, wallet: &WalletId) -> AlertsView {
@@ -150,13 +167,9 @@ impl AccountState {
     }
 
     /// The events a change of `wallet` caused: zero crossed, spend limits reached, thresholds
-    /// crossed, a top-up requested (the rules the scripts' `wallet_events` follows).
-    fn wallet_events(
-        &mut self,
-        wallet: &WalletId,
-        change: Change,
-        now_ms: i64,
-    ) -> Vec<WalletEvent> {
+    /// crossed, a top-up requested (the rules the scripts' `wallet_events` follows); and for
+    /// the ledger, the thresholds' new state if it changed.
+    fn wallet_events(&mut self, wallet: &WalletId, change: Change, now_ms: i64) -> Judged {
         let mut events = Vec::new();
         let after = self.wallet_available(wallet, now_ms);
         if let Some(kind) = WalletEvent::crossing(change.available_before, after) {
@@ -176,9 +189,19 @@ impl AccountState {
         let level = self.level(wallet, now_ms);
         let account = self.account.id.to_string();
         let Some((alerts, state)) = self.alerts.get_mut(wallet) else {
-            return events;
+            return Judged {
+                events,
+                armed: None,
+            };
         };
+        let armed_before = state.armed.clone();
         let fired = state.judge(alerts, &level, credit_came_in, (&account, wallet.as_str()));
+        let armed = (state.armed != armed_before).then(|| OutboxEntry::AlertsArmed {
+            account: self.account.id.clone(),
+            wallet: wallet.clone(),
+            armed: state.armed.clone(),
+            at_ms: now_ms,
+        });
         for fired in fired {
             let (kind, detail) = match fired {
                 Fired::Rule(rule @ AlertRule::Below { .. }) => {
@@ -200,7 +223,7 @@ impl AccountState {
             };
             events.push(self.event(kind, wallet, now_ms, detail));
         }
-        events
+        Judged { events, armed }
     }
 
     /// The account with every grant and its open holds, in a fixed order: what a reconcile
@@ -766,7 +789,10 @@ impl MemoryStore {
         change: Change,
         now_ms: i64,
     ) -> Vec<OutboxEntry> {
-        self.publish(state.wallet_events(wallet, change, now_ms))
+        let judged = state.wallet_events(wallet, change, now_ms);
+        let mut entries = self.publish(judged.events);
+        entries.extend(judged.armed);
+        entries
     }
 
     /// The events of a hold that expired: `HOLD_EXPIRED`, then what giving it back caused.
@@ -782,8 +808,11 @@ impl MemoryStore {
             reservation: id.clone(),
         };
         let mut events = vec![state.event(WalletEventKind::HoldExpired, wallet, now_ms, detail)];
-        events.extend(state.wallet_events(wallet, Change::from(available_before), now_ms));
-        self.publish(events)
+        let judged = state.wallet_events(wallet, Change::from(available_before), now_ms);
+        events.extend(judged.events);
+        let mut entries = self.publish(events);
+        entries.extend(judged.armed);
+        entries
     }
 
     fn publish(&self, events: Vec<WalletEvent>) -> Vec<OutboxEntry> {
@@ -911,11 +940,18 @@ fn build_account(snapshot: AccountSnapshot, now_ms: i64) -> Result<Option<Built>
         built.state.holds.insert(hold.id.token().to_owned(), hold);
     }
     for kept in snapshot.alerts {
-        // A threshold the wallet is already past does not fire again until it is re-armed.
-        let level = built.state.level(&kept.wallet, now_ms);
-        let mut state = AlertState::armed_at(&kept.alerts, &level, None);
-        state.open_top_up = kept.open_top_up;
-        state.top_ups = kept.top_ups;
+        let armed = if kept.armed.len() == kept.alerts.rules.len() {
+            kept.armed
+        } else {
+            // Not known: a threshold the wallet is already past waits to be re-armed.
+            let level = built.state.level_of(&kept.wallet, now_ms);
+            AlertState::armed_at(&kept.alerts, &level, None).armed
+        };
+        let state = AlertState {
+            armed,
+            open_top_up: kept.open_top_up,
+            top_ups: kept.top_ups,
+        };
         built.state.alerts.insert(kept.wallet, (kept.alerts, state));
     }
     for remembered in snapshot.remembered {
@@ -1599,18 +1635,18 @@ impl BalanceStore for MemoryStore {
             .entry(terms.wallet.clone())
             .or_default()
             .push(grant.clone());
-        if let Some(request) = &grant_entry.answers
-            && let Some((_, alerts)) = state.alerts.get_mut(&terms.wallet)
-        {
-            alerts.close_top_up(request);
-        }
+        // Only the open request is closed, and only that one is recorded as answered.
+        let answered = match (&grant_entry.answers, state.alerts.get_mut(&terms.wallet)) {
+            (Some(request), Some((_, alerts))) => alerts.close_top_up(request),
+            _ => false,
+        };
         entries.push(OutboxEntry::Grant {
             grant: Grant {
                 remaining_minor: terms.amount_minor,
                 ..grant.clone()
             },
             entry,
-            answers: grant_entry.answers,
+            answers: grant_entry.answers.filter(|_| answered),
         });
         entries.extend(repayment.map(OutboxEntry::Charge));
         let receipt = GrantReceipt {
@@ -1791,6 +1827,7 @@ impl BalanceStore for MemoryStore {
         entries.push(OutboxEntry::Alerts {
             account: account.clone(),
             wallet: wallet.clone(),
+            armed: state.alerts_view(wallet).armed,
             alerts,
             at_ms: now,
         });

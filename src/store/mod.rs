@@ -297,8 +297,7 @@ pub struct AlertsView {
 pub struct AlertsSnapshot {
     pub wallet: WalletId,
     pub alerts: WalletAlerts,
-    /// Per rule, whether it may fire, as a store has it; from the ledger, empty (worked out
-    /// when the account is loaded).
+    /// Per rule, whether it may fire (it has not fired since it was last re-armed).
     pub armed: Vec<bool>,
     /// The top-up request not answered yet.
     pub open_top_up: Option<String>,

@@ -151,11 +151,20 @@ pub enum OutboxEntry {
     Remember(Remembered),
     /// Something subscribers and webhooks are told of.
     Event(WalletEvent),
-    /// A wallet's thresholds and auto top-up policy as they now are.
+    /// A wallet's thresholds and auto top-up policy as they now are, and which thresholds
+    /// may fire.
     Alerts {
         account: AccountId,
         wallet: WalletId,
         alerts: WalletAlerts,
+        armed: Vec<bool>,
+        at_ms: i64,
+    },
+    /// Which of a wallet's thresholds may fire, after some fired or were re-armed.
+    AlertsArmed {
+        account: AccountId,
+        wallet: WalletId,
+        armed: Vec<bool>,
         at_ms: i64,
     },
 }

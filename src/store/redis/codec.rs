@@ -646,6 +646,11 @@ pub fn encode_alerts(alerts: &WalletAlerts) -> (String, String) {
     (rules, top_up)
 }
 
+/// Which thresholds may fire: '1' or '0' for each.
+fn armed(text: &str) -> Vec<bool> {
+    text.bytes().map(|b| b != b'0').collect()
+}
+
 /// A wallet's alerts from the fields of its hash.
 pub fn decode_alerts(
     wallet: &str,
@@ -680,7 +685,7 @@ pub fn decode_alerts(
         }),
         _ => return Err(bad("top-up policy", get(f, "top_up"))),
     };
-    let armed = get(f, "armed").bytes().map(|b| b != b'0').collect();
+    let armed = armed(get(f, "armed"));
     Ok(AlertsSnapshot {
         wallet: id(wallet, "wallet", WalletId::parse)?,
         alerts: WalletAlerts { rules, top_up },
@@ -750,6 +755,13 @@ pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
                 wallet: id(t("wallet"), "wallet", WalletId::parse)?,
                 alerts: serde_json::from_str(t("alerts"))
                     .map_err(|_| bad("alerts", t("alerts")))?,
+                armed: armed(t("armed")),
+                at_ms: int(t("at"), "alerts time")?,
+            },
+            "alerts_armed" => OutboxEntry::AlertsArmed {
+                account: account()?,
+                wallet: id(t("wallet"), "wallet", WalletId::parse)?,
+                armed: armed(t("armed")),
                 at_ms: int(t("at"), "alerts time")?,
             },
             "wallet" => OutboxEntry::Wallet {

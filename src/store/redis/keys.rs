@@ -39,7 +39,7 @@ pub fn valid_namespace(namespace: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The channel of `depleted|<time ms>|<account>|<wallet>` and `replenished|…` messages.
+/// The channel events are published on, each as the JSON object `new_event` in lib.lua makes.
 pub fn events_channel(namespace: &str) -> String {
     format!("{namespace}:events")
 }

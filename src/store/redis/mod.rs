@@ -644,14 +644,16 @@ fn account_args(
     ])
 }
 
-/// Wallets' alerts as the scripts take them: `[{"wallet", "rules", "top_up", "open", "made"}]`.
+/// Wallets' alerts as the scripts take them: `[{"wallet", "rules", "armed", "top_up", "open",
+/// "made"}]`.
 fn alerts_json(alerts: &[AlertsSnapshot]) -> String {
     let items: Vec<serde_json::Value> = alerts
         .iter()
         .map(|a| {
             let (rules, top_up) = codec::encode_alerts(&a.alerts);
+            let armed: String = a.armed.iter().map(|&x| if x { '1' } else { '0' }).collect();
             serde_json::json!({
-                "wallet": a.wallet.as_str(), "rules": rules, "top_up": top_up,
+                "wallet": a.wallet.as_str(), "rules": rules, "armed": armed, "top_up": top_up,
                 "open": a.open_top_up.clone().unwrap_or_default(), "made": a.top_ups.to_string(),
             })
         })

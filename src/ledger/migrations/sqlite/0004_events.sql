@@ -2,11 +2,13 @@
 -- (for webhooks and listing), top-up requests and the grants that answer them, and webhook
 -- deliveries.
 
--- A wallet's thresholds and auto top-up policy (JSON), as last set.
+-- A wallet's thresholds and auto top-up policy (JSON), as last set, and which thresholds may
+-- fire ('1') or have fired and wait to be re-armed ('0'), one character per threshold.
 CREATE TABLE wallet_alerts (
     account_id     TEXT NOT NULL,
     wallet         TEXT NOT NULL,
     policy         TEXT NOT NULL,
+    armed          TEXT NOT NULL,
     updated_at_ms  BIGINT NOT NULL,
     PRIMARY KEY (account_id, wallet)
 );

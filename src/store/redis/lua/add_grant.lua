@@ -8,7 +8,7 @@
 -- ARGV[12] '1' to create the account if it is absent (the ledger does not have it either)
 -- ARGV[13] recurrence: '' or "month|year,anchor (or ''),rollover max"
 -- ARGV[14] reason of the grant's ledger entry (or '')   ARGV[15] entry it refunds (or '')
--- ARGV[16] top-up request it answers, which it closes (or '')
+-- ARGV[16] top-up request it answers, which it closes if it is the open one (or '')
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} | {'conflict'} | {'too_many'} | {'too_large'} |
 --        {'ok', created (0 or 1), grant, wallet available, now, outbox id, outbox entries}
@@ -80,14 +80,15 @@ if g.period then
   g.pindex = period_index_at(g.period, g.anchor or now, now)
   g.pgranted = amount
 end
-table.insert(entries, {
+local grant_entry = {
   type = 'grant', account = account, wallet = wallet, grant_id = id, grant = encode_grant(g),
   entry = {
     id = entry_id, kind = 'grant', account = account, wallet = wallet, amount = fmt(amount),
     grant = id, reason = ARGV[14], refund_of = ARGV[15], at = fmt(now),
   },
-  answers = ARGV[16],
-})
+  answers = '',
+}
+table.insert(entries, grant_entry)
 local wallet_before = wallet_available(w, now)
 local repaid = math.min(w.pp.debt, amount)
 if repaid > 0 and features == '' and (expires == nil or expires > now) then
@@ -108,10 +109,12 @@ local text = encode_grant(g)
 redis.call('HSET', grants_key, id, text)
 redis.call('SADD', base .. 'wallets', wallet)
 table.insert(w.grants, g)
+-- Only the open request is closed, and only that one is recorded as answered.
 local alerts = load_alerts(base, wallet)
 if alerts and ARGV[16] ~= '' and alerts.open == ARGV[16] then
   alerts.open = ''
   save_alert_state(alerts)
+  grant_entry.answers = ARGV[16]
 end
 local outbox_id = outbox(KEYS[2], with_events(entries,
   wallet_events(base, account, w, now, wallet_before, true)), now)

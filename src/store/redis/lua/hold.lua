@@ -134,18 +134,23 @@ local function write_account(base, account, retention, account_key, expiries, ac
     end
     redis.call('PEXPIRE', key, fmt(left))
   end
-  -- A threshold the wallet is already past does not fire again until it is re-armed.
   for _, a in ipairs(cjson.decode(alerts_json)) do
-    local w = load_wallet(base, account, a.wallet, now)
-    local available, allowance, left = alert_level(w, now)
-    local armed = {}
-    for i, text in ipairs(split_text(a.rules, ',')) do
-      local kind, n = string.match(text, '^(%a+):(%d+)$')
-      local met = rule_met({ kind = kind, n = tonumber(n) }, available, allowance, left)
-      armed[i] = met and '0' or '1'
+    local rules = split_text(a.rules, ',')
+    local armed = a.armed
+    if #armed ~= #rules then
+      -- Not known: a threshold the wallet is already past waits to be re-armed.
+      local w = load_wallet(base, account, a.wallet, now)
+      local available, allowance, left = alert_level(w, now)
+      local flags = {}
+      for i, text in ipairs(rules) do
+        local kind, n = string.match(text, '^(%a+):(%d+)$')
+        local met = rule_met({ kind = kind, n = tonumber(n) }, available, allowance, left)
+        flags[i] = met and '0' or '1'
+      end
+      armed = table.concat(flags)
     end
-    redis.call('HSET', base .. 'alerts:' .. a.wallet, 'rules', a.rules, 'armed',
-      table.concat(armed), 'top_up', a.top_up, 'open', a.open, 'made', a.made)
+    redis.call('HSET', base .. 'alerts:' .. a.wallet, 'rules', a.rules, 'armed', armed,
+      'top_up', a.top_up, 'open', a.open, 'made', a.made)
     redis.call('SADD', base .. 'alerts', a.wallet)
   end
   redis.call('SADD', accounts, account)

@@ -9,7 +9,8 @@
 -- ARGV[7] idempotent replies: [{"key", "fingerprint", "reply", "at"}]
 -- ARGV[8] wallets' flex and debt: [{"wallet", "postpaid" (encoded as in lib.lua)}]
 -- ARGV[9] spend limits: [{"id", "limit" (encoded as in lib.lua)}]
--- ARGV[10] alerts: [{"wallet", "rules", "top_up", "open", "made"} (as load_alerts in lib.lua)]
+-- ARGV[10] alerts: [{"wallet", "rules", "armed", "top_up", "open", "made"} (as load_alerts in
+--          lib.lua; armed '' when not known)]
 -- Reply: {'hydrated'} | {'present'}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')

@@ -690,12 +690,16 @@ local function load_alerts(base, wallet)
   return a
 end
 
-local function save_alert_state(a)
+local function armed_text(a)
   local armed = {}
   for i = 1, #a.rules do
     armed[i] = a.armed[i] and '1' or '0'
   end
-  redis.call('HSET', a.key, 'armed', table.concat(armed), 'open', a.open, 'made', fmt(a.made))
+  return table.concat(armed)
+end
+
+local function save_alert_state(a)
+  redis.call('HSET', a.key, 'armed', armed_text(a), 'open', a.open, 'made', fmt(a.made))
 end
 
 -- The wallet as its alerts judge it: spendable, and its included allowances given and left.
@@ -727,18 +731,19 @@ local function rule_met(rule, available, allowance, left)
 end
 
 -- A threshold fires once and is re-armed by credit lifting the wallet back over it; a top-up
--- is requested when the wallet is below its policy's threshold and none is open.
+-- is requested when the wallet is below its policy's threshold and none is open. Adds the
+-- events to `events`, and when thresholds fired or were re-armed, an outbox entry saying so.
 local function judge_alerts(base, account, w, now, credit_came_in, events)
   local a = load_alerts(base, w.name)
   if a == nil then
     return
   end
   local available, allowance, left = alert_level(w, now)
-  local changed = false
+  local changed, armed_changed = false, false
   for i, rule in ipairs(a.rules) do
     local met = rule_met(rule, available, allowance, left)
     if met and a.armed[i] then
-      a.armed[i], changed = false, true
+      a.armed[i], changed, armed_changed = false, true, true
       if rule.kind == 'below' then
         table.insert(events, new_event(base, account, w.name, 'low_balance', now, available,
           { below = fmt(rule.n) }))
@@ -747,7 +752,7 @@ local function judge_alerts(base, account, w, now, credit_came_in, events)
           { percent = fmt(rule.n) }))
       end
     elseif not met and not a.armed[i] and credit_came_in then
-      a.armed[i], changed = true, true
+      a.armed[i], changed, armed_changed = true, true, true
     end
   end
   local t = a.top_up
@@ -764,6 +769,13 @@ local function judge_alerts(base, account, w, now, credit_came_in, events)
   end
   if changed then
     save_alert_state(a)
+  end
+  if armed_changed then
+    -- For the ledger, so that a wallet loaded again knows which thresholds have fired.
+    table.insert(events, {
+      type = 'alerts_armed', account = account, wallet = w.name, armed = armed_text(a),
+      at = fmt(now),
+    })
   end
 end
 

@@ -48,18 +48,17 @@ else
     'open', open, 'made', fmt(made))
   redis.call('SADD', base .. 'alerts', wallet)
 end
+local set = load_alerts(base, wallet)
 table.insert(entries, {
-  type = 'alerts', account = account, wallet = wallet, alerts = ARGV[7], at = fmt(now),
+  type = 'alerts', account = account, wallet = wallet, alerts = ARGV[7],
+  armed = set and armed_text(set) or '', at = fmt(now),
 })
 local available = wallet_available(w, now)
 with_events(entries, wallet_events(base, account, w, now, available, false))
 local state = load_alerts(base, wallet)
-local armed_text, open_now = '', ''
+local armed_now, open_now = '', ''
 if state then
-  for i = 1, #state.rules do
-    armed_text = armed_text .. (state.armed[i] and '1' or '0')
-  end
-  open_now = state.open
+  armed_now, open_now = armed_text(state), state.open
 end
 local outbox_id = outbox(KEYS[2], entries, now)
-return { 'ok', armed_text, open_now, outbox_id, cjson.encode(entries) }
+return { 'ok', armed_now, open_now, outbox_id, cjson.encode(entries) }
