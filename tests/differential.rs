@@ -1,6 +1,7 @@
 //! Differential and property test: random sequences of operations (grants, holds, commits above
-//! and below their holds under each overrun policy, flex, spend limits, voids) applied to the
-//! in-process store and to the Redis store give the same replies and the same balances; and the
+//! and below their holds under each overrun policy, flex, spend limits, voids, alert thresholds
+//! and top-ups) applied to the in-process store and to the Redis store give the same replies and
+//! the same balances (with which thresholds have fired and which top-up is open); and the
 //! in-process store's ledger entries always add up: every split sums to its charge, no grant
 //! goes below zero (only flex and debt carry what grants could not), and no grant pays for a
 //! feature outside its scope.
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use common::redis::RedisServer;
 use creditgate::clock::SystemClock;
+use creditgate::domain::alert::{AlertRule, TopUpPolicy, TopUpSize, WalletAlerts};
 use creditgate::domain::{
     AccountId, FeatureId, GrantId, GrantKind, GrantTerms, IdempotencyKey, Labels, LimitWindow,
     OverrunPolicy, ReservationId, StopRule, WalletId,
@@ -22,7 +24,7 @@ use creditgate::store::memory::MemoryStore;
 use creditgate::store::outbox::{EntryKind, OutboxEntry};
 use creditgate::store::redis::{RedisSettings, RedisStore};
 use creditgate::store::{
-    BalanceStore, ChargeOp, CommitOp, ExtendOp, Idempotency, LimitChange, ReserveOp,
+    BalanceStore, ChargeOp, CommitOp, ExtendOp, GrantEntry, Idempotency, LimitChange, ReserveOp,
 };
 use proptest::prelude::*;
 
@@ -73,6 +75,38 @@ enum Op {
         per: u8,
         amount: Option<i64>,
     },
+    Alerts {
+        wallet: u8,
+        below: Option<i64>,
+        percent: Option<u32>,
+        /// Below this, ask for `size` (or up to it, if `target`).
+        top_up: Option<(i64, bool, i64)>,
+    },
+    /// A grant answering the wallet's `n`th top-up request (which may not be the open one).
+    TopUp {
+        grant: u8,
+        wallet: u8,
+        n: u8,
+        amount: i64,
+    },
+}
+
+/// Thresholds and a top-up policy for a wallet.
+fn alerts_op(wallet: u8) -> impl Strategy<Value = Op> {
+    (
+        proptest::option::of(1i64..4_000),
+        proptest::option::of(1u32..=100),
+        proptest::option::of((1i64..3_000, any::<bool>(), 1i64..3_000)),
+    )
+        .prop_map(move |(below, percent, top_up)| Op::Alerts {
+            wallet,
+            below,
+            percent,
+            // A target must exceed its threshold.
+            top_up: top_up.map(|(below, target, size)| {
+                (below, target, if target { below + size } else { size })
+            }),
+        })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -134,6 +168,13 @@ fn op() -> impl Strategy<Value = Op> {
                 per,
                 amount,
             }
+        }),
+        (0u8..2).prop_flat_map(alerts_op),
+        (0u8..5, 0u8..2, 1u8..4, 1i64..3_000).prop_map(|(grant, wallet, n, amount)| Op::TopUp {
+            grant,
+            wallet,
+            n,
+            amount
         }),
     ]
 }
@@ -343,6 +384,61 @@ async fn apply(
             };
             comparable(&store.set_limit(&account(), change).await.map(|w| w.value))
         }
+        Op::Alerts {
+            wallet: w,
+            below,
+            percent,
+            top_up,
+        } => {
+            let mut rules = Vec::new();
+            rules.extend(below.map(|amount_minor| AlertRule::Below { amount_minor }));
+            rules.extend(percent.map(|percent| AlertRule::AllowanceUsed { percent }));
+            let alerts = WalletAlerts {
+                rules,
+                top_up: top_up.map(|(below_minor, target, size)| TopUpPolicy {
+                    below_minor,
+                    size: if target {
+                        TopUpSize::Target { target_minor: size }
+                    } else {
+                        TopUpSize::Amount { amount_minor: size }
+                    },
+                }),
+            };
+            comparable(
+                &store
+                    .set_alerts(&account(), &wallet(*w), alerts)
+                    .await
+                    .map(|w| w.value),
+            )
+        }
+        Op::TopUp {
+            grant,
+            wallet: w,
+            n,
+            amount,
+        } => {
+            let terms = GrantTerms {
+                id: GrantId::parse(&format!("t{grant}")).unwrap(),
+                wallet: wallet(*w),
+                kind: GrantKind::Prepaid,
+                priority: GrantKind::Prepaid.default_priority(),
+                amount_minor: *amount,
+                expires_at_ms: None,
+                features: vec![],
+                recurrence: None,
+            };
+            let entry = GrantEntry {
+                id: format!("grant/acme/t{grant}"),
+                answers: Some(format!("topup/acme/{}/{n}", wallet(*w))),
+                ..GrantEntry::default()
+            };
+            comparable(
+                &store
+                    .add_grant(&account(), terms, entry)
+                    .await
+                    .map(|w| w.value),
+            )
+        }
         Op::Void { grant } => comparable(
             &store
                 .void_grant(
@@ -434,7 +530,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn both_stores_answer_alike(ops in proptest::collection::vec(op(), 1..40)) {
+    fn both_stores_answer_alike(
+        alerts in (alerts_op(0), alerts_op(1)),
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        // Most sequences run with thresholds set, so that they fire and are re-armed.
+        let ops: Vec<Op> = [alerts.0, alerts.1].into_iter().chain(ops).collect();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let redis = RedisServer::start();
@@ -459,7 +560,7 @@ proptest! {
             let memory = MemoryStore::new(Arc::new(SystemClock));
             let mut holds = Vec::new();
             for (i, op) in ops.iter().enumerate() {
-                if matches!(op, Op::Grant { .. }) {
+                if matches!(op, Op::Grant { .. } | Op::TopUp { .. }) {
                     // Grants made in distinct milliseconds on both clocks are ordered alike.
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
