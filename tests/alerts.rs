@@ -511,3 +511,37 @@ async fn malformed_alerts_are_refused_naming_the_field() {
     assert_eq!(absent.code(), Code::NotFound, "nothing was created");
     t.server.stop().await;
 }
+
+/// A plan's allowance given again at its period's start re-arms the alert on it.
+#[tokio::test]
+async fn a_plan_reset_re_arms_the_allowance_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut t, clock) = start_manual(dir.path()).await;
+    t.admin
+        .add_grant(proto::AddGrantRequest {
+            account_id: "acme".into(),
+            grant_id: "plan".into(),
+            amount: "10.00".into(),
+            kind: proto::GrantKind::Included as i32,
+            period: proto::Period::Month as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    set_alerts(&mut t.admin, vec![used_percent(80)], None).await;
+    let mut events = watch(&mut t.gate).await;
+    charge(&mut t.gate, "8.00").await;
+    assert_eq!(kinds(&until(&mut events, Kind::Alert).await), [Kind::Alert]);
+    assert!(!wallet_alerts(&mut t.gate).await.thresholds[0].armed);
+
+    clock.advance_ms(32 * 86_400_000);
+    // The first call of the new period gives the allowance again: 10% of it used.
+    charge(&mut t.gate, "1.00").await;
+    assert!(
+        wallet_alerts(&mut t.gate).await.thresholds[0].armed,
+        "re-armed by the reset"
+    );
+    charge(&mut t.gate, "7.00").await;
+    assert_eq!(kinds(&until(&mut events, Kind::Alert).await), [Kind::Alert]);
+    t.server.stop().await;
+}
