@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::api::ext_authz::ExtAuthzSettings;
 use crate::domain::{
     Amount, FeatureId, FeaturePrice, ModelId, OverrunPolicy, PriceRule, StopRule, TokenPrice,
     WalletId,
@@ -47,6 +48,11 @@ pub struct FileConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Address of the Prometheus `/metrics` endpoint. Default: none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the Envoy external authorization service. Default: none (off).
+    pub ext_authz_listen: Option<SocketAddr>,
+    /// Where the external authorizer finds the account, feature and units of a request.
+    #[serde(default)]
+    pub ext_authz: ExtAuthzConfig,
     /// Directory of the SQLite ledger. Default `creditgate-data`.
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL of the ledger. Default: the SQLite file in `data_dir`.
@@ -68,6 +74,81 @@ pub struct FileConfig {
     /// Endpoints every event (or some kinds of event) is posted to. Default: none.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+}
+
+/// The `[ext_authz]` table: request headers Envoy forwards, as Envoy writes them (lower case).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthzConfig {
+    /// Header naming the account. Default `x-creditgate-account`.
+    pub account_header: Option<String>,
+    /// The account from Envoy's dynamic metadata instead, tried first: the filter's name, then
+    /// the keys, separated by `/`, e.g. `envoy.filters.http.jwt_authn/jwt_payload/org_id`.
+    /// Default: none.
+    pub account_metadata: Option<String>,
+    /// Header naming the feature. Default `x-creditgate-feature`.
+    pub feature_header: Option<String>,
+    /// Feature of requests that name none. Default: none (the header is required).
+    pub feature: Option<FeatureId>,
+    /// Header with the units of a per-unit price; absent means one. Default
+    /// `x-creditgate-units`.
+    pub units_header: Option<String>,
+    /// Header identifying a request across Envoy's retries, so that a retried check is the
+    /// same charge. Default `x-request-id`.
+    pub request_id_header: Option<String>,
+}
+
+impl ExtAuthzConfig {
+    fn resolve(&self) -> Result<ExtAuthzSettings, ConfigError> {
+        let defaults = ExtAuthzSettings::default();
+        let header = |name: &str, given: &Option<String>, default: String| match given {
+            None => Ok(default),
+            Some(h)
+                if !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                Ok(h.clone())
+            }
+            Some(h) => Err(ConfigError::Limit(format!(
+                "ext_authz.{name} {h:?} must be a header name in lower case"
+            ))),
+        };
+        let account_metadata = match &self.account_metadata {
+            None => None,
+            Some(text) => {
+                let mut parts = text.split('/').map(str::to_owned);
+                let filter = parts.next().unwrap_or_default();
+                let path: Vec<String> = parts.collect();
+                if filter.is_empty() || path.is_empty() || path.iter().any(String::is_empty) {
+                    return Err(ConfigError::Limit(format!(
+                        "ext_authz.account_metadata {text:?} must look like filter/key[/key...]"
+                    )));
+                }
+                Some((filter, path))
+            }
+        };
+        Ok(ExtAuthzSettings {
+            account_header: header(
+                "account_header",
+                &self.account_header,
+                defaults.account_header,
+            )?,
+            account_metadata,
+            feature_header: header(
+                "feature_header",
+                &self.feature_header,
+                defaults.feature_header,
+            )?,
+            feature_default: self.feature.clone(),
+            units_header: header("units_header", &self.units_header, defaults.units_header)?,
+            request_id_header: header(
+                "request_id_header",
+                &self.request_id_header,
+                defaults.request_id_header,
+            )?,
+        })
+    }
 }
 
 /// A webhook endpoint in the config file.
@@ -387,6 +468,7 @@ pub struct Flags {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub ext_authz_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub ledger: Option<String>,
     pub redis: Option<String>,
@@ -401,6 +483,9 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// Where `/metrics` is served; `None` serves no metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the Envoy external authorizer is served; `None` serves none.
+    pub ext_authz_listen: Option<SocketAddr>,
+    pub ext_authz: ExtAuthzSettings,
     pub data_dir: PathBuf,
     pub ledger: LedgerTarget,
     /// URL of the shared Redis store (comma-separated nodes for a Cluster); `None` keeps
@@ -436,6 +521,8 @@ impl ServerConfig {
                 .or(file.admin_listen)
                 .unwrap_or_else(|| default_addr(ADMIN_LISTEN_DEFAULT)),
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
+            ext_authz_listen: flags.ext_authz_listen.or(file.ext_authz_listen),
+            ext_authz: file.ext_authz.resolve()?,
             data_dir,
             ledger,
             redis: flags.redis.or(file.redis),
@@ -466,6 +553,8 @@ impl ServerConfig {
             listen: any,
             admin_listen: any,
             metrics_listen: None,
+            ext_authz_listen: None,
+            ext_authz: ExtAuthzSettings::default(),
             ledger: LedgerTarget::Sqlite {
                 data_dir: data_dir.clone(),
             },
@@ -647,6 +736,29 @@ mod tests {
             "the example shows the defaults"
         );
         assert_eq!(config.prices.len(), 3);
+    }
+
+    #[test]
+    fn the_ext_authz_table_is_checked() {
+        let resolve = |text: &str| {
+            let file: FileConfig = toml::from_str(&format!("[ext_authz]\n{text}")).unwrap();
+            ServerConfig::resolve(Flags::default(), file)
+        };
+        let config = resolve("account_metadata = \"jwt/payload/org\"").unwrap();
+        assert_eq!(
+            config.ext_authz.account_metadata,
+            Some(("jwt".into(), vec!["payload".into(), "org".into()]))
+        );
+        assert_eq!(config.ext_authz.feature_header, "x-creditgate-feature");
+        for (text, complaint) in [
+            ("account_metadata = \"jwt\"", "account_metadata"),
+            ("account_metadata = \"jwt//org\"", "account_metadata"),
+            ("feature_header = \"X-Feature\"", "feature_header"),
+        ] {
+            let error = resolve(text).unwrap_err().to_string();
+            assert!(error.contains(complaint), "{text}: {error}");
+        }
+        assert!(toml::from_str::<FileConfig>("[ext_authz]\naccount = \"x\"").is_err());
     }
 
     #[test]

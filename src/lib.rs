@@ -6,8 +6,9 @@
 //!
 //! The modules follow the data path of a call:
 //!
-//! - [`api`]: tonic services (`Gate`, `Admin`) and the one place proto messages become domain
-//!   types and errors become gRPC statuses.
+//! - [`api`]: tonic services (`Gate`, `Admin`, and Envoy's `Authorization` in
+//!   [`api::ext_authz`]) and the one place proto messages become domain types and errors become
+//!   gRPC statuses.
 //! - [`gate`]: the rules in order: catalog, pricing, limits, idempotency, one store operation.
 //! - [`domain`]: money, ids, grants and the consumption order, prices, the hold state machine.
 //!   No I/O.

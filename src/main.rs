@@ -173,6 +173,10 @@ struct ServeArgs {
     /// Address of the Prometheus /metrics endpoint [default: none].
     #[arg(long, env = "CREDITGATE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Address of the Envoy external authorization service
+    /// (envoy.service.auth.v3.Authorization) [default: none, off].
+    #[arg(long, env = "CREDITGATE_EXT_AUTHZ_LISTEN")]
+    ext_authz_listen: Option<SocketAddr>,
     #[command(flatten)]
     ledger: LedgerArgs,
     /// Redis URL of the store shared by every replica, e.g. redis://127.0.0.1:6379
@@ -587,6 +591,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         listen: args.listen,
         admin_listen: args.admin_listen,
         metrics_listen: args.metrics_listen,
+        ext_authz_listen: args.ext_authz_listen,
         commit_durability: args.commit_durability,
         no_migrate: args.no_migrate,
         redis: args.redis,

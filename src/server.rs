@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::admin::AdminService;
+use crate::api::ext_authz::ExtAuthzService;
 use crate::api::gate::GateService;
 use crate::cache::{HOLDS_MAX_DEFAULT, ReservationCache};
 use crate::catalog::{Catalog, SharedCatalog};
@@ -54,6 +55,7 @@ pub enum StartError {
 pub struct Server {
     gate_addr: SocketAddr,
     admin_addr: SocketAddr,
+    ext_authz_addr: Option<SocketAddr>,
     stop_serving: ShutdownTrigger,
     stop_background: ShutdownTrigger,
     services: Vec<JoinHandle<()>>,
@@ -188,6 +190,18 @@ impl Server {
         }
         let gate_listener = bind(config.listen).await?;
         let admin_listener = bind(config.admin_listen).await?;
+        let ext_authz_listener = match config.ext_authz_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let ext_authz_addr = ext_authz_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()
+            .map_err(|source| StartError::Listen {
+                addr: config.ext_authz_listen.expect("bound"),
+                source,
+            })?;
         let gate_addr = gate_listener
             .local_addr()
             .map_err(|source| StartError::Listen {
@@ -230,12 +244,16 @@ impl Server {
         let gate_service = GateService::new(gate.clone(), events.clone(), serving_shutdown.clone())
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
+        let ext_authz_service = ExtAuthzService::new(gate.clone(), config.ext_authz.clone())
+            .into_server()
+            .max_decoding_message_size(REQUEST_LEN_MAX);
         let admin_service = AdminService::new(gate, reconciler)
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
         let mut gate_shutdown = serving_shutdown.clone();
+        let mut ext_authz_shutdown = serving_shutdown.clone();
         let mut admin_shutdown = serving_shutdown;
-        let services = vec![
+        let mut services = vec![
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
                     .add_service(gate_service)
@@ -261,10 +279,24 @@ impl Server {
                 }
             }),
         ];
-        tracing::info!(%gate_addr, %admin_addr, "creditgate serving");
+        if let Some(listener) = ext_authz_listener {
+            services.push(tokio::spawn(async move {
+                let served = tonic::transport::Server::builder()
+                    .add_service(ext_authz_service)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                        ext_authz_shutdown.wait().await
+                    })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "ext_authz service failed");
+                }
+            }));
+        }
+        tracing::info!(%gate_addr, %admin_addr, ?ext_authz_addr, "creditgate serving");
         Ok(Server {
             gate_addr,
             admin_addr,
+            ext_authz_addr,
             stop_serving,
             stop_background,
             services,
@@ -278,6 +310,11 @@ impl Server {
     /// Address the gate service listens on.
     pub fn gate_addr(&self) -> SocketAddr {
         self.gate_addr
+    }
+
+    /// Address the Envoy external authorizer listens on, if it is served.
+    pub fn ext_authz_addr(&self) -> Option<SocketAddr> {
+        self.ext_authz_addr
     }
 
     /// Open `WatchBalance` streams.

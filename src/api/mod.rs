@@ -1,9 +1,10 @@
-//! The gRPC surface: thin tonic services that parse a request ([`convert`]), call the
-//! [`crate::gate::Gate`], and turn the answer back into a message. Errors become gRPC statuses
-//! in [`status`], and nowhere else.
+//! The gRPC surface: thin tonic services (the gate, admin, and Envoy's external authorizer)
+//! that parse a request ([`convert`]), call the [`crate::gate::Gate`], and turn the answer back
+//! into a message. Errors become gRPC statuses in [`status`], and nowhere else.
 
 pub mod admin;
 pub mod convert;
+pub mod ext_authz;
 pub mod gate;
 
 use tonic::{Code, Status};

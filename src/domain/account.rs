@@ -54,6 +54,16 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::InsufficientCredits => "insufficient_credits",
+            DenyReason::FeatureNotAllowed => "feature_not_allowed",
+            DenyReason::AccountNotFound => "account_not_found",
+            DenyReason::AccountSuspended => "account_suspended",
+            DenyReason::SpendLimitReached => "spend_limit_reached",
+        }
+    }
+
     /// A sentence for people, naming the account.
     pub fn explain(self, account: &AccountId) -> String {
         match self {
