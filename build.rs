@@ -8,7 +8,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/creditgate/v1/gate.proto",
         "proto/creditgate/v1/admin.proto",
     ];
-    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    // The descriptors are served by gRPC reflection.
+    let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("creditgate.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptors)
+        .compile_protos(&protos, &["proto"])?;
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

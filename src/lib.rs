@@ -52,4 +52,7 @@ pub mod webhooks;
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("creditgate.v1");
+
+    /// The protocol's descriptors, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("creditgate");
 }

@@ -25,12 +25,14 @@ use crate::gate::Gate;
 use crate::ledger::sql::SqlLedger;
 use crate::ledger::{Ledger, LedgerError};
 use crate::reconcile::Reconciler;
-use crate::shutdown::{self, ShutdownTrigger};
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{BalanceStore, StoreError};
 use crate::sync::{self, Inbound, SyncLoop};
 use crate::webhooks::{Sender, Webhook};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 /// Largest request message accepted, in bytes.
 pub const REQUEST_LEN_MAX: usize = 64 * 1024;
@@ -69,6 +71,52 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })
+}
+
+/// How often health checks that the store and the ledger answer.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps the health service's answer current: serving while the store and the ledger answer
+/// within [`HEALTH_INTERVAL`], not serving otherwise, and not serving once shutdown begins.
+async fn watch_health(
+    health: HealthReporter,
+    services: Vec<&'static str>,
+    store: Arc<dyn BalanceStore>,
+    ledger: Arc<dyn Ledger>,
+    mut shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => {
+                for service in &services {
+                    health.set_service_status(*service, ServingStatus::NotServing).await;
+                }
+                return;
+            }
+            _ = tick.tick() => {}
+        }
+        let store_answers = tokio::time::timeout(HEALTH_INTERVAL, store.now_ms())
+            .await
+            .is_ok_and(|answer| answer.is_ok());
+        let ledger_answers = tokio::time::timeout(HEALTH_INTERVAL, ledger.last_change())
+            .await
+            .is_ok_and(|answer| answer.is_ok());
+        let now_serving = store_answers && ledger_answers;
+        if now_serving != serving {
+            serving = now_serving;
+            tracing::warn!(store_answers, ledger_answers, serving, "health changed");
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for service in &services {
+                health.set_service_status(*service, status).await;
+            }
+        }
+    }
 }
 
 impl Server {
@@ -165,6 +213,7 @@ impl Server {
             // Long enough for every replica's sync loop to have run a few times.
             Duration::from_millis(config.limits.sync_interval_ms * 5),
         ));
+        let (health_store, health_ledger) = (store.clone(), ledger_dyn.clone());
         let webhooks = (!config.webhooks.is_empty()).then(|| {
             Sender::new(
                 ledger_dyn.clone(),
@@ -241,6 +290,36 @@ impl Server {
         }
 
         let (stop_serving, serving_shutdown) = shutdown::channel();
+        // Health: serving while the store and the ledger answer, and not once stopping.
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut watched = vec!["", "creditgate.v1.Gate", "creditgate.v1.Admin"];
+        if ext_authz_listener.is_some() {
+            watched.push("envoy.service.auth.v3.Authorization");
+        }
+        // Both answered while starting.
+        for service in &watched {
+            health
+                .set_service_status(*service, ServingStatus::Serving)
+                .await;
+        }
+        background.push(tokio::spawn(watch_health(
+            health,
+            watched,
+            health_store,
+            health_ledger,
+            serving_shutdown.clone(),
+        )));
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
+            .build_v1()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let gate_service = GateService::new(gate.clone(), events.clone(), serving_shutdown.clone())
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
@@ -250,6 +329,9 @@ impl Server {
         let admin_service = AdminService::new(gate, reconciler)
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
+        let (gate_health, admin_health) = (health_service.clone(), health_service.clone());
+        let (gate_reflection_v1, gate_reflection_v1alpha) =
+            (reflection_v1.clone(), reflection_v1alpha.clone());
         let mut gate_shutdown = serving_shutdown.clone();
         let mut ext_authz_shutdown = serving_shutdown.clone();
         let mut admin_shutdown = serving_shutdown;
@@ -257,6 +339,9 @@ impl Server {
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
                     .add_service(gate_service)
+                    .add_service(gate_health)
+                    .add_service(gate_reflection_v1)
+                    .add_service(gate_reflection_v1alpha)
                     .serve_with_incoming_shutdown(
                         TcpListenerStream::new(gate_listener),
                         async move { gate_shutdown.wait().await },
@@ -269,6 +354,9 @@ impl Server {
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
                     .add_service(admin_service)
+                    .add_service(admin_health)
+                    .add_service(reflection_v1)
+                    .add_service(reflection_v1alpha)
                     .serve_with_incoming_shutdown(
                         TcpListenerStream::new(admin_listener),
                         async move { admin_shutdown.wait().await },
@@ -283,6 +371,7 @@ impl Server {
             services.push(tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
                     .add_service(ext_authz_service)
+                    .add_service(health_service)
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                         ext_authz_shutdown.wait().await
                     })
