@@ -630,3 +630,129 @@ async fn acknowledged_commits_on_postgres_survive_kill_9_exactly_once() {
     drop(serve);
     database.drop_database().await;
 }
+
+/// SIGTERM while calls are coming in: the server stops taking new ones, answers every call it
+/// took, writes everything it acknowledged to the ledger, and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_every_accepted_call_and_flushes_the_outbox() {
+    use creditgate::proto::{self, admin_client::AdminClient, gate_client::GateClient};
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (gate_port, admin_port) = (free_port(), free_port());
+    let mut serve = Serve::start(dir.path(), gate_port, admin_port);
+    serve.json(
+        &[
+            "grant",
+            "--account",
+            "acme",
+            "--grant-id",
+            "g1",
+            "--amount",
+            "1000.00",
+        ],
+        0,
+    );
+    let gate = GateClient::connect(serve.gate.clone()).await.unwrap();
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let failures = Arc::new(Mutex::new(Vec::<(String, tonic::Status)>::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (mut gate, acknowledged, failures) =
+                (gate.clone(), acknowledged.clone(), failures.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let key = format!("w{w}-{i}");
+                    let mut request = common::charge_amount("acme", "chat", "0.01");
+                    request.idempotency_key = key.clone();
+                    match gate.charge(request).await {
+                        Ok(answer) => {
+                            let answer = answer.into_inner();
+                            assert_eq!(answer.decision(), proto::Decision::Allowed);
+                            acknowledged.lock().unwrap().push(answer.entry_id);
+                        }
+                        Err(status) => {
+                            failures.lock().unwrap().push((key, status));
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Stopped well before the ledger listing's 1000 entries.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // SAFETY: kill only sends a signal to the server process this test started.
+    unsafe {
+        libc::kill(serve.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(status) = serve.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0), "a clean exit");
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() > 10,
+        "calls were answered: {}",
+        acknowledged.len()
+    );
+    // A call the server did not take fails on the client's side (refused, or cut off before
+    // the server had it), and is safe to retry with its key.
+    let failures = failures.lock().unwrap().clone();
+    for (_, status) in &failures {
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Cancelled
+            ),
+            "{status:?}"
+        );
+    }
+
+    // Everything acknowledged is in the ledger, and nothing else was charged.
+    let serve = Serve::start(dir.path(), gate_port, admin_port);
+    let mut admin = AdminClient::connect(serve.admin.clone()).await.unwrap();
+    let entries = admin
+        .list_entries(proto::ListEntriesRequest {
+            account_id: "acme".into(),
+            limit: 1_000,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let ids: std::collections::HashSet<&str> =
+        entries.iter().map(|e| e.entry_id.as_str()).collect();
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !ids.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the ledger: {missing:?}"
+    );
+    assert_eq!(
+        entries.len(),
+        acknowledged.len() + 1,
+        "the grant and the answered charges"
+    );
+    for (key, _) in &failures {
+        assert!(
+            entries.iter().all(|e| &e.idempotency_key != key),
+            "{key} was charged but not answered"
+        );
+    }
+    println!(
+        "{} calls answered before SIGTERM took effect, {} refused",
+        acknowledged.len(),
+        failures.len()
+    );
+}
