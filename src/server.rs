@@ -30,6 +30,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{BalanceStore, StoreError};
 use crate::sync::{self, Inbound, SyncLoop};
+use crate::telemetry::RpcTimingLayer;
 use crate::webhooks::{Sender, Webhook};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -78,11 +79,15 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Keeps the health service's answer current: serving while the store and the ledger answer
 /// within [`HEALTH_INTERVAL`], not serving otherwise, and not serving once shutdown begins.
+/// Samples the cache's size for the metrics on the way.
 async fn watch_health(
     health: HealthReporter,
     services: Vec<&'static str>,
-    store: Arc<dyn BalanceStore>,
-    ledger: Arc<dyn Ledger>,
+    (store, ledger, cache): (
+        Arc<dyn BalanceStore>,
+        Arc<dyn Ledger>,
+        Arc<ReservationCache>,
+    ),
     mut shutdown: Shutdown,
 ) {
     let mut tick = tokio::time::interval(HEALTH_INTERVAL);
@@ -97,6 +102,7 @@ async fn watch_health(
             }
             _ = tick.tick() => {}
         }
+        metrics::gauge!(crate::telemetry::CACHE_HOLDS).set(cache.len() as f64);
         let store_answers = tokio::time::timeout(HEALTH_INTERVAL, store.now_ms())
             .await
             .is_ok_and(|answer| answer.is_ok());
@@ -283,7 +289,7 @@ impl Server {
         }
         if let Some(redis) = redis_store {
             let shutdown = background_shutdown.clone();
-            let events = events.clone();
+            let (events, cache) = (events.clone(), cache.clone());
             background.push(tokio::spawn(async move {
                 redis.watch_wallets(cache, events, shutdown).await
             }));
@@ -305,8 +311,7 @@ impl Server {
         background.push(tokio::spawn(watch_health(
             health,
             watched,
-            health_store,
-            health_ledger,
+            (health_store, health_ledger, cache.clone()),
             serving_shutdown.clone(),
         )));
         let reflection = || {
@@ -338,6 +343,7 @@ impl Server {
         let mut services = vec![
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
+                    .layer(RpcTimingLayer)
                     .add_service(gate_service)
                     .add_service(gate_health)
                     .add_service(gate_reflection_v1)
@@ -353,6 +359,7 @@ impl Server {
             }),
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
+                    .layer(RpcTimingLayer)
                     .add_service(admin_service)
                     .add_service(admin_health)
                     .add_service(reflection_v1)
@@ -370,6 +377,7 @@ impl Server {
         if let Some(listener) = ext_authz_listener {
             services.push(tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
+                    .layer(RpcTimingLayer)
                     .add_service(ext_authz_service)
                     .add_service(health_service)
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

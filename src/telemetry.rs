@@ -28,6 +28,77 @@ pub const RECONCILE_DRIFT_MINOR: &str = "creditgate_reconcile_drift_minor";
 /// Accounts compared at the last reconcile.
 pub const RECONCILE_ACCOUNTS: &str = "creditgate_reconcile_accounts";
 
+/// Decisions on holds, extensions, charges and checks (and Envoy checks), by `rpc`,
+/// `decision` (`allowed`, `denied`) and `reason`.
+pub const DECISIONS_TOTAL: &str = "creditgate_decisions_total";
+/// Time to answer a call, in seconds, by `rpc` (the gRPC method).
+pub const RPC_DURATION_SECONDS: &str = "creditgate_rpc_duration_seconds";
+/// Calls that failed, by gRPC `code` (UNAVAILABLE: the store or the ledger did not answer).
+pub const ERRORS_TOTAL: &str = "creditgate_errors_total";
+/// Open `WatchBalance` streams.
+pub const WATCHERS: &str = "creditgate_watchers";
+/// Holds this replica remembers in its cache.
+pub const CACHE_HOLDS: &str = "creditgate_cache_holds";
+/// From a store event (a wallet running out, …) to this replica learning of it, in seconds:
+/// how fast gating reaches every replica.
+pub const GATING_PROPAGATION_SECONDS: &str = "creditgate_gating_propagation_seconds";
+/// Webhook delivery attempts, by `outcome` (`delivered`, `failed`).
+pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "creditgate_webhook_attempts_total";
+
+/// Records how long each gRPC call took, by method, around any tonic service.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RpcTimingLayer;
+
+impl<S> tower::Layer<S> for RpcTimingLayer {
+    type Service = RpcTiming<S>;
+
+    fn layer(&self, inner: S) -> RpcTiming<S> {
+        RpcTiming { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RpcTiming<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RpcTiming<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // "/creditgate.v1.Gate/Reserve" → "Reserve"
+        let rpc = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let started = std::time::Instant::now();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answer = answer.await;
+            metrics::histogram!(RPC_DURATION_SECONDS, "rpc" => rpc)
+                .record(started.elapsed().as_secs_f64());
+            answer
+        })
+    }
+}
+
 /// Why the metrics endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {addr}: {message}")]

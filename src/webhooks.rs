@@ -221,6 +221,12 @@ impl Sender {
                 continue;
             };
             let attempt = self.attempt(&delivery, outcome);
+            let counted = match attempt {
+                Attempt::Delivered => "delivered",
+                Attempt::Failed { .. } => "failed",
+            };
+            metrics::counter!(crate::telemetry::WEBHOOK_ATTEMPTS_TOTAL, "outcome" => counted)
+                .increment(1);
             if let Attempt::Failed { error, .. } = &attempt {
                 tracing::info!(
                     event = %delivery.event.id,

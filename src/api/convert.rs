@@ -146,11 +146,27 @@ pub struct Verdict {
     pub limit: String,
 }
 
+/// Counts a decision of `rpc` for the metrics.
+pub fn count_decision<T>(rpc: &'static str, decision: &Decision<T>) {
+    let (outcome, reason) = match decision {
+        Decision::Allowed(_) => ("allowed", "none"),
+        Decision::Denied(denial) => ("denied", denial.reason.as_str()),
+    };
+    metrics::counter!(
+        crate::telemetry::DECISIONS_TOTAL,
+        "rpc" => rpc, "decision" => outcome, "reason" => reason
+    )
+    .increment(1);
+}
+
+/// The fields shared by every gate answer, for `rpc`; counts the decision for the metrics.
 pub fn verdict<T>(
+    rpc: &'static str,
     account: &AccountId,
     decision: &Decision<T>,
     available: impl Fn(&T) -> i64,
 ) -> Verdict {
+    count_decision(rpc, decision);
     match decision {
         Decision::Allowed(value) => Verdict {
             decision: proto::Decision::Allowed as i32,

@@ -255,6 +255,7 @@ impl Authorization for ExtAuthzService {
             // Unavailable and the rest: an error, so that Envoy's failure_mode_allow decides.
             Err(error) => return Err(status(error)),
         };
+        super::convert::count_decision("ext_authz", &decision);
         let response = match decision {
             Decision::Allowed(charged) => {
                 let available = money(charged.available_minor);

@@ -24,6 +24,22 @@ pub struct GateService {
     shutdown: Shutdown,
 }
 
+/// Counts an open `WatchBalance` stream for the metrics while it lives.
+struct Watching;
+
+impl Watching {
+    fn start() -> Watching {
+        metrics::gauge!(crate::telemetry::WATCHERS).increment(1.0);
+        Watching
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::telemetry::WATCHERS).decrement(1.0);
+    }
+}
+
 /// Events a `WatchBalance` stream has ready for its client before it waits for it.
 const WATCH_QUEUE_LEN: usize = 64;
 
@@ -88,7 +104,7 @@ impl gate_server::Gate for GateService {
         };
         let account = request.account.clone();
         let (asked, wallet, decision) = self.gate.reserve(request).await.map_err(status)?;
-        let v = verdict(&account, &decision, |h| h.available_minor);
+        let v = verdict("reserve", &account, &decision, |h| h.available_minor);
         let mut response = proto::ReserveResponse {
             decision: v.decision,
             reason: v.reason,
@@ -168,7 +184,7 @@ impl gate_server::Gate for GateService {
             idempotency_key: convert::idempotency_key(&r.idempotency_key).map_err(status)?,
         };
         let decision = self.gate.extend(request).await.map_err(status)?;
-        let v = verdict(id.account(), &decision, |h| h.available_minor);
+        let v = verdict("extend", id.account(), &decision, |h| h.available_minor);
         let mut response = proto::ExtendResponse {
             decision: v.decision,
             reason: v.reason,
@@ -204,7 +220,7 @@ impl gate_server::Gate for GateService {
         };
         let account = request.account.clone();
         let (asked, wallet, decision) = self.gate.charge(request).await.map_err(status)?;
-        let v = verdict(&account, &decision, |c| c.available_minor);
+        let v = verdict("charge", &account, &decision, |c| c.available_minor);
         let mut response = proto::ChargeResponse {
             decision: v.decision,
             reason: v.reason,
@@ -243,7 +259,7 @@ impl gate_server::Gate for GateService {
         };
         let account = request.account.clone();
         let answer = self.gate.check(request).await.map_err(status)?;
-        let v = verdict(&account, &answer.decision, |c| c.available_minor);
+        let v = verdict("check", &account, &answer.decision, |c| c.available_minor);
         Ok(Response::new(proto::CheckResponse {
             decision: v.decision,
             reason: v.reason,
@@ -291,6 +307,7 @@ impl gate_server::Gate for GateService {
         let (sender, receiver) = mpsc::channel(WATCH_QUEUE_LEN);
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let _watching = Watching::start();
             let first = proto::BalanceEvent {
                 kind: proto::BalanceEventKind::Snapshot as i32,
                 account_id: account.to_string(),

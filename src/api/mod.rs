@@ -24,5 +24,6 @@ pub fn status(error: GateError) -> Status {
     if code == Code::Internal {
         tracing::error!(%error, "internal error");
     }
+    metrics::counter!(crate::telemetry::ERRORS_TOTAL, "code" => format!("{code:?}")).increment(1);
     Status::new(code, error.to_string())
 }

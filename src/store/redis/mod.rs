@@ -274,6 +274,11 @@ impl RedisStore {
                             continue;
                         };
                         if let Some(event) = apply_wallet_event(&cache, &payload) {
+                            // Against this replica's clock: meaningful when clocks agree.
+                            let late_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock)
+                                - event.at_ms;
+                            metrics::histogram!(crate::telemetry::GATING_PROPAGATION_SECONDS)
+                                .record(late_ms.max(0) as f64 / 1_000.0);
                             events.publish(event);
                         }
                     }
