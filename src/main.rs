@@ -177,6 +177,9 @@ struct ServeArgs {
     /// (envoy.service.auth.v3.Authorization) [default: none, off].
     #[arg(long, env = "CREDITGATE_EXT_AUTHZ_LISTEN")]
     ext_authz_listen: Option<SocketAddr>,
+    /// Logs (on stderr) as lines for people or as one JSON object a line.
+    #[arg(long, env = "CREDITGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(flatten)]
     ledger: LedgerArgs,
     /// Redis URL of the store shared by every replica, e.g. redis://127.0.0.1:6379
@@ -525,14 +528,28 @@ struct CheckArgs {
     labels: Vec<(String, String)>,
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One JSON object a line, with the call's span (method and request id) in each.
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -586,7 +603,7 @@ async fn migrate(args: LedgerArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    init_logging();
+    init_logging(args.log_format);
     let flags = Flags {
         listen: args.listen,
         admin_listen: args.admin_listen,

@@ -30,7 +30,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{BalanceStore, StoreError};
 use crate::sync::{self, Inbound, SyncLoop};
-use crate::telemetry::RpcTimingLayer;
+use crate::telemetry::CallLayer;
 use crate::webhooks::{Sender, Webhook};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -343,7 +343,7 @@ impl Server {
         let mut services = vec![
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
-                    .layer(RpcTimingLayer)
+                    .layer(CallLayer)
                     .add_service(gate_service)
                     .add_service(gate_health)
                     .add_service(gate_reflection_v1)
@@ -359,7 +359,7 @@ impl Server {
             }),
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
-                    .layer(RpcTimingLayer)
+                    .layer(CallLayer)
                     .add_service(admin_service)
                     .add_service(admin_health)
                     .add_service(reflection_v1)
@@ -377,7 +377,7 @@ impl Server {
         if let Some(listener) = ext_authz_listener {
             services.push(tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
-                    .layer(RpcTimingLayer)
+                    .layer(CallLayer)
                     .add_service(ext_authz_service)
                     .add_service(health_service)
                     .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

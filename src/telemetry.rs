@@ -1,9 +1,12 @@
-//! Metrics: every name in one place, and the Prometheus endpoint that serves them.
+//! Metrics: every name in one place, and the Prometheus endpoint that serves them; and the
+//! layer that gives every call its span (with its request id) and its latency.
 //!
 //! Metrics are recorded with the `metrics` macros wherever they happen; without an endpoint
 //! (`--metrics-listen` unset) recording costs next to nothing.
 
 use std::net::SocketAddr;
+
+use tracing::Instrument;
 
 /// Outbox records the ledger has not taken yet.
 pub const OUTBOX_RECORDS: &str = "creditgate_outbox_records";
@@ -45,24 +48,26 @@ pub const GATING_PROPAGATION_SECONDS: &str = "creditgate_gating_propagation_seco
 /// Webhook delivery attempts, by `outcome` (`delivered`, `failed`).
 pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "creditgate_webhook_attempts_total";
 
-/// Records how long each gRPC call took, by method, around any tonic service.
+/// Around any tonic service: runs each call in a span `call{rpc, request_id}` (the request id
+/// from the `x-request-id` header, or a new one), so that every log line of the call names it,
+/// and records how long the call took, by method.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RpcTimingLayer;
+pub struct CallLayer;
 
-impl<S> tower::Layer<S> for RpcTimingLayer {
-    type Service = RpcTiming<S>;
+impl<S> tower::Layer<S> for CallLayer {
+    type Service = CallService<S>;
 
-    fn layer(&self, inner: S) -> RpcTiming<S> {
-        RpcTiming { inner }
+    fn layer(&self, inner: S) -> CallService<S> {
+        CallService { inner }
     }
 }
 
 #[derive(Clone, Debug)]
-pub struct RpcTiming<S> {
+pub struct CallService<S> {
     inner: S,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for RpcTiming<S>
+impl<S, B> tower::Service<http::Request<B>> for CallService<S>
 where
     S: tower::Service<http::Request<B>>,
     S::Future: Send + 'static,
@@ -88,14 +93,29 @@ where
             .next()
             .unwrap_or_default()
             .to_owned();
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|id| id.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let span = tracing::info_span!("call", rpc = %rpc, request_id = %request_id);
         let started = std::time::Instant::now();
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let answer = answer.await;
-            metrics::histogram!(RPC_DURATION_SECONDS, "rpc" => rpc)
-                .record(started.elapsed().as_secs_f64());
-            answer
-        })
+        let answer = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Box::pin(
+            async move {
+                let answer = answer.await;
+                let elapsed = started.elapsed();
+                metrics::histogram!(RPC_DURATION_SECONDS, "rpc" => rpc)
+                    .record(elapsed.as_secs_f64());
+                tracing::debug!(micros = elapsed.as_micros() as u64, "answered");
+                answer
+            }
+            .instrument(span),
+        )
     }
 }
 

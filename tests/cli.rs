@@ -756,3 +756,63 @@ async fn sigterm_under_load_answers_every_accepted_call_and_flushes_the_outbox()
         failures.len()
     );
 }
+
+/// `--log-format json`: one JSON object a line, each line of a call naming its request id.
+#[tokio::test]
+async fn json_logs_name_the_request_id_of_each_call() {
+    use creditgate::proto::{self, gate_client::GateClient};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("serve.log");
+    let gate_port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--log-format", "json", "--listen"])
+        .arg(format!("127.0.0.1:{gate_port}"))
+        .arg("--admin-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "creditgate=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", gate_port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut gate = GateClient::connect(format!("http://127.0.0.1:{gate_port}"))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(proto::GetBalanceRequest {
+        account_id: "nobody".into(),
+        wallet: String::new(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-42".parse().unwrap());
+    let _ = gate.get_balance(request).await;
+    drop(gate);
+    // SAFETY: kill only sends a signal to the server this test started.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    // Waited for on a thread of its own, so that the client's connection can close meanwhile.
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("JSON: {line}")))
+        .collect();
+    assert!(lines.len() > 2, "{logs}");
+    let answered = lines
+        .iter()
+        .find(|l| l["span"]["request_id"] == "req-42")
+        .unwrap_or_else(|| panic!("a line of the call in\n{logs}"));
+    assert_eq!(answered["span"]["rpc"], "GetBalance");
+}
