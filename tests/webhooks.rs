@@ -147,8 +147,10 @@ fn signed_by_the_secret(received: &Received) -> bool {
     expected == v1
 }
 
-async fn events(t: &mut TestServer) -> Vec<proto::EventRecord> {
-    t.admin
+async fn events(
+    mut admin: proto::admin_client::AdminClient<tonic::transport::Channel>,
+) -> Vec<proto::EventRecord> {
+    admin
         .list_events(proto::ListEventsRequest {
             account_id: "acme".into(),
             limit: 0,
@@ -205,7 +207,7 @@ async fn events_are_signed_retried_and_delivered_once_per_event_id() {
         .collect();
     assert!(kinds.contains(&"\"depleted\"".to_owned()), "{kinds:?}");
 
-    let listed = events(&mut t).await;
+    let listed = events(t.admin.clone()).await;
     assert_eq!(listed.len(), 2);
     for record in &listed {
         let delivery = &record.deliveries[0];
@@ -229,24 +231,16 @@ async fn a_delivery_that_never_succeeds_is_given_up_and_listed_as_failed() {
     let mut t = start_posting_to(dir.path(), &receiver, 3).await;
     grant(&mut t.admin, "acme", "g1", "1.00").await;
     eventually(Duration::from_secs(20), || {
-        let mut t_admin = t.admin.clone();
+        let admin = t.admin.clone();
         async move {
-            let listed = t_admin
-                .list_events(proto::ListEventsRequest {
-                    account_id: "acme".into(),
-                    limit: 0,
-                })
+            events(admin)
                 .await
-                .unwrap()
-                .into_inner()
-                .events;
-            listed
                 .first()
                 .is_some_and(|e| e.deliveries[0].status() == proto::DeliveryStatus::Failed)
         }
     })
     .await;
-    let delivery = events(&mut t).await[0].deliveries[0].clone();
+    let delivery = events(t.admin.clone()).await[0].deliveries[0].clone();
     assert_eq!(delivery.attempts, 3);
     assert!(
         delivery.last_error.contains("500"),
@@ -302,18 +296,12 @@ async fn a_top_up_request_is_delivered_and_listed_with_the_grant_that_answered_i
         .await
         .unwrap();
     eventually(Duration::from_secs(10), || {
-        let mut admin = t.admin.clone();
+        let admin = t.admin.clone();
         async move {
-            let listed = admin
-                .list_events(proto::ListEventsRequest {
-                    account_id: "acme".into(),
-                    limit: 0,
-                })
+            events(admin)
                 .await
-                .unwrap()
-                .into_inner()
-                .events;
-            listed.iter().any(|e| e.answered_by_grant_id == "topup-1")
+                .iter()
+                .any(|e| e.answered_by_grant_id == "topup-1")
         }
     })
     .await;

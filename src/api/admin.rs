@@ -48,6 +48,18 @@ fn catalog_to_proto(catalog: &crate::catalog::Catalog) -> proto::PriceCatalog {
     }
 }
 
+/// How many items a listing asks for: 0 means the default, and there is a most.
+fn listing_limit(limit: u32) -> Result<usize, GateError> {
+    match limit as usize {
+        0 => Ok(ENTRIES_LIMIT_DEFAULT),
+        n if n > ENTRIES_LIMIT_MAX => Err(GateError::invalid(
+            "limit",
+            format!("must be at most {ENTRIES_LIMIT_MAX}"),
+        )),
+        n => Ok(n),
+    }
+}
+
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
     async fn put_account(
@@ -337,16 +349,7 @@ impl admin_server::Admin for AdminService {
     ) -> Reply<proto::ListEntriesResponse> {
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
-        let limit = match r.limit as usize {
-            0 => ENTRIES_LIMIT_DEFAULT,
-            n if n > ENTRIES_LIMIT_MAX => {
-                return Err(status(GateError::invalid(
-                    "limit",
-                    format!("must be at most {ENTRIES_LIMIT_MAX}"),
-                )));
-            }
-            n => n,
-        };
+        let limit = listing_limit(r.limit).map_err(status)?;
         let entries = self.gate.entries(&account, limit).await.map_err(status)?;
         Ok(Response::new(proto::ListEntriesResponse {
             entries: entries.iter().map(convert::entry).collect(),
@@ -359,16 +362,7 @@ impl admin_server::Admin for AdminService {
     ) -> Reply<proto::ListEventsResponse> {
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
-        let limit = match r.limit as usize {
-            0 => ENTRIES_LIMIT_DEFAULT,
-            n if n > ENTRIES_LIMIT_MAX => {
-                return Err(status(GateError::invalid(
-                    "limit",
-                    format!("must be at most {ENTRIES_LIMIT_MAX}"),
-                )));
-            }
-            n => n,
-        };
+        let limit = listing_limit(r.limit).map_err(status)?;
         let events = self.gate.events(&account, limit).await.map_err(status)?;
         Ok(Response::new(proto::ListEventsResponse {
             events: events.iter().map(convert::event_record).collect(),
