@@ -272,6 +272,9 @@ pub struct LimitsConfig {
     pub webhook_retry_max_ms: u64,
     /// Attempts before a webhook delivery is given up (it stays listed as failed). Default 20.
     pub webhook_attempts_max: u32,
+    /// Calls one client connection may have open at once, on every port (HTTP/2 streams;
+    /// `WatchBalance` streams count). Default 1 024.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for LimitsConfig {
@@ -296,6 +299,7 @@ impl Default for LimitsConfig {
             webhook_retry_ms: 1_000,
             webhook_retry_max_ms: 600_000,
             webhook_attempts_max: 20,
+            max_concurrent_streams: 1_024,
         }
     }
 }
@@ -621,6 +625,11 @@ impl ServerConfig {
                     "{name} must be between 1 and {INTERVAL_MS_MAX}"
                 )));
             }
+        }
+        if !(1..=100_000).contains(&l.max_concurrent_streams) {
+            return Err(ConfigError::Limit(
+                "limits.max_concurrent_streams must be between 1 and 100000".into(),
+            ));
         }
         if !(1..=1_000).contains(&l.webhook_attempts_max) {
             return Err(ConfigError::Limit(

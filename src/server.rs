@@ -337,12 +337,14 @@ impl Server {
         let (gate_health, admin_health) = (health_service.clone(), health_service.clone());
         let (gate_reflection_v1, gate_reflection_v1alpha) =
             (reflection_v1.clone(), reflection_v1alpha.clone());
+        let streams = config.limits.max_concurrent_streams;
         let mut gate_shutdown = serving_shutdown.clone();
         let mut ext_authz_shutdown = serving_shutdown.clone();
         let mut admin_shutdown = serving_shutdown;
         let mut services = vec![
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
+                    .max_concurrent_streams(Some(streams))
                     .layer(CallLayer)
                     .add_service(gate_service)
                     .add_service(gate_health)
@@ -359,6 +361,7 @@ impl Server {
             }),
             tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
+                    .max_concurrent_streams(Some(streams))
                     .layer(CallLayer)
                     .add_service(admin_service)
                     .add_service(admin_health)
@@ -377,6 +380,7 @@ impl Server {
         if let Some(listener) = ext_authz_listener {
             services.push(tokio::spawn(async move {
                 let served = tonic::transport::Server::builder()
+                    .max_concurrent_streams(Some(streams))
                     .layer(CallLayer)
                     .add_service(ext_authz_service)
                     .add_service(health_service)

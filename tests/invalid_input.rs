@@ -453,3 +453,17 @@ async fn malformed_requests_name_the_field_and_change_nothing(backend: Backend) 
     assert_eq!(commit.charged, "1.00");
     t.server.stop().await;
 }
+
+/// A request above 64 KiB is refused whole, and changes nothing.
+#[tokio::test]
+async fn a_request_above_the_size_limit_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = start(dir.path()).await;
+    grant(&mut t.admin, "acme", "g1", "1.00").await;
+    let mut request = charge_amount("acme", "chat", "0.50");
+    request.labels = [("note".to_owned(), "x".repeat(70 * 1024))].into();
+    let status = t.gate.charge(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{}", status.message());
+    assert_eq!(default_wallet(&mut t.gate, "acme").await.spent, "0.00");
+    t.server.stop().await;
+}
