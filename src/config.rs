@@ -53,6 +53,8 @@ pub struct FileConfig {
     /// Where the external authorizer finds the account, feature and units of a request.
     #[serde(default)]
     pub ext_authz: ExtAuthzConfig,
+    /// TLS for every gRPC port. Default: none (plain text).
+    pub tls: Option<TlsConfig>,
     /// Directory of the SQLite ledger. Default `creditgate-data`.
     pub data_dir: Option<PathBuf>,
     /// PostgreSQL URL of the ledger. Default: the SQLite file in `data_dir`.
@@ -74,6 +76,20 @@ pub struct FileConfig {
     /// Endpoints every event (or some kinds of event) is posted to. Default: none.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+}
+
+/// The `[tls]` table: TLS on every gRPC port, and with `client_ca`, mutual TLS.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM.
+    pub cert: PathBuf,
+    /// The server's private key, PEM.
+    pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to; when set, a client
+    /// without such a certificate is refused at the handshake. Default: none (no client
+    /// certificates asked for).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The `[ext_authz]` table: request headers Envoy forwards, as Envoy writes them (lower case).
@@ -473,6 +489,7 @@ pub struct Flags {
     pub admin_listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
     pub ext_authz_listen: Option<SocketAddr>,
+    pub tls: Option<TlsConfig>,
     pub data_dir: Option<PathBuf>,
     pub ledger: Option<String>,
     pub redis: Option<String>,
@@ -490,6 +507,8 @@ pub struct ServerConfig {
     /// Where the Envoy external authorizer is served; `None` serves none.
     pub ext_authz_listen: Option<SocketAddr>,
     pub ext_authz: ExtAuthzSettings,
+    /// TLS (and mutual TLS) for every gRPC port; `None` is plain text.
+    pub tls: Option<TlsConfig>,
     pub data_dir: PathBuf,
     pub ledger: LedgerTarget,
     /// URL of the shared Redis store (comma-separated nodes for a Cluster); `None` keeps
@@ -526,6 +545,7 @@ impl ServerConfig {
                 .unwrap_or_else(|| default_addr(ADMIN_LISTEN_DEFAULT)),
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             ext_authz_listen: flags.ext_authz_listen.or(file.ext_authz_listen),
+            tls: flags.tls.or(file.tls),
             ext_authz: file.ext_authz.resolve()?,
             data_dir,
             ledger,
@@ -559,6 +579,7 @@ impl ServerConfig {
             metrics_listen: None,
             ext_authz_listen: None,
             ext_authz: ExtAuthzSettings::default(),
+            tls: None,
             ledger: LedgerTarget::Sqlite {
                 data_dir: data_dir.clone(),
             },

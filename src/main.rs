@@ -12,7 +12,7 @@ use creditgate::cli::{
     ReserveCall, UsageCall, parse_duration_ms, parse_label,
 };
 use creditgate::clock::SystemClock;
-use creditgate::config::{CommitDurability, FileConfig, Flags, ServerConfig};
+use creditgate::config::{CommitDurability, FileConfig, Flags, ServerConfig, TlsConfig};
 use creditgate::proto::StopRule;
 use creditgate::server::Server;
 
@@ -177,6 +177,16 @@ struct ServeArgs {
     /// (envoy.service.auth.v3.Authorization) [default: none, off].
     #[arg(long, env = "CREDITGATE_EXT_AUTHZ_LISTEN")]
     ext_authz_listen: Option<SocketAddr>,
+    /// PEM certificate chain: serve every gRPC port over TLS (with --tls-key).
+    #[arg(long, env = "CREDITGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CREDITGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates client certificates must chain to: mutual TLS, a client without
+    /// one is refused at the handshake [default: no client certificates asked for].
+    #[arg(long, env = "CREDITGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// Logs (on stderr) as lines for people or as one JSON object a line.
     #[arg(long, env = "CREDITGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -609,6 +619,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         admin_listen: args.admin_listen,
         metrics_listen: args.metrics_listen,
         ext_authz_listen: args.ext_authz_listen,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert,
+                key,
+                client_ca: args.tls_client_ca,
+            }),
+            _ => None,
+        },
         commit_durability: args.commit_durability,
         no_migrate: args.no_migrate,
         redis: args.redis,

@@ -19,7 +19,7 @@ use crate::api::gate::GateService;
 use crate::cache::{HOLDS_MAX_DEFAULT, ReservationCache};
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::clock::Clock;
-use crate::config::{CommitDurability, ServerConfig};
+use crate::config::{CommitDurability, ServerConfig, TlsConfig};
 use crate::events::Events;
 use crate::gate::Gate;
 use crate::ledger::sql::SqlLedger;
@@ -32,6 +32,7 @@ use crate::store::{BalanceStore, StoreError};
 use crate::sync::{self, Inbound, SyncLoop};
 use crate::telemetry::CallLayer;
 use crate::webhooks::{Sender, Webhook};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -72,6 +73,23 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })
+}
+
+/// The TLS settings of every gRPC port, from the PEM files the config names.
+fn server_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, StartError> {
+    let read = |field: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            StartError::Config(format!("tls.{field}: cannot read {}: {e}", path.display()))
+        })
+    };
+    let identity = Identity::from_pem(read("cert", &tls.cert)?, read("key", &tls.key)?);
+    let mut server = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        server = server
+            .client_ca_root(Certificate::from_pem(read("client_ca", ca)?))
+            .client_auth_optional(false);
+    }
+    Ok(server)
 }
 
 /// How often health checks that the store and the ledger answer.
@@ -338,12 +356,23 @@ impl Server {
         let (gate_reflection_v1, gate_reflection_v1alpha) =
             (reflection_v1.clone(), reflection_v1alpha.clone());
         let streams = config.limits.max_concurrent_streams;
+        let tls = config.tls.as_ref().map(server_tls).transpose()?;
+        let builder = move || -> Result<tonic::transport::Server, StartError> {
+            let server = tonic::transport::Server::builder();
+            match tls.clone() {
+                Some(tls) => server
+                    .tls_config(tls)
+                    .map_err(|e| StartError::Config(format!("tls: {e}"))),
+                None => Ok(server),
+            }
+        };
+        let (gate_server, admin_server, ext_authz_server) = (builder()?, builder()?, builder()?);
         let mut gate_shutdown = serving_shutdown.clone();
         let mut ext_authz_shutdown = serving_shutdown.clone();
         let mut admin_shutdown = serving_shutdown;
         let mut services = vec![
             tokio::spawn(async move {
-                let served = tonic::transport::Server::builder()
+                let served = gate_server
                     .max_concurrent_streams(Some(streams))
                     .layer(CallLayer)
                     .add_service(gate_service)
@@ -360,7 +389,7 @@ impl Server {
                 }
             }),
             tokio::spawn(async move {
-                let served = tonic::transport::Server::builder()
+                let served = admin_server
                     .max_concurrent_streams(Some(streams))
                     .layer(CallLayer)
                     .add_service(admin_service)
@@ -379,7 +408,7 @@ impl Server {
         ];
         if let Some(listener) = ext_authz_listener {
             services.push(tokio::spawn(async move {
-                let served = tonic::transport::Server::builder()
+                let served = ext_authz_server
                     .max_concurrent_streams(Some(streams))
                     .layer(CallLayer)
                     .add_service(ext_authz_service)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Value, json};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::proto::admin_client::AdminClient;
 use crate::proto::gate_client::GateClient;
@@ -47,6 +47,15 @@ pub struct Connection {
     /// Print one JSON object with the proto's field names instead of lines.
     #[arg(long)]
     pub json: bool,
+    /// PEM CA certificate to trust for https:// servers.
+    #[arg(long, env = "CREDITGATE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// PEM client certificate for servers that ask for one (mutual TLS), with --client-key.
+    #[arg(long, env = "CREDITGATE_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "CREDITGATE_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 /// What a call costs: an amount, or usage priced from the catalog.
@@ -161,26 +170,42 @@ pub fn parse_label(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("label {text:?} must look like key=value"))
 }
 
-async fn channel(url: &str) -> Result<Channel, CliError> {
+async fn channel(url: &str, connection: &Connection) -> Result<Channel, CliError> {
     let connect = |source| CliError::Connect {
         url: url.to_owned(),
         source,
     };
-    Endpoint::from_shared(url.to_owned())
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(connect)?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .map_err(connect)
+        .timeout(Duration::from_secs(30));
+    if url.starts_with("https://") {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
+        };
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &connection.ca_cert {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&connection.client_cert, &connection.client_key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls).map_err(connect)?;
+    }
+    endpoint.connect().await.map_err(connect)
 }
 
 pub async fn gate(connection: &Connection) -> Result<GateClient<Channel>, CliError> {
-    Ok(GateClient::new(channel(&connection.server).await?))
+    Ok(GateClient::new(
+        channel(&connection.server, connection).await?,
+    ))
 }
 
 pub async fn admin(connection: &Connection) -> Result<AdminClient<Channel>, CliError> {
-    Ok(AdminClient::new(channel(&connection.admin_server).await?))
+    Ok(AdminClient::new(
+        channel(&connection.admin_server, connection).await?,
+    ))
 }
 
 fn labels(labels: &[(String, String)]) -> HashMap<String, String> {
