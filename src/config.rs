@@ -18,6 +18,7 @@ use crate::domain::{
 use crate::events::WalletEventKind;
 use crate::gate::Limits;
 use crate::ledger::LedgerTarget;
+use crate::policy::{AccountPattern, Caller, Identity, Operation, Policy};
 use crate::sync::SyncSettings;
 use crate::webhooks::{Webhook, WebhookSettings};
 
@@ -76,6 +77,122 @@ pub struct FileConfig {
     /// Endpoints every event (or some kinds of event) is posted to. Default: none.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Who may call, and for which accounts and operations. Default: none, and then every
+    /// call is served.
+    #[serde(default)]
+    pub callers: Vec<CallerConfig>,
+}
+
+/// A caller in the config file: one identity, the accounts and the operations it may use.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// 1–64 of `[A-Za-z0-9._-]`, unique: names the caller in logs and keeps its idempotency
+    /// keys apart from other callers'.
+    pub name: String,
+    /// A DNS name, URI (e.g. `spiffe://cluster.local/ns/ai/sa/gateway`) or IP address among
+    /// the subject alternative names of its client certificate (needs `tls.client_ca`).
+    pub san: Option<String>,
+    /// The SHA-256, in hex, of the token it sends as `authorization: Bearer <token>`.
+    pub token_sha256: Option<String>,
+    /// Account ids, or prefixes ending in `*` (`acme:*`); `"*"` is every account.
+    pub accounts: Vec<String>,
+    /// Operations, by their method's name in snake case (`reserve`, `get_balance`,
+    /// `add_grant`, `ext_authz`, …), or the groups `gate` and `admin`. Default `["gate"]`.
+    pub operations: Option<Vec<String>>,
+}
+
+impl CallerConfig {
+    fn resolve(&self) -> Result<Caller, String> {
+        if !Caller::name_is_valid(&self.name) {
+            return Err(format!(
+                "name {:?} must be 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'",
+                self.name
+            ));
+        }
+        let identity = match (&self.san, &self.token_sha256) {
+            (Some(san), None) if !san.is_empty() => Identity::San(san.clone()),
+            (None, Some(hex)) => Identity::TokenSha256(parse_sha256(hex).ok_or_else(|| {
+                "token_sha256 must be 64 hex digits: the SHA-256 of the token".to_owned()
+            })?),
+            _ => return Err("give exactly one of san and token_sha256".into()),
+        };
+        if self.accounts.is_empty() {
+            return Err("accounts must name at least one account, prefix* or \"*\"".into());
+        }
+        let accounts = self
+            .accounts
+            .iter()
+            .map(|text| AccountPattern::parse(text).map_err(|e| format!("accounts: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let words = match &self.operations {
+            Some(words) if words.is_empty() => {
+                return Err("operations must name at least one operation".into());
+            }
+            Some(words) => words.clone(),
+            None => vec!["gate".to_owned()],
+        };
+        let mut operations = std::collections::BTreeSet::new();
+        for word in &words {
+            operations.extend(Operation::named(word).ok_or_else(|| {
+                format!(
+                    "operations: {word:?} is not an operation (gate, admin, ext_authz, or a \
+                     method such as reserve or add_grant)"
+                )
+            })?);
+        }
+        Ok(Caller {
+            name: self.name.clone(),
+            identity,
+            accounts,
+            operations,
+        })
+    }
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(hash)
+}
+
+/// The caller policy of the config file's callers, whose names and identities must be unique.
+fn resolve_callers(
+    configs: &[CallerConfig],
+    tls: Option<&TlsConfig>,
+) -> Result<Policy, ConfigError> {
+    let mut callers: Vec<Caller> = Vec::with_capacity(configs.len());
+    for (i, config) in configs.iter().enumerate() {
+        let caller = config
+            .resolve()
+            .map_err(|message| ConfigError::Limit(format!("callers[{i}]: {message}")))?;
+        if callers.iter().any(|c| c.name == caller.name) {
+            return Err(ConfigError::Limit(format!(
+                "callers[{i}]: name {:?} is used twice",
+                caller.name
+            )));
+        }
+        if callers.iter().any(|c| c.identity == caller.identity) {
+            return Err(ConfigError::Limit(format!(
+                "callers[{i}]: another caller has the same identity"
+            )));
+        }
+        if matches!(caller.identity, Identity::San(_))
+            && tls.is_none_or(|tls| tls.client_ca.is_none())
+        {
+            return Err(ConfigError::Limit(format!(
+                "callers[{i}].san needs mutual TLS (tls.client_ca): without it no client \
+                 certificate is asked for"
+            )));
+        }
+        callers.push(caller);
+    }
+    Ok(Policy::new(callers))
 }
 
 /// The `[tls]` table: TLS on every gRPC port, and with `client_ca`, mutual TLS.
@@ -522,6 +639,8 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     pub prices: Vec<FeaturePrice>,
     pub webhooks: Vec<Webhook>,
+    /// Who may call; off when it has no callers.
+    pub policy: Policy,
 }
 
 impl ServerConfig {
@@ -534,6 +653,8 @@ impl ServerConfig {
             .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
         let ledger = LedgerTarget::parse(flags.ledger.or(file.ledger).as_deref(), data_dir.clone())
             .map_err(ConfigError::Limit)?;
+        let tls = flags.tls.or(file.tls);
+        let policy = resolve_callers(&file.callers, tls.as_ref())?;
         let config = ServerConfig {
             listen: flags
                 .listen
@@ -545,7 +666,7 @@ impl ServerConfig {
                 .unwrap_or_else(|| default_addr(ADMIN_LISTEN_DEFAULT)),
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             ext_authz_listen: flags.ext_authz_listen.or(file.ext_authz_listen),
-            tls: flags.tls.or(file.tls),
+            tls,
             ext_authz: file.ext_authz.resolve()?,
             data_dir,
             ledger,
@@ -564,6 +685,7 @@ impl ServerConfig {
                 .map(PriceConfig::to_feature_price)
                 .collect(),
             webhooks: resolve_webhooks(&file.webhooks)?,
+            policy,
             limits: file.limits,
         };
         config.check()?;
@@ -591,6 +713,7 @@ impl ServerConfig {
             limits: LimitsConfig::default(),
             prices: Vec::new(),
             webhooks: Vec::new(),
+            policy: Policy::default(),
         }
     }
 
@@ -750,16 +873,31 @@ mod tests {
         assert!(both.prices[0].rule().is_err());
     }
 
-    #[test]
-    fn the_readme_example_is_a_valid_config() {
+    /// The first TOML example of the README's section `heading`, resolved.
+    fn readme_example(heading: &str) -> ServerConfig {
         let readme = include_str!("../README.md");
-        let start = readme
-            .find("```toml\n")
-            .expect("the README has a TOML example")
+        let section = readme
+            .find(&format!("\n## {heading}\n"))
+            .expect("the README has the section");
+        let start = section
+            + readme[section..]
+                .find("```toml\n")
+                .expect("the section has a TOML example")
             + 8;
         let end = start + readme[start..].find("```").expect("the example ends");
         let file: FileConfig = toml::from_str(&readme[start..end]).unwrap();
-        let config = ServerConfig::resolve(Flags::default(), file).unwrap();
+        ServerConfig::resolve(Flags::default(), file).unwrap()
+    }
+
+    #[test]
+    fn the_readme_callers_example_is_a_valid_config() {
+        let config = readme_example("Callers: who may move a balance");
+        assert!(config.policy.is_on());
+    }
+
+    #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let config = readme_example("Configuration");
         assert_eq!(
             config.limits,
             LimitsConfig::default(),
@@ -819,6 +957,65 @@ mod tests {
             toml::from_str(&format!("[[webhooks]]\n{good}\n[[webhooks]]\n{good}")).unwrap();
         let error = ServerConfig::resolve(Flags::default(), twice).unwrap_err();
         assert!(error.to_string().contains("used twice"), "{error}");
+    }
+
+    #[test]
+    fn callers_are_checked() {
+        let hash = "a".repeat(64);
+        let mtls = "[tls]\ncert = \"s.crt\"\nkey = \"s.key\"\nclient_ca = \"ca.crt\"\n";
+        let resolve = |text: &str| {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            ServerConfig::resolve(Flags::default(), file)
+        };
+        let caller = |fields: &str| format!("[[callers]]\nname = \"gw\"\n{fields}\n");
+        let good = caller(&format!(
+            "token_sha256 = \"{hash}\"\naccounts = [\"acme:*\"]"
+        ));
+        let config = resolve(&good).unwrap();
+        assert!(config.policy.is_on());
+        assert!(!resolve("").unwrap().policy.is_on(), "off without callers");
+        let by_san = caller("san = \"gw.example\"\naccounts = [\"*\"]\noperations = [\"admin\"]");
+        resolve(&format!("{mtls}{by_san}")).unwrap();
+        for (text, complaint) in [
+            (by_san.clone(), "client_ca"),
+            (
+                caller("accounts = [\"*\"]"),
+                "exactly one of san and token_sha256",
+            ),
+            (
+                caller(&format!(
+                    "san = \"x\"\ntoken_sha256 = \"{hash}\"\naccounts = [\"*\"]"
+                )),
+                "exactly one",
+            ),
+            (
+                caller("token_sha256 = \"abc\"\naccounts = [\"*\"]"),
+                "64 hex digits",
+            ),
+            (
+                caller(&format!("token_sha256 = \"{hash}\"\naccounts = []")),
+                "accounts",
+            ),
+            (
+                caller(&format!("token_sha256 = \"{hash}\"\naccounts = [\"a/b\"]")),
+                "accounts",
+            ),
+            (
+                format!("{good}operations = [\"refund\"]"),
+                "\"refund\" is not an operation",
+            ),
+            (good.replace("\"gw\"", "\"g w\""), "name"),
+            (format!("{good}{good}"), "used twice"),
+            (
+                format!("{good}{}", good.replace("\"gw\"", "\"gw2\"")),
+                "same identity",
+            ),
+        ] {
+            let error = resolve(&text).unwrap_err().to_string();
+            assert!(error.contains(complaint), "{text}: {error}");
+            assert!(error.contains("callers["), "{error}");
+        }
+        assert!(toml::from_str::<FileConfig>(&format!("{good}tokens = 1")).is_err());
     }
 
     #[test]

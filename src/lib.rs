@@ -8,7 +8,7 @@
 //!
 //! - [`api`]: tonic services (`Gate`, `Admin`, and Envoy's `Authorization` in
 //!   [`api::ext_authz`]) and the one place proto messages become domain types and errors become
-//!   gRPC statuses.
+//!   gRPC statuses; each call's caller is checked against the [`policy`] first.
 //! - [`gate`]: the rules in order: catalog, pricing, limits, idempotency, one store operation.
 //! - [`domain`]: money, ids, grants and the consumption order, prices, the hold state machine.
 //!   No I/O.
@@ -40,6 +40,7 @@ pub mod domain;
 pub mod events;
 pub mod gate;
 pub mod ledger;
+pub mod policy;
 pub mod reconcile;
 pub mod server;
 pub mod shutdown;

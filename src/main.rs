@@ -75,6 +75,19 @@ enum Command {
     /// or 3 when it was stopped for credits or its first hold was denied (it then never
     /// starts). The report goes to stderr.
     Run(RunArgs),
+    /// Ask the server at --server whether it serves (gRPC health): exit 0 when SERVING, 3
+    /// when not (the store or the ledger does not answer, or it is stopping), 1 when it
+    /// cannot be asked. For probes that cannot speak gRPC over TLS themselves.
+    Health(HealthArgs),
+}
+
+#[derive(Args, Debug)]
+struct HealthArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The service asked about, e.g. creditgate.v1.Gate [default: the whole server].
+    #[arg(long, default_value = "")]
+    service: String,
 }
 
 #[derive(Args, Debug)]
@@ -203,6 +216,10 @@ struct ServeArgs {
     /// Do not apply the ledger's migrations on start (run `creditgate migrate` instead).
     #[arg(long, env = "CREDITGATE_NO_MIGRATE")]
     no_migrate: bool,
+    /// Check the settings (flags, environment, config file) and exit: 0 and a summary when
+    /// they are valid, 1 and what is wrong when not. Nothing is opened or served.
+    #[arg(long)]
+    check_config: bool,
 }
 
 /// Flags that name what a call is about.
@@ -633,6 +650,27 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         ..Flags::default()
     };
     let config = resolve(args.ledger, flags)?;
+    if args.check_config {
+        println!(
+            "config ok: gate {}, admin {}, ledger {}, store {}, {} prices, {} webhooks, {}",
+            config.listen,
+            config.admin_listen,
+            config.ledger.describe(),
+            if config.redis.is_some() {
+                "redis"
+            } else {
+                "memory"
+            },
+            config.prices.len(),
+            config.webhooks.len(),
+            if config.policy.is_on() {
+                "callers checked"
+            } else {
+                "every caller served"
+            },
+        );
+        return Ok(());
+    }
     let server = Server::start(config, Arc::new(SystemClock)).await?;
     terminated().await;
     tracing::info!("shutting down");
@@ -771,6 +809,10 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 a.connection.json,
             )
         }
+        Command::Health(a) => (
+            cli::health(&a.connection, &a.service).await?,
+            a.connection.json,
+        ),
         Command::Watch(_) => unreachable!("watch streams and is handled in main"),
         Command::Run(_) => unreachable!("run has its own exit status and is handled in main"),
         Command::Limit(command) => {

@@ -343,13 +343,23 @@ impl Server {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let gate_service = GateService::new(gate.clone(), events.clone(), serving_shutdown.clone())
-            .into_server()
-            .max_decoding_message_size(REQUEST_LEN_MAX);
-        let ext_authz_service = ExtAuthzService::new(gate.clone(), config.ext_authz.clone())
-            .into_server()
-            .max_decoding_message_size(REQUEST_LEN_MAX);
-        let admin_service = AdminService::new(gate, reconciler)
+        let policy = Arc::new(config.policy.clone());
+        if policy.is_on() && config.tls.is_none() {
+            tracing::warn!("callers present bearer tokens over plain text: set up TLS");
+        }
+        let gate_service = GateService::new(
+            gate.clone(),
+            events.clone(),
+            policy.clone(),
+            serving_shutdown.clone(),
+        )
+        .into_server()
+        .max_decoding_message_size(REQUEST_LEN_MAX);
+        let ext_authz_service =
+            ExtAuthzService::new(gate.clone(), config.ext_authz.clone(), policy.clone())
+                .into_server()
+                .max_decoding_message_size(REQUEST_LEN_MAX);
+        let admin_service = AdminService::new(gate, reconciler, policy)
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
         let (gate_health, admin_health) = (health_service.clone(), health_service.clone());

@@ -99,7 +99,12 @@ where
             .and_then(|id| id.to_str().ok())
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        let span = tracing::info_span!("call", rpc = %rpc, request_id = %request_id);
+        let span = tracing::info_span!(
+            "call",
+            rpc = %rpc,
+            request_id = %request_id,
+            caller = tracing::field::Empty
+        );
         let started = std::time::Instant::now();
         let answer = {
             let _entered = span.enter();

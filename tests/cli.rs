@@ -815,3 +815,56 @@ async fn json_logs_name_the_request_id_of_each_call() {
         .unwrap_or_else(|| panic!("a line of the call in\n{logs}"));
     assert_eq!(answered["span"]["rpc"], "GetBalance");
 }
+
+#[test]
+fn a_bad_config_stops_serve_with_a_message_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |config: &str, extra: &[&str]| {
+        let path = dir.path().join("creditgate.toml");
+        std::fs::write(&path, config).unwrap();
+        Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env_remove("CREDITGATE_CONFIG")
+            .output()
+            .unwrap()
+    };
+    for (config, named) in [
+        ("lisen = \"127.0.0.1:1\"\n", "lisen"),
+        ("[limits]\nhold_ttl_ms_max = 5\n", "limits.hold_ttl_ms_max"),
+        (
+            "[[callers]]\nname = \"gw\"\nsan = \"gw.example\"\naccounts = [\"*\"]\n",
+            "callers[0].san needs mutual TLS",
+        ),
+    ] {
+        for extra in [&["--check-config"][..], &[]] {
+            let done = serve(config, extra);
+            let stderr = String::from_utf8_lossy(&done.stderr);
+            assert_eq!(done.status.code(), Some(1), "{config} {extra:?}: {stderr}");
+            assert!(stderr.contains(named), "{config}: {stderr}");
+        }
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing was opened or created"
+    );
+    let good = format!(
+        "[[callers]]\nname = \"gw\"\ntoken_sha256 = \"{}\"\naccounts = [\"acme:*\"]\n",
+        "0".repeat(64)
+    );
+    let done = serve(&good, &["--check-config"]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(
+        stdout.starts_with("config ok") && stdout.contains("callers checked"),
+        "{stdout}"
+    );
+}

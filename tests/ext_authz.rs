@@ -267,3 +267,122 @@ async fn an_unreachable_store_is_an_error_so_envoy_failure_mode_decides() {
     assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
     t.server.stop().await;
 }
+
+#[tokio::test]
+async fn envoy_charges_only_the_accounts_its_caller_policy_allows() {
+    use sha2::{Digest, Sha256};
+    let hex = |token: &str| -> String {
+        Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file: creditgate::config::FileConfig = toml::from_str(&format!(
+        r#"
+ext_authz_listen = "127.0.0.1:0"
+[[prices]]
+feature = "api.call"
+per_call = "0.01"
+
+[[callers]]
+name = "envoy"
+token_sha256 = "{}"
+accounts = ["acme:*"]
+operations = ["ext_authz"]
+
+[[callers]]
+name = "root"
+token_sha256 = "{}"
+accounts = ["*"]
+operations = ["gate", "admin"]
+"#,
+        hex("envoy-token"),
+        hex("root-token")
+    ))
+    .unwrap();
+    let mut config = common::config(dir.path());
+    let resolved = ServerConfig::resolve(creditgate::config::Flags::default(), file).unwrap();
+    config.ext_authz_listen = resolved.ext_authz_listen;
+    config.prices = resolved.prices;
+    config.policy = resolved.policy;
+    let t = start_with(config, Arc::new(SystemClock)).await;
+    let mut envoy =
+        AuthorizationClient::connect(format!("http://{}", t.server.ext_authz_addr().unwrap()))
+            .await
+            .unwrap();
+    fn signed<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Request<T> {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+    let mut admin = t.admin.clone();
+    for account in ["acme:1", "other"] {
+        admin
+            .add_grant(signed(
+                tonic::Request::new(proto::AddGrantRequest {
+                    account_id: account.into(),
+                    grant_id: "g1".into(),
+                    amount: "1.00".into(),
+                    ..Default::default()
+                }),
+                "root-token",
+            ))
+            .await
+            .unwrap();
+    }
+    let request = |account: &str, id: &str| {
+        tonic::Request::new(check(&[
+            ("x-creditgate-account", account),
+            ("x-creditgate-feature", "api.call"),
+            ("x-request-id", id),
+        ]))
+    };
+
+    let allowed = envoy
+        .check(signed(request("acme:1", "r1"), "envoy-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outcome(&allowed).0, 200);
+    // An account outside the policy: a denial (403) Envoy returns as it is, and no charge.
+    let refused = envoy
+        .check(signed(request("other", "r2"), "envoy-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, _, body) = outcome(&refused);
+    assert_eq!(status, 403);
+    assert_eq!(body["error"], "permission_denied");
+    assert_eq!(body["account_id"], "other");
+    // A caller the policy does not know: an error, for Envoy's failure mode to decide.
+    let unknown = envoy
+        .check(request("acme:1", "r3"))
+        .await
+        .expect_err("no token, no answer");
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    // A caller that may not use the authorizer: also an error.
+    let root = envoy
+        .check(signed(request("acme:1", "r4"), "root-token"))
+        .await
+        .expect_err("root may not use ext_authz");
+    assert_eq!(root.code(), Code::PermissionDenied);
+
+    let mut gate = t.gate.clone();
+    for (account, spent) in [("acme:1", "0.01"), ("other", "0.00")] {
+        let balance = gate
+            .get_balance(signed(
+                tonic::Request::new(proto::GetBalanceRequest {
+                    account_id: account.into(),
+                    ..Default::default()
+                }),
+                "root-token",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(balance.wallets[0].spent, spent, "{account}");
+    }
+    t.server.stop().await;
+}

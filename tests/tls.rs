@@ -4,121 +4,22 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use common::certs::{Client, certificates, connect};
 use common::*;
 use creditgate::clock::SystemClock;
 use creditgate::config::TlsConfig;
 use creditgate::proto::{self, admin_client::AdminClient, gate_client::GateClient};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let done = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        done.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
-fn certificates(dir: &Path) {
-    let key = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(key);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-    ]);
-    openssl(dir, &ca);
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        ),
-        (
-            "client",
-            "subjectAltName=DNS:billing.example\nextendedKeyUsage=clientAuth\n",
-        ),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-        let mut request = vec!["req"];
-        request.extend(key);
-        let (keyout, csr, crt, extfile, subj) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-            format!("{name}.ext"),
-            format!("/CN={name}"),
-        );
-        request.extend(["-keyout", &keyout, "-out", &csr, "-subj", &subj]);
-        openssl(dir, &request);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "1",
-                "-extfile",
-                &extfile,
-            ],
-        );
-    }
-}
-
-async fn connect(
-    addr: std::net::SocketAddr,
-    dir: &Path,
-    with_client_certificate: bool,
-) -> Result<Channel, tonic::transport::Error> {
-    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("ca.crt")))
-        .domain_name("127.0.0.1");
-    if with_client_certificate {
-        tls = tls.identity(Identity::from_pem(read("client.crt"), read("client.key")));
-    }
-    Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)?
-        .connect()
-        .await
-}
+use tonic::transport::Endpoint;
 
 #[tokio::test]
 async fn only_clients_with_a_trusted_certificate_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
-    certificates(&certs);
+    certificates(&certs, &[("client", "DNS:billing.example")]);
     let mut config = common::config(dir.path());
     config.tls = Some(TlsConfig {
         cert: certs.join("server.crt"),
@@ -130,7 +31,9 @@ async fn only_clients_with_a_trusted_certificate_are_served() {
         .expect("server starts with TLS");
 
     // With a certificate from the CA: served, on both ports.
-    let channel = connect(server.admin_addr(), &certs, true).await.unwrap();
+    let channel = connect(server.admin_addr(), &certs, Client::Named("client"))
+        .await
+        .unwrap();
     AdminClient::new(channel)
         .add_grant(proto::AddGrantRequest {
             account_id: "acme".into(),
@@ -140,11 +43,15 @@ async fn only_clients_with_a_trusted_certificate_are_served() {
         })
         .await
         .expect("a trusted client is served");
-    let mut gate = GateClient::new(connect(server.gate_addr(), &certs, true).await.unwrap());
+    let mut gate = GateClient::new(
+        connect(server.gate_addr(), &certs, Client::Named("client"))
+            .await
+            .unwrap(),
+    );
     assert_eq!(default_wallet(&mut gate, "acme").await.available, "1.00");
 
     // Without one: refused at the handshake, so nothing is charged.
-    let refused = match connect(server.gate_addr(), &certs, false).await {
+    let refused = match connect(server.gate_addr(), &certs, Client::Anonymous).await {
         Err(_) => true,
         Ok(channel) => GateClient::new(channel)
             .charge(charge_amount("acme", "chat", "1.00"))

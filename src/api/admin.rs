@@ -5,11 +5,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, money};
-use super::status;
+use super::{principal, status};
 use crate::domain::account::DISPLAY_NAME_LEN_MAX;
 use crate::domain::{AccountId, FeatureId, GrantId, WalletId};
 use crate::gate::{Gate, GateError, GrantRequest, UsageRequest, VoidRequest};
 use crate::ledger::ENTRIES_LIMIT_MAX;
+use crate::policy::{Operation, Policy};
 use crate::proto::{self, admin_server};
 use crate::reconcile::Reconciler;
 use crate::store::AccountUpdate;
@@ -25,11 +26,16 @@ const RECONCILE_LIMIT_DEFAULT: usize = 100;
 pub struct AdminService {
     gate: Arc<Gate>,
     reconciler: Arc<Reconciler>,
+    policy: Arc<Policy>,
 }
 
 impl AdminService {
-    pub fn new(gate: Arc<Gate>, reconciler: Arc<Reconciler>) -> AdminService {
-        AdminService { gate, reconciler }
+    pub fn new(gate: Arc<Gate>, reconciler: Arc<Reconciler>, policy: Arc<Policy>) -> AdminService {
+        AdminService {
+            gate,
+            reconciler,
+            policy,
+        }
     }
 
     pub fn into_server(self) -> admin_server::AdminServer<AdminService> {
@@ -66,6 +72,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::PutAccountRequest>,
     ) -> Reply<proto::Account> {
+        let caller = principal(&self.policy, &request, Operation::PutAccount)?;
         let r = request.into_inner();
         let id = convert::account(&r.account_id).map_err(status)?;
         if r.display_name.len() > DISPLAY_NAME_LEN_MAX
@@ -83,6 +90,7 @@ impl admin_server::Admin for AdminService {
             display_name: r.display_name,
             status: convert::account_status(r.status).map_err(status)?,
         };
+        caller.may_touch(&update.id).map_err(status)?;
         let account = self.gate.put_account(update).await.map_err(status)?;
         Ok(Response::new(convert::account_to_proto(&account)))
     }
@@ -91,7 +99,9 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::GetAccountRequest>,
     ) -> Reply<proto::Account> {
+        let caller = principal(&self.policy, &request, Operation::GetAccount)?;
         let id = convert::account(&request.get_ref().account_id).map_err(status)?;
+        caller.may_touch(&id).map_err(status)?;
         let account = self.gate.account(&id).await.map_err(status)?;
         Ok(Response::new(convert::account_to_proto(&account)))
     }
@@ -100,6 +110,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::AddGrantRequest>,
     ) -> Reply<proto::AddGrantResponse> {
+        let caller = principal(&self.policy, &request, Operation::AddGrant)?;
         let r = request.into_inner();
         if r.expires_at_ms < 0 {
             return Err(status(GateError::invalid(
@@ -129,6 +140,7 @@ impl admin_server::Admin for AdminService {
             refund_of: (!r.refund_of.is_empty()).then_some(r.refund_of),
             answers: (!r.top_up_request_id.is_empty()).then_some(r.top_up_request_id),
         };
+        caller.may_touch(&request.account).map_err(status)?;
         let receipt = self.gate.add_grant(request).await.map_err(status)?;
         Ok(Response::new(proto::AddGrantResponse {
             wallet: receipt.grant.terms.wallet.to_string(),
@@ -142,12 +154,14 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::VoidGrantRequest>,
     ) -> Reply<proto::VoidGrantResponse> {
+        let caller = principal(&self.policy, &request, Operation::VoidGrant)?;
         let r = request.into_inner();
         let request = VoidRequest {
             account: convert::account(&r.account_id).map_err(status)?,
             grant: convert::required("grant_id", &r.grant_id, GrantId::parse).map_err(status)?,
             reason: r.reason,
         };
+        caller.may_touch(&request.account).map_err(status)?;
         let receipt = self.gate.void_grant(request).await.map_err(status)?;
         let at = receipt.grant.voided_at_ms.unwrap_or(0);
         Ok(Response::new(proto::VoidGrantResponse {
@@ -161,12 +175,14 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::SetWalletRequest>,
     ) -> Reply<proto::WalletBalance> {
+        let caller = principal(&self.policy, &request, Operation::SetWallet)?;
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
         let wallet = convert::optional("wallet", &r.wallet, WalletId::parse)
             .map_err(status)?
             .unwrap_or_else(WalletId::default_wallet);
         let flex_cap = convert::amount("flex_cap", &r.flex_cap).map_err(status)?;
+        caller.may_touch(&account).map_err(status)?;
         let (view, now_ms) = self
             .gate
             .set_wallet(account, wallet, flex_cap)
@@ -179,12 +195,14 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::SetAlertsRequest>,
     ) -> Reply<proto::WalletAlerts> {
+        let caller = principal(&self.policy, &request, Operation::SetAlerts)?;
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
         let wallet = convert::optional("wallet", &r.wallet, WalletId::parse)
             .map_err(status)?
             .unwrap_or_else(WalletId::default_wallet);
         let alerts = convert::alerts_request(&r).map_err(status)?;
+        caller.may_touch(&account).map_err(status)?;
         let view = self
             .gate
             .set_alerts(account, wallet, alerts)
@@ -197,9 +215,11 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::SetLimitRequest>,
     ) -> Reply<proto::SpendLimits> {
+        let caller = principal(&self.policy, &request, Operation::SetLimit)?;
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
         let change = convert::limit_change(&r).map_err(status)?;
+        caller.may_touch(&account).map_err(status)?;
         let limits = self
             .gate
             .set_limit(&account, change)
@@ -215,6 +235,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::SetPricesRequest>,
     ) -> Reply<proto::PriceCatalog> {
+        principal(&self.policy, &request, Operation::SetPrices)?;
         let r = request.into_inner();
         if r.features.is_empty() {
             return Err(status(GateError::invalid(
@@ -235,8 +256,9 @@ impl admin_server::Admin for AdminService {
 
     async fn get_prices(
         &self,
-        _request: Request<proto::GetPricesRequest>,
+        request: Request<proto::GetPricesRequest>,
     ) -> Reply<proto::PriceCatalog> {
+        principal(&self.policy, &request, Operation::GetPrices)?;
         Ok(Response::new(catalog_to_proto(&self.gate.prices())))
     }
 
@@ -244,6 +266,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::GetUsageRequest>,
     ) -> Reply<proto::GetUsageResponse> {
+        let caller = principal(&self.policy, &request, Operation::GetUsage)?;
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
         let window = |field: &str, ms: i64| match ms {
@@ -271,6 +294,7 @@ impl admin_server::Admin for AdminService {
             group: convert::usage_group(&r.group_by).map_err(status)?,
             label,
         };
+        caller.may_touch(&account).map_err(status)?;
         let usage = self.gate.usage(request).await.map_err(status)?;
         Ok(Response::new(proto::GetUsageResponse {
             account_id: account.to_string(),
@@ -294,6 +318,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::ReconcileRequest>,
     ) -> Reply<proto::ReconcileResponse> {
+        let caller = principal(&self.policy, &request, Operation::Reconcile)?;
         let r = request.into_inner();
         let limit = match r.limit as usize {
             0 => RECONCILE_LIMIT_DEFAULT,
@@ -315,6 +340,11 @@ impl admin_server::Admin for AdminService {
                 "is required to rebuild: name the account to rebuild",
             )));
         }
+        match &only {
+            Some(account) => caller.may_touch(account),
+            None => caller.may_touch_all(),
+        }
+        .map_err(status)?;
         let accounts = match only {
             Some(account) => vec![account],
             None => self
@@ -347,9 +377,11 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::ListEntriesRequest>,
     ) -> Reply<proto::ListEntriesResponse> {
+        let caller = principal(&self.policy, &request, Operation::ListEntries)?;
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
         let limit = listing_limit(r.limit).map_err(status)?;
+        caller.may_touch(&account).map_err(status)?;
         let entries = self.gate.entries(&account, limit).await.map_err(status)?;
         Ok(Response::new(proto::ListEntriesResponse {
             entries: entries.iter().map(convert::entry).collect(),
@@ -360,9 +392,11 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<proto::ListEventsRequest>,
     ) -> Reply<proto::ListEventsResponse> {
+        let caller = principal(&self.policy, &request, Operation::ListEvents)?;
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
         let limit = listing_limit(r.limit).map_err(status)?;
+        caller.may_touch(&account).map_err(status)?;
         let events = self.gate.events(&account, limit).await.map_err(status)?;
         Ok(Response::new(proto::ListEventsResponse {
             events: events.iter().map(convert::event_record).collect(),

@@ -12,6 +12,9 @@
 //!   reason. Never an error status, which Envoy could take for the authorizer failing and, with
 //!   `failure_mode_allow`, let the request through.
 //! - A request that does not say who pays or for what: a denial, HTTP 400, naming the header.
+//! - An account the caller policy does not let this Envoy (its client certificate or token)
+//!   charge: a denial, HTTP 403. A caller the policy does not know, or does not let use
+//!   `ext_authz`, gets an error status (UNAUTHENTICATED, PERMISSION_DENIED).
 //! - The store or ledger out of reach: an error status (UNAVAILABLE), so that Envoy's
 //!   `failure_mode_allow` decides.
 
@@ -29,9 +32,10 @@ use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::convert::money;
-use super::status;
+use super::{principal, status};
 use crate::domain::{AccountId, FeatureId, IdempotencyKey, Labels, Units, Usage};
 use crate::gate::{ChargeRequest, Cost, Gate, GateError};
+use crate::policy::{Operation, Policy};
 use crate::store::{Decision, Denial};
 
 /// Header with the balance left after an allowed request.
@@ -74,6 +78,7 @@ impl Default for ExtAuthzSettings {
 pub struct ExtAuthzService {
     gate: Arc<Gate>,
     settings: ExtAuthzSettings,
+    policy: Arc<Policy>,
 }
 
 /// Why a request cannot be judged: HTTP 400, naming where it went wrong.
@@ -83,8 +88,16 @@ struct BadRequest {
 }
 
 impl ExtAuthzService {
-    pub fn new(gate: Arc<Gate>, settings: ExtAuthzSettings) -> ExtAuthzService {
-        ExtAuthzService { gate, settings }
+    pub fn new(
+        gate: Arc<Gate>,
+        settings: ExtAuthzSettings,
+        policy: Arc<Policy>,
+    ) -> ExtAuthzService {
+        ExtAuthzService {
+            gate,
+            settings,
+            policy,
+        }
     }
 
     pub fn into_server(self) -> AuthorizationServer<ExtAuthzService> {
@@ -219,7 +232,8 @@ impl Authorization for ExtAuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let charge = match self.charge_of(request.get_ref()) {
+        let caller = principal(&self.policy, &request, Operation::ExtAuthz)?;
+        let mut charge = match self.charge_of(request.get_ref()) {
             Ok(charge) => charge,
             Err(BadRequest { field, message }) => {
                 let body = json!({
@@ -233,6 +247,18 @@ impl Authorization for ExtAuthzService {
                 )));
             }
         };
+        if let Err(refused) = caller.may_touch(&charge.account) {
+            let body = json!({
+                "error": "permission_denied", "message": refused.to_string(),
+                "account_id": charge.account.as_str(),
+            });
+            return Ok(Response::new(denied(
+                rpc::Code::PermissionDenied,
+                HttpStatusCode::Forbidden,
+                body,
+            )));
+        }
+        charge.idempotency_key = caller.scope(charge.idempotency_key);
         let (account, feature) = (charge.account.clone(), charge.feature.clone());
         let (_, _, decision) = match self.gate.charge(charge).await {
             Ok(answer) => answer,

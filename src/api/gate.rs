@@ -7,10 +7,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, money, split, verdict};
-use super::status;
+use super::{principal, status};
 use crate::domain::{AccountId, FeatureId, WalletId};
 use crate::events::Events;
 use crate::gate::{self, CheckRequest, CommitRequest, Cost, ExtendRequest, Gate};
+use crate::policy::{Operation, Policy};
 use crate::proto::{self, gate_server};
 use crate::shutdown::Shutdown;
 use crate::store::Decision;
@@ -20,6 +21,7 @@ use crate::store::Decision;
 pub struct GateService {
     gate: Arc<Gate>,
     events: Events,
+    policy: Arc<Policy>,
     /// Ends `WatchBalance` streams when the server stops serving.
     shutdown: Shutdown,
 }
@@ -44,10 +46,16 @@ impl Drop for Watching {
 const WATCH_QUEUE_LEN: usize = 64;
 
 impl GateService {
-    pub fn new(gate: Arc<Gate>, events: Events, shutdown: Shutdown) -> GateService {
+    pub fn new(
+        gate: Arc<Gate>,
+        events: Events,
+        policy: Arc<Policy>,
+        shutdown: Shutdown,
+    ) -> GateService {
         GateService {
             gate,
             events,
+            policy,
             shutdown,
         }
     }
@@ -86,6 +94,7 @@ impl gate_server::Gate for GateService {
         request: Request<proto::ReserveRequest>,
     ) -> Reply<proto::ReserveResponse> {
         use proto::reserve_request::Cost as C;
+        let caller = principal(&self.policy, &request, Operation::Reserve)?;
         let r = request.into_inner();
         let (amount, usage) = match &r.cost {
             Some(C::Amount(a)) => (Some(a), None),
@@ -98,10 +107,12 @@ impl gate_server::Gate for GateService {
             wallet: convert::wallet(&r.wallet).map_err(status)?,
             cost: convert::cost(amount, usage).map_err(status)?,
             ttl_ms: convert::ttl_ms(r.ttl_ms),
-            idempotency_key: convert::idempotency_key(&r.idempotency_key).map_err(status)?,
+            idempotency_key: caller
+                .scope(convert::idempotency_key(&r.idempotency_key).map_err(status)?),
             labels: convert::labels(&r.labels).map_err(status)?,
             partial_min: convert::partial_min(r.allow_partial, &r.min_amount).map_err(status)?,
         };
+        caller.may_touch(&request.account).map_err(status)?;
         let account = request.account.clone();
         let (asked, wallet, decision) = self.gate.reserve(request).await.map_err(status)?;
         let v = verdict("reserve", &account, &decision, |h| h.available_minor);
@@ -127,6 +138,7 @@ impl gate_server::Gate for GateService {
 
     async fn commit(&self, request: Request<proto::CommitRequest>) -> Reply<proto::CommitResponse> {
         use proto::commit_request::Actual;
+        let caller = principal(&self.policy, &request, Operation::Commit)?;
         let r = request.into_inner();
         let id = convert::reservation(&r.reservation_id).map_err(status)?;
         let actual = match &r.actual {
@@ -139,6 +151,7 @@ impl gate_server::Gate for GateService {
                 )));
             }
         };
+        caller.may_touch(id.account()).map_err(status)?;
         let receipt = self
             .gate
             .commit(CommitRequest { id, actual })
@@ -160,7 +173,9 @@ impl gate_server::Gate for GateService {
         &self,
         request: Request<proto::ReleaseRequest>,
     ) -> Reply<proto::ReleaseResponse> {
+        let caller = principal(&self.policy, &request, Operation::Release)?;
         let id = convert::reservation(&request.get_ref().reservation_id).map_err(status)?;
+        caller.may_touch(id.account()).map_err(status)?;
         let receipt = self.gate.release(id).await.map_err(status)?;
         Ok(Response::new(proto::ReleaseResponse {
             reservation_id: receipt.id.to_string(),
@@ -170,6 +185,7 @@ impl gate_server::Gate for GateService {
     }
 
     async fn extend(&self, request: Request<proto::ExtendRequest>) -> Reply<proto::ExtendResponse> {
+        let caller = principal(&self.policy, &request, Operation::Extend)?;
         let r = request.into_inner();
         let id = convert::reservation(&r.reservation_id).map_err(status)?;
         let additional = if r.additional_amount.is_empty() {
@@ -181,8 +197,10 @@ impl gate_server::Gate for GateService {
             id: id.clone(),
             additional,
             ttl_ms: convert::ttl_ms(r.ttl_ms),
-            idempotency_key: convert::idempotency_key(&r.idempotency_key).map_err(status)?,
+            idempotency_key: caller
+                .scope(convert::idempotency_key(&r.idempotency_key).map_err(status)?),
         };
+        caller.may_touch(id.account()).map_err(status)?;
         let decision = self.gate.extend(request).await.map_err(status)?;
         let v = verdict("extend", id.account(), &decision, |h| h.available_minor);
         let mut response = proto::ExtendResponse {
@@ -204,6 +222,7 @@ impl gate_server::Gate for GateService {
 
     async fn charge(&self, request: Request<proto::ChargeRequest>) -> Reply<proto::ChargeResponse> {
         use proto::charge_request::Cost as C;
+        let caller = principal(&self.policy, &request, Operation::Charge)?;
         let r = request.into_inner();
         let (amount, usage) = match &r.cost {
             Some(C::Amount(a)) => (Some(a), None),
@@ -215,9 +234,11 @@ impl gate_server::Gate for GateService {
             feature: convert::feature(&r.feature).map_err(status)?,
             wallet: convert::wallet(&r.wallet).map_err(status)?,
             cost: convert::cost(amount, usage).map_err(status)?,
-            idempotency_key: convert::idempotency_key(&r.idempotency_key).map_err(status)?,
+            idempotency_key: caller
+                .scope(convert::idempotency_key(&r.idempotency_key).map_err(status)?),
             labels: convert::labels(&r.labels).map_err(status)?,
         };
+        caller.may_touch(&request.account).map_err(status)?;
         let account = request.account.clone();
         let (asked, wallet, decision) = self.gate.charge(request).await.map_err(status)?;
         let v = verdict("charge", &account, &decision, |c| c.available_minor);
@@ -244,6 +265,7 @@ impl gate_server::Gate for GateService {
 
     async fn check(&self, request: Request<proto::CheckRequest>) -> Reply<proto::CheckResponse> {
         use proto::check_request::Cost as C;
+        let caller = principal(&self.policy, &request, Operation::Check)?;
         let r = request.into_inner();
         let cost = match &r.cost {
             Some(C::Amount(a)) => Some(convert::cost(Some(a), None).map_err(status)?),
@@ -257,6 +279,7 @@ impl gate_server::Gate for GateService {
             cost,
             labels: convert::labels(&r.labels).map_err(status)?,
         };
+        caller.may_touch(&request.account).map_err(status)?;
         let account = request.account.clone();
         let answer = self.gate.check(request).await.map_err(status)?;
         let v = verdict("check", &account, &answer.decision, |c| c.available_minor);
@@ -275,9 +298,11 @@ impl gate_server::Gate for GateService {
         &self,
         request: Request<proto::GetBalanceRequest>,
     ) -> Reply<proto::GetBalanceResponse> {
+        let caller = principal(&self.policy, &request, Operation::GetBalance)?;
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
         let only = convert::wallet(&r.wallet).map_err(status)?;
+        caller.may_touch(&account).map_err(status)?;
         Ok(Response::new(self.balance(&account, only.as_ref()).await?))
     }
 
@@ -287,6 +312,7 @@ impl gate_server::Gate for GateService {
         &self,
         request: Request<proto::WatchBalanceRequest>,
     ) -> Reply<Self::WatchBalanceStream> {
+        let caller = principal(&self.policy, &request, Operation::WatchBalance)?;
         let r = request.into_inner();
         let account = convert::account(&r.account_id).map_err(status)?;
         let mut wallets = r
@@ -301,6 +327,7 @@ impl gate_server::Gate for GateService {
                 .map_err(status)?;
             wallets.push(self.gate.wallet_of(&feature));
         }
+        caller.may_touch(&account).map_err(status)?;
         // Subscribed before the snapshot is read, so that nothing between the two is missed.
         let mut events = self.events.subscribe();
         let snapshot = self.balance(&account, None).await?;

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Value, json};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::proto::admin_client::AdminClient;
@@ -56,6 +58,30 @@ pub struct Connection {
     /// PEM private key of --client-cert.
     #[arg(long, env = "CREDITGATE_CLIENT_KEY", requires = "client_cert")]
     pub client_key: Option<std::path::PathBuf>,
+    /// Bearer token for servers with a caller policy, sent as `authorization: Bearer TOKEN`.
+    #[arg(long, env = "CREDITGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// A connection to a service that sends the caller's bearer token, if any, with every call.
+pub type Client = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to every call when there is a token.
+#[derive(Clone, Debug)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// What a call costs: an amount, or usage priced from the catalog.
@@ -170,7 +196,7 @@ pub fn parse_label(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("label {text:?} must look like key=value"))
 }
 
-async fn channel(url: &str, connection: &Connection) -> Result<Channel, CliError> {
+async fn channel(url: &str, connection: &Connection) -> Result<Client, CliError> {
     let connect = |source| CliError::Connect {
         url: url.to_owned(),
         source,
@@ -193,19 +219,47 @@ async fn channel(url: &str, connection: &Connection) -> Result<Channel, CliError
         }
         endpoint = endpoint.tls_config(tls).map_err(connect)?;
     }
-    endpoint.connect().await.map_err(connect)
+    let bearer = match &connection.token {
+        None => None,
+        Some(token) => Some(
+            MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| CliError::Usage("--token must be printable ASCII".into()))?,
+        ),
+    };
+    let channel = endpoint.connect().await.map_err(connect)?;
+    Ok(InterceptedService::new(channel, Bearer(bearer)))
 }
 
-pub async fn gate(connection: &Connection) -> Result<GateClient<Channel>, CliError> {
+pub async fn gate(connection: &Connection) -> Result<GateClient<Client>, CliError> {
     Ok(GateClient::new(
         channel(&connection.server, connection).await?,
     ))
 }
 
-pub async fn admin(connection: &Connection) -> Result<AdminClient<Channel>, CliError> {
+pub async fn admin(connection: &Connection) -> Result<AdminClient<Client>, CliError> {
     Ok(AdminClient::new(
         channel(&connection.admin_server, connection).await?,
     ))
+}
+
+/// Whether the server at `connection.server` serves `service` (`""`: the whole server), by
+/// the gRPC health service.
+pub async fn health(connection: &Connection, service: &str) -> Result<Answer, CliError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(
+        channel(&connection.server, connection).await?,
+    );
+    let answer = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let status = ServingStatus::try_from(answer.status).unwrap_or(ServingStatus::Unknown);
+    Ok(Answer {
+        json: json!({ "service": service, "status": status.as_str_name() }),
+        denied: status != ServingStatus::Serving,
+    })
 }
 
 fn labels(labels: &[(String, String)]) -> HashMap<String, String> {

@@ -264,7 +264,7 @@ pub async fn run(connection: &Connection, call: RunCall) -> Result<RunOutcome, C
 
 /// Keeps a running command's hold paid ahead, and says when the command must stop.
 struct Meter {
-    client: GateClient<tonic::transport::Channel>,
+    client: GateClient<super::Client>,
     reservation: String,
     wallet: String,
     /// The amount one window of minutes costs, as the first hold was priced.
@@ -411,7 +411,7 @@ struct Settled {
 /// hold has ended meanwhile (it expired while the gate was out of reach), the minutes are
 /// charged directly instead, so that they are not lost.
 async fn settle(
-    client: &mut GateClient<tonic::transport::Channel>,
+    client: &mut GateClient<super::Client>,
     held: &proto::ReserveResponse,
     call: &RunCall,
     labels: HashMap<String, String>,

@@ -13,6 +13,11 @@ use serde::{Deserialize, Serialize};
 pub const ID_LEN_MAX: usize = 128;
 /// Longest idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
+/// Longest scope an idempotency key is put in (a caller's name), in bytes.
+pub const SCOPE_LEN_MAX: usize = 64;
+/// Longest idempotency key as kept: a key in its caller's scope, or an Envoy request id with
+/// its prefix.
+pub const IDEMPOTENCY_KEY_STORED_LEN_MAX: usize = 512;
 /// Most labels on one request.
 pub const LABELS_LEN_MAX: usize = 16;
 /// Longest label key, in bytes.
@@ -223,6 +228,20 @@ impl IdempotencyKey {
     pub fn parse(text: &str) -> Result<IdempotencyKey, IdError> {
         check_printable(text, IDEMPOTENCY_KEY_LEN_MAX)?;
         Ok(IdempotencyKey(text.to_owned()))
+    }
+
+    /// A key as the store and the ledger keep it, which may carry its caller's scope (up to
+    /// [`IDEMPOTENCY_KEY_STORED_LEN_MAX`] bytes).
+    pub fn parse_stored(text: &str) -> Result<IdempotencyKey, IdError> {
+        check_printable(text, IDEMPOTENCY_KEY_STORED_LEN_MAX)?;
+        Ok(IdempotencyKey(text.to_owned()))
+    }
+
+    /// This key in `scope`'s own space, `<scope>/<key>`: two callers using the same key do
+    /// not get each other's answers. `scope` is a caller's name, which has no `/`.
+    pub fn scoped(&self, scope: &str) -> IdempotencyKey {
+        debug_assert!(!scope.contains('/') && scope.len() <= SCOPE_LEN_MAX);
+        IdempotencyKey(format!("{scope}/{}", self.0))
     }
 
     pub fn as_str(&self) -> &str {

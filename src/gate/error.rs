@@ -19,6 +19,12 @@ pub enum GateError {
     /// The request is well-formed but the state does not allow it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The call carried no identity the caller policy knows.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller's policy does not allow the operation or the account.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The store or the ledger could not answer in time; a retry may succeed.
     #[error("{0}")]
     Unavailable(String),

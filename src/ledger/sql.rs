@@ -805,7 +805,7 @@ fn read_entry(row: &AnyRow, split: Vec<Portion>) -> Result<LedgerEntry, LedgerEr
         idempotency_key: parse_opt(
             row.try_get("idempotency_key")?,
             "idempotency key",
-            IdempotencyKey::parse,
+            IdempotencyKey::parse_stored,
         )?,
         labels: from_json(&labels, "labels")?,
         reason: row.try_get("reason")?,

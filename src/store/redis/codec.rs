@@ -410,7 +410,11 @@ pub fn hold_from_fields(
         },
         idempotency_key: match get(f, "idem") {
             "" => None,
-            text => Some(self::id(text, "idempotency key", IdempotencyKey::parse)?),
+            text => Some(self::id(
+                text,
+                "idempotency key",
+                IdempotencyKey::parse_stored,
+            )?),
         },
         commit,
         release,
@@ -560,7 +564,7 @@ fn ledger_entry(value: &Value) -> Result<LedgerEntry, StoreError> {
             .map(|g| id(&g, "grant", GrantId::parse_stored))
             .transpose()?,
         idempotency_key: opt("idem")
-            .map(|k| id(&k, "idempotency key", IdempotencyKey::parse))
+            .map(|k| id(&k, "idempotency key", IdempotencyKey::parse_stored))
             .transpose()?,
         labels: match t("labels") {
             "" => Labels::new(),
@@ -791,7 +795,7 @@ pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
                     other => return Err(bad("reply kind", other)),
                 };
                 OutboxEntry::Remember(Remembered {
-                    key: id(t("key"), "idempotency key", IdempotencyKey::parse)?,
+                    key: id(t("key"), "idempotency key", IdempotencyKey::parse_stored)?,
                     fingerprint: t("fingerprint").to_owned(),
                     reply,
                     at_ms: int(t("at"), "reply time")?,
