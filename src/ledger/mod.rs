@@ -48,20 +48,23 @@ impl LedgerTarget {
         }
     }
 
-    /// For logs: the URL without its password.
+    /// For logs: the URL without its password and without its query (which may hold one).
     pub fn describe(&self) -> String {
         match self {
             LedgerTarget::Sqlite { data_dir } => {
                 format!("sqlite:{}", data_dir.join(sql::SQLITE_FILE_NAME).display())
             }
-            LedgerTarget::Postgres { url } => match url.split_once('@') {
-                Some((credentials, host)) => {
-                    let user = credentials.rsplit_once(':').map_or(credentials, |(u, _)| u);
-                    let user = user.split("//").last().unwrap_or(user);
-                    format!("postgres://{user}@{host}")
+            LedgerTarget::Postgres { url } => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                let rest = rest.split_once('?').map_or(rest, |(path, _)| path);
+                match rest.rsplit_once('@') {
+                    Some((userinfo, host)) => {
+                        let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                        format!("{scheme}://{user}@{host}")
+                    }
+                    None => format!("{scheme}://{rest}"),
                 }
-                None => url.clone(),
-            },
+            }
         }
     }
 }
@@ -295,4 +298,25 @@ pub trait Ledger: Send + Sync + 'static {
         account: &AccountId,
         limit: usize,
     ) -> Result<Vec<EventRecord>, LedgerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_described_url_names_its_user_but_not_its_password() {
+        for (url, described) in [
+            ("postgres://cg@db:5432/cg", "postgres://cg@db:5432/cg"),
+            ("postgres://cg:s3cr@t@db/cg", "postgres://cg@db/cg"),
+            ("postgresql://db/cg?password=x", "postgresql://db/cg"),
+            (
+                "postgres://cg:pw@db/cg?sslmode=require",
+                "postgres://cg@db/cg",
+            ),
+        ] {
+            let target = LedgerTarget::Postgres { url: url.into() };
+            assert_eq!(target.describe(), described, "{url}");
+        }
+    }
 }
