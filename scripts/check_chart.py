@@ -320,9 +320,11 @@ def toml_check(objects: list[dict[str, Any]], plain_values: dict[str, Any],
     if merged["metrics"]["enabled"]:
         metrics_host = merged["sidecar"]["metricsHost"] if sidecar else "0.0.0.0"
         expect["metrics_listen"] = f"{metrics_host}:{ports['metrics']}"
+    else:
+        expect["metrics_listen"] = "off"
     for key, value in expect.items():
         assert doc.get(key) == value, f"{key} is {doc.get(key)!r}, not {value!r}"
-    for key in ("ext_authz_listen", "metrics_listen"):
+    for key in ("ext_authz_listen",):
         if key not in expect:
             assert key not in doc, f"{key} is set though it is off"
     assert "redis" not in doc and "ledger" not in doc, \

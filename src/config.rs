@@ -26,6 +26,8 @@ use crate::webhooks::{Webhook, WebhookSettings};
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:50051";
 /// Default address of the admin service.
 pub const ADMIN_LISTEN_DEFAULT: &str = "127.0.0.1:50052";
+/// Default address of the Prometheus `/metrics` endpoint.
+pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9464";
 /// Default data directory, relative to the working directory.
 pub const DATA_DIR_DEFAULT: &str = "creditgate-data";
 /// Shortest hold TTL anyone may ask for.
@@ -47,8 +49,8 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     /// Address of the admin service. Default `127.0.0.1:50052`.
     pub admin_listen: Option<SocketAddr>,
-    /// Address of the Prometheus `/metrics` endpoint. Default: none.
-    pub metrics_listen: Option<SocketAddr>,
+    /// Address of the Prometheus `/metrics` endpoint, or `off`. Default `127.0.0.1:9464`.
+    pub metrics_listen: Option<Listen>,
     /// Address of the Envoy external authorization service. Default: none (off).
     pub ext_authz_listen: Option<SocketAddr>,
     /// Where the external authorizer finds the account, feature and units of a request.
@@ -193,6 +195,45 @@ fn resolve_callers(
         callers.push(caller);
     }
     Ok(Policy::new(callers))
+}
+
+/// An address to listen on, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Listen {
+    Off,
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Listen, String> {
+        match text {
+            "off" => Ok(Listen::Off),
+            _ => text
+                .parse()
+                .map(Listen::At)
+                .map_err(|_| format!("{text:?} is neither an address (host:port) nor off")),
+        }
+    }
+}
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Listen, String> {
+        text.parse()
+    }
+}
+
+impl Listen {
+    fn addr(self) -> Option<SocketAddr> {
+        match self {
+            Listen::Off => None,
+            Listen::At(addr) => Some(addr),
+        }
+    }
 }
 
 /// The `[tls]` table: TLS on every gRPC port, and with `client_ca`, mutual TLS.
@@ -604,7 +645,7 @@ fn resolve_webhooks(configs: &[WebhookConfig]) -> Result<Vec<Webhook>, ConfigErr
 pub struct Flags {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
-    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<Listen>,
     pub ext_authz_listen: Option<SocketAddr>,
     pub tls: Option<TlsConfig>,
     pub data_dir: Option<PathBuf>,
@@ -664,7 +705,11 @@ impl ServerConfig {
                 .admin_listen
                 .or(file.admin_listen)
                 .unwrap_or_else(|| default_addr(ADMIN_LISTEN_DEFAULT)),
-            metrics_listen: flags.metrics_listen.or(file.metrics_listen),
+            metrics_listen: flags
+                .metrics_listen
+                .or(file.metrics_listen)
+                .unwrap_or_else(|| Listen::At(default_addr(METRICS_LISTEN_DEFAULT)))
+                .addr(),
             ext_authz_listen: flags.ext_authz_listen.or(file.ext_authz_listen),
             tls,
             ext_authz: file.ext_authz.resolve()?,
@@ -857,6 +902,40 @@ mod tests {
         };
         let config = ServerConfig::resolve(flags, file).unwrap();
         assert_eq!(config.listen.port(), 7000);
+    }
+
+    #[test]
+    fn metrics_are_served_on_loopback_unless_turned_off() {
+        let resolve = |text: &str| {
+            let file: FileConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+            ServerConfig::resolve(Flags::default(), file).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            resolve("").unwrap().metrics_listen,
+            Some(METRICS_LISTEN_DEFAULT.parse().unwrap())
+        );
+        assert_eq!(
+            resolve("metrics_listen = \"off\"").unwrap().metrics_listen,
+            None
+        );
+        assert_eq!(
+            resolve("metrics_listen = \"0.0.0.0:9000\"")
+                .unwrap()
+                .metrics_listen
+                .map(|a| a.port()),
+            Some(9000)
+        );
+        let error = resolve("metrics_listen = \"9000\"").unwrap_err();
+        assert!(error.contains("neither an address"), "{error}");
+        let flags = Flags {
+            metrics_listen: Some("off".parse().unwrap()),
+            ..Flags::default()
+        };
+        let file: FileConfig = toml::from_str("metrics_listen = \"0.0.0.0:9000\"").unwrap();
+        assert_eq!(
+            ServerConfig::resolve(flags, file).unwrap().metrics_listen,
+            None
+        );
     }
 
     #[test]

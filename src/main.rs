@@ -12,7 +12,7 @@ use creditgate::cli::{
     ReserveCall, UsageCall, parse_duration_ms, parse_label,
 };
 use creditgate::clock::SystemClock;
-use creditgate::config::{CommitDurability, FileConfig, Flags, ServerConfig, TlsConfig};
+use creditgate::config::{CommitDurability, FileConfig, Flags, Listen, ServerConfig, TlsConfig};
 use creditgate::proto::StopRule;
 use creditgate::server::Server;
 
@@ -27,7 +27,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the gate and admin services. With no settings: embedded store, SQLite ledger in
-    /// ./creditgate-data, gate on 127.0.0.1:50051, admin on 127.0.0.1:50052.
+    /// ./creditgate-data, gate on 127.0.0.1:50051, admin on 127.0.0.1:50052, /metrics on
+    /// 127.0.0.1:9464.
     Serve(ServeArgs),
     /// Apply the ledger's embedded migrations and exit.
     Migrate(LedgerArgs),
@@ -183,9 +184,9 @@ struct ServeArgs {
     /// Address of the admin service [default: 127.0.0.1:50052].
     #[arg(long, env = "CREDITGATE_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
-    /// Address of the Prometheus /metrics endpoint [default: none].
+    /// Address of the Prometheus /metrics endpoint, or off [default: 127.0.0.1:9464].
     #[arg(long, env = "CREDITGATE_METRICS_LISTEN")]
-    metrics_listen: Option<SocketAddr>,
+    metrics_listen: Option<Listen>,
     /// Address of the Envoy external authorization service
     /// (envoy.service.auth.v3.Authorization) [default: none, off].
     #[arg(long, env = "CREDITGATE_EXT_AUTHZ_LISTEN")]

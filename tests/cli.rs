@@ -33,7 +33,7 @@ impl Serve {
 
     fn start_with(data_dir: &Path, gate_port: u16, admin_port: u16, extra: &[&str]) -> Serve {
         let child = Command::new(BIN)
-            .args(["serve"])
+            .args(["serve", "--metrics-listen", "off"])
             .args(extra)
             .arg("--listen")
             .arg(format!("127.0.0.1:{gate_port}"))
@@ -765,7 +765,14 @@ async fn json_logs_name_the_request_id_of_each_call() {
     let log_path = dir.path().join("serve.log");
     let gate_port = free_port();
     let mut child = Command::new(BIN)
-        .args(["serve", "--log-format", "json", "--listen"])
+        .args([
+            "serve",
+            "--metrics-listen",
+            "off",
+            "--log-format",
+            "json",
+            "--listen",
+        ])
         .arg(format!("127.0.0.1:{gate_port}"))
         .arg("--admin-listen")
         .arg(format!("127.0.0.1:{}", free_port()))

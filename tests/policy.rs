@@ -31,6 +31,7 @@ async fn start(text: &str, dir: &std::path::Path, pg: &PgDatabase) -> Server {
     let file: FileConfig = toml::from_str(&format!(
         "listen = \"127.0.0.1:0\"\n\
          admin_listen = \"127.0.0.1:0\"\n\
+         metrics_listen = \"off\"\n\
          ledger = \"{}\"\n\
          redis = \"{}\"\n\
          redis_namespace = \"t{}\"\n\

@@ -43,7 +43,7 @@ impl Replica {
         .unwrap();
         let (gate_port, admin_port) = (free_port(), free_port());
         let child = Command::new(BIN)
-            .arg("serve")
+            .args(["serve", "--metrics-listen", "off"])
             .args(["--listen", &format!("127.0.0.1:{gate_port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .arg("--data-dir")

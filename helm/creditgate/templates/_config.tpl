@@ -49,6 +49,8 @@ integers, in place, through maps and lists.
 {{- if $v.metrics.enabled -}}
 {{- $metricsHost := ternary $v.sidecar.metricsHost "0.0.0.0" .sidecar -}}
 {{- $_ := set $config "metrics_listen" (printf "%s:%d" $metricsHost (int $v.ports.metrics)) -}}
+{{- else -}}
+{{- $_ := set $config "metrics_listen" "off" -}}
 {{- end -}}
 {{- if $v.extAuthz.enabled -}}
 {{- $_ := set $config "ext_authz_listen" (printf "%s:%d" $host (int $v.ports.extAuthz)) -}}
