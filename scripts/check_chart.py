@@ -151,7 +151,8 @@ def check_toml_keys(doc: dict[str, Any]) -> None:
                     unknown("prices.per_million_tokens.*", model)
 
     def no_floats(path: str, value: Any) -> None:
-        assert not isinstance(value, float), \
+        # The one setting that is a fraction.
+        assert not isinstance(value, float) or path == "otlp_sample_ratio", \
             f"{path} = {value!r} is a float: creditgate's settings are integers or strings"
         if isinstance(value, dict):
             for k, v in value.items():

@@ -56,6 +56,12 @@ pub struct FileConfig {
     /// Where the external authorizer finds the account, feature and units of a request.
     #[serde(default)]
     pub ext_authz: ExtAuthzConfig,
+    /// OpenTelemetry collector the spans of calls are exported to over OTLP/gRPC, e.g.
+    /// `http://otel-collector:4317`. Default: none (no traces exported).
+    pub otlp_endpoint: Option<String>,
+    /// Share of the traces that start here that are exported, 0 to 1; a call carrying its
+    /// caller's trace (`traceparent`) follows the caller's decision. Default 1.
+    pub otlp_sample_ratio: Option<f64>,
     /// TLS for every gRPC port. Default: none (plain text).
     pub tls: Option<TlsConfig>,
     /// Directory of the SQLite ledger. Default `creditgate-data`.
@@ -653,6 +659,8 @@ pub struct Flags {
     pub redis: Option<String>,
     pub commit_durability: Option<CommitDurability>,
     pub no_migrate: bool,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_sample_ratio: Option<f64>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -682,6 +690,10 @@ pub struct ServerConfig {
     pub webhooks: Vec<Webhook>,
     /// Who may call; off when it has no callers.
     pub policy: Policy,
+    /// Where the spans of calls are exported (OTLP/gRPC); `None` exports none.
+    pub otlp_endpoint: Option<String>,
+    /// Share of the traces starting here that are exported.
+    pub otlp_sample_ratio: f64,
 }
 
 impl ServerConfig {
@@ -731,6 +743,11 @@ impl ServerConfig {
                 .collect(),
             webhooks: resolve_webhooks(&file.webhooks)?,
             policy,
+            otlp_endpoint: flags.otlp_endpoint.or(file.otlp_endpoint),
+            otlp_sample_ratio: flags
+                .otlp_sample_ratio
+                .or(file.otlp_sample_ratio)
+                .unwrap_or(1.0),
             limits: file.limits,
         };
         config.check()?;
@@ -759,10 +776,25 @@ impl ServerConfig {
             prices: Vec::new(),
             webhooks: Vec::new(),
             policy: Policy::default(),
+            otlp_endpoint: None,
+            otlp_sample_ratio: 1.0,
         }
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::Limit(format!(
+                "otlp_endpoint {endpoint:?} must be an http:// or https:// URL, e.g. \
+                 http://otel-collector:4317"
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.otlp_sample_ratio) {
+            return Err(ConfigError::Limit(
+                "otlp_sample_ratio must be between 0 and 1".into(),
+            ));
+        }
         let l = &self.limits;
         if !(HOLD_TTL_MS_MIN..=HOLD_TTL_MS_MAX_MAX).contains(&l.hold_ttl_ms_max) {
             return Err(ConfigError::Limit(format!(
@@ -936,6 +968,24 @@ mod tests {
             ServerConfig::resolve(flags, file).unwrap().metrics_listen,
             None
         );
+    }
+
+    #[test]
+    fn otlp_settings_are_checked() {
+        let resolve = |text: &str| {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            ServerConfig::resolve(Flags::default(), file).map_err(|e| e.to_string())
+        };
+        let config = resolve("otlp_endpoint = \"http://collector:4317\"").unwrap();
+        assert_eq!(config.otlp_sample_ratio, 1.0);
+        for (text, complaint) in [
+            ("otlp_endpoint = \"collector:4317\"", "otlp_endpoint"),
+            ("otlp_sample_ratio = 1.5", "otlp_sample_ratio"),
+            ("otlp_sample_ratio = -0.1", "otlp_sample_ratio"),
+        ] {
+            let error = resolve(text).unwrap_err();
+            assert!(error.contains(complaint), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use creditgate::clock::SystemClock;
 use creditgate::config::{CommitDurability, FileConfig, Flags, Listen, ServerConfig, TlsConfig};
 use creditgate::proto::StopRule;
 use creditgate::server::Server;
+use creditgate::telemetry::Traces;
 
 /// A low-latency gRPC credit gate: reserve, commit and release prepaid credits.
 #[derive(Parser, Debug)]
@@ -201,6 +202,14 @@ struct ServeArgs {
     /// one is refused at the handshake [default: no client certificates asked for].
     #[arg(long, env = "CREDITGATE_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// OpenTelemetry collector to export the spans of calls to, over OTLP/gRPC, e.g.
+    /// http://otel-collector:4317 [default: none].
+    #[arg(long, env = "CREDITGATE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Share of the traces starting here that are exported, 0 to 1; calls carrying their
+    /// caller's trace follow the caller's sampling [default: 1].
+    #[arg(long, env = "CREDITGATE_OTLP_SAMPLE_RATIO")]
+    otlp_sample_ratio: Option<f64>,
     /// Logs (on stderr) as lines for people or as one JSON object a line.
     #[arg(long, env = "CREDITGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -556,19 +565,28 @@ struct CheckArgs {
     labels: Vec<(String, String)>,
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs on stderr, at the level `RUST_LOG` says (default `info`), and the spans of calls to
+/// the collector if there is one.
+fn init_logging(format: LogFormat, traces: Option<&Traces>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+            .boxed(),
         // One JSON object a line, with the call's span (method and request id) in each.
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-    }
+        LogFormat::Json => logs.json().with_current_span(true).boxed(),
+    };
+    let spans = traces.map(|traces| tracing_opentelemetry::layer().with_tracer(traces.tracer()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(spans)
+        .init();
 }
 
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
@@ -631,7 +649,6 @@ async fn migrate(args: LedgerArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    init_logging(args.log_format);
     let flags = Flags {
         listen: args.listen,
         admin_listen: args.admin_listen,
@@ -648,6 +665,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         commit_durability: args.commit_durability,
         no_migrate: args.no_migrate,
         redis: args.redis,
+        otlp_endpoint: args.otlp_endpoint,
+        otlp_sample_ratio: args.otlp_sample_ratio,
         ..Flags::default()
     };
     let config = resolve(args.ledger, flags)?;
@@ -672,10 +691,19 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
+    let traces = config
+        .otlp_endpoint
+        .as_deref()
+        .map(|endpoint| Traces::otlp(endpoint, config.otlp_sample_ratio))
+        .transpose()?;
+    init_logging(args.log_format, traces.as_ref());
     let server = Server::start(config, Arc::new(SystemClock)).await?;
     terminated().await;
     tracing::info!("shutting down");
     server.stop().await;
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     Ok(())
 }
 

@@ -1,8 +1,9 @@
-//! Metrics: every name in one place, and the Prometheus endpoint that serves them; and the
-//! layer that gives every call its span (with its request id) and its latency.
+//! Metrics: every name in one place, and the Prometheus endpoint that serves them; the layer
+//! that gives every call its span (with its request id) and its latency; and the export of
+//! those spans to an OpenTelemetry collector.
 //!
 //! Metrics are recorded with the `metrics` macros wherever they happen; without an endpoint
-//! (`--metrics-listen` unset) recording costs next to nothing.
+//! (`--metrics-listen off`) recording costs next to nothing.
 
 use std::net::SocketAddr;
 
@@ -105,6 +106,15 @@ where
             request_id = %request_id,
             caller = tracing::field::Empty
         );
+        // The caller's trace, when it sends one (W3C `traceparent`) and spans are exported.
+        if request.headers().contains_key("traceparent") {
+            use opentelemetry::propagation::TextMapPropagator;
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new()
+                .extract(&Headers(request.headers()));
+            // Refused only when no exporter is installed: then there is no trace to join.
+            let _ = span.set_parent(parent);
+        }
         let started = std::time::Instant::now();
         let answer = {
             let _entered = span.enter();
@@ -121,6 +131,64 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// A request's headers, for reading a trace context from them.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Spans exported to an OpenTelemetry collector; [`Traces::shutdown`] sends what is left.
+pub struct Traces {
+    provider: opentelemetry_sdk::trace::SdkTracerProvider,
+}
+
+impl Traces {
+    /// Exports spans over OTLP/gRPC to `endpoint` (e.g. `http://otel-collector:4317`), in
+    /// batches, as service `creditgate`. Of the traces that start here, `sample_ratio` are
+    /// kept; a call that carries its caller's trace follows the caller's decision.
+    pub fn otlp(endpoint: &str, sample_ratio: f64) -> Result<Traces, String> {
+        use opentelemetry_otlp::WithExportConfig;
+        use opentelemetry_sdk::trace::Sampler;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|e| format!("otlp_endpoint {endpoint:?}: {e}"))?;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                sample_ratio,
+            ))))
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("creditgate")
+                    .build(),
+            )
+            .build();
+        Ok(Traces { provider })
+    }
+
+    /// The tracer the `tracing` layer records spans with.
+    pub fn tracer(&self) -> opentelemetry_sdk::trace::Tracer {
+        use opentelemetry::trace::TracerProvider;
+        self.provider.tracer("creditgate")
+    }
+
+    /// Sends the spans not sent yet, and stops.
+    pub fn shutdown(self) {
+        if let Err(error) = self.provider.shutdown() {
+            tracing::warn!(%error, "spans not exported at shutdown");
+        }
     }
 }
 
