@@ -26,11 +26,12 @@
 //! - [`ledger`]: the [`ledger::Ledger`] trait, the authoritative record, and
 //!   [`ledger::sql::SqlLedger`] over a SQLite file (the embedded default) or PostgreSQL.
 //! - [`server`]: wires the parts together and runs them until shutdown.
-//! - [`cli`]: the `creditgate` command's client subcommands.
+//! - [`cli`]: the `creditgate` command's client subcommands; [`bench`], its load generator.
 //! - [`config`], [`clock`], [`shutdown`], [`telemetry`]: settings, time, stopping cleanly, and
 //!   metrics.
 
 pub mod api;
+pub mod bench;
 pub mod cache;
 pub mod catalog;
 pub mod cli;

@@ -81,6 +81,10 @@ enum Command {
     /// when not (the store or the ledger does not answer, or it is stopping), 1 when it
     /// cannot be asked. For probes that cannot speak gRPC over TLS themselves.
     Health(HealthArgs),
+    /// Put load on the gate (reserve-commit, reserve-release, charge, check, ext-authz) and
+    /// report calls a second and latency percentiles; with --baseline, as ratios of a no-op
+    /// gRPC service's measured in the same run. Starts its own server unless --server.
+    Bench(creditgate::bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -843,6 +847,7 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
             a.connection.json,
         ),
         Command::Watch(_) => unreachable!("watch streams and is handled in main"),
+        Command::Bench(_) => unreachable!("bench is handled in main"),
         Command::Run(_) => unreachable!("run has its own exit status and is handled in main"),
         Command::Limit(command) => {
             let (target, amount) = match command {
@@ -931,6 +936,23 @@ async fn main() -> ExitCode {
     if let Command::Migrate(args) = cli.command {
         return match migrate(args).await {
             Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("creditgate: {error}");
+                ExitCode::from(cli::EXIT_FAILED as u8)
+            }
+        };
+    }
+    if let Command::Bench(args) = cli.command {
+        let json = args.json;
+        return match creditgate::bench::run(args).await {
+            Ok(report) => {
+                if json {
+                    println!("{report}");
+                } else {
+                    print!("{}", creditgate::bench::table(&report));
+                }
+                ExitCode::SUCCESS
+            }
             Err(error) => {
                 eprintln!("creditgate: {error}");
                 ExitCode::from(cli::EXIT_FAILED as u8)
