@@ -31,7 +31,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
@@ -43,6 +43,8 @@ use crate::server::{REQUEST_LEN_MAX, Server};
 /// What each virtual user does, over and over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
+    /// Reserve 0.01 for a second and let it expire: one call.
+    Reserve,
     /// Reserve 0.01, then commit 0.005 of it: two calls.
     ReserveCommit,
     /// Reserve 0.01, then release it: two calls.
@@ -58,6 +60,7 @@ pub enum Scenario {
 impl Scenario {
     fn name(self) -> &'static str {
         match self {
+            Scenario::Reserve => "reserve",
             Scenario::ReserveCommit => "reserve-commit",
             Scenario::ReserveRelease => "reserve-release",
             Scenario::Charge => "charge",
@@ -299,6 +302,22 @@ async fn iterate(
     tally: &mut Tally,
 ) {
     match (scenario, client) {
+        (Scenario::Reserve, Client::Gate(gate)) => {
+            let outcome = match gate
+                .reserve(proto::ReserveRequest {
+                    account_id: account.to_owned(),
+                    feature: FEATURE.into(),
+                    cost: Some(proto::reserve_request::Cost::Amount("0.01".into())),
+                    ttl_ms: crate::config::HOLD_TTL_MS_MIN,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(answer) => decided(answer.into_inner().decision),
+                Err(status) => Outcome::Failed(status.code()),
+            };
+            tally.record(due, &outcome);
+        }
         (Scenario::ReserveCommit | Scenario::ReserveRelease, Client::Gate(gate)) => {
             let reserved = gate
                 .reserve(proto::ReserveRequest {
@@ -855,7 +874,7 @@ async fn start_baseline() -> Result<SocketAddr, BenchError> {
             .add_service(
                 AuthorizationServer::new(NoopGate).max_decoding_message_size(REQUEST_LEN_MAX),
             )
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
     );
     Ok(addr)
 }

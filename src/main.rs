@@ -81,9 +81,10 @@ enum Command {
     /// when not (the store or the ledger does not answer, or it is stopping), 1 when it
     /// cannot be asked. For probes that cannot speak gRPC over TLS themselves.
     Health(HealthArgs),
-    /// Put load on the gate (reserve-commit, reserve-release, charge, check, ext-authz) and
-    /// report calls a second and latency percentiles; with --baseline, as ratios of a no-op
-    /// gRPC service's measured in the same run. Starts its own server unless --server.
+    /// Put load on the gate (reserve, reserve-commit, reserve-release, charge, check,
+    /// ext-authz) and report calls a second and latency percentiles; with --baseline, as
+    /// ratios of a no-op gRPC service's measured in the same run. Starts its own server unless
+    /// --server.
     Bench(creditgate::bench::BenchArgs),
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::AdminService;
 use crate::api::ext_authz::ExtAuthzService;
@@ -67,6 +67,12 @@ pub struct Server {
     ledger: SqlLedger,
     grace: Duration,
     events: Events,
+}
+
+/// Calls arriving on `listener`, on connections that send small answers at once (no Nagle
+/// delay: an answer is a few hundred bytes and its client is waiting for it).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -389,10 +395,9 @@ impl Server {
                     .add_service(gate_health)
                     .add_service(gate_reflection_v1)
                     .add_service(gate_reflection_v1alpha)
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(gate_listener),
-                        async move { gate_shutdown.wait().await },
-                    )
+                    .serve_with_incoming_shutdown(incoming(gate_listener), async move {
+                        gate_shutdown.wait().await
+                    })
                     .await;
                 if let Err(error) = served {
                     tracing::error!(%error, "gate service failed");
@@ -406,10 +411,9 @@ impl Server {
                     .add_service(admin_health)
                     .add_service(reflection_v1)
                     .add_service(reflection_v1alpha)
-                    .serve_with_incoming_shutdown(
-                        TcpListenerStream::new(admin_listener),
-                        async move { admin_shutdown.wait().await },
-                    )
+                    .serve_with_incoming_shutdown(incoming(admin_listener), async move {
+                        admin_shutdown.wait().await
+                    })
                     .await;
                 if let Err(error) = served {
                     tracing::error!(%error, "admin service failed");
@@ -423,7 +427,7 @@ impl Server {
                     .layer(CallLayer)
                     .add_service(ext_authz_service)
                     .add_service(health_service)
-                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    .serve_with_incoming_shutdown(incoming(listener), async move {
                         ext_authz_shutdown.wait().await
                     })
                     .await;
