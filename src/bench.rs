@@ -684,6 +684,46 @@ async fn hold_memory(
     }))
 }
 
+/// The Redis namespace of the run whose ledger is in `dir`.
+fn namespace(dir: &std::path::Path) -> String {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("bench");
+    format!("cgb{}", &name[name.len().saturating_sub(8)..])
+}
+
+/// Deletes the keys a run left in a single Redis (not a Cluster): its namespace's.
+async fn forget(url: &str, namespace: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let mut cursor = 0u64;
+    loop {
+        let scanned: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{namespace}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await;
+        let Ok((next, keys)) = scanned else {
+            return;
+        };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<u64> = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut connection)
+                .await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
+}
+
 /// A started server and the directory its ledger is in.
 struct Started {
     server: Server,
@@ -708,8 +748,13 @@ async fn start_server(args: &BenchArgs) -> Result<Started, BenchError> {
         redis: args.redis.clone(),
         ..Flags::default()
     };
-    let config = ServerConfig::resolve(flags, FileConfig::default())
-        .map_err(|e| BenchError::Usage(e.to_string()))?;
+    // A namespace of its own, so that nothing left in Redis by an earlier run is counted.
+    let file = FileConfig {
+        redis_namespace: Some(namespace(&dir)),
+        ..FileConfig::default()
+    };
+    let config =
+        ServerConfig::resolve(flags, file).map_err(|e| BenchError::Usage(e.to_string()))?;
     let server = Server::start(config, Arc::new(SystemClock))
         .await
         .map_err(|e| BenchError::Setup(format!("starting the server: {e}")))?;
@@ -1004,6 +1049,9 @@ pub async fn run(args: BenchArgs) -> Result<Value, BenchError> {
     }
     if let Some(started) = started {
         started.server.stop().await;
+        if let Some(url) = args.redis.as_deref().filter(|url| !url.contains(',')) {
+            forget(url, &namespace(&started.dir)).await;
+        }
         let _ = std::fs::remove_dir_all(&started.dir);
     }
     Ok(report)

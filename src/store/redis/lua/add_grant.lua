@@ -116,7 +116,7 @@ if alerts and ARGV[16] ~= '' and alerts.open == ARGV[16] then
   save_alert_state(alerts)
   grant_entry.answers = ARGV[16]
 end
-local outbox_id = outbox(KEYS[2], with_events(entries,
+local outbox_id, entries_text = outbox(KEYS[2], with_events(entries,
   wallet_events(base, account, w, now, wallet_before, true)), now)
 return { 'ok', 1, text, fmt(wallet_available(w, now)), fmt(now), outbox_id,
-  cjson.encode(entries) }
+  entries_text }

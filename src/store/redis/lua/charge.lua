@@ -62,5 +62,5 @@ if key ~= '' then
     reply_kind = 'charge', reply = reply, at = fmt(now),
   })
 end
-local id = outbox(KEYS[2], with_events(entries, events), now)
-return { 'ok', reply, id, cjson.encode(entries) }
+local id, entries_text = outbox(KEYS[2], with_events(entries, events), now)
+return { 'ok', reply, id, entries_text }

@@ -119,5 +119,5 @@ for _, v in ipairs(voids) do
   table.insert(entries, v)
 end
 table.insert(entries, hold_entry(account, token, h))
-local id = outbox(KEYS[2], with_events(entries, events), now)
-return { 'ok', reply, id, cjson.encode(entries) }
+local id, entries_text = outbox(KEYS[2], with_events(entries, events), now)
+return { 'ok', reply, id, entries_text }

@@ -46,5 +46,5 @@ end
 if #entries == 0 then
   return { #due, 0, '', '' }
 end
-local id = outbox(KEYS[2], entries, now)
-return { #due, expired, id, cjson.encode(entries) }
+local id, entries_text = outbox(KEYS[2], entries, now)
+return { #due, expired, id, entries_text }

@@ -830,8 +830,10 @@ local function outbox_full(stream)
 end
 
 -- Appends one outbox record: everything this operation tells the ledger, in one stream entry.
+-- Returns the record's id and the entries as written, which the script's reply carries too.
 local function outbox(stream, entries, now)
-  return redis.call('XADD', stream, '*', 'at', fmt(now), 'entries', cjson.encode(entries))
+  local text = cjson.encode(entries)
+  return redis.call('XADD', stream, '*', 'at', fmt(now), 'entries', text), text
 end
 
 -- Creates an account neither Redis nor the ledger has; returns the outbox entry that says so.

@@ -27,5 +27,5 @@ redis.call('HSET', KEYS[1], 'status', status, 'name', name, 'created', current[3
 local entries = { {
   type = 'account', account = account, status = status, name = name, created = current[3],
 } }
-local id = outbox(KEYS[2], entries, now)
-return { 'ok', status, name, current[3], id, cjson.encode(entries) }
+local id, entries_text = outbox(KEYS[2], entries, now)
+return { 'ok', status, name, current[3], id, entries_text }

@@ -37,5 +37,5 @@ if h.state ~= 'held' then
 end
 local entries = end_uncharged(base, account, token, hold_key, h, 'released', KEYS[3], now,
   retention)
-local id = outbox(KEYS[2], entries, now)
-return { 'ok', reply_of(h), id, cjson.encode(entries) }
+local id, entries_text = outbox(KEYS[2], entries, now)
+return { 'ok', reply_of(h), id, entries_text }

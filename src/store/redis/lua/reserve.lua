@@ -57,10 +57,12 @@ local hold = {
   price = ARGV[10], model = ARGV[11], idem = key, overrun = ARGV[15], stop = ARGV[16],
   limits = limit_ids,
 }
-local hold_key = base .. 'hold:' .. token
+local fields = {}
 for k, v in pairs(hold) do
-  redis.call('HSET', hold_key, k, v)
+  fields[#fields + 1] = k
+  fields[#fields + 1] = v
 end
+redis.call('HSET', base .. 'hold:' .. token, unpack(fields))
 redis.call('SADD', base .. 'holds', token)
 redis.call('ZADD', KEYS[3], fmt(expires), account .. '/' .. token)
 local reply = cjson.encode({
@@ -75,5 +77,5 @@ if key ~= '' then
     reply_kind = 'reserve', reply = reply, at = fmt(now),
   })
 end
-local id = outbox(KEYS[2], with_events(entries, events), now)
-return { 'ok', reply, id, cjson.encode(entries) }
+local id, entries_text = outbox(KEYS[2], with_events(entries, events), now)
+return { 'ok', reply, id, entries_text }

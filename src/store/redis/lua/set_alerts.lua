@@ -60,5 +60,5 @@ local armed_now, open_now = '', ''
 if state then
   armed_now, open_now = armed_text(state), state.open
 end
-local outbox_id = outbox(KEYS[2], entries, now)
-return { 'ok', armed_now, open_now, outbox_id, cjson.encode(entries) }
+local outbox_id, entries_text = outbox(KEYS[2], entries, now)
+return { 'ok', armed_now, open_now, outbox_id, entries_text }

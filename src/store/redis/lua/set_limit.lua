@@ -79,5 +79,5 @@ else
     amount = fmt(amount), since = fmt(found.since), removed = '0', at = fmt(now),
   })
 end
-local outbox_id = outbox(KEYS[2], entries, now)
-return { 'ok', listed(limits), outbox_id, cjson.encode(entries) }
+local outbox_id, entries_text = outbox(KEYS[2], entries, now)
+return { 'ok', listed(limits), outbox_id, entries_text }

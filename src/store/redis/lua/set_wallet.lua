@@ -36,5 +36,5 @@ with_resets(w, entries)
 table.insert(entries, {
   type = 'wallet', account = account, wallet = wallet, flex_cap = fmt(cap), at = fmt(now),
 })
-local outbox_id = outbox(KEYS[2], with_events(entries, events), now)
-return { 'ok', encode_postpaid(w.pp), outbox_id, cjson.encode(entries) }
+local outbox_id, entries_text = outbox(KEYS[2], with_events(entries, events), now)
+return { 'ok', encode_postpaid(w.pp), outbox_id, entries_text }

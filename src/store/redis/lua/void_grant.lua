@@ -39,9 +39,9 @@ for _, wallet in ipairs(redis.call('SMEMBERS', base .. 'wallets')) do
         split = id .. '=' .. fmt(voided), grant = id, reason = reason, at = fmt(now),
       },
     } })
-    local outbox_id = outbox(KEYS[2], with_events(entries, events), now)
+    local outbox_id, entries_text = outbox(KEYS[2], with_events(entries, events), now)
     return { 'ok', fmt(voided), text, wallet, fmt(wallet_available(w, now)), fmt(now),
-      outbox_id, cjson.encode(entries) }
+      outbox_id, entries_text }
   end
 end
 return { 'not_found' }
