@@ -684,29 +684,7 @@ async fn apply(
                 .await?;
             }
         }
-        OutboxEntry::Hold(hold) => {
-            let updated_at = hold
-                .commit
-                .as_ref()
-                .map(|c| c.at_ms)
-                .or(hold.release.as_ref().map(|r| r.at_ms))
-                .unwrap_or(hold.created_at_ms);
-            sqlx::query(
-                "INSERT INTO holds (reservation_id, account_id, state, version, updated_at_ms, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (reservation_id) DO UPDATE SET \
-                 state = excluded.state, version = excluded.version, \
-                 updated_at_ms = excluded.updated_at_ms, body = excluded.body \
-                 WHERE excluded.version > holds.version",
-            )
-            .bind(hold.id.to_string())
-            .bind(hold.account().as_str())
-            .bind(hold.state.as_str())
-            .bind(hold.version as i64)
-            .bind(updated_at)
-            .bind(to_json(hold))
-            .execute(&mut **tx)
-            .await?;
-        }
+        OutboxEntry::Hold(hold) => put_holds(tx, vec![hold]).await?,
         OutboxEntry::Remember(remembered) => {
             // A key may be used again once the store has forgotten it: keep the newest use.
             sqlx::query(
@@ -889,13 +867,90 @@ impl Statement {
     }
 }
 
+/// Rows one statement of [`put_holds`] writes (six parameters each).
+const HOLD_ROWS_PER_STATEMENT: usize = 128;
+
+/// Writes holds, each row only over an older version of itself. A hold that appears more than
+/// once (taken and ended in one batch) is written once, as its newest version: one statement
+/// may not touch a row twice in PostgreSQL.
+async fn put_holds(tx: &mut Tx<'_>, holds: Vec<&Hold>) -> Result<(), LedgerError> {
+    let mut newest: HashMap<String, &Hold> = HashMap::with_capacity(holds.len());
+    let mut order = Vec::with_capacity(holds.len());
+    for hold in holds {
+        let id = hold.id.to_string();
+        match newest.get(&id) {
+            Some(kept) if kept.version > hold.version => {}
+            Some(_) => {
+                newest.insert(id, hold);
+            }
+            None => {
+                order.push(id.clone());
+                newest.insert(id, hold);
+            }
+        }
+    }
+    for chunk in order.chunks(HOLD_ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO holds (reservation_id, account_id, state, version, updated_at_ms, body) \
+             VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let n = i * 6;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6
+            ));
+        }
+        sql.push_str(
+            " ON CONFLICT (reservation_id) DO UPDATE SET \
+             state = excluded.state, version = excluded.version, \
+             updated_at_ms = excluded.updated_at_ms, body = excluded.body \
+             WHERE excluded.version > holds.version",
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            let hold = newest[id];
+            let updated_at = hold
+                .commit
+                .as_ref()
+                .map(|c| c.at_ms)
+                .or(hold.release.as_ref().map(|r| r.at_ms))
+                .unwrap_or(hold.created_at_ms);
+            query = query
+                .bind(id.clone())
+                .bind(hold.account().as_str().to_owned())
+                .bind(hold.state.as_str())
+                .bind(hold.version as i64)
+                .bind(updated_at)
+                .bind(to_json(hold));
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Ledger for SqlLedger {
     async fn append(&self, records: &[OutboxRecord]) -> Result<(), LedgerError> {
         let mut tx = self.pool.begin().await?;
+        // Holds are the bulk of a busy batch (one per reserve, again at its end): they go in
+        // a few statements of many rows, after the rest, which never reads them.
+        let mut holds: Vec<&Hold> = Vec::new();
         for entry in records.iter().flat_map(|r| &r.entries) {
-            apply(&mut tx, entry, &self.webhooks).await?;
+            match entry {
+                OutboxEntry::Hold(hold) => holds.push(hold),
+                entry => apply(&mut tx, entry, &self.webhooks).await?,
+            }
         }
+        put_holds(&mut tx, holds).await?;
         tx.commit().await?;
         Ok(())
     }
