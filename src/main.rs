@@ -603,27 +603,28 @@ enum LogFormat {
     Json,
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn terminated() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Takes over SIGTERM and Ctrl-C at once (before the server starts listening, so that a
+/// signal that comes early still stops it cleanly); the future resolves on either.
+fn termination() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = ctrl_c => {}
-                }
+        let (mut term, mut interrupt) = (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        );
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -702,8 +703,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .map(|endpoint| Traces::otlp(endpoint, config.otlp_sample_ratio))
         .transpose()?;
     init_logging(args.log_format, traces.as_ref());
+    let terminated = termination()?;
     let server = Server::start(config, Arc::new(SystemClock)).await?;
-    terminated().await;
+    terminated.await;
     tracing::info!("shutting down");
     server.stop().await;
     if let Some(traces) = traces {

@@ -1,24 +1,16 @@
 //! The README walk-through with the real `creditgate` binary: a server process, the client
 //! subcommands with `--json`, `kill -9`, and a restart on the same data directory.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use serde_json::Value;
 
 mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creditgate");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Serve {
     child: Child,

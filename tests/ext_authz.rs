@@ -270,13 +270,6 @@ async fn an_unreachable_store_is_an_error_so_envoy_failure_mode_decides() {
 
 #[tokio::test]
 async fn envoy_charges_only_the_accounts_its_caller_policy_allows() {
-    use sha2::{Digest, Sha256};
-    let hex = |token: &str| -> String {
-        Sha256::digest(token.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
     let dir = tempfile::tempdir().unwrap();
     let file: creditgate::config::FileConfig = toml::from_str(&format!(
         r#"
@@ -297,8 +290,8 @@ token_sha256 = "{}"
 accounts = ["*"]
 operations = ["gate", "admin"]
 "#,
-        hex("envoy-token"),
-        hex("root-token")
+        token_sha256("envoy-token"),
+        token_sha256("root-token")
     ))
     .unwrap();
     let mut config = common::config(dir.path());

@@ -13,17 +13,8 @@ use creditgate::clock::SystemClock;
 use creditgate::config::{FileConfig, Flags, ServerConfig};
 use creditgate::proto::{self, admin_client::AdminClient, gate_client::GateClient};
 use creditgate::server::Server;
-use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-/// The SHA-256 of a token, as the config holds it.
-fn token_sha256(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A server from a config file's text, on the test Redis Cluster (a namespace of its own)
 /// and a PostgreSQL database of its own, on free ports.

@@ -5,27 +5,18 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::PgDatabase;
 use common::redis::RedisServer;
+use common::{PgDatabase, free_port};
 use creditgate::proto::{self, admin_client::AdminClient, gate_client::GateClient};
 use sqlx::Connection;
 
 const BIN: &str = env!("CARGO_BIN_EXE_creditgate");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Replica {
     child: Child,

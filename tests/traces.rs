@@ -2,7 +2,6 @@
 //! OTLP/gRPC, joined to the caller's trace (`traceparent`), to a collector; here a real OTLP
 //! receiver (the collector's gRPC service) in the test.
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -82,14 +81,6 @@ impl Collector {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn the_span_of_each_call_reaches_the_collector_in_the_callers_trace() {
     let collector = Collector::default();
@@ -102,7 +93,7 @@ async fn the_span_of_each_call_reaches_the_collector_in_the_callers_trace() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (gate_port, admin_port) = (free_port(), free_port());
+    let (gate_port, admin_port) = (common::free_port(), common::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_creditgate"))
         .args(["serve", "--metrics-listen", "off"])
         .args(["--listen", &format!("127.0.0.1:{gate_port}")])

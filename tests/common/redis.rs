@@ -10,17 +10,9 @@ pub struct RedisServer {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl RedisServer {
     pub fn start() -> RedisServer {
-        RedisServer::start_on(free_port())
+        RedisServer::start_on(super::free_port())
     }
 
     /// A new, empty Redis on `port` (e.g. where a killed one listened).
