@@ -304,13 +304,7 @@ async fn iterate(
     match (scenario, client) {
         (Scenario::Reserve, Client::Gate(gate)) => {
             let outcome = match gate
-                .reserve(proto::ReserveRequest {
-                    account_id: account.to_owned(),
-                    feature: FEATURE.into(),
-                    cost: Some(proto::reserve_request::Cost::Amount("0.01".into())),
-                    ttl_ms: crate::config::HOLD_TTL_MS_MIN,
-                    ..Default::default()
-                })
+                .reserve(hold_of(account, crate::config::HOLD_TTL_MS_MIN))
                 .await
             {
                 Ok(answer) => decided(answer.into_inner().decision),
@@ -319,14 +313,7 @@ async fn iterate(
             tally.record(due, &outcome);
         }
         (Scenario::ReserveCommit | Scenario::ReserveRelease, Client::Gate(gate)) => {
-            let reserved = gate
-                .reserve(proto::ReserveRequest {
-                    account_id: account.to_owned(),
-                    feature: FEATURE.into(),
-                    cost: Some(proto::reserve_request::Cost::Amount("0.01".into())),
-                    ..Default::default()
-                })
-                .await;
+            let reserved = gate.reserve(hold_of(account, 0)).await;
             let id = match reserved {
                 Ok(answer) => {
                     let answer = answer.into_inner();
@@ -401,6 +388,17 @@ async fn iterate(
             tally.record(due, &outcome);
         }
         _ => unreachable!("the client matches the scenario"),
+    }
+}
+
+/// A hold of 0.01 on `account` for `ttl_ms` (0: the server's default).
+fn hold_of(account: &str, ttl_ms: u64) -> proto::ReserveRequest {
+    proto::ReserveRequest {
+        account_id: account.to_owned(),
+        feature: FEATURE.into(),
+        cost: Some(proto::reserve_request::Cost::Amount("0.01".into())),
+        ttl_ms,
+        ..Default::default()
     }
 }
 
@@ -650,13 +648,7 @@ async fn hold_memory(
                     return Ok::<(), Status>(());
                 }
                 let answer = gate
-                    .reserve(proto::ReserveRequest {
-                        account_id: ids[(i % ids.len() as u64) as usize].clone(),
-                        feature: FEATURE.into(),
-                        cost: Some(proto::reserve_request::Cost::Amount("0.01".into())),
-                        ttl_ms: 3_600_000,
-                        ..Default::default()
-                    })
+                    .reserve(hold_of(&ids[(i % ids.len() as u64) as usize], 3_600_000))
                     .await?
                     .into_inner();
                 if answer.decision != proto::Decision::Allowed as i32 {
