@@ -7,11 +7,13 @@
 //! so a refill whose announcement is lost is usable within that bound (at once otherwise).
 //! Bounded: when full, an arbitrary entry makes room.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use crate::domain::{AccountId, FeatureId, PriceRule, ReservationId, WalletId};
+use crate::domain::{AccountId, FeaturePrice, ReservationId, WalletId};
 
 /// How long a wallet announced empty is denied from memory without asking the store.
 pub const DEPLETED_TTL: Duration = Duration::from_secs(1);
@@ -19,18 +21,49 @@ pub const DEPLETED_TTL: Duration = Duration::from_secs(1);
 /// Holds remembered when the settings do not say.
 pub const HOLDS_MAX_DEFAULT: usize = 100_000;
 
-/// What pricing a commit of a hold needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HoldPricing {
-    pub feature: FeatureId,
-    /// The price in force when the hold was taken.
-    pub price: Option<PriceRule>,
+/// A hold as the cache knows it: 24 bytes instead of its id's two strings. The token's 16
+/// random bytes name the hold; the digest of its account keeps an id that pairs the token
+/// with another account from finding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct HoldKey {
+    token: [u8; 16],
+    account: u64,
+}
+
+impl HoldKey {
+    /// `None` for a token not shaped like the ones [`ReservationId::generate`] makes: such a
+    /// hold was not taken by a replica, so it is never remembered.
+    fn of(id: &ReservationId) -> Option<HoldKey> {
+        let hex = id.token().strip_prefix('r')?.as_bytes();
+        if hex.len() != 32 || !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut token = [0u8; 16];
+        for (byte, pair) in token.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = (nibble(pair[0]) << 4) | nibble(pair[1]);
+        }
+        let mut digest = DefaultHasher::new();
+        id.account().hash(&mut digest);
+        Some(HoldKey {
+            token,
+            account: digest.finish(),
+        })
+    }
+}
+
+/// The value of a lowercase hex digit.
+fn nibble(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        _ => digit - b'a' + 10,
+    }
 }
 
 /// See the module documentation.
 #[derive(Debug)]
 pub struct ReservationCache {
-    holds: DashMap<ReservationId, HoldPricing>,
+    /// The catalog entry each priced hold was taken at, shared with the catalog.
+    holds: DashMap<HoldKey, Arc<FeaturePrice>>,
     holds_max: usize,
     /// Wallets announced empty, and when.
     depleted: DashMap<(AccountId, WalletId), Instant>,
@@ -45,22 +78,30 @@ impl ReservationCache {
         }
     }
 
-    pub fn remember(&self, id: ReservationId, pricing: HoldPricing) {
+    /// Remembers the price a hold was taken at.
+    pub fn remember(&self, id: &ReservationId, price: Arc<FeaturePrice>) {
+        let Some(key) = HoldKey::of(id) else {
+            return;
+        };
         if self.holds.len() >= self.holds_max {
-            let victim = self.holds.iter().next().map(|entry| entry.key().clone());
+            let victim = self.holds.iter().next().map(|entry| *entry.key());
             if let Some(victim) = victim {
                 self.holds.remove(&victim);
             }
         }
-        self.holds.insert(id, pricing);
+        self.holds.insert(key, price);
     }
 
-    pub fn pricing(&self, id: &ReservationId) -> Option<HoldPricing> {
-        self.holds.get(id).map(|entry| entry.value().clone())
+    /// The price the hold was taken at, if this replica took it and still remembers it.
+    pub fn price(&self, id: &ReservationId) -> Option<Arc<FeaturePrice>> {
+        let key = HoldKey::of(id)?;
+        self.holds.get(&key).map(|entry| entry.value().clone())
     }
 
     pub fn forget(&self, id: &ReservationId) {
-        self.holds.remove(id);
+        if let Some(key) = HoldKey::of(id) {
+            self.holds.remove(&key);
+        }
     }
 
     /// Another replica (or this one) emptied the wallet.
@@ -106,7 +147,7 @@ impl ReservationCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::AccountId;
+    use crate::domain::{Amount, FeatureId, PriceRule};
 
     #[test]
     fn empty_wallets_are_remembered_until_refilled() {
@@ -120,21 +161,53 @@ mod tests {
         assert!(!cache.is_depleted(&account, &wallet));
     }
 
+    fn chat() -> Arc<FeaturePrice> {
+        Arc::new(FeaturePrice {
+            feature: FeatureId::parse("chat").unwrap(),
+            wallet: WalletId::default_wallet(),
+            rule: PriceRule::PerCall {
+                price: Amount::parse("0.01").unwrap(),
+            },
+            overrun: Default::default(),
+            stop: Default::default(),
+            effective_at_ms: 0,
+        })
+    }
+
     #[test]
     fn the_cache_stays_within_its_bound() {
         let cache = ReservationCache::new(2);
         let account = AccountId::parse("acme").unwrap();
-        let pricing = HoldPricing {
-            feature: FeatureId::parse("chat").unwrap(),
-            price: None,
-        };
         let ids: Vec<_> = (0..3).map(|_| ReservationId::generate(&account)).collect();
         for id in &ids {
-            cache.remember(id.clone(), pricing.clone());
+            cache.remember(id, chat());
         }
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.pricing(&ids[2]), Some(pricing));
+        assert_eq!(cache.price(&ids[2]), Some(chat()));
         cache.forget(&ids[2]);
-        assert_eq!(cache.pricing(&ids[2]), None);
+        assert_eq!(cache.price(&ids[2]), None);
+    }
+
+    #[test]
+    fn a_hold_is_found_only_by_its_own_id() {
+        let cache = ReservationCache::new(10);
+        let acme = AccountId::parse("acme").unwrap();
+        let id = ReservationId::generate(&acme);
+        cache.remember(&id, chat());
+        assert_eq!(cache.price(&id), Some(chat()));
+        let token = id.token();
+        for other in [
+            format!("globex/{token}"),
+            format!("acme/{}", token.to_uppercase()),
+            format!("acme/{}", &token[..token.len() - 1]),
+        ] {
+            let other = ReservationId::parse(&other).unwrap();
+            assert_eq!(cache.price(&other), None, "{other}");
+        }
+        // A token a replica did not make is never remembered.
+        let foreign = ReservationId::parse("acme/handmade1").unwrap();
+        cache.remember(&foreign, chat());
+        assert_eq!(cache.price(&foreign), None);
+        assert_eq!(cache.len(), 1);
     }
 }

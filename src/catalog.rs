@@ -13,8 +13,9 @@ use crate::domain::{FeatureId, FeaturePrice};
 /// Each feature's wallet and price rule, by version.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
-    /// Every feature's versions, oldest first by effective time.
-    features: BTreeMap<FeatureId, Vec<FeaturePrice>>,
+    /// Every feature's versions, oldest first by effective time. Shared, so that a hold can
+    /// keep the price it was taken at without a copy.
+    features: BTreeMap<FeatureId, Vec<Arc<FeaturePrice>>>,
 }
 
 impl Catalog {
@@ -27,7 +28,7 @@ impl Catalog {
     }
 
     /// The feature's price in force at `now_ms`.
-    pub fn get(&self, feature: &FeatureId, now_ms: i64) -> Option<&FeaturePrice> {
+    pub fn get(&self, feature: &FeatureId, now_ms: i64) -> Option<&Arc<FeaturePrice>> {
         self.features
             .get(feature)?
             .iter()
@@ -40,7 +41,7 @@ impl Catalog {
     pub fn put(&mut self, price: FeaturePrice) {
         let versions = self.features.entry(price.feature.clone()).or_default();
         versions.retain(|p| p.effective_at_ms != price.effective_at_ms);
-        versions.push(price);
+        versions.push(Arc::new(price));
         versions.sort_by_key(|p| p.effective_at_ms);
     }
 
@@ -63,7 +64,7 @@ impl Catalog {
 
     /// Every version of every feature's price, by feature, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &FeaturePrice> {
-        self.features.values().flatten()
+        self.features.values().flatten().map(|price| &**price)
     }
 }
 
@@ -124,12 +125,13 @@ mod tests {
     fn the_newest_version_whose_time_has_come_is_in_force() {
         let chat = FeatureId::parse("chat").unwrap();
         let mut catalog = Catalog::from_prices([flat("1", 100), flat("3", 300), flat("2", 200)]);
-        assert!(catalog.get(&chat, 99).is_none());
-        assert_eq!(catalog.get(&chat, 100), Some(&flat("1", 100)));
-        assert_eq!(catalog.get(&chat, 299), Some(&flat("2", 200)));
-        assert_eq!(catalog.get(&chat, 300), Some(&flat("3", 300)));
+        let get = |catalog: &Catalog, now_ms| catalog.get(&chat, now_ms).map(|p| (**p).clone());
+        assert!(get(&catalog, 99).is_none());
+        assert_eq!(get(&catalog, 100), Some(flat("1", 100)));
+        assert_eq!(get(&catalog, 299), Some(flat("2", 200)));
+        assert_eq!(get(&catalog, 300), Some(flat("3", 300)));
         catalog.put(flat("2.5", 200));
-        assert_eq!(catalog.get(&chat, 250), Some(&flat("2.5", 200)));
+        assert_eq!(get(&catalog, 250), Some(flat("2.5", 200)));
         catalog.prune(250);
         assert_eq!(
             catalog.iter().count(),

@@ -21,12 +21,12 @@ pub use admin::{
 };
 pub use error::GateError;
 
-use crate::cache::{HoldPricing, ReservationCache};
+use crate::cache::ReservationCache;
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::clock::Clock;
 use crate::domain::{
-    AccountId, Amount, DenyReason, FeatureId, IdempotencyKey, Labels, OverrunPolicy, PriceRule,
-    ReservationId, Rounding, StopRule, Usage, WalletId,
+    AccountId, Amount, DenyReason, FeatureId, FeaturePrice, IdempotencyKey, Labels, PriceRule,
+    ReservationId, Rounding, Usage, WalletId,
 };
 use crate::ledger::Ledger;
 use crate::store::Denial;
@@ -117,13 +117,6 @@ pub struct CheckAnswer {
 /// A denial of a Reserve or Charge, with the amount that was asked for.
 pub type Priced<T> = (i64, WalletId, Decision<T>);
 
-/// What a hold keeps of its feature's catalog entry besides the price.
-#[derive(Default)]
-struct HoldPolicies {
-    overrun: OverrunPolicy,
-    stop: StopRule,
-}
-
 /// The rules over a store and a ledger. See the module documentation.
 pub struct Gate {
     store: Arc<dyn BalanceStore>,
@@ -208,16 +201,16 @@ impl Gate {
         feature: &FeatureId,
         wallet: Option<WalletId>,
     ) -> Result<(WalletId, Option<PriceRule>), GateError> {
-        self.resolve_with_policies(feature, wallet)
-            .map(|(wallet, price, _)| (wallet, price))
+        self.resolve_entry(feature, wallet)
+            .map(|(wallet, entry)| (wallet, entry.map(|entry| entry.rule.clone())))
     }
 
-    /// [`Gate::resolve`], with the feature's overrun policy and stop rule, which a hold keeps.
-    fn resolve_with_policies(
+    /// [`Gate::resolve`], with the feature's whole catalog entry, which a hold keeps.
+    fn resolve_entry(
         &self,
         feature: &FeatureId,
         wallet: Option<WalletId>,
-    ) -> Result<(WalletId, Option<PriceRule>, HoldPolicies), GateError> {
+    ) -> Result<(WalletId, Option<Arc<FeaturePrice>>), GateError> {
         match (self.catalog().get(feature, self.clock.now_ms()), wallet) {
             (Some(price), Some(wallet)) if wallet != price.wallet => Err(GateError::invalid(
                 "wallet",
@@ -226,19 +219,8 @@ impl Gate {
                     price.wallet
                 ),
             )),
-            (Some(price), _) => Ok((
-                price.wallet.clone(),
-                Some(price.rule.clone()),
-                HoldPolicies {
-                    overrun: price.overrun,
-                    stop: price.stop,
-                },
-            )),
-            (None, wallet) => Ok((
-                wallet.unwrap_or_else(WalletId::default_wallet),
-                None,
-                Default::default(),
-            )),
+            (Some(price), _) => Ok((price.wallet.clone(), Some(price.clone()))),
+            (None, wallet) => Ok((wallet.unwrap_or_else(WalletId::default_wallet), None)),
         }
     }
 
@@ -283,12 +265,11 @@ impl Gate {
         &self,
         request: ReserveRequest,
     ) -> Result<Priced<ReserveReceipt>, GateError> {
-        let (wallet, price, HoldPolicies { overrun, stop }) =
-            self.resolve_with_policies(&request.feature, request.wallet.clone())?;
+        let (wallet, entry) = self.resolve_entry(&request.feature, request.wallet.clone())?;
         let amount = Self::cost_minor(
             &request.feature,
             &request.cost,
-            price.as_ref(),
+            entry.as_ref().map(|entry| &entry.rule),
             Rounding::Hold,
         )?;
         if amount == 0 {
@@ -325,10 +306,6 @@ impl Gate {
             key,
             fingerprint: fingerprint("reserve", &request),
         });
-        let pricing = HoldPricing {
-            feature: request.feature.clone(),
-            price: price.clone(),
-        };
         let op = ReserveOp {
             id: ReservationId::generate(&request.account),
             wallet: wallet.clone(),
@@ -337,9 +314,12 @@ impl Gate {
             min_amount_minor: min_amount,
             ttl_ms,
             labels: request.labels,
-            price,
-            overrun,
-            stop,
+            price: entry.as_ref().map(|entry| entry.rule.clone()),
+            overrun: entry
+                .as_ref()
+                .map(|entry| entry.overrun)
+                .unwrap_or_default(),
+            stop: entry.as_ref().map(|entry| entry.stop).unwrap_or_default(),
             model: match &request.cost {
                 Cost::Usage(usage) => usage.model.clone(),
                 Cost::Amount(_) => None,
@@ -357,8 +337,8 @@ impl Gate {
         {
             self.make_durable(&written.durable).await?;
         }
-        if let Decision::Allowed(hold) = &written.value {
-            self.cache.remember(hold.id.clone(), pricing);
+        if let (Decision::Allowed(hold), Some(entry)) = (&written.value, entry) {
+            self.cache.remember(&hold.id, entry);
         }
         Ok((amount, wallet, written.value))
     }
@@ -369,33 +349,27 @@ impl Gate {
             Cost::Amount(amount) => amount.to_minor(),
             Cost::Usage(_) => {
                 // The price of the hold: known here if this replica took it, else the store's.
-                let pricing = match self.cache.pricing(&request.id) {
-                    Some(pricing) => pricing,
+                let remembered = self.cache.price(&request.id);
+                let stored;
+                let (feature, price) = match &remembered {
+                    Some(entry) => (&entry.feature, Some(&entry.rule)),
                     None => {
-                        let hold = self.store.hold(&request.id).await?.ok_or_else(|| {
+                        stored = self.store.hold(&request.id).await?.ok_or_else(|| {
                             GateError::NotFound(format!(
                                 "reservation {} does not exist",
                                 request.id
                             ))
                         })?;
-                        HoldPricing {
-                            feature: hold.feature,
-                            price: hold.price,
-                        }
+                        (&stored.feature, stored.price.as_ref())
                     }
                 };
-                let price = pricing.price.as_ref().ok_or_else(|| {
+                let price = price.ok_or_else(|| {
                     GateError::invalid(
                         "usage",
                         "the reservation was not priced from the catalog; commit an amount",
                     )
                 })?;
-                Self::cost_minor(
-                    &pricing.feature,
-                    &request.actual,
-                    Some(price),
-                    Rounding::Charge,
-                )?
+                Self::cost_minor(feature, &request.actual, Some(price), Rounding::Charge)?
             }
         };
         let op = CommitOp {
