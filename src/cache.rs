@@ -21,6 +21,10 @@ pub const DEPLETED_TTL: Duration = Duration::from_secs(1);
 /// Holds remembered when the settings do not say.
 pub const HOLDS_MAX_DEFAULT: usize = 100_000;
 
+/// The price a hold was taken at: its feature's catalog entry, shared with the catalog, or
+/// none when the feature had no price (an amount was held).
+pub type HoldPrice = Option<Arc<FeaturePrice>>;
+
 /// A hold as the cache knows it: 24 bytes instead of its id's two strings. The token's 16
 /// random bytes name the hold; the digest of its account keeps an id that pairs the token
 /// with another account from finding it.
@@ -62,8 +66,7 @@ fn nibble(digit: u8) -> u8 {
 /// See the module documentation.
 #[derive(Debug)]
 pub struct ReservationCache {
-    /// The catalog entry each priced hold was taken at, shared with the catalog.
-    holds: DashMap<HoldKey, Arc<FeaturePrice>>,
+    holds: DashMap<HoldKey, HoldPrice>,
     holds_max: usize,
     /// Wallets announced empty, and when.
     depleted: DashMap<(AccountId, WalletId), Instant>,
@@ -79,7 +82,7 @@ impl ReservationCache {
     }
 
     /// Remembers the price a hold was taken at.
-    pub fn remember(&self, id: &ReservationId, price: Arc<FeaturePrice>) {
+    pub fn remember(&self, id: &ReservationId, price: HoldPrice) {
         let Some(key) = HoldKey::of(id) else {
             return;
         };
@@ -93,7 +96,7 @@ impl ReservationCache {
     }
 
     /// The price the hold was taken at, if this replica took it and still remembers it.
-    pub fn price(&self, id: &ReservationId) -> Option<Arc<FeaturePrice>> {
+    pub fn price(&self, id: &ReservationId) -> Option<HoldPrice> {
         let key = HoldKey::of(id)?;
         self.holds.get(&key).map(|entry| entry.value().clone())
     }
@@ -161,8 +164,8 @@ mod tests {
         assert!(!cache.is_depleted(&account, &wallet));
     }
 
-    fn chat() -> Arc<FeaturePrice> {
-        Arc::new(FeaturePrice {
+    fn chat() -> HoldPrice {
+        Some(Arc::new(FeaturePrice {
             feature: FeatureId::parse("chat").unwrap(),
             wallet: WalletId::default_wallet(),
             rule: PriceRule::PerCall {
@@ -171,7 +174,7 @@ mod tests {
             overrun: Default::default(),
             stop: Default::default(),
             effective_at_ms: 0,
-        })
+        }))
     }
 
     #[test]
@@ -195,6 +198,13 @@ mod tests {
         let id = ReservationId::generate(&acme);
         cache.remember(&id, chat());
         assert_eq!(cache.price(&id), Some(chat()));
+        let unpriced = ReservationId::generate(&acme);
+        cache.remember(&unpriced, None);
+        assert_eq!(
+            cache.price(&unpriced),
+            Some(None),
+            "known, and known to have no price"
+        );
         let token = id.token();
         for other in [
             format!("globex/{token}"),
@@ -208,6 +218,6 @@ mod tests {
         let foreign = ReservationId::parse("acme/handmade1").unwrap();
         cache.remember(&foreign, chat());
         assert_eq!(cache.price(&foreign), None);
-        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.len(), 2);
     }
 }

@@ -17,6 +17,11 @@ use creditgate::proto::StopRule;
 use creditgate::server::Server;
 use creditgate::telemetry::Traces;
 
+/// Under load glibc's allocator took a fifth of the CPU, much of it waiting on its arena locks;
+/// mimalloc's per-thread heaps do the same work for less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A low-latency gRPC credit gate: reserve, commit and release prepaid credits.
 #[derive(Parser, Debug)]
 #[command(name = "creditgate", version)]

@@ -68,7 +68,7 @@ pub struct Reconciler {
     durability: Durability,
     /// How far back ended holds and replies are kept when an account is rebuilt.
     retention_ms: i64,
-    /// How long to wait before comparing a drifting account again.
+    /// The longest to wait for the outbox to drain before comparing a drifting account again.
     settle: Duration,
 }
 
@@ -112,6 +112,7 @@ impl Reconciler {
         account: &AccountId,
         rebuild: bool,
     ) -> Result<Comparison, GateError> {
+        let started_ms = self.store.now_ms().await?;
         let first = self.compare_once(account, false).await?;
         let drifting = matches!(&first, Comparison::Compared { wallets, .. }
             if wallets.iter().any(|w| w.drift_minor() != 0));
@@ -119,12 +120,33 @@ impl Reconciler {
             return Ok(first);
         }
         // With a shared store, the last records of a quiet account may still be on their way
-        // through the outbox: give the sync loops a moment before trusting (or acting on) a
+        // through the outbox: let the sync loops carry them before trusting (or acting on) a
         // difference.
         if drifting {
-            tokio::time::sleep(self.settle).await;
+            self.settle(started_ms).await;
         }
         self.compare_once(account, rebuild).await
+    }
+
+    /// Waits until the outbox holds nothing written before `since_ms` (every sync loop has
+    /// carried it to the ledger), or `settle` has passed.
+    async fn settle(&self, since_ms: i64) {
+        let drained = async {
+            let mut pause = Duration::from_millis(5);
+            loop {
+                // The clock is read before the outbox, so the oldest record found is at least
+                // as old as `now - lag` says.
+                if let Ok(now) = self.store.now_ms().await
+                    && let Ok(stats) = self.store.outbox_stats().await
+                    && (stats.records == 0 || now - stats.lag_ms > since_ms)
+                {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        };
+        let _ = tokio::time::timeout(self.settle, drained).await;
     }
 
     async fn compare_once(

@@ -240,8 +240,8 @@ impl Server {
             ledger_dyn.clone(),
             durability.clone(),
             retention_ms,
-            // Long enough for every replica's sync loop to have run a few times.
-            Duration::from_millis(config.limits.sync_interval_ms * 5),
+            // As long as a caller waits for the ledger.
+            Duration::from_millis(config.limits.ledger_timeout_ms),
         ));
         let (health_store, health_ledger) = (store.clone(), ledger_dyn.clone());
         let webhooks = (!config.webhooks.is_empty()).then(|| {

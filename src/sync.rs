@@ -59,9 +59,11 @@ const WRITE_QUEUE_LEN_MAX: usize = 10_000;
 
 /// Writes the records of callers that wait for them (writes to a shared store, which any
 /// replica's sync loop may carry), many per transaction: whoever arrives while a transaction is
-/// being written rides on the next one.
+/// being written rides on the next one. Acknowledges what it wrote in the store's outbox, so
+/// that a sync loop which has not read those records yet does not write them again.
 pub struct LedgerWriter {
     requests: mpsc::Receiver<WriteRequest>,
+    store: Arc<dyn BalanceStore>,
     ledger: Arc<dyn Ledger>,
     batch_len_max: usize,
 }
@@ -85,7 +87,7 @@ impl LedgerWriter {
                     Err(_) => break,
                 }
             }
-            let records: Vec<OutboxRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+            let (records, replies): (Vec<OutboxRecord>, Vec<_>) = batch.into_iter().unzip();
             let written = match self.ledger.append(&records).await {
                 Ok(()) => {
                     metrics::counter!(telemetry::LEDGER_BATCHES_TOTAL).increment(1);
@@ -97,7 +99,22 @@ impl LedgerWriter {
                     false
                 }
             };
-            for (_, reply) in batch {
+            // Only stream records: acknowledging a record of the in-process outbox drops every
+            // one before it, which only the sync loop may do. Before the callers are told, so
+            // that nothing of their calls is still going on once they are.
+            let positions: Vec<OutboxPosition> = records
+                .into_iter()
+                .map(|r| r.position)
+                .filter(|p| matches!(p, OutboxPosition::Stream { .. }))
+                .collect();
+            if written
+                && !positions.is_empty()
+                && let Err(error) = self.store.outbox_ack(&positions).await
+            {
+                // The sync loop writes them again: idempotent, only slower.
+                tracing::debug!(%error, "cannot acknowledge records the ledger has");
+            }
+            for reply in replies {
                 // A caller that stopped waiting has nothing to be told.
                 let _ = reply.send(written);
             }
@@ -214,6 +231,7 @@ impl SyncLoop {
         };
         let ledger_writer = LedgerWriter {
             requests,
+            store: store.clone(),
             ledger: ledger.clone(),
             batch_len_max: settings.batch_len_max,
         };

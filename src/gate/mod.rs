@@ -337,7 +337,7 @@ impl Gate {
         {
             self.make_durable(&written.durable).await?;
         }
-        if let (Decision::Allowed(hold), Some(entry)) = (&written.value, entry) {
+        if let Decision::Allowed(hold) = &written.value {
             self.cache.remember(&hold.id, entry);
         }
         Ok((amount, wallet, written.value))
@@ -351,8 +351,8 @@ impl Gate {
                 // The price of the hold: known here if this replica took it, else the store's.
                 let remembered = self.cache.price(&request.id);
                 let stored;
-                let (feature, price) = match &remembered {
-                    Some(entry) => (&entry.feature, Some(&entry.rule)),
+                let priced = match &remembered {
+                    Some(entry) => entry.as_deref().map(|e| (&e.feature, &e.rule)),
                     None => {
                         stored = self.store.hold(&request.id).await?.ok_or_else(|| {
                             GateError::NotFound(format!(
@@ -360,10 +360,10 @@ impl Gate {
                                 request.id
                             ))
                         })?;
-                        (&stored.feature, stored.price.as_ref())
+                        stored.price.as_ref().map(|price| (&stored.feature, price))
                     }
                 };
-                let price = price.ok_or_else(|| {
+                let (feature, price) = priced.ok_or_else(|| {
                     GateError::invalid(
                         "usage",
                         "the reservation was not priced from the catalog; commit an amount",

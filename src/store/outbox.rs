@@ -241,6 +241,18 @@ impl OutboxPosition {
             OutboxPosition::Stream { .. } => None,
         }
     }
+
+    /// Where the record stands in its outbox: records of one partition in the order they
+    /// were written (a stream id `<ms>-<n>` compared as numbers).
+    pub fn order(&self) -> (u32, u64, u64) {
+        match self {
+            OutboxPosition::Seq(seq) => (0, *seq, 0),
+            OutboxPosition::Stream { partition, id } => {
+                let (ms, n) = id.split_once('-').unwrap_or((id, "0"));
+                (*partition, ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
+            }
+        }
+    }
 }
 
 /// Everything one store operation tells the ledger, at one position: positions only grow. The
@@ -251,4 +263,34 @@ pub struct OutboxRecord {
     /// The store's clock when the operation happened; the age of the oldest record is the lag.
     pub at_ms: i64,
     pub entries: Vec<OutboxEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_records_are_ordered_by_partition_then_id_as_numbers() {
+        let at = |partition, id: &str| OutboxPosition::Stream {
+            partition,
+            id: id.to_owned(),
+        };
+        let mut positions = vec![
+            at(1, "1700000000000-0"),
+            at(0, "1700000000001-0"),
+            at(0, "1700000000000-10"),
+            at(0, "1700000000000-9"),
+        ];
+        positions.sort_by_key(OutboxPosition::order);
+        assert_eq!(
+            positions,
+            vec![
+                at(0, "1700000000000-9"),
+                at(0, "1700000000000-10"),
+                at(0, "1700000000001-0"),
+                at(1, "1700000000000-0"),
+            ]
+        );
+        assert!(OutboxPosition::Seq(2).order() > OutboxPosition::Seq(1).order());
+    }
 }

@@ -527,10 +527,10 @@ pub fn reply_json(reply: &Reply) -> String {
 }
 
 /// A Lua list: cjson writes an empty table as `{}`.
-fn list(value: Option<&Value>) -> Vec<Value> {
+fn list(value: Option<&Value>) -> &[Value] {
     match value {
-        Some(Value::Array(items)) => items.clone(),
-        _ => Vec::new(),
+        Some(Value::Array(items)) => items,
+        _ => &[],
     }
 }
 
@@ -706,7 +706,7 @@ pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
     let values: Value = serde_json::from_str(text).map_err(|_| bad("outbox record", text))?;
     let mut entries = Vec::new();
     for value in list(Some(&values)) {
-        let t = |key: &str| value_text(&value, key);
+        let t = |key: &str| value_text(value, key);
         let account = || id(t("account"), "account", AccountId::parse);
         let entry = match t("type") {
             "account" => OutboxEntry::Account(Account {
@@ -753,7 +753,7 @@ pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
                 removed: t("removed") == "1",
                 at_ms: int(t("at"), "limit time")?,
             },
-            "event" => OutboxEntry::Event(event(&value)?),
+            "event" => OutboxEntry::Event(event(value)?),
             "alerts" => OutboxEntry::Alerts {
                 account: account()?,
                 wallet: id(t("wallet"), "wallet", WalletId::parse)?,

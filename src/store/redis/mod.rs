@@ -930,7 +930,12 @@ impl BalanceStore for RedisStore {
         };
         decided(
             &reply,
-            || self.record(&keys.partition, &reply, 2),
+            // A hold need not reach the ledger before it is answered, but an allowance it reset
+            // must (see Gate::reserve): only then is the record read.
+            || match reply.get(4).map(String::as_str) {
+                Some("1") => self.record(&keys.partition, &reply, 2),
+                _ => Ok(Durable::Nothing),
+            },
             |text| codec::reserve_receipt(&account, text),
             |_| Durable::Nothing,
             op.idempotency.as_ref(),
@@ -1731,8 +1736,13 @@ impl BalanceStore for RedisStore {
             let key = Partition::new(&self.settings.namespace, partition).outbox();
             self.call(|mut c| async move {
                 // Acknowledged first: a record deleted but not acknowledged would stay pending.
-                c.xack::<_, _, _, ()>(&key, GROUP, &ids).await?;
-                c.xdel::<_, _, ()>(&key, &ids).await
+                redis::pipe()
+                    .xack(&key, GROUP, &ids)
+                    .ignore()
+                    .xdel(&key, &ids)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
             })
             .await?;
         }

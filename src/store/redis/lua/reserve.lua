@@ -10,7 +10,8 @@
 -- ARGV[16] stop rule ('finish_running' or 'stop_running')
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} account not loaded | {'conflict'} key reused | {'replay', reply} |
---        {'denied', reason, available[, spend limit]} | {'ok', reply, outbox entries}
+--        {'denied', reason, available[, spend limit]} |
+--        {'ok', reply, outbox id, outbox entries, '1' if it reset an allowance else '0'}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
 local token, wallet, feature = ARGV[4], ARGV[5], ARGV[6]
@@ -69,6 +70,7 @@ local reply = cjson.encode({
   token = token, wallet = wallet, amount = fmt(amount), expires = fmt(expires),
   split = encode_split(split), available = fmt(available - amount),
 })
+local reset = #w.resets > 0 and '1' or '0'
 local entries = with_resets(w, { { type = 'hold', account = account, token = token, hold = hold } })
 if key ~= '' then
   remember(idem_key, fingerprint, reply, now, retention)
@@ -78,4 +80,4 @@ if key ~= '' then
   })
 end
 local id, entries_text = outbox(KEYS[2], with_events(entries, events), now)
-return { 'ok', reply, id, entries_text }
+return { 'ok', reply, id, entries_text, reset }
