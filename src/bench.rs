@@ -138,8 +138,8 @@ pub struct BenchArgs {
     /// Also run the load against a no-op gRPC service, and report creditgate / baseline.
     #[arg(long)]
     pub baseline: bool,
-    /// Also hold this many holds at once and report the memory each takes, in this process
-    /// (the replica) and in Redis.
+    /// Also hold this many holds at once and report the memory each takes: in this process (the
+    /// replica: the bytes its heap grew by while they were taken) and in Redis.
     #[arg(long)]
     pub hold_memory: Option<u64>,
     /// Print one JSON object instead of a table.
@@ -598,15 +598,6 @@ async fn prepare(args: &BenchArgs, admin_url: &str, accounts: &Accounts) -> Resu
     Ok(())
 }
 
-/// Bytes this process has resident.
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * page.max(1) as u64)
-}
-
 /// Bytes Redis uses for data.
 async fn redis_bytes(url: &str) -> Option<u64> {
     let client = redis::Client::open(url).ok()?;
@@ -635,7 +626,11 @@ async fn hold_memory(
         Some(url) => redis_bytes(url).await,
         None => None,
     };
-    let rss_before = resident_bytes();
+    let heap = if in_process {
+        crate::alloc::HeapCount::start()
+    } else {
+        None
+    };
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let ids = Arc::new(accounts.ids.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -671,7 +666,10 @@ async fn hold_memory(
     };
     Ok(json!({
         "holds": holds,
-        "replica_bytes_per_hold": if in_process { per_hold(rss_before, resident_bytes()) } else { Value::Null },
+        "replica_bytes_per_hold": match heap {
+            Some(heap) => json!(heap.bytes() as f64 / holds as f64),
+            None => Value::Null,
+        },
         "redis_bytes_per_hold": per_hold(redis_before, redis_after),
     }))
 }

@@ -27,9 +27,10 @@
 //!   [`ledger::sql::SqlLedger`] over a SQLite file (the embedded default) or PostgreSQL.
 //! - [`server`]: wires the parts together and runs them until shutdown.
 //! - [`cli`]: the `creditgate` command's client subcommands; [`bench`], its load generator.
-//! - [`config`], [`clock`], [`shutdown`], [`telemetry`]: settings, time, stopping cleanly, and
-//!   metrics.
+//! - [`config`], [`clock`], [`shutdown`], [`telemetry`], [`alloc`]: settings, time, stopping
+//!   cleanly, metrics, and the allocator.
 
+pub mod alloc;
 pub mod api;
 pub mod bench;
 pub mod cache;

@@ -17,10 +17,8 @@ use creditgate::proto::StopRule;
 use creditgate::server::Server;
 use creditgate::telemetry::Traces;
 
-/// Under load glibc's allocator took a fifth of the CPU, much of it waiting on its arena locks;
-/// mimalloc's per-thread heaps do the same work for less.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: creditgate::alloc::Allocator = creditgate::alloc::Allocator;
 
 /// A low-latency gRPC credit gate: reserve, commit and release prepaid credits.
 #[derive(Parser, Debug)]
