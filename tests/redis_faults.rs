@@ -107,7 +107,7 @@ async fn redis_down_fails_closed_and_service_recovers_from_the_ledger() {
 }
 
 #[tokio::test]
-async fn scripts_flushed_from_redis_are_loaded_again() {
+async fn functions_flushed_from_redis_are_loaded_again() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let mut t = start_on_redis(&redis, dir.path()).await;
@@ -115,7 +115,7 @@ async fn scripts_flushed_from_redis_are_loaded_again() {
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     for round in 0..3 {
-        let _: () = ::redis::cmd("SCRIPT")
+        let _: () = ::redis::cmd("FUNCTION")
             .arg("FLUSH")
             .query_async(&mut connection)
             .await

@@ -1,6 +1,6 @@
 //! `RedisStore`: the balance store shared by every replica, one Lua script per operation.
 //!
-//! Each balance-changing call is one `EVALSHA` of a script in `lua/`, atomic in Redis, which
+//! Each balance-changing call is one `FCALL` of a script in `lua/`, atomic in Redis, which
 //! checks everything before its first write, takes the time from Redis `TIME`, and appends the
 //! operation's outbox record to its partition's stream in the same step. Replicas consume the
 //! streams together through a consumer group. An account Redis does not have (a fresh or
@@ -21,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, ScriptInvocation};
 
 use self::keys::{AccountKeys, Partition};
-use self::scripts::Scripts;
+use self::scripts::{Invocation, Scripts};
 use super::outbox::{OutboxPosition, OutboxRecord};
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, AlertsSnapshot, AlertsView, BalanceStore,
@@ -375,14 +375,24 @@ impl RedisStore {
         }
     }
 
-    async fn invoke(&self, invocation: ScriptInvocation<'_>) -> Result<Vec<String>, StoreError> {
+    async fn invoke(&self, invocation: Invocation<'_>) -> Result<Vec<String>, StoreError> {
         let mut connection = self.connection.clone();
-        match tokio::time::timeout(
-            self.settings.timeout,
-            invocation.invoke_async::<Vec<String>>(&mut connection),
-        )
-        .await
-        {
+        let command = invocation.command();
+        let call = async {
+            match command.query_async::<Vec<String>>(&mut connection).await {
+                Err(error) if scripts::is_missing(&error) => {
+                    redis::cmd("FUNCTION")
+                        .arg("LOAD")
+                        .arg("REPLACE")
+                        .arg(&self.scripts.library)
+                        .query_async::<()>(&mut connection)
+                        .await?;
+                    command.query_async::<Vec<String>>(&mut connection).await
+                }
+                answer => answer,
+            }
+        };
+        match tokio::time::timeout(self.settings.timeout, call).await {
             Ok(Ok(reply)) if reply.first().map(String::as_str) == Some("full") => {
                 Err(StoreError::Unavailable(format!(
                     "the outbox holds {} records the ledger has not taken yet",
@@ -469,7 +479,7 @@ impl RedisStore {
         run: F,
     ) -> Result<Option<Vec<String>>, StoreError>
     where
-        F: Fn() -> ScriptInvocation<'a>,
+        F: Fn() -> Invocation<'a>,
     {
         let reply = self.invoke(run()).await?;
         if reply.first().map(String::as_str) != Some("absent") {
@@ -495,7 +505,7 @@ impl RedisStore {
         run: F,
     ) -> Result<Vec<String>, StoreError>
     where
-        F: Fn(&'static str) -> ScriptInvocation<'a>,
+        F: Fn(&'static str) -> Invocation<'a>,
     {
         match self.with_account(account, || run("0")).await? {
             Some(reply) => Ok(reply),
