@@ -36,7 +36,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
 use crate::clock::SystemClock;
-use crate::config::{FileConfig, Flags, Listen, ServerConfig};
+use crate::config::{CommitDurability, FileConfig, Flags, Listen, ServerConfig};
 use crate::proto::{self, admin_client::AdminClient, gate_client::GateClient, gate_server};
 use crate::server::{REQUEST_LEN_MAX, Server};
 
@@ -108,6 +108,9 @@ pub struct BenchArgs {
     /// The started server's PostgreSQL ledger [default: SQLite in a temporary directory].
     #[arg(long)]
     pub ledger: Option<String>,
+    /// When the started server acknowledges a commit or charge [default: the server's, ledger].
+    #[arg(long, value_enum)]
+    pub commit_durability: Option<CommitDurability>,
     /// Accounts the load is spread over.
     #[arg(long, default_value_t = 1)]
     pub accounts: u64,
@@ -179,9 +182,8 @@ impl Tally {
         }
     }
 
-    fn record(&mut self, started: Instant, outcome: &Outcome) {
-        let micros = started.elapsed().as_micros().clamp(1, 60_000_000) as u64;
-        self.latency_us.saturating_record(micros);
+    fn record(&mut self, (micros, outcome): &Sample) {
+        self.latency_us.saturating_record(*micros);
         self.calls += 1;
         match outcome {
             Outcome::Allowed => {}
@@ -220,6 +222,17 @@ enum Outcome {
     Allowed,
     Denied,
     Failed(Code),
+}
+
+/// One call: how long it took (µs, from when it was due) and how it ended.
+type Sample = (u64, Outcome);
+
+/// The sample of a call that was due at `due` and has just ended.
+fn sample(due: Instant, outcome: Outcome) -> Sample {
+    (
+        due.elapsed().as_micros().clamp(1, 60_000_000) as u64,
+        outcome,
+    )
 }
 
 fn decided(decision: i32) -> Outcome {
@@ -291,15 +304,15 @@ enum Client {
     Authz(AuthorizationClient<Channel>),
 }
 
-/// One iteration of the scenario for `account`, each call recorded in `tally`; the first is
-/// timed from `due`.
+/// One iteration of the scenario for `account`, each call's sample added to `samples`; the
+/// first is timed from `due`.
 async fn iterate(
     scenario: Scenario,
     client: &mut Client,
     account: &str,
     request_id: u64,
     due: Instant,
-    tally: &mut Tally,
+    samples: &mut Vec<Sample>,
 ) {
     match (scenario, client) {
         (Scenario::Reserve, Client::Gate(gate)) => {
@@ -310,18 +323,18 @@ async fn iterate(
                 Ok(answer) => decided(answer.into_inner().decision),
                 Err(status) => Outcome::Failed(status.code()),
             };
-            tally.record(due, &outcome);
+            samples.push(sample(due, outcome));
         }
         (Scenario::ReserveCommit | Scenario::ReserveRelease, Client::Gate(gate)) => {
             let reserved = gate.reserve(hold_of(account, 0)).await;
             let id = match reserved {
                 Ok(answer) => {
                     let answer = answer.into_inner();
-                    tally.record(due, &decided(answer.decision));
+                    samples.push(sample(due, decided(answer.decision)));
                     answer.reservation_id
                 }
                 Err(status) => {
-                    tally.record(due, &Outcome::Failed(status.code()));
+                    samples.push(sample(due, Outcome::Failed(status.code())));
                     return;
                 }
             };
@@ -345,7 +358,7 @@ async fn iterate(
                 Ok(()) => Outcome::Allowed,
                 Err(status) => Outcome::Failed(status.code()),
             };
-            tally.record(started, &outcome);
+            samples.push(sample(started, outcome));
         }
         (Scenario::Charge, Client::Gate(gate)) => {
             let outcome = match gate
@@ -360,7 +373,7 @@ async fn iterate(
                 Ok(answer) => decided(answer.into_inner().decision),
                 Err(status) => Outcome::Failed(status.code()),
             };
-            tally.record(due, &outcome);
+            samples.push(sample(due, outcome));
         }
         (Scenario::Check, Client::Gate(gate)) => {
             let outcome = match gate
@@ -375,7 +388,7 @@ async fn iterate(
                 Ok(answer) => decided(answer.into_inner().decision),
                 Err(status) => Outcome::Failed(status.code()),
             };
-            tally.record(due, &outcome);
+            samples.push(sample(due, outcome));
         }
         (Scenario::ExtAuthz, Client::Authz(authz)) => {
             let outcome = match authz.check(envoy_check(account, request_id)).await {
@@ -385,7 +398,7 @@ async fn iterate(
                 },
                 Err(status) => Outcome::Failed(status.code()),
             };
-            tally.record(due, &outcome);
+            samples.push(sample(due, outcome));
         }
         _ => unreachable!("the client matches the scenario"),
     }
@@ -453,21 +466,21 @@ async fn run_load(load: Arc<Load>, clients: Vec<Client>) -> Tally {
                     tokio::spawn(async move {
                         let mut rng = Rng(n as u64);
                         let mut tally = Tally::new();
-                        let mut ignored = Tally::new();
+                        let mut samples = Vec::with_capacity(2);
                         let mut i = 0u64;
                         loop {
                             let now = Instant::now();
                             if now >= until {
                                 return tally;
                             }
-                            let into = if now >= measure_from {
-                                &mut tally
-                            } else {
-                                &mut ignored
-                            };
                             let account = load.accounts.pick(&mut rng);
                             let id = (n as u64) << 40 | i;
-                            iterate(load.scenario, &mut client, account, id, now, into).await;
+                            iterate(load.scenario, &mut client, account, id, now, &mut samples)
+                                .await;
+                            if now >= measure_from {
+                                samples.iter().for_each(|s| tally.record(s));
+                            }
+                            samples.clear();
                             i += 1;
                         }
                     })
@@ -500,11 +513,12 @@ async fn run_load(load: Arc<Load>, clients: Vec<Client>) -> Tally {
                 let (load, tally) = (load.clone(), tally.clone());
                 let measured = due >= measure_from;
                 tasks.spawn(async move {
-                    let mut mine = Tally::new();
-                    iterate(load.scenario, &mut client, &account, i, due, &mut mine).await;
+                    let mut samples = Vec::with_capacity(2);
+                    iterate(load.scenario, &mut client, &account, i, due, &mut samples).await;
                     drop(permit);
                     if measured {
-                        tally.lock().expect("not poisoned").merge(&mine);
+                        let mut tally = tally.lock().expect("not poisoned");
+                        samples.iter().for_each(|s| tally.record(s));
                     }
                 });
                 due += interval;
@@ -714,10 +728,11 @@ async fn forget(url: &str, namespace: &str) {
     }
 }
 
-/// A started server and the directory its ledger is in.
+/// A started server, the directory its ledger is in, and when it acknowledges a commit.
 struct Started {
     server: Server,
     dir: PathBuf,
+    durability: CommitDurability,
 }
 
 async fn start_server(args: &BenchArgs) -> Result<Started, BenchError> {
@@ -736,6 +751,7 @@ async fn start_server(args: &BenchArgs) -> Result<Started, BenchError> {
         data_dir: Some(dir.clone()),
         ledger: args.ledger.clone(),
         redis: args.redis.clone(),
+        commit_durability: args.commit_durability,
         ..Flags::default()
     };
     // A namespace of its own, so that nothing left in Redis by an earlier run is counted.
@@ -745,10 +761,15 @@ async fn start_server(args: &BenchArgs) -> Result<Started, BenchError> {
     };
     let config =
         ServerConfig::resolve(flags, file).map_err(|e| BenchError::Usage(e.to_string()))?;
+    let durability = config.commit_durability;
     let server = Server::start(config, Arc::new(SystemClock))
         .await
         .map_err(|e| BenchError::Setup(format!("starting the server: {e}")))?;
-    Ok(Started { server, dir })
+    Ok(Started {
+        server,
+        dir,
+        durability,
+    })
 }
 
 /// A gate that answers at once with messages shaped like creditgate's: the baseline.
@@ -1005,6 +1026,11 @@ pub async fn run(args: BenchArgs) -> Result<Value, BenchError> {
         "scenario": args.scenario.name(),
         "server": if started.is_some() { "in-process" } else { "external" },
         "store": if args.redis.is_some() { "redis" } else if started.is_some() { "memory" } else { "external" },
+        "commit_durability": match started.as_ref().map(|s| s.durability) {
+            Some(CommitDurability::Store) => json!("store"),
+            Some(CommitDurability::Ledger) => json!("ledger"),
+            None => Value::Null,
+        },
         "accounts": args.accounts,
         "distribution": match args.distribution {
             Distribution::Uniform => "uniform".to_owned(),
@@ -1058,6 +1084,9 @@ pub fn table(report: &Value) -> String {
         report["distribution"].as_str().unwrap_or_default(),
         report["grants_per_wallet"],
     );
+    if let Some(durability) = report["commit_durability"].as_str() {
+        out += &format!("commits and charges acknowledged once in the {durability}\n");
+    }
     let load = &report["load"];
     out += &match load["loop"].as_str() {
         Some("open") => format!(

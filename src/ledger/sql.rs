@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 
 use super::{
     Attempt, Change, ChangeKind, Delivery, DeliveryState, EventRecord, Ledger, LedgerError,
@@ -37,9 +37,11 @@ use crate::store::{AccountSnapshot, AlertsSnapshot};
 pub const SQLITE_FILE_NAME: &str = "ledger.sqlite3";
 
 /// Set on every SQLite connection: wait up to 5 s for a lock held by another connection; WAL
-/// journal; every commit synced to disk before it returns.
-const SQLITE_PRAGMAS: &str =
-    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;";
+/// journal; every commit synced to disk before it returns; up to 64 MiB of pages cached (the
+/// default 2 MiB cannot hold the index of a busy day's holds, which are written at random
+/// places in it).
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;";
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/ledger/migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator =
@@ -77,10 +79,11 @@ pub struct SqlLedger {
     /// Which webhook endpoints want which events: each event appended gets a delivery row
     /// for each endpoint that wants it.
     webhooks: Vec<WebhookRoute>,
-    /// SQLite has one write lock, and a writer that finds it taken sleeps in SQLite's busy
-    /// handler: this process's batches (the sync loop's, and those written for callers that
-    /// wait) queue here instead.
-    appends: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite's connection for appends. SQLite has one write lock, and a writer that finds it
+    /// taken sleeps in SQLite's busy handler: this process's batches (the sync loop's, and those
+    /// written for callers that wait) queue here instead. One connection, so its page cache
+    /// stays valid (a connection finding that another wrote since drops its cache).
+    appends: Arc<tokio::sync::Mutex<Option<AnyConnection>>>,
 }
 
 fn install_drivers() {
@@ -111,6 +114,24 @@ impl SqlLedger {
                 })
             }
         }
+    }
+
+    /// Writes outbox records in a transaction.
+    async fn write_records(
+        &self,
+        tx: &mut Tx<'_>,
+        records: &[&OutboxRecord],
+    ) -> Result<(), LedgerError> {
+        // Holds are the bulk of a busy batch (one per reserve, again at its end): they go in
+        // a few statements of many rows, after the rest, which never reads them.
+        let mut holds: Vec<&Hold> = Vec::new();
+        for entry in records.iter().flat_map(|r| &r.entries) {
+            match entry {
+                OutboxEntry::Hold(hold) => holds.push(hold),
+                entry => apply(tx, self.backend, entry, &self.webhooks).await?,
+            }
+        }
+        put_holds(tx, self.backend, holds).await
     }
 
     /// Sends events to these webhook endpoints from now on.
@@ -963,28 +984,36 @@ async fn put_holds(
 #[async_trait]
 impl Ledger for SqlLedger {
     async fn append(&self, records: &[OutboxRecord]) -> Result<(), LedgerError> {
-        let _one_writer = match self.backend {
-            Backend::Sqlite => Some(self.appends.lock().await),
-            Backend::Postgres => None,
-        };
         // Two writers may carry the same records (a replica's sync loop, and a replica writing
         // a record its caller waits for): taken in the outbox's order, their rows are locked
         // in one order, so one waits for the other instead of both deadlocking.
         let mut records: Vec<&OutboxRecord> = records.iter().collect();
         records.sort_by_key(|r| r.position.order());
-        let mut tx = self.pool.begin().await?;
-        // Holds are the bulk of a busy batch (one per reserve, again at its end): they go in
-        // a few statements of many rows, after the rest, which never reads them.
-        let mut holds: Vec<&Hold> = Vec::new();
-        for entry in records.iter().flat_map(|r| &r.entries) {
-            match entry {
-                OutboxEntry::Hold(hold) => holds.push(hold),
-                entry => apply(&mut tx, self.backend, entry, &self.webhooks).await?,
+        match self.backend {
+            Backend::Sqlite => {
+                let mut appends = self.appends.lock().await;
+                let connection = match appends.as_mut() {
+                    Some(connection) => connection,
+                    None => appends.insert(self.pool.acquire().await?.detach()),
+                };
+                let written = async {
+                    let mut tx = connection.begin().await?;
+                    self.write_records(&mut tx, &records).await?;
+                    Ok::<_, LedgerError>(tx.commit().await?)
+                }
+                .await;
+                if written.is_err() {
+                    // Perhaps broken: the next batch starts on a new one.
+                    *appends = None;
+                }
+                written
+            }
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                self.write_records(&mut tx, &records).await?;
+                Ok(tx.commit().await?)
             }
         }
-        put_holds(&mut tx, self.backend, holds).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn load_accounts(
