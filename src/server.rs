@@ -65,6 +65,7 @@ pub struct Server {
     services: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     ledger: SqlLedger,
+    store: Arc<dyn BalanceStore>,
     grace: Duration,
     events: Events,
 }
@@ -305,7 +306,11 @@ impl Server {
                 let shutdown = background_shutdown.clone();
                 async move { reconciler.run(interval, shutdown).await }
             }),
-            tokio::spawn(sync::sweep(store, settings, background_shutdown.clone())),
+            tokio::spawn(sync::sweep(
+                store.clone(),
+                settings,
+                background_shutdown.clone(),
+            )),
         ];
 
         if let Some(sender) = webhooks {
@@ -446,6 +451,7 @@ impl Server {
             services,
             background,
             ledger,
+            store,
             grace: Duration::from_millis(config.limits.shutdown_grace_ms),
             events,
         })
@@ -469,6 +475,11 @@ impl Server {
     /// Address the admin service listens on.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Outbox records the ledger does not have yet.
+    pub async fn outbox_records(&self) -> Result<usize, StoreError> {
+        Ok(self.store.outbox_stats().await?.records)
     }
 
     /// Stops taking calls, finishes those in flight within the grace period, flushes the

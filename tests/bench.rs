@@ -78,9 +78,22 @@ fn every_scenario_runs_against_creditgate_and_the_baseline() {
         assert_eq!(report["load"]["loop"], "closed");
         assert_sound(&report["creditgate"]);
         assert_sound(&report["baseline"]);
+        assert_eq!(report["commit_durability"], "ledger");
         let ratio = &report["ratio"];
         assert!(ratio["throughput"].as_f64().unwrap() > 0.0, "{report}");
         assert!(ratio["p99"].as_f64().unwrap() > 0.0, "{report}");
+        // What the ledger still had to write when the load stopped slows the sustained rate.
+        let ours = &report["creditgate"];
+        assert!(ours["ledger_catch_up_s"].as_f64().unwrap() >= 0.0, "{ours}");
+        assert!(
+            ours["sustained_rpc_per_s"].as_u64().unwrap() <= ours["rpc_per_s"].as_u64().unwrap(),
+            "{ours}"
+        );
+        assert!(
+            ratio["sustained_throughput"].as_f64().unwrap()
+                <= ratio["throughput"].as_f64().unwrap(),
+            "{report}"
+        );
     }
 }
 
