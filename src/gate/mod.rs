@@ -514,7 +514,8 @@ impl Gate {
     }
 }
 
-/// A new, unique ledger entry id.
+/// A new, unique ledger entry id, sorting by when it was made (a UUIDv7), so that the ledger's
+/// index of entries grows at its end.
 fn new_entry_id() -> String {
-    format!("e{}", uuid::Uuid::new_v4().simple())
+    format!("e{}", uuid::Uuid::now_v7().simple())
 }
