@@ -203,9 +203,12 @@ impl Tally {
 
     fn summary(&self, seconds: f64) -> Value {
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        // A call that failed is no throughput.
+        let answered = self.calls - self.errors.values().sum::<u64>();
         json!({
             "calls": self.calls,
-            "rpc_per_s": (self.calls as f64 / seconds).round() as u64,
+            "answered": answered,
+            "rpc_per_s": (answered as f64 / seconds).round() as u64,
             "p50_ms": ms(0.5),
             "p90_ms": ms(0.9),
             "p99_ms": ms(0.99),
@@ -1027,9 +1030,10 @@ pub async fn run(args: BenchArgs) -> Result<Value, BenchError> {
         // What the store took faster than the ledger did is still to be written: a rate the
         // ledger cannot keep up with counts the time it takes to catch up.
         let catch_up_s = ledger_catch_up(&started.server).await;
-        let calls = measured["calls"].as_f64().unwrap_or(0.0);
+        let answered = measured["answered"].as_f64().unwrap_or(0.0);
         measured["ledger_catch_up_s"] = json!((catch_up_s * 1000.0).round() / 1000.0);
-        measured["sustained_rpc_per_s"] = json!((calls / (seconds + catch_up_s)).round() as u64);
+        measured["sustained_rpc_per_s"] =
+            json!((answered / (seconds + catch_up_s)).round() as u64);
     }
     let memory = match args.hold_memory {
         Some(holds) => Some(
