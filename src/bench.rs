@@ -1032,8 +1032,7 @@ pub async fn run(args: BenchArgs) -> Result<Value, BenchError> {
         let catch_up_s = ledger_catch_up(&started.server).await;
         let answered = measured["answered"].as_f64().unwrap_or(0.0);
         measured["ledger_catch_up_s"] = json!((catch_up_s * 1000.0).round() / 1000.0);
-        measured["sustained_rpc_per_s"] =
-            json!((answered / (seconds + catch_up_s)).round() as u64);
+        measured["sustained_rpc_per_s"] = json!((answered / (seconds + catch_up_s)).round() as u64);
     }
     let memory = match args.hold_memory {
         Some(holds) => Some(
