@@ -195,18 +195,9 @@ impl Gate {
             .map_or_else(WalletId::default_wallet, |price| price.wallet.clone())
     }
 
-    /// The wallet that pays for `feature` and its price, checking a wallet the caller named.
+    /// The wallet that pays for `feature` and its catalog entry (shared with the catalog; a hold
+    /// keeps it), checking a wallet the caller named.
     fn resolve(
-        &self,
-        feature: &FeatureId,
-        wallet: Option<WalletId>,
-    ) -> Result<(WalletId, Option<PriceRule>), GateError> {
-        self.resolve_entry(feature, wallet)
-            .map(|(wallet, entry)| (wallet, entry.map(|entry| entry.rule.clone())))
-    }
-
-    /// [`Gate::resolve`], with the feature's whole catalog entry, which a hold keeps.
-    fn resolve_entry(
         &self,
         feature: &FeatureId,
         wallet: Option<WalletId>,
@@ -265,7 +256,7 @@ impl Gate {
         &self,
         request: ReserveRequest,
     ) -> Result<Priced<ReserveReceipt>, GateError> {
-        let (wallet, entry) = self.resolve_entry(&request.feature, request.wallet.clone())?;
+        let (wallet, entry) = self.resolve(&request.feature, request.wallet.clone())?;
         let amount = Self::cost_minor(
             &request.feature,
             &request.cost,
@@ -429,11 +420,11 @@ impl Gate {
 
     /// Debits credit in one step.
     pub async fn charge(&self, request: ChargeRequest) -> Result<Priced<ChargeReceipt>, GateError> {
-        let (wallet, price) = self.resolve(&request.feature, request.wallet.clone())?;
+        let (wallet, entry) = self.resolve(&request.feature, request.wallet.clone())?;
         let amount = Self::cost_minor(
             &request.feature,
             &request.cost,
-            price.as_ref(),
+            entry.as_ref().map(|entry| &entry.rule),
             Rounding::Charge,
         )?;
         if amount == 0 {
@@ -474,9 +465,10 @@ impl Gate {
     /// Whether a hold of the cost would be allowed now; without a cost, whether anything is
     /// spendable for the feature.
     pub async fn check(&self, request: CheckRequest) -> Result<CheckAnswer, GateError> {
-        let (wallet, price) = self.resolve(&request.feature, request.wallet)?;
+        let (wallet, entry) = self.resolve(&request.feature, request.wallet)?;
+        let price = entry.as_ref().map(|entry| &entry.rule);
         let amount = match &request.cost {
-            Some(cost) => Self::cost_minor(&request.feature, cost, price.as_ref(), Rounding::Hold)?,
+            Some(cost) => Self::cost_minor(&request.feature, cost, price, Rounding::Hold)?,
             None => 0,
         };
         if self.denied_from_memory(&request.account, &wallet, &None) {

@@ -38,8 +38,8 @@ pub const SQLITE_FILE_NAME: &str = "ledger.sqlite3";
 
 /// Set on every SQLite connection: wait up to 5 s for a lock held by another connection; WAL
 /// journal; every commit synced to disk before it returns; up to 64 MiB of pages cached (the
-/// default 2 MiB cannot hold the index of a busy day's holds, which are written at random
-/// places in it).
+/// default 2 MiB cannot hold the index of a busy day's holds, which many accounts' holds reach
+/// all over).
 const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;";
 
