@@ -14,7 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::domain::GrantId;
-use crate::ledger::{Change, ChangeKind, Ledger, LedgerError};
+use crate::ledger::{Appended, Change, ChangeKind, Ledger, LedgerError};
 use crate::shutdown::Shutdown;
 use crate::store::outbox::{OutboxPosition, OutboxRecord};
 use crate::store::{BalanceStore, Durable};
@@ -51,8 +51,22 @@ pub struct Durability {
     timeout: Duration,
 }
 
-/// A record a caller waits on, and where to tell it whether the ledger took it.
-type WriteRequest = (OutboxRecord, oneshot::Sender<bool>);
+/// A record a caller waits on, and where to tell it what became of it.
+type WriteRequest = (OutboxRecord, oneshot::Sender<Written>);
+
+/// What became of a record written for a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Written {
+    /// The ledger has it.
+    Yes,
+    /// The store lost it before the ledger had it: what it did happened nowhere.
+    Lost,
+    /// The write failed; it may be tried again.
+    Failed,
+}
+
+/// How often the sync loop exports the outbox's size and lag.
+const LAG_RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Records waiting for the [`LedgerWriter`] before callers are told to retry.
 const WRITE_QUEUE_LEN_MAX: usize = 10_000;
@@ -88,17 +102,26 @@ impl LedgerWriter {
                 }
             }
             let (records, replies): (Vec<OutboxRecord>, Vec<_>) = batch.into_iter().unzip();
-            let written = match self.ledger.append(&records).await {
-                Ok(()) => {
+            let appended = match self.ledger.append(&records).await {
+                Ok(appended) => {
                     metrics::counter!(telemetry::LEDGER_BATCHES_TOTAL).increment(1);
-                    true
+                    count_lost(&appended);
+                    Some(appended)
                 }
                 Err(error) => {
                     metrics::counter!(telemetry::LEDGER_WRITE_ERRORS_TOTAL).increment(1);
                     tracing::warn!(%error, records = records.len(), "ledger write failed");
-                    false
+                    None
                 }
             };
+            let outcomes: Vec<Written> = records
+                .iter()
+                .map(|record| match &appended {
+                    None => Written::Failed,
+                    Some(appended) if appended.stale.contains(&record.position) => Written::Lost,
+                    Some(_) => Written::Yes,
+                })
+                .collect();
             // Only stream records: acknowledging a record of the in-process outbox drops every
             // one before it, which only the sync loop may do. Before the callers are told, so
             // that nothing of their calls is still going on once they are.
@@ -107,26 +130,46 @@ impl LedgerWriter {
                 .map(|r| r.position)
                 .filter(|p| matches!(p, OutboxPosition::Stream { .. }))
                 .collect();
-            if written
+            if appended.is_some()
                 && !positions.is_empty()
                 && let Err(error) = self.store.outbox_ack(&positions).await
             {
                 // The sync loop writes them again: idempotent, only slower.
                 tracing::debug!(%error, "cannot acknowledge records the ledger has");
             }
-            for reply in replies {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 // A caller that stopped waiting has nothing to be told.
-                let _ = reply.send(written);
+                let _ = reply.send(outcome);
             }
         }
     }
 }
 
-/// The ledger did not take the write in time. The write is in the store and will still reach
-/// the ledger; the caller may retry with its idempotency key to learn the outcome.
+/// Counts the records the ledger did not write because the store had lost them.
+fn count_lost(appended: &Appended) {
+    if !appended.stale.is_empty() {
+        metrics::counter!(telemetry::OUTBOX_LOST_RECORDS_TOTAL)
+            .increment(appended.stale.len() as u64);
+    }
+}
+
+/// Why a write is not known to be in the ledger.
 #[derive(Debug, thiserror::Error)]
-#[error("the ledger has not confirmed the write within {0:?}; retry with the same idempotency key")]
-pub struct NotDurable(pub Duration);
+pub enum NotDurable {
+    /// The ledger did not take the write in time. The write is in the store and will still
+    /// reach the ledger; the caller may retry with its idempotency key to learn the outcome.
+    #[error(
+        "the ledger has not confirmed the write within {0:?}; retry with the same idempotency key"
+    )]
+    Late(Duration),
+    /// Redis lost its keys after the write and before the ledger had it: the write happened
+    /// nowhere, and a retry does it again.
+    #[error(
+        "the store lost this write before the ledger had it (Redis lost its keys); it did not \
+         happen: retry with the same idempotency key"
+    )]
+    Lost,
+}
 
 impl Durability {
     /// Waits until what `durable` names is in the ledger.
@@ -142,8 +185,10 @@ impl Durability {
                     loop {
                         let (reply, written) = oneshot::channel();
                         self.writer.send((record.clone(), reply)).await.ok()?;
-                        if written.await.ok()? {
-                            return Some(());
+                        match written.await.ok()? {
+                            Written::Yes => return Some(Ok(())),
+                            Written::Lost => return Some(Err(NotDurable::Lost)),
+                            Written::Failed => {}
                         }
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(500));
@@ -151,8 +196,8 @@ impl Durability {
                 })
                 .await;
                 match waited {
-                    Ok(Some(())) => Ok(()),
-                    _ => Err(NotDurable(self.timeout)),
+                    Ok(Some(outcome)) => outcome,
+                    _ => Err(NotDurable::Late(self.timeout)),
                 }
             }
             // Someone else carries these (the outbox): look until the ledger has them.
@@ -185,7 +230,7 @@ impl Durability {
         };
         tokio::time::timeout(self.timeout, look)
             .await
-            .map_err(|_| NotDurable(self.timeout))
+            .map_err(|_| NotDurable::Late(self.timeout))
     }
 
     /// Waits until every record of the in-process outbox up to `seq` is in the ledger.
@@ -197,7 +242,7 @@ impl Durability {
         self.kick.notify_one();
         match tokio::time::timeout(self.timeout, persisted.wait_for(|&p| p >= seq)).await {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(NotDurable(self.timeout)),
+            _ => Err(NotDurable::Late(self.timeout)),
         }
     }
 }
@@ -245,9 +290,12 @@ impl SyncLoop {
         (sync, durability, ledger_writer)
     }
 
-    /// Runs until shutdown, then flushes everything once more.
+    /// Runs until shutdown, then flushes everything once more. After each flush, loads again
+    /// what the store lost (see [`BalanceStore::heal`]), and at most once a second exports
+    /// the outbox's size and lag, so that an idle replica's gauges fall to zero too.
     pub async fn run(self, mut shutdown: Shutdown) {
         let interval = Duration::from_millis(self.settings.interval_ms);
+        let mut lag_recorded = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
@@ -255,6 +303,13 @@ impl SyncLoop {
                 _ = tokio::time::sleep(interval) => {}
             }
             self.flush(&shutdown).await;
+            if let Err(error) = self.store.heal().await {
+                tracing::warn!(%error, "cannot load again what the store lost; retrying");
+            }
+            if lag_recorded.elapsed() >= LAG_RECORD_INTERVAL {
+                self.record_lag().await;
+                lag_recorded = Instant::now();
+            }
         }
         self.flush(&shutdown).await;
         tracing::info!("sync loop stopped; outbox flushed");
@@ -293,7 +348,8 @@ impl SyncLoop {
                 ))),
             };
             match written {
-                Ok(()) => {
+                Ok(appended) => {
+                    count_lost(&appended);
                     backoff_ms = self.settings.retry_backoff_ms;
                     if let Err(error) = self.store.outbox_ack(&positions).await {
                         tracing::warn!(%error, "cannot acknowledge the outbox");

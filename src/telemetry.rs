@@ -46,6 +46,14 @@ pub const CACHE_HOLDS: &str = "creditgate_cache_holds";
 /// From a store event (a wallet running out, …) to this replica learning of it, in seconds:
 /// how fast gating reaches every replica.
 pub const GATING_PROPAGATION_SECONDS: &str = "creditgate_gating_propagation_seconds";
+/// Outbox records the ledger dropped because Redis lost them (and the account was loaded
+/// again without them) before the ledger had them: writes that happened nowhere.
+pub const OUTBOX_LOST_RECORDS_TOTAL: &str = "creditgate_outbox_lost_records_total";
+/// Times this replica found a Redis partition without its keys (a restart without
+/// persistence, a failover to an empty replica, `FLUSHALL`) and made them again.
+pub const STORE_RESETS_TOTAL: &str = "creditgate_store_resets_total";
+/// Accounts loaded from the ledger into a store that did not have them.
+pub const STORE_HYDRATIONS_TOTAL: &str = "creditgate_store_hydrations_total";
 /// Webhook delivery attempts, by `outcome` (`delivered`, `failed`).
 pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "creditgate_webhook_attempts_total";
 
@@ -200,13 +208,25 @@ pub struct MetricsError {
     pub message: String,
 }
 
+/// Bucket bounds, in seconds, of the latencies exported as Prometheus histograms (which,
+/// unlike summaries, add up across replicas): from 100 µs to 10 s.
+const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
 /// Serves `/metrics` for Prometheus on `addr`. Once per process: the recorder is global.
 pub fn serve_metrics(addr: SocketAddr) -> Result<(), MetricsError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| MetricsError {
-            addr,
-            message: e.to_string(),
-        })
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let error = |e: metrics_exporter_prometheus::BuildError| MetricsError {
+        addr,
+        message: e.to_string(),
+    };
+    let mut builder = PrometheusBuilder::new().with_http_listener(addr);
+    for name in [RPC_DURATION_SECONDS, GATING_PROPAGATION_SECONDS] {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.to_owned()), &LATENCY_BUCKETS_SECONDS)
+            .map_err(error)?;
+    }
+    builder.install().map_err(error)
 }

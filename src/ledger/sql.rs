@@ -7,7 +7,7 @@
 //! disk. The sync loop writes many outbox records per transaction (group commit), which is what
 //! makes acknowledging every commit only once it is durable affordable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Once};
@@ -20,8 +20,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 
 use super::{
-    Attempt, Change, ChangeKind, Delivery, DeliveryState, EventRecord, Ledger, LedgerError,
-    LedgerTarget, Refundable, USAGE_GROUPS_MAX, UsageGroup, UsageQuery, UsageRow, WebhookRoute,
+    Appended, Attempt, Change, ChangeKind, Delivery, DeliveryState, EventRecord, Ledger,
+    LedgerError, LedgerTarget, Refundable, USAGE_GROUPS_MAX, UsageGroup, UsageQuery, UsageRow,
+    WebhookRoute,
 };
 use crate::domain::alert::WalletAlerts;
 use crate::domain::{
@@ -30,7 +31,9 @@ use crate::domain::{
     Portion, Postpaid, Recurrence, ReservationId, SpendLimit, StopRule, WalletId,
 };
 use crate::events::{EventDetail, WalletEvent};
-use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered};
+use crate::store::outbox::{
+    EntryKind, LedgerEntry, OutboxEntry, OutboxPosition, OutboxRecord, Remembered,
+};
 use crate::store::{AccountSnapshot, AlertsSnapshot};
 
 /// Name of the SQLite ledger file inside the data directory.
@@ -116,22 +119,90 @@ impl SqlLedger {
         }
     }
 
-    /// Writes outbox records in a transaction.
+    /// Writes outbox records in a transaction, except those that are stale (see
+    /// [`SqlLedger::stale`]), which it returns.
     async fn write_records(
         &self,
         tx: &mut Tx<'_>,
         records: &[&OutboxRecord],
-    ) -> Result<(), LedgerError> {
+    ) -> Result<Appended, LedgerError> {
+        let stale = self.stale(tx, records).await?;
         // Holds are the bulk of a busy batch (one per reserve, again at its end): they go in
         // a few statements of many rows, after the rest, which never reads them.
         let mut holds: Vec<&Hold> = Vec::new();
-        for entry in records.iter().flat_map(|r| &r.entries) {
+        let fresh = records.iter().filter(|r| !stale.contains(&r.position));
+        for entry in fresh.flat_map(|r| &r.entries) {
             match entry {
                 OutboxEntry::Hold(hold) => holds.push(hold),
                 entry => apply(tx, self.backend, entry, &self.webhooks).await?,
             }
         }
-        put_holds(tx, self.backend, holds).await
+        put_holds(tx, self.backend, holds).await?;
+        Ok(Appended { stale })
+    }
+
+    /// The records written in an older epoch of the store than the one their account was last
+    /// loaded in ([`Ledger::load_for_store`]): the store lost what they did before the ledger
+    /// had it, and loaded the account without it, so writing them now would make the ledger
+    /// say what the store does not. In PostgreSQL the rows of their accounts are locked, in
+    /// account order, until the transaction ends, so that such a load waits for this
+    /// transaction or this transaction for it.
+    async fn stale(
+        &self,
+        tx: &mut Tx<'_>,
+        records: &[&OutboxRecord],
+    ) -> Result<Vec<OutboxPosition>, LedgerError> {
+        let accounts: BTreeSet<&str> = records
+            .iter()
+            .filter(|r| r.epoch().is_some())
+            .filter_map(|r| r.account())
+            .map(AccountId::as_str)
+            .collect();
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let accounts: Vec<&str> = accounts.into_iter().collect();
+        let mut epochs: HashMap<String, String> = HashMap::new();
+        for chunk in accounts.chunks(ACCOUNTS_PER_STATEMENT) {
+            let mut statement = Statement::new(
+                "SELECT account_id, store_epoch FROM accounts WHERE account_id IN (",
+            );
+            for (i, account) in chunk.iter().enumerate() {
+                let separator = if i == 0 { "" } else { ", " };
+                statement.push(
+                    &format!("{separator}{{}}"),
+                    Param::Text((*account).to_owned()),
+                );
+            }
+            statement.push_sql(") ORDER BY account_id");
+            if self.backend == Backend::Postgres {
+                statement.push_sql(" FOR UPDATE");
+            }
+            for row in statement.fetch_all(&mut **tx).await? {
+                if let Some(epoch) = row.try_get::<Option<String>, _>("store_epoch")? {
+                    epochs.insert(row.try_get("account_id")?, epoch);
+                }
+            }
+        }
+        let stale: Vec<&&OutboxRecord> = records
+            .iter()
+            .filter(|r| match (r.epoch(), r.account()) {
+                (Some(epoch), Some(account)) => epochs
+                    .get(account.as_str())
+                    .is_some_and(|loaded_in| loaded_in != epoch),
+                _ => false,
+            })
+            .collect();
+        for record in &stale {
+            // Named, for an operator: at `store` durability their callers were answered.
+            tracing::warn!(
+                account = %record.account().map(AccountId::as_str).unwrap_or_default(),
+                entries = ?record.entries.iter().filter_map(entry_name).collect::<Vec<_>>(),
+                "the store lost this outbox record before the ledger had it, and loaded the \
+                 account again without it: not written"
+            );
+        }
+        Ok(stale.into_iter().map(|r| r.position.clone()).collect())
     }
 
     /// Sends events to these webhook endpoints from now on.
@@ -182,13 +253,14 @@ impl SqlLedger {
     /// left to the holds.
     async fn limits(
         &self,
+        connection: &mut AnyConnection,
         only: Option<&AccountId>,
         now_ms: i64,
     ) -> Result<Vec<(String, LimitState)>, LedgerError> {
         let rows = Statement::new("SELECT * FROM spend_limits WHERE 1 = 1")
             .only("account_id", only)
             .push_sql(" ORDER BY account_id, label_key, label_value, per")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *connection)
             .await?;
         let mut limits = Vec::new();
         for row in rows {
@@ -218,7 +290,7 @@ impl SqlLedger {
             .push(" AND at_ms >= {}", Param::Int(state.counts_from_ms()))
             .push(&format!(" AND {expr}"), Param::Text(path))
             .push(" = {}", Param::Text(state.limit.label_value.clone()))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *connection)
             .await?;
             state.used_minor = used
                 .first()
@@ -236,6 +308,7 @@ impl SqlLedger {
     /// were made. In account and wallet order.
     async fn alerts(
         &self,
+        connection: &mut AnyConnection,
         only: Option<&AccountId>,
     ) -> Result<Vec<(String, AlertsSnapshot)>, LedgerError> {
         let mut kept: BTreeMap<(String, String), AlertsSnapshot> = BTreeMap::new();
@@ -252,7 +325,7 @@ impl SqlLedger {
             "SELECT account_id, wallet, policy, armed FROM wallet_alerts WHERE 1 = 1",
         )
         .only("account_id", only)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
         for row in policies {
             let (account, wallet): (String, String) =
@@ -270,7 +343,7 @@ impl SqlLedger {
             "SELECT account_id, wallet, request_id, grant_id FROM top_ups WHERE 1 = 1",
         )
         .only("account_id", only)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
         for row in requests {
             let (account, wallet): (String, String) =
@@ -304,13 +377,14 @@ impl SqlLedger {
 
     async fn postpaid(
         &self,
+        connection: &mut AnyConnection,
         only: Option<&AccountId>,
     ) -> Result<Vec<(String, WalletId, Postpaid)>, LedgerError> {
         let mut wallets: BTreeMap<(String, String), Postpaid> = BTreeMap::new();
         let caps =
             Statement::new("SELECT account_id, wallet, flex_cap_minor FROM wallets WHERE 1 = 1")
                 .only("account_id", only)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *connection)
                 .await?;
         for row in caps {
             let key = (row.try_get("account_id")?, row.try_get("wallet")?);
@@ -323,7 +397,7 @@ impl SqlLedger {
         )
         .only("e.account_id", only)
         .push_sql(" GROUP BY e.account_id, e.wallet, s.grant_id")
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
         for row in spent {
             let key = (row.try_get("account_id")?, row.try_get("wallet")?);
@@ -341,7 +415,7 @@ impl SqlLedger {
         )
         .only("account_id", only)
         .push_sql(" GROUP BY account_id, wallet")
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *connection)
         .await?;
         for row in repaid {
             let key = (row.try_get("account_id")?, row.try_get("wallet")?);
@@ -355,6 +429,133 @@ impl SqlLedger {
                 Ok((account, wallet, postpaid))
             })
             .collect()
+    }
+
+    /// Every account (or `only` one) as the store needs it, read over one connection.
+    async fn load_on(
+        &self,
+        connection: &mut AnyConnection,
+        only: Option<&AccountId>,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Result<Vec<AccountSnapshot>, LedgerError> {
+        let since = now_ms - retention_ms;
+        let mut snapshots: HashMap<String, AccountSnapshot> = HashMap::new();
+
+        let accounts = Statement::new("SELECT * FROM accounts WHERE 1 = 1")
+            .only("account_id", only)
+            .fetch_all(&mut *connection)
+            .await?;
+        for row in accounts {
+            let account = read_account(&row)?;
+            let key = account.id.to_string();
+            snapshots.entry(key).or_default().account = Some(account);
+        }
+
+        let taken_rows = Statement::new(
+            "SELECT s.account_id, s.grant_id, CAST(SUM(s.amount_minor) AS BIGINT) AS taken \
+             FROM entry_splits s JOIN entries e ON e.entry_id = s.entry_id \
+             WHERE e.kind IN ('commit', 'charge', 'void')",
+        )
+        .only("s.account_id", only)
+        .push_sql(" GROUP BY s.account_id, s.grant_id")
+        .fetch_all(&mut *connection)
+        .await?;
+        // What each grant's remaining amount differs from its amount by: refills of recurring
+        // grants, less what was charged and voided of it.
+        let mut change: HashMap<(String, String), i64> = HashMap::new();
+        for row in taken_rows {
+            let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
+            *change.entry(key).or_default() -= row.try_get::<i64, _>("taken")?;
+        }
+        let refill_rows = Statement::new(
+            "SELECT account_id, grant_id, CAST(SUM(amount_minor) AS BIGINT) AS refilled \
+             FROM entries WHERE kind = 'grant' AND entry_id LIKE 'refill/%'",
+        )
+        .only("account_id", only)
+        .push_sql(" GROUP BY account_id, grant_id")
+        .fetch_all(&mut *connection)
+        .await?;
+        for row in refill_rows {
+            let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
+            *change.entry(key).or_default() += row.try_get::<i64, _>("refilled")?;
+        }
+
+        let period_rows = Statement::new("SELECT * FROM grant_periods WHERE 1 = 1")
+            .only("account_id", only)
+            .fetch_all(&mut *connection)
+            .await?;
+        let mut periods: HashMap<(String, String), (i64, i64)> = HashMap::new();
+        for row in period_rows {
+            let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
+            let period = (
+                row.try_get("period_index")?,
+                row.try_get("period_granted_minor")?,
+            );
+            periods.insert(key, period);
+        }
+
+        let grants = Statement::new("SELECT * FROM grants WHERE 1 = 1")
+            .only("account_id", only)
+            .push_sql(" ORDER BY created_at_ms, grant_id")
+            .fetch_all(&mut *connection)
+            .await?;
+        for row in grants {
+            let account: String = row.try_get("account_id")?;
+            let grant_id: String = row.try_get("grant_id")?;
+            let key = (account.clone(), grant_id);
+            let changed = change.get(&key).copied().unwrap_or(0);
+            let mut grant = read_grant(&row, changed)?;
+            if let Some(&(index, granted)) = periods.get(&key)
+                && index > grant.period_index
+            {
+                grant.period_index = index;
+                grant.period_granted_minor = Some(granted);
+            }
+            snapshots.entry(account).or_default().grants.push(grant);
+        }
+
+        for (account, limit) in self.limits(connection, only, now_ms).await? {
+            snapshots.entry(account).or_default().limits.push(limit);
+        }
+        for (account, wallet, postpaid) in self.postpaid(connection, only).await? {
+            snapshots
+                .entry(account)
+                .or_default()
+                .postpaid
+                .push((wallet, postpaid));
+        }
+        for (account, alerts) in self.alerts(connection, only).await? {
+            snapshots.entry(account).or_default().alerts.push(alerts);
+        }
+
+        let holds = Statement::new("SELECT account_id, body FROM holds WHERE ")
+            .push("(state = 'held' OR updated_at_ms >= {})", Param::Int(since))
+            .only("account_id", only)
+            .fetch_all(&mut *connection)
+            .await?;
+        for row in holds {
+            let account: String = row.try_get("account_id")?;
+            let hold: Hold = from_json(&row.try_get::<String, _>("body")?, "hold")?;
+            snapshots.entry(account).or_default().holds.push(hold);
+        }
+
+        let remembered = Statement::new("SELECT account_id, body FROM remembered WHERE ")
+            .push("at_ms >= {}", Param::Int(since))
+            .only("account_id", only)
+            .fetch_all(&mut *connection)
+            .await?;
+        for row in remembered {
+            let account: String = row.try_get("account_id")?;
+            let remembered: Remembered =
+                from_json(&row.try_get::<String, _>("body")?, "idempotent reply")?;
+            snapshots
+                .entry(account)
+                .or_default()
+                .remembered
+                .push(remembered);
+        }
+        Ok(snapshots.into_values().collect())
     }
 
     pub fn backend(&self) -> Backend {
@@ -883,7 +1084,10 @@ impl Statement {
         self
     }
 
-    async fn fetch_all(&self, pool: &AnyPool) -> Result<Vec<AnyRow>, LedgerError> {
+    async fn fetch_all<'e, 'c: 'e, E>(&'e self, executor: E) -> Result<Vec<AnyRow>, LedgerError>
+    where
+        E: 'e + Executor<'c, Database = Any>,
+    {
         // The text is built only from this module's literals; every value is a parameter.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql.as_str()));
         for param in &self.params {
@@ -892,9 +1096,23 @@ impl Statement {
                 Param::Int(value) => query.bind(*value),
             };
         }
-        Ok(query.fetch_all(pool).await?)
+        Ok(query.fetch_all(executor).await?)
     }
 }
+
+/// What names an outbox entry in a log: its ledger entry or hold id.
+fn entry_name(entry: &OutboxEntry) -> Option<String> {
+    match entry {
+        OutboxEntry::Grant { entry, .. }
+        | OutboxEntry::Void { entry }
+        | OutboxEntry::Charge(entry) => Some(entry.id.clone()),
+        OutboxEntry::Hold(hold) => Some(format!("hold {} ({:?})", hold.id, hold.state)),
+        _ => None,
+    }
+}
+
+/// Accounts one statement of [`SqlLedger::stale`] reads.
+const ACCOUNTS_PER_STATEMENT: usize = 500;
 
 /// Rows one statement of [`put_holds`] writes (six parameters each).
 const HOLD_ROWS_PER_STATEMENT: usize = 128;
@@ -983,7 +1201,7 @@ async fn put_holds(
 
 #[async_trait]
 impl Ledger for SqlLedger {
-    async fn append(&self, records: &[OutboxRecord]) -> Result<(), LedgerError> {
+    async fn append(&self, records: &[OutboxRecord]) -> Result<Appended, LedgerError> {
         // Two writers may carry the same records (a replica's sync loop, and a replica writing
         // a record its caller waits for): taken in the outbox's order, their rows are locked
         // in one order, so one waits for the other instead of both deadlocking.
@@ -998,8 +1216,9 @@ impl Ledger for SqlLedger {
                 };
                 let written = async {
                     let mut tx = connection.begin().await?;
-                    self.write_records(&mut tx, &records).await?;
-                    Ok::<_, LedgerError>(tx.commit().await?)
+                    let appended = self.write_records(&mut tx, &records).await?;
+                    tx.commit().await?;
+                    Ok::<_, LedgerError>(appended)
                 }
                 .await;
                 if written.is_err() {
@@ -1010,8 +1229,9 @@ impl Ledger for SqlLedger {
             }
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
-                self.write_records(&mut tx, &records).await?;
-                Ok(tx.commit().await?)
+                let appended = self.write_records(&mut tx, &records).await?;
+                tx.commit().await?;
+                Ok(appended)
             }
         }
     }
@@ -1022,123 +1242,58 @@ impl Ledger for SqlLedger {
         now_ms: i64,
         retention_ms: i64,
     ) -> Result<Vec<AccountSnapshot>, LedgerError> {
-        let since = now_ms - retention_ms;
-        let mut snapshots: HashMap<String, AccountSnapshot> = HashMap::new();
+        let mut connection = self.pool.acquire().await?;
+        self.load_on(&mut connection, only, now_ms, retention_ms)
+            .await
+    }
 
-        let accounts = Statement::new("SELECT * FROM accounts WHERE 1 = 1")
-            .only("account_id", only)
-            .fetch_all(&self.pool)
+    async fn load_for_store(
+        &self,
+        account: &AccountId,
+        epoch: &str,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Result<Option<AccountSnapshot>, LedgerError> {
+        // The account's row is written first: in PostgreSQL its lock makes every append of a
+        // record for the account wait until this load is done, or this load wait for it; in
+        // SQLite the write lock does the same for every writer.
+        let mut tx = self.pool.begin().await?;
+        let marked = sqlx::query("UPDATE accounts SET store_epoch = $1 WHERE account_id = $2")
+            .bind(epoch)
+            .bind(account.as_str())
+            .execute(&mut *tx)
             .await?;
-        for row in accounts {
-            let account = read_account(&row)?;
-            let key = account.id.to_string();
-            snapshots.entry(key).or_default().account = Some(account);
+        if marked.rows_affected() == 0 {
+            return Ok(None);
         }
+        let snapshot = self
+            .load_on(&mut tx, Some(account), now_ms, retention_ms)
+            .await?
+            .pop();
+        tx.commit().await?;
+        Ok(snapshot)
+    }
 
-        let taken_rows = Statement::new(
-            "SELECT s.account_id, s.grant_id, CAST(SUM(s.amount_minor) AS BIGINT) AS taken \
-             FROM entry_splits s JOIN entries e ON e.entry_id = s.entry_id \
-             WHERE e.kind IN ('commit', 'charge', 'void')",
-        )
-        .only("s.account_id", only)
-        .push_sql(" GROUP BY s.account_id, s.grant_id")
-        .fetch_all(&self.pool)
-        .await?;
-        // What each grant's remaining amount differs from its amount by: refills of recurring
-        // grants, less what was charged and voided of it.
-        let mut change: HashMap<(String, String), i64> = HashMap::new();
-        for row in taken_rows {
-            let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
-            *change.entry(key).or_default() -= row.try_get::<i64, _>("taken")?;
+    async fn accounts_with_open_holds(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountId>, LedgerError> {
+        let mut statement =
+            Statement::new("SELECT DISTINCT account_id FROM holds WHERE state = 'held'");
+        if let Some(after) = after {
+            statement.push(" AND account_id > {}", Param::Text(after.to_string()));
         }
-        let refill_rows = Statement::new(
-            "SELECT account_id, grant_id, CAST(SUM(amount_minor) AS BIGINT) AS refilled \
-             FROM entries WHERE kind = 'grant' AND entry_id LIKE 'refill/%'",
-        )
-        .only("account_id", only)
-        .push_sql(" GROUP BY account_id, grant_id")
-        .fetch_all(&self.pool)
-        .await?;
-        for row in refill_rows {
-            let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
-            *change.entry(key).or_default() += row.try_get::<i64, _>("refilled")?;
-        }
-
-        let period_rows = Statement::new("SELECT * FROM grant_periods WHERE 1 = 1")
-            .only("account_id", only)
+        statement.push(" ORDER BY account_id LIMIT {}", Param::Int(limit as i64));
+        statement
             .fetch_all(&self.pool)
-            .await?;
-        let mut periods: HashMap<(String, String), (i64, i64)> = HashMap::new();
-        for row in period_rows {
-            let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
-            let period = (
-                row.try_get("period_index")?,
-                row.try_get("period_granted_minor")?,
-            );
-            periods.insert(key, period);
-        }
-
-        let grants = Statement::new("SELECT * FROM grants WHERE 1 = 1")
-            .only("account_id", only)
-            .push_sql(" ORDER BY created_at_ms, grant_id")
-            .fetch_all(&self.pool)
-            .await?;
-        for row in grants {
-            let account: String = row.try_get("account_id")?;
-            let grant_id: String = row.try_get("grant_id")?;
-            let key = (account.clone(), grant_id);
-            let changed = change.get(&key).copied().unwrap_or(0);
-            let mut grant = read_grant(&row, changed)?;
-            if let Some(&(index, granted)) = periods.get(&key)
-                && index > grant.period_index
-            {
-                grant.period_index = index;
-                grant.period_granted_minor = Some(granted);
-            }
-            snapshots.entry(account).or_default().grants.push(grant);
-        }
-
-        for (account, limit) in self.limits(only, now_ms).await? {
-            snapshots.entry(account).or_default().limits.push(limit);
-        }
-        for (account, wallet, postpaid) in self.postpaid(only).await? {
-            snapshots
-                .entry(account)
-                .or_default()
-                .postpaid
-                .push((wallet, postpaid));
-        }
-        for (account, alerts) in self.alerts(only).await? {
-            snapshots.entry(account).or_default().alerts.push(alerts);
-        }
-
-        let holds = Statement::new("SELECT account_id, body FROM holds WHERE ")
-            .push("(state = 'held' OR updated_at_ms >= {})", Param::Int(since))
-            .only("account_id", only)
-            .fetch_all(&self.pool)
-            .await?;
-        for row in holds {
-            let account: String = row.try_get("account_id")?;
-            let hold: Hold = from_json(&row.try_get::<String, _>("body")?, "hold")?;
-            snapshots.entry(account).or_default().holds.push(hold);
-        }
-
-        let remembered = Statement::new("SELECT account_id, body FROM remembered WHERE ")
-            .push("at_ms >= {}", Param::Int(since))
-            .only("account_id", only)
-            .fetch_all(&self.pool)
-            .await?;
-        for row in remembered {
-            let account: String = row.try_get("account_id")?;
-            let remembered: Remembered =
-                from_json(&row.try_get::<String, _>("body")?, "idempotent reply")?;
-            snapshots
-                .entry(account)
-                .or_default()
-                .remembered
-                .push(remembered);
-        }
-        Ok(snapshots.into_values().collect())
+            .await?
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("account_id")?;
+                parse(AccountId::parse(&id), "account id", &id)
+            })
+            .collect()
     }
 
     async fn account(&self, account: &AccountId) -> Result<Option<Account>, LedgerError> {

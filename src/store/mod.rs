@@ -502,4 +502,12 @@ pub trait BalanceStore: Send + Sync + 'static {
 
     /// How far the ledger is behind the store.
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError>;
+
+    /// Loads again, from the ledger, what the store must have and lost with its keys: the
+    /// accounts with open holds, so that those holds still expire. Called by the sync loop
+    /// after every flush; does nothing unless this replica found keys lost since it last
+    /// asked. A store that cannot lose its keys has nothing to do.
+    async fn heal(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -170,6 +170,24 @@ pub enum OutboxEntry {
 }
 
 impl OutboxEntry {
+    /// The account the entry is about.
+    pub fn account(&self) -> Option<&AccountId> {
+        match self {
+            OutboxEntry::Account(account) => Some(&account.id),
+            OutboxEntry::Grant { entry, .. }
+            | OutboxEntry::Void { entry }
+            | OutboxEntry::Charge(entry) => Some(&entry.account),
+            OutboxEntry::Reset { account, .. }
+            | OutboxEntry::Limit { account, .. }
+            | OutboxEntry::Wallet { account, .. }
+            | OutboxEntry::Alerts { account, .. }
+            | OutboxEntry::AlertsArmed { account, .. } => Some(account),
+            OutboxEntry::Hold(hold) => Some(hold.account()),
+            OutboxEntry::Remember(remembered) => Some(&remembered.account),
+            OutboxEntry::Event(event) => Some(&event.account),
+        }
+    }
+
     /// What the ledger is told when `grant` (already reset) moved into a new period. The
     /// entries are dated at the period's start, so every store writes the same ones.
     pub fn reset(account: &AccountId, grant: &Grant, reset: &Reset) -> OutboxEntry {
@@ -230,8 +248,14 @@ impl OutboxEntry {
 pub enum OutboxPosition {
     /// In the in-process outbox, which numbers its records.
     Seq(u64),
-    /// In the outbox stream of a Redis partition.
-    Stream { partition: u32, id: String },
+    /// In the outbox stream of a Redis partition, written in the partition's `epoch`: the
+    /// incarnation of the partition's keys, new whenever Redis lost them (see
+    /// [`OutboxRecord::epoch`]).
+    Stream {
+        partition: u32,
+        id: String,
+        epoch: Option<String>,
+    },
 }
 
 impl OutboxPosition {
@@ -247,7 +271,7 @@ impl OutboxPosition {
     pub fn order(&self) -> (u32, u64, u64) {
         match self {
             OutboxPosition::Seq(seq) => (0, *seq, 0),
-            OutboxPosition::Stream { partition, id } => {
+            OutboxPosition::Stream { partition, id, .. } => {
                 let (ms, n) = id.split_once('-').unwrap_or((id, "0"));
                 (*partition, ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
             }
@@ -265,6 +289,24 @@ pub struct OutboxRecord {
     pub entries: Vec<OutboxEntry>,
 }
 
+impl OutboxRecord {
+    /// The account the record is about: a store operation touches one account.
+    pub fn account(&self) -> Option<&AccountId> {
+        self.entries.iter().find_map(OutboxEntry::account)
+    }
+
+    /// The incarnation of the store's keys the record was written in, when the store can lose
+    /// its keys (Redis). A record of an older incarnation than the one an account was last
+    /// loaded into the store in describes something the store no longer has: the ledger drops
+    /// it instead of writing it (see [`crate::ledger::Ledger::load_for_store`]).
+    pub fn epoch(&self) -> Option<&str> {
+        match &self.position {
+            OutboxPosition::Stream { epoch, .. } => epoch.as_deref(),
+            OutboxPosition::Seq(_) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +316,7 @@ mod tests {
         let at = |partition, id: &str| OutboxPosition::Stream {
             partition,
             id: id.to_owned(),
+            epoch: None,
         };
         let mut positions = vec![
             at(1, "1700000000000-0"),

@@ -17,6 +17,7 @@
 //! | `cg:{cgN}:expiries` | sorted set | `<account>/<token>` of open holds, by expiry |
 //! | `cg:{cgN}:outbox` | stream | outbox records for the ledger, one per operation |
 //! | `cg:{cgN}:accounts` | set | ids of the accounts loaded in the partition |
+//! | `cg:{cgN}:epoch` | string | the incarnation of the partition's keys: new once Redis lost them |
 //!
 //! Replicas also share one pub/sub channel, `cg:events` ([`events_channel`]), on which the
 //! scripts announce wallets whose spendable balance crossed zero; the scripts name it from the
@@ -64,6 +65,12 @@ impl Partition {
 
     pub fn outbox(&self) -> String {
         format!("{}outbox", self.prefix)
+    }
+
+    /// The partition's epoch: the incarnation of its keys, which changes whenever Redis lost
+    /// them. The scripts find it beside the outbox (`lib.lua`'s `epoch_of`).
+    pub fn epoch(&self) -> String {
+        format!("{}epoch", self.prefix)
     }
 
     pub fn expiries(&self) -> String {
@@ -119,6 +126,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_epoch_sits_where_the_scripts_look_for_it_beside_the_outbox() {
+        // lib.lua's epoch_of: the outbox key less its last six characters, then `epoch`.
+        let partition = Partition::new("cg", 3);
+        let outbox = partition.outbox();
+        assert!(outbox.ends_with("outbox"));
+        assert_eq!(
+            format!("{}epoch", &outbox[..outbox.len() - 6]),
+            partition.epoch()
+        );
+    }
+
+    #[test]
     fn every_key_of_an_account_shares_its_partition_hash_tag() {
         let account = AccountId::parse("acme").unwrap();
         let keys = AccountKeys::new("cg", &account, 16);
@@ -127,6 +146,7 @@ mod tests {
             keys.account().to_owned(),
             keys.hold("r1"),
             keys.partition.outbox(),
+            keys.partition.epoch(),
             keys.partition.expiries(),
             keys.partition.accounts(),
         ] {

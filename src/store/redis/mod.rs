@@ -14,7 +14,7 @@ mod codec;
 pub mod keys;
 mod scripts;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,14 @@ use crate::shutdown::Shutdown;
 
 /// Consumer group of every replica's sync loop.
 const GROUP: &str = "creditgate";
+
+/// Loads of one account started over because Redis lost its keys again meanwhile, before the
+/// call fails.
+const HYDRATE_ATTEMPTS_MAX: usize = 3;
+
+/// Accounts with open holds read from the ledger, and loaded, per round of the sync loop when
+/// a lost partition is healed.
+const HEAL_BATCH_LEN: usize = 100;
 
 /// How to reach Redis and how to lay out the data.
 #[derive(Clone, Debug)]
@@ -83,6 +91,22 @@ pub struct RedisStore {
     claim_cursors: Mutex<HashMap<u32, String>>,
     /// The partition the next outbox read starts at.
     next_partition: AtomicU32,
+    /// Accounts being loaded from the ledger by a call of this replica, so that the calls
+    /// that find one absent meanwhile wait for that load instead of each making their own.
+    hydrating: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Partitions whose keys this replica made again after Redis lost them, whose accounts
+    /// with open holds [`BalanceStore::heal`] has yet to load.
+    healing: Mutex<Healing>,
+}
+
+/// What [`BalanceStore::heal`] has yet to load again.
+#[derive(Debug, Default)]
+struct Healing {
+    /// Partitions this replica made again.
+    partitions: BTreeSet<u32>,
+    /// The last account of the ledger's listing of accounts with open holds already looked
+    /// at; `None` starts at the first.
+    after: Option<AccountId>,
 }
 
 /// A multiplexed connection to one Redis, or to the nodes of a Redis Cluster (which routes each
@@ -223,14 +247,18 @@ impl RedisStore {
             consumer: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             claim_cursors: Mutex::new(HashMap::new()),
             next_partition: AtomicU32::new(0),
+            hydrating: Mutex::new(HashMap::new()),
+            healing: Mutex::new(Healing::default()),
             settings,
             ledger,
         };
         store.refuse_eviction().await?;
-        store
-            .create_groups()
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
+        for partition in store.partitions() {
+            store
+                .make_group(&partition)
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
+        }
         Ok(store)
     }
 
@@ -317,21 +345,66 @@ impl RedisStore {
         }
     }
 
-    async fn create_groups(&self) -> Result<(), StoreError> {
-        for partition in self.partitions() {
-            let created: Result<(), StoreError> = self
-                .call(|mut c| async move {
-                    c.xgroup_create_mkstream::<_, _, _, ()>(partition.outbox(), GROUP, "0")
-                        .await
-                })
-                .await;
-            match created {
-                Ok(()) => {}
-                Err(StoreError::Unavailable(message)) if message.contains("BUSYGROUP") => {}
-                Err(error) => return Err(error),
+    /// Makes the partition's outbox stream and consumer group, unless they are there (then
+    /// answers false). The
+    /// replica that makes them (at the first start on a Redis, or after Redis lost its keys)
+    /// is the one that loads the partition's accounts with open holds again
+    /// ([`BalanceStore::heal`]). The group reads the stream from its start: records written
+    /// since the keys were lost are carried like any other.
+    async fn make_group(&self, partition: &Partition) -> Result<bool, StoreError> {
+        let key = partition.outbox();
+        let created: Result<(), StoreError> = self
+            .call(|mut c| async move {
+                c.xgroup_create_mkstream::<_, _, _, ()>(key, GROUP, "0")
+                    .await
+            })
+            .await;
+        match created {
+            Ok(()) => {
+                let mut healing = self.healing.lock().unwrap_or_else(|e| e.into_inner());
+                healing.partitions.insert(partition.index);
+                // The listing starts over, for the accounts of this partition before the cursor.
+                healing.after = None;
+                Ok(true)
             }
+            Err(StoreError::Unavailable(message)) if message.contains("BUSYGROUP") => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// After an outbox command found no consumer group (`NOGROUP`): Redis lost the
+    /// partition's keys. Makes them again, so that the outbox drains without a restart.
+    async fn remake_group(&self, partition: &Partition) -> Result<(), StoreError> {
+        self.set_claim_cursor(partition.index, "0-0".to_owned());
+        if self.make_group(partition).await? {
+            tracing::warn!(
+                partition = partition.index,
+                "redis lost the keys of this partition (a restart without persistence, a \
+                 failover to an empty replica, or FLUSHALL); made its outbox again"
+            );
+            metrics::counter!(crate::telemetry::STORE_RESETS_TOTAL).increment(1);
         }
         Ok(())
+    }
+
+    /// The partition's epoch, made now if Redis has none (see `lib.lua`'s `epoch_of`).
+    async fn epoch(&self, partition: &Partition) -> Result<String, StoreError> {
+        let key = partition.epoch();
+        let made = uuid::Uuid::new_v4().simple().to_string();
+        let offered = made.clone();
+        // `SET … NX GET` answers the value that was there, or nothing when it set ours.
+        let kept: Option<String> = self
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(offered)
+                    .arg("NX")
+                    .arg("GET")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(kept.unwrap_or(made))
     }
 
     fn claim_cursor(&self, partition: u32) -> String {
@@ -429,46 +502,139 @@ impl RedisStore {
         at: usize,
     ) -> Result<Durable, StoreError> {
         match (reply.get(at), reply.get(at + 1)) {
-            (Some(id), Some(entries)) if !id.is_empty() => Ok(Durable::Record(OutboxRecord {
-                at_ms: stream_ms(id),
-                position: OutboxPosition::Stream {
-                    partition: partition.index,
-                    id: id.clone(),
-                },
-                entries: codec::outbox_entries(entries)?,
-            })),
+            (Some(position), Some(entries)) if !position.is_empty() => {
+                let (id, epoch) = match position.split_once('@') {
+                    Some((id, epoch)) => (id, Some(epoch.to_owned())),
+                    None => (position.as_str(), None),
+                };
+                Ok(Durable::Record(OutboxRecord {
+                    at_ms: stream_ms(id),
+                    position: OutboxPosition::Stream {
+                        partition: partition.index,
+                        id: id.to_owned(),
+                        epoch,
+                    },
+                    entries: codec::outbox_entries(entries)?,
+                }))
+            }
             _ => Ok(Durable::Nothing),
         }
     }
 
     /// Loads an account Redis does not have from the ledger. Returns false when the ledger
-    /// does not have it either.
+    /// does not have it either. Calls of this replica that find the account absent at once
+    /// wait for one load; replicas loading it at once cannot add its credit twice (the script
+    /// writes only if the account is still absent).
     async fn hydrate(&self, account: &AccountId) -> Result<bool, StoreError> {
-        let now = self.now_ms().await?;
-        let snapshot = self
-            .ledger
-            .load_accounts(Some(account), now, self.settings.retention_ms)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("ledger, to load {account}: {e}")))?
-            .pop();
-        let Some(mut snapshot) = snapshot.filter(|s| s.account.is_some()) else {
-            return Ok(false);
+        let loading = self
+            .hydrating
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(account.clone())
+            .or_default()
+            .clone();
+        let loaded = {
+            let _turn = loading.lock().await;
+            self.hydrate_once(account).await
         };
-        let args = account_args(account, &mut snapshot)?;
-        let keys = self.keys(account);
-        let mut invocation = self.scripts.hydrate.prepare_invoke();
-        invocation
-            .key(keys.account())
-            .key(keys.partition.expiries())
-            .key(keys.partition.accounts())
-            .arg(&keys.base)
-            .arg(account.as_str())
-            .arg(self.retention());
-        for arg in &args {
-            invocation.arg(arg);
+        let mut hydrating = self.hydrating.lock().unwrap_or_else(|e| e.into_inner());
+        // Only this call and the map hold it: nobody else waits, so the entry can go.
+        if Arc::strong_count(&loading) == 2 {
+            hydrating.remove(account);
         }
-        self.invoke(invocation).await?;
-        Ok(true)
+        loaded
+    }
+
+    /// One load of an absent account: the partition's epoch first, then the ledger's account,
+    /// noted there as loaded in that epoch (so that the ledger drops records of the account
+    /// from before, which Redis lost), then the hydrate script, which writes it only in that
+    /// same epoch. Redis losing its keys again meanwhile starts it over, a few times at most.
+    async fn hydrate_once(&self, account: &AccountId) -> Result<bool, StoreError> {
+        let keys = self.keys(account);
+        let account_key = keys.account().to_owned();
+        if self
+            .call(|mut c| async move { c.exists::<_, bool>(account_key).await })
+            .await?
+        {
+            // Loaded by the call this one waited for.
+            return Ok(true);
+        }
+        for _ in 0..HYDRATE_ATTEMPTS_MAX {
+            let epoch = self.epoch(&keys.partition).await?;
+            let now = self.now_ms().await?;
+            let snapshot = self
+                .ledger
+                .load_for_store(account, &epoch, now, self.settings.retention_ms)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("ledger, to load {account}: {e}")))?;
+            let Some(mut snapshot) = snapshot.filter(|s| s.account.is_some()) else {
+                return Ok(false);
+            };
+            let args = account_args(account, &mut snapshot)?;
+            let mut invocation = self.scripts.hydrate.prepare_invoke();
+            invocation
+                .key(keys.account())
+                .key(keys.partition.expiries())
+                .key(keys.partition.accounts())
+                .key(keys.partition.epoch())
+                .arg(&keys.base)
+                .arg(account.as_str())
+                .arg(self.retention());
+            for arg in &args {
+                invocation.arg(arg);
+            }
+            invocation.arg(&epoch);
+            let reply = self.invoke(invocation).await?;
+            if reply.first().map(String::as_str) != Some("moved") {
+                metrics::counter!(crate::telemetry::STORE_HYDRATIONS_TOTAL).increment(1);
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "redis lost its keys {HYDRATE_ATTEMPTS_MAX} times while {account} was loaded"
+        )))
+    }
+
+    /// Loads one page of the accounts of the partitions this replica made again that have
+    /// open holds in the ledger (and are still absent from Redis), so that the sweep expires
+    /// those holds: nothing else would load an account nobody calls for. A page at a time, so
+    /// that the sync loop, which calls it, goes on carrying the outbox meanwhile.
+    async fn load_open_holds(&self) -> Result<(), StoreError> {
+        let (partitions, after) = {
+            let healing = self.healing.lock().unwrap_or_else(|e| e.into_inner());
+            (healing.partitions.clone(), healing.after.clone())
+        };
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let accounts = self
+            .ledger
+            .accounts_with_open_holds(after.as_ref(), HEAL_BATCH_LEN)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("ledger, to heal: {e}")))?;
+        let mut loaded = 0usize;
+        for account in &accounts {
+            if partitions.contains(&self.keys(account).partition.index) {
+                self.hydrate(account).await?;
+                loaded += 1;
+            }
+        }
+        if loaded > 0 {
+            tracing::info!(
+                accounts = loaded,
+                "accounts with open holds loaded again from the ledger"
+            );
+        }
+        let mut healing = self.healing.lock().unwrap_or_else(|e| e.into_inner());
+        // A partition lost meanwhile started the listing over: leave it so.
+        if healing.partitions == partitions && healing.after == after {
+            if accounts.len() < HEAL_BATCH_LEN {
+                *healing = Healing::default();
+            } else {
+                healing.after = accounts.last().cloned();
+            }
+        }
+        Ok(())
     }
 
     /// Runs a script for an account, loading the account from the ledger first if Redis does
@@ -1682,14 +1848,21 @@ impl BalanceStore for RedisStore {
             for start in ["0", ">"] {
                 let consumer = self.consumer.clone();
                 let key = key.clone();
-                let reply: StreamReadReply = self
+                let reply: StreamReadReply = match self
                     .call(|mut c| async move {
                         let options = StreamReadOptions::default()
                             .group(GROUP, consumer)
                             .count(want);
                         c.xread_options(&[key], &[start], &options).await
                     })
-                    .await?;
+                    .await
+                {
+                    Err(StoreError::Unavailable(message)) if message.contains("NOGROUP") => {
+                        self.remake_group(&partition).await?;
+                        StreamReadReply::default()
+                    }
+                    reply => reply?,
+                };
                 ids.extend(reply.keys.into_iter().flat_map(|k| k.ids));
                 if !ids.is_empty() {
                     break;
@@ -1699,7 +1872,7 @@ impl BalanceStore for RedisStore {
             let consumer = self.consumer.clone();
             let idle_ms = self.settings.claim_idle_ms;
             let claim_key = key.clone();
-            let claimed: StreamAutoClaimReply = self
+            let claimed: StreamAutoClaimReply = match self
                 .call(|mut c| async move {
                     redis::cmd("XAUTOCLAIM")
                         .arg(claim_key)
@@ -1712,8 +1885,20 @@ impl BalanceStore for RedisStore {
                         .query_async(&mut c)
                         .await
                 })
-                .await?;
-            self.set_claim_cursor(partition.index, claimed.next_stream_id);
+                .await
+            {
+                Err(StoreError::Unavailable(message)) if message.contains("NOGROUP") => {
+                    self.remake_group(&partition).await?;
+                    StreamAutoClaimReply::default()
+                }
+                claimed => claimed?,
+            };
+            // From the start again once the stream is done with (or made again).
+            let next = match claimed.next_stream_id.as_str() {
+                "" => "0-0".to_owned(),
+                _ => claimed.next_stream_id,
+            };
+            self.set_claim_cursor(partition.index, next);
             for entry in claimed.claimed {
                 if !ids.iter().any(|known| known.id == entry.id) {
                     ids.push(entry);
@@ -1727,6 +1912,7 @@ impl BalanceStore for RedisStore {
                     position: OutboxPosition::Stream {
                         partition: partition.index,
                         id: entry.id.clone(),
+                        epoch: entry.get("epoch"),
                     },
                     entries: codec::outbox_entries(&entries)?,
                 });
@@ -1736,27 +1922,39 @@ impl BalanceStore for RedisStore {
     }
 
     async fn outbox_ack(&self, positions: &[OutboxPosition]) -> Result<(), StoreError> {
-        let mut by_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<(u32, &str), Vec<&str>> = BTreeMap::new();
         for position in positions {
-            if let OutboxPosition::Stream { partition, id } = position {
-                by_partition.entry(*partition).or_default().push(id.clone());
+            if let OutboxPosition::Stream {
+                partition,
+                id,
+                epoch,
+            } = position
+            {
+                let epoch = epoch.as_deref().unwrap_or("");
+                by_partition
+                    .entry((*partition, epoch))
+                    .or_default()
+                    .push(id);
             }
         }
-        for (partition, ids) in by_partition {
-            let key = Partition::new(&self.settings.namespace, partition).outbox();
-            self.call(|mut c| async move {
-                // Acknowledged first: a record deleted but not acknowledged would stay pending.
-                redis::pipe()
-                    .xack(&key, GROUP, &ids)
-                    .ignore()
-                    .xdel(&key, &ids)
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await?;
+        for ((partition, epoch), ids) in by_partition {
+            let partition = Partition::new(&self.settings.namespace, partition);
+            let mut invocation = self.scripts.ack.prepare_invoke();
+            invocation
+                .key(partition.outbox())
+                .key(partition.epoch())
+                .arg(GROUP)
+                .arg(epoch);
+            for id in ids {
+                invocation.arg(id);
+            }
+            self.invoke(invocation).await?;
         }
         Ok(())
+    }
+
+    async fn heal(&self) -> Result<(), StoreError> {
+        self.load_open_holds().await
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {

@@ -16,7 +16,7 @@ use redis::{Cmd, ToRedisArgs};
 use sha2::{Digest, Sha256};
 
 /// Every operation's script, by the name its function takes after the library's.
-const SCRIPTS: [(&str, &str); 16] = [
+const SCRIPTS: [(&str, &str); 17] = [
     ("reserve", include_str!("lua/reserve.lua")),
     ("commit", include_str!("lua/commit.lua")),
     ("release", include_str!("lua/release.lua")),
@@ -33,6 +33,7 @@ const SCRIPTS: [(&str, &str); 16] = [
     ("hydrate", include_str!("lua/hydrate.lua")),
     ("replace", include_str!("lua/replace.lua")),
     ("snapshot", include_str!("lua/snapshot.lua")),
+    ("ack", include_str!("lua/ack.lua")),
 ];
 
 /// One operation's function.
@@ -102,6 +103,7 @@ pub struct Scripts {
     pub hydrate: Function,
     pub replace: Function,
     pub snapshot: Function,
+    pub ack: Function,
 }
 
 impl Scripts {
@@ -147,6 +149,7 @@ impl Scripts {
             hydrate: function("hydrate"),
             replace: function("replace"),
             snapshot: function("snapshot"),
+            ack: function("ack"),
             library,
         }
     }

@@ -829,11 +829,28 @@ local function outbox_full(stream)
   return bound ~= nil and redis.call('XLEN', stream) >= bound
 end
 
--- Appends one outbox record: everything this operation tells the ledger, in one stream entry.
--- Returns the record's id and the entries as written, which the script's reply carries too.
+-- The partition's epoch: the incarnation of its keys, made by whoever first needs it after Redis
+-- lost them (or at the start), from the time, so that no two incarnations share one. It sits
+-- beside the partition's outbox stream, so it shares its hash tag.
+local function epoch_of(stream)
+  local key = string.sub(stream, 1, -7) .. 'epoch'
+  local epoch = redis.call('GET', key)
+  if not epoch then
+    local t = redis.call('TIME')
+    epoch = t[1] .. '.' .. t[2]
+    redis.call('SET', key, epoch)
+  end
+  return epoch
+end
+
+-- Appends one outbox record: everything this operation tells the ledger, in one stream entry,
+-- with the partition's epoch. Returns the record's position (`<stream id>@<epoch>`) and the
+-- entries as written, which the script's reply carries too.
 local function outbox(stream, entries, now)
   local text = cjson.encode(entries)
-  return redis.call('XADD', stream, '*', 'at', fmt(now), 'entries', text), text
+  local epoch = epoch_of(stream)
+  local id = redis.call('XADD', stream, '*', 'at', fmt(now), 'epoch', epoch, 'entries', text)
+  return id .. '@' .. epoch, text
 end
 
 -- Creates an account neither Redis nor the ledger has; returns the outbox entry that says so.
