@@ -68,7 +68,9 @@ async fn decisions_latencies_and_errors_are_exported() {
         text = tokio::task::spawn_blocking(move || scrape(addr))
             .await
             .unwrap();
-        if text.contains("creditgate_watchers 1") && text.contains("creditgate_outbox_records") {
+        // An idle replica's outbox gauge falls to zero once its records are in the ledger.
+        if text.contains("creditgate_watchers 1") && text.contains("creditgate_outbox_records 0\n")
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -78,10 +80,15 @@ async fn decisions_latencies_and_errors_are_exported() {
         r#"creditgate_decisions_total{rpc="reserve",decision="denied",reason="insufficient_credits"} 1"#,
         r#"creditgate_errors_total{code="InvalidArgument"} 1"#,
         r#"creditgate_rpc_duration_seconds_count{rpc="Reserve"} 3"#,
-        "creditgate_outbox_lag_ms",
+        // A histogram, which adds up across replicas, not a summary.
+        r#"creditgate_rpc_duration_seconds_bucket{rpc="Reserve",le="10"} 3"#,
+        r#"creditgate_rpc_duration_seconds_bucket{rpc="Reserve",le="+Inf"} 3"#,
+        "creditgate_outbox_records 0\n",
+        "creditgate_outbox_lag_ms 0\n",
         "creditgate_cache_holds",
     ] {
         assert!(text.contains(wanted), "{wanted} in\n{text}");
     }
+    assert!(!text.contains("quantile="), "no summaries in\n{text}");
     t.server.stop().await;
 }

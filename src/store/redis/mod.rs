@@ -7,6 +7,14 @@
 //! restarted Redis) is loaded from the ledger by the hydrate script, which writes only if the
 //! account is still absent, so replicas hydrating at once cannot add credit twice.
 //!
+//! Redis losing its keys (a restart without persistence, a failover to an empty replica,
+//! `FLUSHALL`) is an event the store recovers from by itself. Each partition's *epoch* names the
+//! incarnation of its keys and is stamped on its outbox records; an outbox found without its
+//! consumer group is made again; the replica that makes it loads the partition's accounts with
+//! open holds again ([`BalanceStore::heal`]); and an account is loaded under the epoch it will
+//! live in, noted in the ledger, which from then on drops records of that account from a lost
+//! epoch (see [`crate::ledger::Ledger::load_for_store`]).
+//!
 //! Every call has a deadline; a call Redis does not answer in time fails with
 //! [`StoreError::Unavailable`], which the gate turns into `UNAVAILABLE`: never an allow.
 
