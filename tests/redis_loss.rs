@@ -325,24 +325,49 @@ async fn gather(tasks: Vec<tokio::task::JoinHandle<Outcomes>>) -> Outcomes {
     all
 }
 
-/// From `back` (Redis serving again, with or without its keys): how long until each replica
-/// answered a call again, and the p99 of every call started in that window.
-fn recovery(outcomes: &Outcomes, back: Duration, replicas: usize) -> (Duration, Duration) {
+/// Windows over which a replica's rate of answered calls is counted.
+const RATE_WINDOW: Duration = Duration::from_millis(200);
+
+/// Calls `replica` answered in the window starting at `from`.
+fn answered_in(outcomes: &Outcomes, replica: usize, from: Duration) -> usize {
+    outcomes
+        .attempts
+        .iter()
+        .filter(|a| a.replica == replica && a.answered)
+        .filter(|a| a.at + a.took >= from && a.at + a.took < from + RATE_WINDOW)
+        .count()
+}
+
+/// From `back` (Redis serving again, with or without its keys): how long until every replica
+/// answered calls at 70% of its normal rate again (its rate over the second before `lost`),
+/// and the p99 of every call started in that time.
+fn recovery(outcomes: &Outcomes, fault: Fault, replicas: usize) -> (Duration, Duration) {
     let mut recovered = Duration::ZERO;
     for replica in 0..replicas {
-        let first = outcomes
-            .attempts
-            .iter()
-            .filter(|a| a.replica == replica && a.answered && a.at >= back)
-            .map(|a| a.at + a.took - back)
-            .min()
-            .expect("every replica answers after Redis is back");
-        recovered = recovered.max(first);
+        let normal: usize = (1..=5)
+            .map(|i| {
+                answered_in(
+                    outcomes,
+                    replica,
+                    fault.lost.saturating_sub(RATE_WINDOW * i),
+                )
+            })
+            .sum::<usize>()
+            / 5;
+        let mut from = fault.back;
+        while answered_in(outcomes, replica, from) * 10 < normal * 7 {
+            from += Duration::from_millis(10);
+            assert!(
+                from < fault.back + Duration::from_secs(20),
+                "replica {replica} never served at its normal rate ({normal} calls in {RATE_WINDOW:?}) again"
+            );
+        }
+        recovered = recovered.max(from + RATE_WINDOW - fault.back);
     }
     let mut window: Vec<Duration> = outcomes
         .attempts
         .iter()
-        .filter(|a| a.at >= back && a.at <= back + recovered)
+        .filter(|a| a.at >= fault.back && a.at <= fault.back + recovered)
         .map(|a| a.took)
         .collect();
     window.sort();
@@ -567,10 +592,10 @@ where
     stop.store(true, Ordering::Relaxed);
     let outcomes = gather(tasks).await;
     for (i, fault) in faults.iter().enumerate() {
-        let (recovered, p99) = recovery(&outcomes, fault.back, fleet.replicas.len());
+        let (recovered, p99) = recovery(&outcomes, *fault, fleet.replicas.len());
         eprintln!(
-            "{name}, fault {}: every replica served again {recovered:?} after Redis was back; \
-             p99 of the calls in that window {p99:?}",
+            "{name}, fault {}: every replica served at its normal rate again {recovered:?} after \
+             Redis was back; p99 of the calls in that time {p99:?}",
             i + 1
         );
         assert!(
