@@ -10,8 +10,10 @@
 //!   [`api::ext_authz`]) and the one place proto messages become domain types and errors become
 //!   gRPC statuses; each call's caller is checked against the [`policy`] first.
 //! - [`gate`]: the rules in order: catalog, pricing, limits, idempotency, one store operation.
-//! - [`domain`]: money, ids, grants and the consumption order, prices, the hold state machine.
-//!   No I/O.
+//! - [`domain`]: money, ids, grants and the consumption order, prices, the hold state machine,
+//!   decisions and receipts, wallet events, every ledger entry id. No I/O.
+//! - [`record`]: what store and ledger exchange (outbox records, account snapshots, the
+//!   source a store loads accounts from), below both: neither imports the other.
 //! - [`store`]: the [`store::BalanceStore`] trait, atomic per account, with its outbox;
 //!   [`store::memory::MemoryStore`] is the embedded default, [`store::redis::RedisStore`] the
 //!   store replicas share (one Lua script per operation).
@@ -44,6 +46,7 @@ pub mod gate;
 pub mod ledger;
 pub mod policy;
 pub mod reconcile;
+pub mod record;
 pub mod server;
 pub mod shutdown;
 pub mod store;

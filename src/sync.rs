@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, SharedCatalog};
-use crate::domain::GrantId;
+use crate::domain::{GrantId, entry_id};
 use crate::ledger::{Appended, Change, ChangeKind, Ledger, LedgerError};
+use crate::record::{OutboxPosition, OutboxRecord};
 use crate::shutdown::Shutdown;
-use crate::store::outbox::{OutboxPosition, OutboxRecord};
 use crate::store::{BalanceStore, Durable};
 use crate::telemetry;
 
@@ -532,7 +532,7 @@ impl Inbound {
         let Some(grant) = self.ledger.grant(account, &grant_id).await? else {
             return Ok(());
         };
-        let entry_id = crate::gate::grant_entry_id(account, &grant_id);
+        let entry_id = entry_id::grant(account, &grant_id);
         let applied = match self
             .store
             .add_grant(account, grant.terms, entry_id.into())
@@ -544,7 +544,7 @@ impl Inbound {
                     account,
                     &grant_id,
                     "voided in the ledger".into(),
-                    crate::gate::void_entry_id(account, &grant_id),
+                    entry_id::void(account, &grant_id),
                 )
                 .await
                 .map(drop),

@@ -20,8 +20,8 @@ use creditgate::domain::{
 };
 use creditgate::ledger::LedgerTarget;
 use creditgate::ledger::sql::SqlLedger;
+use creditgate::record::{EntryKind, OutboxEntry};
 use creditgate::store::memory::MemoryStore;
-use creditgate::store::outbox::{EntryKind, OutboxEntry};
 use creditgate::store::redis::{RedisSettings, RedisStore};
 use creditgate::store::{
     BalanceStore, ChargeOp, CommitOp, ExtendOp, GrantEntry, Idempotency, LimitChange, ReserveOp,

@@ -12,10 +12,8 @@ use creditgate::domain::{
 };
 use creditgate::ledger::sql::SqlLedger;
 use creditgate::ledger::{ChangeKind, Ledger, LedgerTarget, UsageGroup, UsageQuery, UsageRow};
+use creditgate::record::{EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered, Reply};
 use creditgate::store::ChargeReceipt;
-use creditgate::store::outbox::{
-    EntryKind, LedgerEntry, OutboxEntry, OutboxRecord, Remembered, Reply,
-};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -103,7 +101,7 @@ fn records(entries: Vec<OutboxEntry>) -> Vec<OutboxRecord> {
         .into_iter()
         .enumerate()
         .map(|(i, entry)| OutboxRecord {
-            position: creditgate::store::outbox::OutboxPosition::Seq(i as u64 + 1),
+            position: creditgate::record::OutboxPosition::Seq(i as u64 + 1),
             at_ms: 2_000,
             entries: vec![entry],
         })

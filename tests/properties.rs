@@ -14,8 +14,8 @@ use creditgate::domain::{
     AccountId, FeatureId, Grant, GrantId, GrantKind, GrantTerms, OverrunPolicy, Period, Recurrence,
     ReservationId, StopRule, WalletId,
 };
+use creditgate::record::{EntryKind, LedgerEntry, OutboxEntry};
 use creditgate::store::memory::MemoryStore;
-use creditgate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry};
 use creditgate::store::{BalanceStore, ChargeOp, CommitOp, ReserveOp};
 use proptest::prelude::*;
 

@@ -16,7 +16,7 @@ use crate::events::{EventDetail, WalletEvent, WalletEventKind};
 use crate::gate::{Cost, GateError};
 use crate::ledger::EventRecord;
 use crate::proto;
-use crate::store::outbox::{EntryKind, LedgerEntry};
+use crate::record::{EntryKind, LedgerEntry};
 use crate::store::{AlertsView, Decision, Denial, LimitChange, WalletView};
 
 /// Parses a required field with `parse`, naming it on failure.

@@ -10,9 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Denial;
 use super::account::DenyReason;
 use super::ids::Labels;
-use crate::store::Denial;
 
 const DAY_MS: i64 = 86_400_000;
 

@@ -6,6 +6,9 @@
 
 pub mod account;
 pub mod alert;
+pub mod decision;
+pub mod entry_id;
+pub mod event;
 pub mod grant;
 pub mod hold;
 pub mod ids;
@@ -15,6 +18,11 @@ pub mod period;
 pub mod price;
 
 pub use account::{Account, AccountStatus, DenyReason};
+pub use decision::{
+    ChargeReceipt, CheckReceipt, CommitReceipt, Decision, Denial, ExtendReceipt, GrantReceipt,
+    ReleaseReceipt, ReserveReceipt, VoidReceipt,
+};
+pub use event::{EventDetail, WalletEvent, WalletEventKind};
 pub use grant::{
     Grant, GrantKind, GrantStatus, GrantTerms, OverrunPolicy, Portion, Postpaid, Shortfall,
     StopRule,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::{Gate, GateError};
 use crate::catalog::Catalog;
 use crate::domain::alert::{ALERTS_PER_WALLET_MAX, WalletAlerts, top_up_request_id};
+use crate::domain::entry_id;
 use crate::domain::grant::GRANT_FEATURES_MAX;
 use crate::domain::money::MINOR_MAX;
 use crate::domain::price::CATALOG_FEATURES_MAX;
@@ -13,7 +14,7 @@ use crate::domain::{
     LimitState, Recurrence, WalletId, format_minor,
 };
 use crate::ledger::{EventRecord, UsageGroup, UsageQuery, UsageRow};
-use crate::store::outbox::LedgerEntry;
+use crate::record::LedgerEntry;
 use crate::store::{
     AccountUpdate, AlertsView, GrantEntry, GrantReceipt, LimitChange, VoidReceipt, WalletView,
 };
@@ -69,18 +70,6 @@ pub struct VoidRequest {
     pub account: AccountId,
     pub grant: GrantId,
     pub reason: String,
-}
-
-/// The ledger entry id of a grant: derived from the grant, so that the same grant arriving twice
-/// (through the API and from the ledger) makes one entry. `/` cannot occur in ids, so distinct
-/// grants never share an entry id.
-pub fn grant_entry_id(account: &AccountId, grant: &GrantId) -> String {
-    format!("grant/{account}/{grant}")
-}
-
-/// The ledger entry id of a grant's void, unique for the same reason.
-pub fn void_entry_id(account: &AccountId, grant: &GrantId) -> String {
-    format!("void/{account}/{grant}")
 }
 
 impl Gate {
@@ -172,7 +161,7 @@ impl Gate {
             recurrence: request.recurrence,
         };
         let entry = GrantEntry {
-            id: grant_entry_id(&request.account, &terms.id),
+            id: entry_id::grant(&request.account, &terms.id),
             reason: request.reason,
             refund_of: request.refund_of,
             answers: request.answers,
@@ -334,7 +323,7 @@ impl Gate {
                 &request.account,
                 &request.grant,
                 request.reason,
-                void_entry_id(&request.account, &request.grant),
+                entry_id::void(&request.account, &request.grant),
             )
             .await?;
         self.make_durable(&written.durable).await?;

@@ -16,21 +16,20 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use admin::{
-    GrantRequest, Usage as UsageReport, UsageRequest, VoidRequest, grant_entry_id, void_entry_id,
-};
+pub use admin::{GrantRequest, Usage as UsageReport, UsageRequest, VoidRequest};
 pub use error::GateError;
 
 use crate::cache::ReservationCache;
 use crate::catalog::{Catalog, SharedCatalog};
 use crate::clock::Clock;
+use crate::domain::entry_id;
 use crate::domain::{
     AccountId, Amount, DenyReason, FeatureId, FeaturePrice, IdempotencyKey, Labels, PriceRule,
     ReservationId, Rounding, Usage, WalletId,
 };
 use crate::ledger::Ledger;
+use crate::record::OutboxEntry;
 use crate::store::Denial;
-use crate::store::outbox::OutboxEntry;
 use crate::store::{
     AccountView, BalanceStore, ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt,
     Decision, Durable, ExtendOp, ExtendReceipt, Idempotency, ReleaseReceipt, ReserveOp,
@@ -365,7 +364,7 @@ impl Gate {
         };
         let op = CommitOp {
             // A hold is committed once, so its entry id can be derived from it.
-            entry_id: format!("commit/{}", request.id),
+            entry_id: entry_id::commit(&request.id),
             id: request.id,
             amount_minor: amount,
             usage: match request.actual {

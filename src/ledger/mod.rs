@@ -13,11 +13,11 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-use crate::events::{WalletEvent, WalletEventKind};
-
-use crate::domain::{Account, AccountId, FeaturePrice, Grant, GrantId, ReservationId, WalletId};
-use crate::store::AccountSnapshot;
-use crate::store::outbox::{LedgerEntry, OutboxPosition, OutboxRecord};
+use crate::domain::{
+    Account, AccountId, FeaturePrice, Grant, GrantId, ReservationId, WalletEvent, WalletEventKind,
+    WalletId,
+};
+use crate::record::{AccountSnapshot, AccountSource, LedgerEntry, OutboxPosition, OutboxRecord};
 
 /// Most entries one listing returns.
 pub const ENTRIES_LIMIT_MAX: usize = 1_000;
@@ -78,6 +78,12 @@ pub enum LedgerError {
     /// The database holds something this version cannot read: a retry will not help.
     #[error("ledger holds unreadable data: {0}")]
     Corrupt(String),
+}
+
+impl From<LedgerError> for crate::record::SourceError {
+    fn from(error: LedgerError) -> crate::record::SourceError {
+        crate::record::SourceError(error.to_string())
+    }
 }
 
 impl LedgerError {
@@ -214,11 +220,11 @@ pub struct Appended {
 }
 
 #[async_trait]
-pub trait Ledger: Send + Sync + 'static {
+pub trait Ledger: AccountSource {
     /// Writes outbox records in one transaction, in order. Writing a record twice changes
     /// nothing: entries are unique by id and state records keep their latest version. A record
     /// the store lost before the ledger had it (one of an older epoch than the one its account
-    /// was loaded into the store in since, see [`Ledger::load_for_store`]) is not written: the
+    /// was loaded into the store in since, see [`AccountSource::load_for_store`]) is not written: the
     /// answer names it, so that whoever waits for it learns that it did not happen.
     async fn append(&self, records: &[OutboxRecord]) -> Result<Appended, LedgerError>;
 
@@ -230,27 +236,6 @@ pub trait Ledger: Send + Sync + 'static {
         now_ms: i64,
         retention_ms: i64,
     ) -> Result<Vec<AccountSnapshot>, LedgerError>;
-
-    /// One account as [`Ledger::load_accounts`] reads it, for a store that lost it and keeps
-    /// it from now on in `epoch` (the incarnation of the store's keys); `None` when the ledger
-    /// does not have the account. Reading and noting the epoch are one step with respect to
-    /// [`Ledger::append`]: a record of the account from an older epoch is either in what is
-    /// read or, once read, never written.
-    async fn load_for_store(
-        &self,
-        account: &AccountId,
-        epoch: &str,
-        now_ms: i64,
-        retention_ms: i64,
-    ) -> Result<Option<AccountSnapshot>, LedgerError>;
-
-    /// Up to `limit` accounts that have open holds, in id order after `after`: those a store
-    /// that lost its keys must load again for their holds to expire.
-    async fn accounts_with_open_holds(
-        &self,
-        after: Option<&AccountId>,
-        limit: usize,
-    ) -> Result<Vec<AccountId>, LedgerError>;
 
     async fn account(&self, account: &AccountId) -> Result<Option<Account>, LedgerError>;
 

@@ -25,16 +25,17 @@ use super::{
     WebhookRoute,
 };
 use crate::domain::alert::WalletAlerts;
+use crate::domain::entry_id;
 use crate::domain::{
-    Account, AccountId, AccountStatus, FeatureId, FeaturePrice, Grant, GrantId, GrantKind,
-    GrantTerms, Hold, IdempotencyKey, LimitState, LimitWindow, ModelId, OverrunPolicy, Period,
-    Portion, Postpaid, Recurrence, ReservationId, SpendLimit, StopRule, WalletId,
+    Account, AccountId, AccountStatus, EventDetail, FeatureId, FeaturePrice, Grant, GrantId,
+    GrantKind, GrantTerms, Hold, IdempotencyKey, LimitState, LimitWindow, ModelId, OverrunPolicy,
+    Period, Portion, Postpaid, Recurrence, ReservationId, SpendLimit, StopRule, WalletEvent,
+    WalletId,
 };
-use crate::events::{EventDetail, WalletEvent};
-use crate::store::outbox::{
-    EntryKind, LedgerEntry, OutboxEntry, OutboxPosition, OutboxRecord, Remembered,
+use crate::record::{
+    AccountSnapshot, AccountSource, AlertsSnapshot, EntryKind, LedgerEntry, OutboxEntry,
+    OutboxPosition, OutboxRecord, Remembered, SourceError,
 };
-use crate::store::{AccountSnapshot, AlertsSnapshot};
 
 /// Name of the SQLite ledger file inside the data directory.
 pub const SQLITE_FILE_NAME: &str = "ledger.sqlite3";
@@ -142,11 +143,11 @@ impl SqlLedger {
     }
 
     /// The records written in an older epoch of the store than the one their account was last
-    /// loaded in ([`Ledger::load_for_store`]): the store lost what they did before the ledger
+    /// loaded in ([`AccountSource::load_for_store`]): the store lost what they did before the ledger
     /// had it, and loaded the account without it, so writing them now would make the ledger
     /// say what the store does not. In PostgreSQL the rows of their accounts are locked, in
-    /// account order, until the transaction ends, so that such a load waits for this
-    /// transaction or this transaction for it.
+    /// account order, until the transaction ends, so that such a load (which writes the row)
+    /// waits for this transaction or this transaction for it.
     async fn stale(
         &self,
         tx: &mut Tx<'_>,
@@ -162,6 +163,19 @@ impl SqlLedger {
             return Ok(Vec::new());
         }
         let accounts: Vec<&str> = accounts.into_iter().collect();
+        // Shared, so that appends do not wait for each other, unless this one writes an
+        // account's row itself: then exclusive from the start, never upgraded (two appends
+        // upgrading their shared locks on one row would deadlock). Either way in account
+        // order, so that appends wait for each other in one order.
+        let writes_accounts = records
+            .iter()
+            .flat_map(|r| &r.entries)
+            .any(|e| matches!(e, OutboxEntry::Account(_)));
+        let lock = if writes_accounts {
+            " FOR UPDATE"
+        } else {
+            " FOR SHARE"
+        };
         let mut epochs: HashMap<String, String> = HashMap::new();
         for chunk in accounts.chunks(ACCOUNTS_PER_STATEMENT) {
             let mut statement = Statement::new(
@@ -176,7 +190,7 @@ impl SqlLedger {
             }
             statement.push_sql(") ORDER BY account_id");
             if self.backend == Backend::Postgres {
-                statement.push_sql(" FOR UPDATE");
+                statement.push_sql(lock);
             }
             for row in statement.fetch_all(&mut **tx).await? {
                 if let Some(epoch) = row.try_get::<Option<String>, _>("store_epoch")? {
@@ -468,10 +482,11 @@ impl SqlLedger {
             let key = (row.try_get("account_id")?, row.try_get("grant_id")?);
             *change.entry(key).or_default() -= row.try_get::<i64, _>("taken")?;
         }
-        let refill_rows = Statement::new(
+        let refill_rows = Statement::new(&format!(
             "SELECT account_id, grant_id, CAST(SUM(amount_minor) AS BIGINT) AS refilled \
-             FROM entries WHERE kind = 'grant' AND entry_id LIKE 'refill/%'",
-        )
+             FROM entries WHERE kind = 'grant' AND entry_id LIKE '{}%'",
+            entry_id::REFILL_PREFIX
+        ))
         .only("account_id", only)
         .push_sql(" GROUP BY account_id, grant_id")
         .fetch_all(&mut *connection)
@@ -556,6 +571,57 @@ impl SqlLedger {
                 .push(remembered);
         }
         Ok(snapshots.into_values().collect())
+    }
+
+    /// [`AccountSource::load_for_store`], in the ledger's terms.
+    async fn load_marked(
+        &self,
+        account: &AccountId,
+        epoch: &str,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Result<Option<AccountSnapshot>, LedgerError> {
+        // The account's row is written first: in PostgreSQL its lock makes every append of a
+        // record for the account wait until this load is done, or this load wait for it; in
+        // SQLite the write lock does the same for every writer.
+        let mut tx = self.pool.begin().await?;
+        let marked = sqlx::query("UPDATE accounts SET store_epoch = $1 WHERE account_id = $2")
+            .bind(epoch)
+            .bind(account.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if marked.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let snapshot = self
+            .load_on(&mut tx, Some(account), now_ms, retention_ms)
+            .await?
+            .pop();
+        tx.commit().await?;
+        Ok(snapshot)
+    }
+
+    /// [`AccountSource::accounts_with_open_holds`], in the ledger's terms.
+    async fn open_hold_accounts(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountId>, LedgerError> {
+        let mut statement =
+            Statement::new("SELECT DISTINCT account_id FROM holds WHERE state = 'held'");
+        if let Some(after) = after {
+            statement.push(" AND account_id > {}", Param::Text(after.to_string()));
+        }
+        statement.push(" ORDER BY account_id LIMIT {}", Param::Int(limit as i64));
+        statement
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("account_id")?;
+                parse(AccountId::parse(&id), "account id", &id)
+            })
+            .collect()
     }
 
     pub fn backend(&self) -> Backend {
@@ -1200,6 +1266,29 @@ async fn put_holds(
 }
 
 #[async_trait]
+impl AccountSource for SqlLedger {
+    async fn load_for_store(
+        &self,
+        account: &AccountId,
+        epoch: &str,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Result<Option<AccountSnapshot>, SourceError> {
+        Ok(self
+            .load_marked(account, epoch, now_ms, retention_ms)
+            .await?)
+    }
+
+    async fn accounts_with_open_holds(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountId>, SourceError> {
+        Ok(self.open_hold_accounts(after, limit).await?)
+    }
+}
+
+#[async_trait]
 impl Ledger for SqlLedger {
     async fn append(&self, records: &[OutboxRecord]) -> Result<Appended, LedgerError> {
         // Two writers may carry the same records (a replica's sync loop, and a replica writing
@@ -1245,55 +1334,6 @@ impl Ledger for SqlLedger {
         let mut connection = self.pool.acquire().await?;
         self.load_on(&mut connection, only, now_ms, retention_ms)
             .await
-    }
-
-    async fn load_for_store(
-        &self,
-        account: &AccountId,
-        epoch: &str,
-        now_ms: i64,
-        retention_ms: i64,
-    ) -> Result<Option<AccountSnapshot>, LedgerError> {
-        // The account's row is written first: in PostgreSQL its lock makes every append of a
-        // record for the account wait until this load is done, or this load wait for it; in
-        // SQLite the write lock does the same for every writer.
-        let mut tx = self.pool.begin().await?;
-        let marked = sqlx::query("UPDATE accounts SET store_epoch = $1 WHERE account_id = $2")
-            .bind(epoch)
-            .bind(account.as_str())
-            .execute(&mut *tx)
-            .await?;
-        if marked.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let snapshot = self
-            .load_on(&mut tx, Some(account), now_ms, retention_ms)
-            .await?
-            .pop();
-        tx.commit().await?;
-        Ok(snapshot)
-    }
-
-    async fn accounts_with_open_holds(
-        &self,
-        after: Option<&AccountId>,
-        limit: usize,
-    ) -> Result<Vec<AccountId>, LedgerError> {
-        let mut statement =
-            Statement::new("SELECT DISTINCT account_id FROM holds WHERE state = 'held'");
-        if let Some(after) = after {
-            statement.push(" AND account_id > {}", Param::Text(after.to_string()));
-        }
-        statement.push(" ORDER BY account_id LIMIT {}", Param::Int(limit as i64));
-        statement
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| {
-                let id: String = row.try_get("account_id")?;
-                parse(AccountId::parse(&id), "account id", &id)
-            })
-            .collect()
     }
 
     async fn account(&self, account: &AccountId) -> Result<Option<Account>, LedgerError> {

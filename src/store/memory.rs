@@ -13,9 +13,6 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use dashmap::mapref::one::RefMut;
 
-use super::outbox::{
-    EntryKind, LedgerEntry, OutboxEntry, OutboxPosition, OutboxRecord, Remembered, Reply,
-};
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, AlertsView, BalanceStore, ChargeOp, ChargeReceipt,
     CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
@@ -24,6 +21,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::domain::alert::{AlertRule, AlertState, Fired, Level, WalletAlerts};
+use crate::domain::entry_id;
 use crate::domain::grant::{
     GRANTS_PER_WALLET_MAX, WalletTotals, available_minor, merge_split, plan_draw, plan_overrun,
     settle,
@@ -36,6 +34,9 @@ use crate::domain::{
     ReleaseRecord, ReservationId, Shortfall, SpendLimit, StopRule, WalletId,
 };
 use crate::events::{EventDetail, Events, WalletEvent, WalletEventKind};
+use crate::record::{
+    EntryKind, LedgerEntry, OutboxEntry, OutboxPosition, OutboxRecord, Remembered, Reply,
+};
 
 /// Outbox records kept before writes are refused: bounds memory while the ledger is away.
 pub const OUTBOX_LEN_MAX_DEFAULT: usize = 1_000_000;
@@ -532,7 +533,7 @@ impl AccountState {
             grant.remaining_minor -= portion.amount_minor;
             entries.push(OutboxEntry::Void {
                 entry: LedgerEntry {
-                    id: format!("void/{account}/{}/{}", portion.grant, hold.token()),
+                    id: entry_id::void_released(&account, &portion.grant, hold.token()),
                     kind: EntryKind::Void,
                     account: account.clone(),
                     wallet: wallet.clone(),
@@ -586,7 +587,7 @@ fn repayment_entry(
     now_ms: i64,
 ) -> LedgerEntry {
     LedgerEntry {
-        id: format!("repay/{account}/{}", grant.terms.id),
+        id: entry_id::repay(account, &grant.terms.id),
         kind: EntryKind::Charge,
         account: account.clone(),
         wallet: grant.terms.wallet.clone(),

@@ -8,19 +8,24 @@
 //! Implementations: [`memory::MemoryStore`], the embedded default and the reference semantics.
 
 pub mod memory;
-pub mod outbox;
 pub mod redis;
+
+pub use crate::domain::decision::{
+    ChargeReceipt, CheckReceipt, CommitReceipt, Decision, Denial, ExtendReceipt, GrantReceipt,
+    ReleaseReceipt, ReserveReceipt, VoidReceipt,
+};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::alert::WalletAlerts;
 use crate::domain::{
-    Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
-    HoldState, IdempotencyKey, Labels, LimitState, LimitWindow, ModelId, OverrunPolicy, Portion,
-    Postpaid, PriceRule, ReservationId, StopRule, Usage, WalletId,
+    Account, AccountId, AccountStatus, FeatureId, Grant, GrantId, GrantTerms, Hold, HoldState,
+    IdempotencyKey, Labels, LimitState, LimitWindow, ModelId, OverrunPolicy, Postpaid, PriceRule,
+    ReservationId, StopRule, Usage, WalletId,
 };
-use outbox::{OutboxPosition, OutboxRecord, Remembered};
+pub use crate::record::{AccountSnapshot, AlertsSnapshot};
+use crate::record::{OutboxPosition, OutboxRecord};
 
 /// A caller's idempotency key and the canonical form of the request it was first used with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,24 +133,6 @@ pub struct LimitChange {
     pub amount_minor: Option<i64>,
 }
 
-/// An allowed answer, or a denial: denials are answers, not errors, and change nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Decision<T> {
-    Allowed(T),
-    Denied(Denial),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Denial {
-    pub reason: DenyReason,
-    /// Spendable balance for the feature when the denial was made; for a spend limit, what
-    /// the limit still allows.
-    pub available_minor: i64,
-    /// The spend limit that denied (`project=atlas/day`), for `SpendLimitReached`.
-    #[serde(default)]
-    pub limit: Option<String>,
-}
-
 /// A successful store call, and what makes it durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written<T> {
@@ -168,78 +155,6 @@ pub enum Durable {
     HoldVersion { id: ReservationId, version: u64 },
     /// Nothing: the call wrote nothing new.
     Nothing,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReserveReceipt {
-    pub id: ReservationId,
-    pub wallet: WalletId,
-    pub amount_minor: i64,
-    pub expires_at_ms: i64,
-    pub split: Vec<Portion>,
-    pub available_minor: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommitReceipt {
-    pub id: ReservationId,
-    pub entry_id: String,
-    /// What the commit asked to charge.
-    pub requested_minor: i64,
-    /// How far the request went beyond the hold (0 when it fit).
-    pub overrun_minor: i64,
-    pub charged_minor: i64,
-    pub released_minor: i64,
-    pub split: Vec<Portion>,
-    pub available_minor: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReleaseReceipt {
-    pub id: ReservationId,
-    pub released_minor: i64,
-    pub available_minor: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExtendReceipt {
-    pub id: ReservationId,
-    pub amount_minor: i64,
-    pub expires_at_ms: i64,
-    pub split: Vec<Portion>,
-    pub available_minor: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChargeReceipt {
-    pub entry_id: String,
-    pub wallet: WalletId,
-    pub charged_minor: i64,
-    pub split: Vec<Portion>,
-    pub available_minor: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CheckReceipt {
-    pub available_minor: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GrantReceipt {
-    pub grant: Grant,
-    /// False when the same grant already existed and nothing changed.
-    pub created: bool,
-    /// Spendable balance of the wallet (any feature) after the call.
-    pub available_minor: i64,
-    /// The store's clock at the call, to judge the grant's status by.
-    pub now_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VoidReceipt {
-    pub grant: Grant,
-    pub voided_minor: i64,
-    pub available_minor: i64,
 }
 
 /// How far the ledger is behind the store.
@@ -290,38 +205,6 @@ pub struct AlertsView {
     pub armed: Vec<bool>,
     /// The top-up request not answered yet.
     pub open_top_up: Option<String>,
-}
-
-/// A wallet's alerts as the ledger keeps them: the policy, and the top-up requests made.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AlertsSnapshot {
-    pub wallet: WalletId,
-    pub alerts: WalletAlerts,
-    /// Per rule, whether it may fire (it has not fired since it was last re-armed).
-    pub armed: Vec<bool>,
-    /// The top-up request not answered yet.
-    pub open_top_up: Option<String>,
-    /// How many top-up requests the wallet has made.
-    pub top_ups: u64,
-}
-
-/// Everything a store keeps of one account, as rebuilt from the ledger on start.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AccountSnapshot {
-    pub account: Option<Account>,
-    /// Grants with their remaining amounts; held amounts are recomputed from `holds`.
-    pub grants: Vec<Grant>,
-    /// Flex and debt of each wallet that has any, in wallet order; flex held is recomputed
-    /// from `holds`.
-    pub postpaid: Vec<(WalletId, Postpaid)>,
-    /// Spend limits by id; what they hold is recomputed from `holds`.
-    pub limits: Vec<LimitState>,
-    /// Open holds, and ended ones still remembered for repeated commits and releases.
-    pub holds: Vec<Hold>,
-    /// Idempotent replies still within the retention period.
-    pub remembered: Vec<Remembered>,
-    /// Thresholds and auto top-up of wallets that have any, in wallet order.
-    pub alerts: Vec<AlertsSnapshot>,
 }
 
 /// Why a store operation failed. Denials are not errors: see [`Decision`].

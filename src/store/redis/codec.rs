@@ -15,7 +15,7 @@ use crate::domain::{
     SpendLimit, StopRule, Usage, WalletId,
 };
 use crate::events::{EventDetail, WalletEvent, WalletEventKind};
-use crate::store::outbox::{EntryKind, LedgerEntry, OutboxEntry, Remembered, Reply};
+use crate::record::{EntryKind, LedgerEntry, OutboxEntry, Remembered, Reply};
 use crate::store::{
     AlertsSnapshot, ChargeReceipt, CommitReceipt, ExtendReceipt, ReleaseReceipt, ReserveReceipt,
     StoreError,

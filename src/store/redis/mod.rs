@@ -13,7 +13,7 @@
 //! consumer group is made again; the replica that makes it loads the partition's accounts with
 //! open holds again ([`BalanceStore::heal`]); and an account is loaded under the epoch it will
 //! live in, noted in the ledger, which from then on drops records of that account from a lost
-//! epoch (see [`crate::ledger::Ledger::load_for_store`]).
+//! epoch (see [`crate::record::AccountSource::load_for_store`]).
 //!
 //! Every call has a deadline; a call Redis does not answer in time fails with
 //! [`StoreError::Unavailable`], which the gate turns into `UNAVAILABLE`: never an allow.
@@ -35,7 +35,6 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamRe
 
 use self::keys::{AccountKeys, Partition};
 use self::scripts::{Invocation, Scripts};
-use super::outbox::{OutboxPosition, OutboxRecord};
 use super::{
     AccountSnapshot, AccountUpdate, AccountView, AlertsSnapshot, AlertsView, BalanceStore,
     ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable,
@@ -51,7 +50,8 @@ use crate::domain::{
     HoldState, LimitState, Postpaid, ReservationId, Usage, WalletId,
 };
 use crate::events::{Events, WalletEvent, WalletEventKind};
-use crate::ledger::Ledger;
+use crate::record::AccountSource;
+use crate::record::{OutboxPosition, OutboxRecord};
 use crate::shutdown::Shutdown;
 
 /// Consumer group of every replica's sync loop.
@@ -91,8 +91,8 @@ pub struct RedisStore {
     connection: Connection,
     scripts: Scripts,
     settings: RedisSettings,
-    /// Where an account Redis does not have is loaded from.
-    ledger: Arc<dyn Ledger>,
+    /// Where an account Redis does not have is loaded from: the ledger.
+    ledger: Arc<dyn AccountSource>,
     /// This replica's name in the consumer group.
     consumer: String,
     /// Where the next claim of abandoned outbox records starts, by partition.
@@ -212,7 +212,7 @@ impl RedisStore {
     /// Connects, refuses a Redis that may evict keys, and makes the consumer group.
     pub async fn connect(
         settings: RedisSettings,
-        ledger: Arc<dyn Ledger>,
+        ledger: Arc<dyn AccountSource>,
     ) -> Result<RedisStore, ConnectError> {
         let url = settings.url.clone();
         let connect_error = |message: String| ConnectError::Connect {

@@ -1,20 +1,23 @@
-//! The outbox: what a store operation must tell the ledger, written in the same atomic step as the
-//! balance change and carried to the ledger by the sync loop.
+//! What the store and the ledger exchange, below both (neither imports the other): the outbox
+//! records a store operation tells the ledger, written in the same atomic step as the balance
+//! change and carried to the ledger by the sync loop; the snapshots of accounts the ledger
+//! rebuilds a store from; and [`AccountSource`], the one thing a store asks of the ledger.
 //!
 //! Ledger entries (grants, voids, commits, charges) are money movements: append-only, each with a
 //! unique id so that writing one twice is harmless. Account, hold and idempotency records are the
 //! state the store needs to be rebuilt after a restart; the ledger keeps their latest version.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{ChargeReceipt, ExtendReceipt, ReserveReceipt};
 use crate::domain::alert::WalletAlerts;
+use crate::domain::entry_id;
 use crate::domain::period::Reset;
 use crate::domain::{
-    Account, AccountId, FeatureId, Grant, GrantId, Hold, IdempotencyKey, Labels, ModelId, Portion,
-    ReservationId, SpendLimit, Usage, WalletId,
+    Account, AccountId, ChargeReceipt, ExtendReceipt, FeatureId, Grant, GrantId, Hold,
+    IdempotencyKey, Labels, LimitState, ModelId, Portion, Postpaid, ReservationId, ReserveReceipt,
+    SpendLimit, Usage, WalletEvent, WalletId,
 };
-use crate::events::WalletEvent;
 
 /// What a ledger entry records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -193,9 +196,9 @@ impl OutboxEntry {
     pub fn reset(account: &AccountId, grant: &Grant, reset: &Reset) -> OutboxEntry {
         let start_ms = grant.period_bounds_ms().map_or(0, |(start_ms, _)| start_ms);
         let id = &grant.terms.id;
-        let entry =
-            |kind, prefix: &str, amount_minor, split: Vec<Portion>, reason: String| LedgerEntry {
-                id: format!("{prefix}/{account}/{id}/{}", reset.index),
+        let entry = |kind, entry_id: String, amount_minor, split: Vec<Portion>, reason: String| {
+            LedgerEntry {
+                id: entry_id,
                 kind,
                 account: account.clone(),
                 wallet: grant.terms.wallet.clone(),
@@ -212,12 +215,13 @@ impl OutboxEntry {
                 overrun_minor: 0,
                 refund_of: None,
                 at_ms: start_ms,
-            };
+            }
+        };
         let mut entries = Vec::new();
         if reset.lapsed_minor > 0 {
             entries.push(entry(
                 EntryKind::Void,
-                "lapse",
+                entry_id::lapse(account, id, reset.index),
                 reset.lapsed_minor,
                 vec![Portion {
                     grant: id.clone(),
@@ -228,7 +232,7 @@ impl OutboxEntry {
         }
         entries.push(entry(
             EntryKind::Grant,
-            "refill",
+            entry_id::refill(account, id, reset.index),
             reset.refilled_minor,
             Vec::new(),
             format!("allowance for period {}", reset.index),
@@ -298,13 +302,75 @@ impl OutboxRecord {
     /// The incarnation of the store's keys the record was written in, when the store can lose
     /// its keys (Redis). A record of an older incarnation than the one an account was last
     /// loaded into the store in describes something the store no longer has: the ledger drops
-    /// it instead of writing it (see [`crate::ledger::Ledger::load_for_store`]).
+    /// it instead of writing it (see [`AccountSource::load_for_store`]).
     pub fn epoch(&self) -> Option<&str> {
         match &self.position {
             OutboxPosition::Stream { epoch, .. } => epoch.as_deref(),
             OutboxPosition::Seq(_) => None,
         }
     }
+}
+
+/// A wallet's alerts as the ledger keeps them: the policy, and the top-up requests made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertsSnapshot {
+    pub wallet: WalletId,
+    pub alerts: WalletAlerts,
+    /// Per rule, whether it may fire (it has not fired since it was last re-armed).
+    pub armed: Vec<bool>,
+    /// The top-up request not answered yet.
+    pub open_top_up: Option<String>,
+    /// How many top-up requests the wallet has made.
+    pub top_ups: u64,
+}
+
+/// Everything a store keeps of one account, as rebuilt from the ledger on start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountSnapshot {
+    pub account: Option<Account>,
+    /// Grants with their remaining amounts; held amounts are recomputed from `holds`.
+    pub grants: Vec<Grant>,
+    /// Flex and debt of each wallet that has any, in wallet order; flex held is recomputed
+    /// from `holds`.
+    pub postpaid: Vec<(WalletId, Postpaid)>,
+    /// Spend limits by id; what they hold is recomputed from `holds`.
+    pub limits: Vec<LimitState>,
+    /// Open holds, and ended ones still remembered for repeated commits and releases.
+    pub holds: Vec<Hold>,
+    /// Idempotent replies still within the retention period.
+    pub remembered: Vec<Remembered>,
+    /// Thresholds and auto top-up of wallets that have any, in wallet order.
+    pub alerts: Vec<AlertsSnapshot>,
+}
+
+/// Why the ledger could not give a store what it asked for.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("ledger: {0}")]
+pub struct SourceError(pub String);
+
+/// Where a store that lost accounts (Redis, after losing its keys) loads them from: the
+/// ledger, seen only through what the store needs of it.
+#[async_trait]
+pub trait AccountSource: Send + Sync + 'static {
+    /// One account as the store should hold it, noted in the ledger as loaded in `epoch` (the
+    /// incarnation of the store's keys), in one step with respect to the ledger's writes: a
+    /// record of the account from an older epoch is either in what is read or, once read,
+    /// never written. `None` when the ledger does not have the account.
+    async fn load_for_store(
+        &self,
+        account: &AccountId,
+        epoch: &str,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Result<Option<AccountSnapshot>, SourceError>;
+
+    /// Up to `limit` accounts that have open holds, in id order after `after`: those a store
+    /// that lost its keys must load again for their holds to expire.
+    async fn accounts_with_open_holds(
+        &self,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountId>, SourceError>;
 }
 
 #[cfg(test)]
