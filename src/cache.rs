@@ -12,8 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use tokio::sync::broadcast::error::RecvError;
 
-use crate::domain::{AccountId, FeaturePrice, ReservationId, WalletId};
+use crate::domain::{
+    AccountId, FeaturePrice, ReservationId, WalletEvent, WalletEventKind, WalletId,
+};
+use crate::events::Events;
+use crate::shutdown::Shutdown;
 
 /// How long a wallet announced empty is denied from memory without asking the store.
 pub const DEPLETED_TTL: Duration = Duration::from_secs(1);
@@ -123,6 +128,47 @@ impl ReservationCache {
     /// Forgets every empty wallet, e.g. when announcements may have been missed.
     pub fn forget_depleted(&self) {
         self.depleted.clear();
+    }
+
+    /// Marks wallets empty and refilled as `events` announce them, until shutdown; forgets
+    /// every mark whenever announcements may have been missed (the store's subscription broke,
+    /// or this listener fell behind). Subscribes at once, before the future first runs.
+    pub fn follow(
+        self: Arc<Self>,
+        events: &Events,
+        mut shutdown: Shutdown,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let mut announced = events.subscribe();
+        let mut missed = events.misses();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    changed = missed.changed() => match changed {
+                        Ok(()) => self.forget_depleted(),
+                        Err(_) => return,
+                    },
+                    event = announced.recv() => match event {
+                        Ok(event) => self.apply(&event),
+                        Err(RecvError::Lagged(_)) => self.forget_depleted(),
+                        Err(RecvError::Closed) => return,
+                    },
+                }
+            }
+        }
+    }
+
+    /// What an event says of a wallet's being empty.
+    fn apply(&self, event: &WalletEvent) {
+        match event.kind {
+            WalletEventKind::Depleted => {
+                self.mark_depleted(event.account.clone(), event.wallet.clone())
+            }
+            WalletEventKind::Replenished => {
+                self.mark_replenished(event.account.clone(), event.wallet.clone())
+            }
+            _ => {}
+        }
     }
 
     /// Whether the wallet was announced empty within [`DEPLETED_TTL`].

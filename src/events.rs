@@ -9,7 +9,9 @@
 //! more than [`EVENTS_BUFFER`] events behind is dropped rather than allowed to slow anything
 //! down.
 
-use tokio::sync::broadcast;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
 
 pub use crate::domain::event::{EventDetail, WalletEvent, WalletEventKind};
 
@@ -18,27 +20,45 @@ pub const EVENTS_BUFFER: usize = 4_096;
 
 /// Where events are published and subscribed to in this process.
 #[derive(Clone, Debug)]
-pub struct Events(broadcast::Sender<WalletEvent>);
+pub struct Events {
+    announced: broadcast::Sender<WalletEvent>,
+    /// How many times events may have been missed (a store's subscription broke).
+    missed: Arc<watch::Sender<u64>>,
+}
 
 impl Default for Events {
     fn default() -> Events {
-        Events(broadcast::channel(EVENTS_BUFFER).0)
+        Events {
+            announced: broadcast::channel(EVENTS_BUFFER).0,
+            missed: Arc::new(watch::channel(0).0),
+        }
     }
 }
 
 impl Events {
     pub fn publish(&self, event: WalletEvent) {
         // Nobody listening is not an error.
-        let _ = self.0.send(event);
+        let _ = self.announced.send(event);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<WalletEvent> {
-        self.0.subscribe()
+        self.announced.subscribe()
     }
 
-    /// Subscribers now: one per open `WatchBalance` stream.
+    /// Says that events may have been missed: whoever keeps state built from them (the
+    /// reservation cache's empty wallets) should drop it.
+    pub fn missed(&self) {
+        self.missed.send_modify(|times| *times += 1);
+    }
+
+    /// Changes whenever events may have been missed.
+    pub fn misses(&self) -> watch::Receiver<u64> {
+        self.missed.subscribe()
+    }
+
+    /// Subscribers now: one per open `WatchBalance` stream (and the cache's, with Redis).
     pub fn subscribers(&self) -> usize {
-        self.0.receiver_count()
+        self.announced.receiver_count()
     }
 }
 

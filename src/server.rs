@@ -317,10 +317,14 @@ impl Server {
             background.push(tokio::spawn(sender.run(background_shutdown.clone())));
         }
         if let Some(redis) = redis_store {
+            // Other replicas' wallets running out reach this one's cache through the events.
+            background.push(tokio::spawn(
+                cache.clone().follow(&events, background_shutdown.clone()),
+            ));
             let shutdown = background_shutdown.clone();
-            let (events, cache) = (events.clone(), cache.clone());
+            let events = events.clone();
             background.push(tokio::spawn(async move {
-                redis.watch_wallets(cache, events, shutdown).await
+                redis.watch_wallets(events, shutdown).await
             }));
         }
 

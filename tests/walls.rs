@@ -1,6 +1,7 @@
 //! The walls of the house stay where they are: arrows point down the data path (`api` → `gate`
 //! → `store` / `ledger` → `record` → `domain`). The domain knows nothing of gRPC, Redis or SQL;
-//! store and ledger never import each other, and what they exchange (`record`) imports only
+//! store and ledger never import each other (nor does the store mark the gate's cache: it
+//! publishes events, which the cache follows), and what they exchange (`record`) imports only
 //! the domain. Read from the source: code only, without comments or test modules.
 
 use std::path::{Path, PathBuf};
@@ -98,6 +99,7 @@ fn store_and_ledger_never_import_each_other_or_what_sits_above() {
             "crate::gate",
             "crate::api",
             "crate::sync",
+            "crate::cache",
             "sqlx",
         ],
     );

@@ -12,12 +12,13 @@ use crate::domain::{
     OverrunPolicy, Period, Portion, PriceRule, Recurrence, ReservationId, StopRule, TokenPrice,
     Units, Usage, WalletId, format_minor,
 };
+use crate::domain::{Decision, Denial};
 use crate::events::{EventDetail, WalletEvent, WalletEventKind};
 use crate::gate::{Cost, GateError};
 use crate::ledger::EventRecord;
 use crate::proto;
 use crate::record::{EntryKind, LedgerEntry};
-use crate::store::{AlertsView, Decision, Denial, LimitChange, WalletView};
+use crate::store::{AlertsView, LimitChange, WalletView};
 
 /// Parses a required field with `parse`, naming it on failure.
 pub fn required<T, E: ToString>(

@@ -34,9 +34,9 @@ use tonic::{Request, Response, Status};
 use super::convert::money;
 use super::{principal, status};
 use crate::domain::{AccountId, FeatureId, IdempotencyKey, Labels, Units, Usage};
+use crate::domain::{Decision, Denial};
 use crate::gate::{ChargeRequest, Cost, Gate, GateError};
 use crate::policy::{Operation, Policy};
-use crate::store::{Decision, Denial};
 
 /// Header with the balance left after an allowed request.
 pub const AVAILABLE_HEADER: &str = "x-creditgate-available";

@@ -8,13 +8,13 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, money, split, verdict};
 use super::{principal, status};
+use crate::domain::Decision;
 use crate::domain::{AccountId, FeatureId, WalletId};
 use crate::events::Events;
 use crate::gate::{self, CheckRequest, CommitRequest, Cost, ExtendRequest, Gate};
 use crate::policy::{Operation, Policy};
 use crate::proto::{self, gate_server};
 use crate::shutdown::Shutdown;
-use crate::store::Decision;
 
 /// Serves [`Gate`] over gRPC.
 #[derive(Clone)]

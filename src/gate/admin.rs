@@ -13,11 +13,10 @@ use crate::domain::{
     Account, AccountId, Amount, FeatureId, FeaturePrice, GrantId, GrantKind, GrantTerms,
     LimitState, Recurrence, WalletId, format_minor,
 };
+use crate::domain::{GrantReceipt, VoidReceipt};
 use crate::ledger::{EventRecord, UsageGroup, UsageQuery, UsageRow};
 use crate::record::LedgerEntry;
-use crate::store::{
-    AccountUpdate, AlertsView, GrantEntry, GrantReceipt, LimitChange, VoidReceipt, WalletView,
-};
+use crate::store::{AccountUpdate, AlertsView, GrantEntry, LimitChange, WalletView};
 
 /// Window of a usage query that does not give its start: 30 days.
 pub const USAGE_WINDOW_MS_DEFAULT: i64 = 30 * 86_400_000;

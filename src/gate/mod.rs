@@ -27,13 +27,14 @@ use crate::domain::{
     AccountId, Amount, DenyReason, FeatureId, FeaturePrice, IdempotencyKey, Labels, PriceRule,
     ReservationId, Rounding, Usage, WalletId,
 };
+use crate::domain::{
+    ChargeReceipt, CheckReceipt, CommitReceipt, Decision, Denial, ExtendReceipt, ReleaseReceipt,
+    ReserveReceipt,
+};
 use crate::ledger::Ledger;
 use crate::record::OutboxEntry;
-use crate::store::Denial;
 use crate::store::{
-    AccountView, BalanceStore, ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt,
-    Decision, Durable, ExtendOp, ExtendReceipt, Idempotency, ReleaseReceipt, ReserveOp,
-    ReserveReceipt,
+    AccountView, BalanceStore, ChargeOp, CommitOp, Durable, ExtendOp, Idempotency, ReserveOp,
 };
 use crate::sync::Durability;
 

@@ -41,7 +41,6 @@ use super::{
     ExtendOp, ExtendReceipt, GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats,
     ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
 };
-use crate::cache::ReservationCache;
 use crate::domain::alert::WalletAlerts;
 use crate::domain::grant::GRANTS_PER_WALLET_MAX;
 use crate::domain::limit::{LIMITS_PER_ACCOUNT_MAX, limit_id};
@@ -49,7 +48,7 @@ use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
     HoldState, LimitState, Postpaid, ReservationId, Usage, WalletId,
 };
-use crate::events::{Events, WalletEvent, WalletEventKind};
+use crate::events::{Events, WalletEvent};
 use crate::record::AccountSource;
 use crate::record::{OutboxPosition, OutboxRecord};
 use crate::shutdown::Shutdown;
@@ -270,19 +269,13 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Listens for wallets the scripts announce empty or refilled, marks them in `cache` and
-    /// passes them on to `events`, until shutdown. After any break in the subscription every mark is dropped, since
-    /// announcements may have been missed.
-    pub async fn watch_wallets(
-        &self,
-        cache: Arc<ReservationCache>,
-        events: Events,
-        mut shutdown: Shutdown,
-    ) {
+    /// Passes the wallet events the scripts publish (of every replica) on to `events`, until
+    /// shutdown; after any break in the subscription, says that events may have been missed.
+    pub async fn watch_wallets(&self, events: Events, mut shutdown: Shutdown) {
         use tokio_stream::StreamExt;
         let mut pause = Duration::from_millis(50);
         loop {
-            cache.forget_depleted();
+            events.missed();
             let subscribed = async {
                 let mut pubsub = self.client.get_async_pubsub().await?;
                 pubsub
@@ -309,7 +302,7 @@ impl RedisStore {
                         let Ok(payload) = message.get_payload::<String>() else {
                             continue;
                         };
-                        if let Some(event) = apply_wallet_event(&cache, &payload) {
+                        if let Some(event) = wallet_event(&payload) {
                             // Against this replica's clock: meaningful when clocks agree.
                             let late_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock)
                                 - event.at_ms;
@@ -871,19 +864,9 @@ fn postpaid_json<'a>(wallets: impl Iterator<Item = (&'a WalletId, &'a Postpaid)>
 
 /// Applies one event message (an event as the scripts make it, in JSON) to the cache;
 /// returns the event.
-fn apply_wallet_event(cache: &ReservationCache, payload: &str) -> Option<WalletEvent> {
+fn wallet_event(payload: &str) -> Option<WalletEvent> {
     let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-    let event = codec::event(&value).ok()?;
-    match event.kind {
-        WalletEventKind::Depleted => {
-            cache.mark_depleted(event.account.clone(), event.wallet.clone());
-        }
-        WalletEventKind::Replenished => {
-            cache.mark_replenished(event.account.clone(), event.wallet.clone());
-        }
-        _ => {}
-    }
-    Some(event)
+    codec::event(&value).ok()
 }
 
 /// The milliseconds part of a stream id.
