@@ -19,27 +19,31 @@
 //! [`StoreError::Unavailable`], which the gate turns into `UNAVAILABLE`: never an allow.
 
 mod codec;
+mod events;
 pub mod keys;
+mod outbox;
+mod recovery;
 mod scripts;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use self::recovery::{Healing, account_args, limits_json, postpaid_json};
+
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 
 use self::keys::{AccountKeys, Partition};
 use self::scripts::{Invocation, Scripts};
 use super::{
-    AccountSnapshot, AccountUpdate, AccountView, AlertsSnapshot, AlertsView, BalanceStore,
-    ChargeOp, ChargeReceipt, CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable,
-    ExtendOp, ExtendReceipt, GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats,
-    ReleaseReceipt, ReserveOp, ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
+    AccountSnapshot, AccountUpdate, AccountView, AlertsView, BalanceStore, ChargeOp, ChargeReceipt,
+    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
+    GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp,
+    ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
 };
 use crate::domain::alert::WalletAlerts;
 use crate::domain::grant::GRANTS_PER_WALLET_MAX;
@@ -48,21 +52,11 @@ use crate::domain::{
     Account, AccountId, AccountStatus, DenyReason, FeatureId, Grant, GrantId, GrantTerms, Hold,
     HoldState, LimitState, Postpaid, ReservationId, Usage, WalletId,
 };
-use crate::events::{Events, WalletEvent};
 use crate::record::AccountSource;
 use crate::record::{OutboxPosition, OutboxRecord};
-use crate::shutdown::Shutdown;
 
 /// Consumer group of every replica's sync loop.
 const GROUP: &str = "creditgate";
-
-/// Loads of one account started over because Redis lost its keys again meanwhile, before the
-/// call fails.
-const HYDRATE_ATTEMPTS_MAX: usize = 3;
-
-/// Accounts with open holds read from the ledger, and loaded, per round of the sync loop when
-/// a lost partition is healed.
-const HEAL_BATCH_LEN: usize = 100;
 
 /// How to reach Redis and how to lay out the data.
 #[derive(Clone, Debug)]
@@ -104,16 +98,6 @@ pub struct RedisStore {
     /// Partitions whose keys this replica made again after Redis lost them, whose accounts
     /// with open holds [`BalanceStore::heal`] has yet to load.
     healing: Mutex<Healing>,
-}
-
-/// What [`BalanceStore::heal`] has yet to load again.
-#[derive(Debug, Default)]
-struct Healing {
-    /// Partitions this replica made again.
-    partitions: BTreeSet<u32>,
-    /// The last account of the ledger's listing of accounts with open holds already looked
-    /// at; `None` starts at the first.
-    after: Option<AccountId>,
 }
 
 /// A multiplexed connection to one Redis, or to the nodes of a Redis Cluster (which routes each
@@ -269,60 +253,6 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Passes the wallet events the scripts publish (of every replica) on to `events`, until
-    /// shutdown; after any break in the subscription, says that events may have been missed.
-    pub async fn watch_wallets(&self, events: Events, mut shutdown: Shutdown) {
-        use tokio_stream::StreamExt;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            events.missed();
-            let subscribed = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
-                pubsub
-                    .subscribe(keys::events_channel(&self.settings.namespace))
-                    .await?;
-                redis::RedisResult::Ok(pubsub)
-            };
-            let pubsub = tokio::select! {
-                _ = shutdown.wait() => return,
-                subscribed = tokio::time::timeout(self.settings.timeout, subscribed) => subscribed,
-            };
-            match pubsub {
-                Ok(Ok(mut pubsub)) => {
-                    pause = Duration::from_millis(50);
-                    let mut messages = pubsub.on_message();
-                    loop {
-                        let message = tokio::select! {
-                            _ = shutdown.wait() => return,
-                            message = messages.next() => message,
-                        };
-                        let Some(message) = message else {
-                            break;
-                        };
-                        let Ok(payload) = message.get_payload::<String>() else {
-                            continue;
-                        };
-                        if let Some(event) = wallet_event(&payload) {
-                            // Against this replica's clock: meaningful when clocks agree.
-                            let late_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock)
-                                - event.at_ms;
-                            metrics::histogram!(crate::telemetry::GATING_PROPAGATION_SECONDS)
-                                .record(late_ms.max(0) as f64 / 1_000.0);
-                            events.publish(event);
-                        }
-                    }
-                    tracing::warn!("redis wallet events interrupted; resubscribing");
-                }
-                _ => tracing::warn!("cannot subscribe to redis wallet events; retrying"),
-            }
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(pause) => {}
-            }
-            pause = (pause * 2).min(Duration::from_secs(2));
-        }
-    }
-
     async fn refuse_eviction(&self) -> Result<(), ConnectError> {
         let mut connection = self.connection.clone();
         let policy: Result<Vec<String>, _> = redis::cmd("CONFIG")
@@ -344,84 +274,6 @@ impl RedisStore {
                 Ok(())
             }
         }
-    }
-
-    /// Makes the partition's outbox stream and consumer group, unless they are there (then
-    /// answers false). The
-    /// replica that makes them (at the first start on a Redis, or after Redis lost its keys)
-    /// is the one that loads the partition's accounts with open holds again
-    /// ([`BalanceStore::heal`]). The group reads the stream from its start: records written
-    /// since the keys were lost are carried like any other.
-    async fn make_group(&self, partition: &Partition) -> Result<bool, StoreError> {
-        let key = partition.outbox();
-        let created: Result<(), StoreError> = self
-            .call(|mut c| async move {
-                c.xgroup_create_mkstream::<_, _, _, ()>(key, GROUP, "0")
-                    .await
-            })
-            .await;
-        match created {
-            Ok(()) => {
-                let mut healing = self.healing.lock().unwrap_or_else(|e| e.into_inner());
-                healing.partitions.insert(partition.index);
-                // The listing starts over, for the accounts of this partition before the cursor.
-                healing.after = None;
-                Ok(true)
-            }
-            Err(StoreError::Unavailable(message)) if message.contains("BUSYGROUP") => Ok(false),
-            Err(error) => Err(error),
-        }
-    }
-
-    /// After an outbox command found no consumer group (`NOGROUP`): Redis lost the
-    /// partition's keys. Makes them again, so that the outbox drains without a restart.
-    async fn remake_group(&self, partition: &Partition) -> Result<(), StoreError> {
-        self.set_claim_cursor(partition.index, "0-0".to_owned());
-        if self.make_group(partition).await? {
-            tracing::warn!(
-                partition = partition.index,
-                "redis lost the keys of this partition (a restart without persistence, a \
-                 failover to an empty replica, or FLUSHALL); made its outbox again"
-            );
-            metrics::counter!(crate::telemetry::STORE_RESETS_TOTAL).increment(1);
-        }
-        Ok(())
-    }
-
-    /// The partition's epoch, made now if Redis has none (see `lib.lua`'s `epoch_of`).
-    async fn epoch(&self, partition: &Partition) -> Result<String, StoreError> {
-        let key = partition.epoch();
-        let made = uuid::Uuid::new_v4().simple().to_string();
-        let offered = made.clone();
-        // `SET … NX GET` answers the value that was there, or nothing when it set ours.
-        let kept: Option<String> = self
-            .call(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(offered)
-                    .arg("NX")
-                    .arg("GET")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(kept.unwrap_or(made))
-    }
-
-    fn claim_cursor(&self, partition: u32) -> String {
-        self.claim_cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&partition)
-            .cloned()
-            .unwrap_or_else(|| "0-0".to_owned())
-    }
-
-    fn set_claim_cursor(&self, partition: u32, cursor: String) {
-        self.claim_cursors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(partition, cursor);
     }
 
     fn partitions(&self) -> impl Iterator<Item = Partition> + use<> {
@@ -493,149 +345,6 @@ impl RedisStore {
 
     fn retention(&self) -> String {
         self.settings.retention_ms.to_string()
-    }
-
-    /// The record a script appended, from its reply (`[.., outbox id, entries]` at `at`).
-    fn record(
-        &self,
-        partition: &Partition,
-        reply: &[String],
-        at: usize,
-    ) -> Result<Durable, StoreError> {
-        match (reply.get(at), reply.get(at + 1)) {
-            (Some(position), Some(entries)) if !position.is_empty() => {
-                let (id, epoch) = match position.split_once('@') {
-                    Some((id, epoch)) => (id, Some(epoch.to_owned())),
-                    None => (position.as_str(), None),
-                };
-                Ok(Durable::Record(OutboxRecord {
-                    at_ms: stream_ms(id),
-                    position: OutboxPosition::Stream {
-                        partition: partition.index,
-                        id: id.to_owned(),
-                        epoch,
-                    },
-                    entries: codec::outbox_entries(entries)?,
-                }))
-            }
-            _ => Ok(Durable::Nothing),
-        }
-    }
-
-    /// Loads an account Redis does not have from the ledger. Returns false when the ledger
-    /// does not have it either. Calls of this replica that find the account absent at once
-    /// wait for one load; replicas loading it at once cannot add its credit twice (the script
-    /// writes only if the account is still absent).
-    async fn hydrate(&self, account: &AccountId) -> Result<bool, StoreError> {
-        let loading = self
-            .hydrating
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(account.clone())
-            .or_default()
-            .clone();
-        let loaded = {
-            let _turn = loading.lock().await;
-            self.hydrate_once(account).await
-        };
-        let mut hydrating = self.hydrating.lock().unwrap_or_else(|e| e.into_inner());
-        // Only this call and the map hold it: nobody else waits, so the entry can go.
-        if Arc::strong_count(&loading) == 2 {
-            hydrating.remove(account);
-        }
-        loaded
-    }
-
-    /// One load of an absent account: the partition's epoch first, then the ledger's account,
-    /// noted there as loaded in that epoch (so that the ledger drops records of the account
-    /// from before, which Redis lost), then the hydrate script, which writes it only in that
-    /// same epoch. Redis losing its keys again meanwhile starts it over, a few times at most.
-    async fn hydrate_once(&self, account: &AccountId) -> Result<bool, StoreError> {
-        let keys = self.keys(account);
-        let account_key = keys.account().to_owned();
-        if self
-            .call(|mut c| async move { c.exists::<_, bool>(account_key).await })
-            .await?
-        {
-            // Loaded by the call this one waited for.
-            return Ok(true);
-        }
-        for _ in 0..HYDRATE_ATTEMPTS_MAX {
-            let epoch = self.epoch(&keys.partition).await?;
-            let now = self.now_ms().await?;
-            let snapshot = self
-                .ledger
-                .load_for_store(account, &epoch, now, self.settings.retention_ms)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("ledger, to load {account}: {e}")))?;
-            let Some(mut snapshot) = snapshot.filter(|s| s.account.is_some()) else {
-                return Ok(false);
-            };
-            let args = account_args(account, &mut snapshot)?;
-            let mut invocation = self.scripts.hydrate.prepare_invoke();
-            invocation
-                .key(keys.account())
-                .key(keys.partition.expiries())
-                .key(keys.partition.accounts())
-                .key(keys.partition.epoch())
-                .arg(&keys.base)
-                .arg(account.as_str())
-                .arg(self.retention());
-            for arg in &args {
-                invocation.arg(arg);
-            }
-            invocation.arg(&epoch);
-            let reply = self.invoke(invocation).await?;
-            if reply.first().map(String::as_str) != Some("moved") {
-                metrics::counter!(crate::telemetry::STORE_HYDRATIONS_TOTAL).increment(1);
-                return Ok(true);
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "redis lost its keys {HYDRATE_ATTEMPTS_MAX} times while {account} was loaded"
-        )))
-    }
-
-    /// Loads one page of the accounts of the partitions this replica made again that have
-    /// open holds in the ledger (and are still absent from Redis), so that the sweep expires
-    /// those holds: nothing else would load an account nobody calls for. A page at a time, so
-    /// that the sync loop, which calls it, goes on carrying the outbox meanwhile.
-    async fn load_open_holds(&self) -> Result<(), StoreError> {
-        let (partitions, after) = {
-            let healing = self.healing.lock().unwrap_or_else(|e| e.into_inner());
-            (healing.partitions.clone(), healing.after.clone())
-        };
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        let accounts = self
-            .ledger
-            .accounts_with_open_holds(after.as_ref(), HEAL_BATCH_LEN)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("ledger, to heal: {e}")))?;
-        let mut loaded = 0usize;
-        for account in &accounts {
-            if partitions.contains(&self.keys(account).partition.index) {
-                self.hydrate(account).await?;
-                loaded += 1;
-            }
-        }
-        if loaded > 0 {
-            tracing::info!(
-                accounts = loaded,
-                "accounts with open holds loaded again from the ledger"
-            );
-        }
-        let mut healing = self.healing.lock().unwrap_or_else(|e| e.into_inner());
-        // A partition lost meanwhile started the listing over: leave it so.
-        if healing.partitions == partitions && healing.after == after {
-            if accounts.len() < HEAL_BATCH_LEN {
-                *healing = Healing::default();
-            } else {
-                healing.after = accounts.last().cloned();
-            }
-        }
-        Ok(())
     }
 
     /// Runs a script for an account, loading the account from the ledger first if Redis does
@@ -723,158 +432,6 @@ impl RedisStore {
         };
         parse_snapshot(account, &text).map(Some)
     }
-}
-
-/// The hydrate and replace scripts' arguments for an account rebuilt from the ledger: its
-/// fields, grants (with what its open holds take of each, checked to fit), holds and replies.
-fn account_args(
-    account: &AccountId,
-    snapshot: &mut AccountSnapshot,
-) -> Result<[String; 7], StoreError> {
-    let acct = snapshot
-        .account
-        .take()
-        .ok_or_else(|| StoreError::Inconsistent(format!("no account {account} to write")))?;
-    // Held amounts come from the open holds, as in the in-memory store, and must fit.
-    let mut held: HashMap<GrantId, i64> = HashMap::new();
-    let mut flex_held: BTreeMap<WalletId, i64> = BTreeMap::new();
-    for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
-        for portion in &hold.split {
-            if portion.grant.is_grant() {
-                *held.entry(portion.grant.clone()).or_default() += portion.amount_minor;
-            } else {
-                *flex_held.entry(hold.wallet.clone()).or_default() += portion.amount_minor;
-            }
-        }
-    }
-    let mut limits: BTreeMap<String, LimitState> = snapshot
-        .limits
-        .iter()
-        .map(|l| {
-            let limit = LimitState {
-                held_minor: 0,
-                ..l.clone()
-            };
-            (l.limit.id(), limit)
-        })
-        .collect();
-    for hold in snapshot.holds.iter().filter(|h| h.state == HoldState::Held) {
-        for id in &hold.limits {
-            // A limit set again after the hold was taken never counted it.
-            if let Some(limit) = limits.get_mut(id)
-                && limit.since_ms <= hold.created_at_ms
-            {
-                limit.held_minor += hold.amount_minor;
-            }
-        }
-    }
-    let mut postpaid: BTreeMap<WalletId, Postpaid> = snapshot.postpaid.iter().cloned().collect();
-    for (wallet, amount) in flex_held {
-        postpaid.entry(wallet).or_default().flex_held_minor = amount;
-    }
-    for (grant, amount) in &held {
-        let fits = snapshot
-            .grants
-            .iter()
-            .any(|g| &g.terms.id == grant && *amount <= g.remaining_minor);
-        if !fits {
-            return Err(StoreError::Inconsistent(format!(
-                "the ledger's open holds of {account} take {amount} from grant {grant}, \
-                     which does not have it"
-            )));
-        }
-    }
-    let grants: Vec<serde_json::Value> = snapshot
-        .grants
-        .iter_mut()
-        .map(|g| {
-            g.held_minor = held.get(&g.terms.id).copied().unwrap_or(0);
-            serde_json::json!({
-                "id": g.terms.id.as_str(),
-                "wallet": g.terms.wallet.as_str(),
-                "grant": codec::encode_grant(g),
-            })
-        })
-        .collect();
-    let holds: Vec<serde_json::Value> = snapshot
-        .holds
-        .iter()
-        .map(|h| serde_json::json!({"token": h.id.token(), "hold": codec::hold_fields(h)}))
-        .collect();
-    let replies: Vec<serde_json::Value> = snapshot
-        .remembered
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "key": r.key.as_str(), "fingerprint": r.fingerprint,
-                "reply": codec::reply_json(&r.reply), "at": r.at_ms.to_string(),
-            })
-        })
-        .collect();
-    Ok([
-        serde_json::json!({
-            "status": acct.status.as_str(), "name": acct.display_name,
-            "created": acct.created_at_ms.to_string(),
-        })
-        .to_string(),
-        serde_json::Value::Array(grants).to_string(),
-        serde_json::Value::Array(holds).to_string(),
-        serde_json::Value::Array(replies).to_string(),
-        postpaid_json(postpaid.iter()),
-        limits_json(limits.values()),
-        alerts_json(&snapshot.alerts),
-    ])
-}
-
-/// Wallets' alerts as the scripts take them: `[{"wallet", "rules", "armed", "top_up", "open",
-/// "made"}]`.
-fn alerts_json(alerts: &[AlertsSnapshot]) -> String {
-    let items: Vec<serde_json::Value> = alerts
-        .iter()
-        .map(|a| {
-            let (rules, top_up) = codec::encode_alerts(&a.alerts);
-            let armed: String = a.armed.iter().map(|&x| if x { '1' } else { '0' }).collect();
-            serde_json::json!({
-                "wallet": a.wallet.as_str(), "rules": rules, "armed": armed, "top_up": top_up,
-                "open": a.open_top_up.clone().unwrap_or_default(), "made": a.top_ups.to_string(),
-            })
-        })
-        .collect();
-    serde_json::Value::Array(items).to_string()
-}
-
-/// Spend limits as the scripts take them: `[{"id", "limit"}]`.
-fn limits_json<'a>(limits: impl Iterator<Item = &'a LimitState>) -> String {
-    let items: Vec<serde_json::Value> = limits
-        .map(|l| serde_json::json!({"id": l.limit.id(), "limit": codec::encode_limit(l)}))
-        .collect();
-    serde_json::Value::Array(items).to_string()
-}
-
-/// Wallets' flex and debt as the scripts take them: `[{"wallet", "postpaid"}]`.
-fn postpaid_json<'a>(wallets: impl Iterator<Item = (&'a WalletId, &'a Postpaid)>) -> String {
-    let items: Vec<serde_json::Value> = wallets
-        .filter(|(_, p)| !p.is_zero())
-        .map(|(wallet, p)| {
-            serde_json::json!({"wallet": wallet.as_str(), "postpaid": codec::encode_postpaid(p)})
-        })
-        .collect();
-    serde_json::Value::Array(items).to_string()
-}
-
-/// Applies one event message (an event as the scripts make it, in JSON) to the cache;
-/// returns the event.
-fn wallet_event(payload: &str) -> Option<WalletEvent> {
-    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
-    codec::event(&value).ok()
-}
-
-/// The milliseconds part of a stream id.
-fn stream_ms(id: &str) -> i64 {
-    id.split('-')
-        .next()
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or(0)
 }
 
 fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i64), StoreError> {
@@ -1820,159 +1377,18 @@ impl BalanceStore for RedisStore {
     }
 
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        let mut records = Vec::new();
-        // Start at a different partition each time, so no partition waits behind a busy one.
-        let first = self.next_partition.fetch_add(1, Ordering::Relaxed) % self.settings.partitions;
-        for offset in 0..self.settings.partitions {
-            if records.len() >= limit {
-                break;
-            }
-            let partition = Partition::new(
-                &self.settings.namespace,
-                (first + offset) % self.settings.partitions,
-            );
-            let want = limit - records.len();
-            let key = partition.outbox();
-            // This replica's own unacknowledged records first, else new ones; and always some
-            // of those another replica left unacknowledged too long (it may be dead).
-            let mut ids: Vec<StreamId> = Vec::new();
-            for start in ["0", ">"] {
-                let consumer = self.consumer.clone();
-                let key = key.clone();
-                let reply: StreamReadReply = match self
-                    .call(|mut c| async move {
-                        let options = StreamReadOptions::default()
-                            .group(GROUP, consumer)
-                            .count(want);
-                        c.xread_options(&[key], &[start], &options).await
-                    })
-                    .await
-                {
-                    Err(StoreError::Unavailable(message)) if message.contains("NOGROUP") => {
-                        self.remake_group(&partition).await?;
-                        StreamReadReply::default()
-                    }
-                    reply => reply?,
-                };
-                ids.extend(reply.keys.into_iter().flat_map(|k| k.ids));
-                if !ids.is_empty() {
-                    break;
-                }
-            }
-            let cursor = self.claim_cursor(partition.index);
-            let consumer = self.consumer.clone();
-            let idle_ms = self.settings.claim_idle_ms;
-            let claim_key = key.clone();
-            let claimed: StreamAutoClaimReply = match self
-                .call(|mut c| async move {
-                    redis::cmd("XAUTOCLAIM")
-                        .arg(claim_key)
-                        .arg(GROUP)
-                        .arg(consumer)
-                        .arg(idle_ms)
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(want)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await
-            {
-                Err(StoreError::Unavailable(message)) if message.contains("NOGROUP") => {
-                    self.remake_group(&partition).await?;
-                    StreamAutoClaimReply::default()
-                }
-                claimed => claimed?,
-            };
-            // From the start again once the stream is done with (or made again).
-            let next = match claimed.next_stream_id.as_str() {
-                "" => "0-0".to_owned(),
-                _ => claimed.next_stream_id,
-            };
-            self.set_claim_cursor(partition.index, next);
-            for entry in claimed.claimed {
-                if !ids.iter().any(|known| known.id == entry.id) {
-                    ids.push(entry);
-                }
-            }
-            for entry in ids {
-                let at: String = entry.get("at").unwrap_or_default();
-                let entries: String = entry.get("entries").unwrap_or_default();
-                records.push(OutboxRecord {
-                    at_ms: codec::int(&at, "outbox time").unwrap_or(stream_ms(&entry.id)),
-                    position: OutboxPosition::Stream {
-                        partition: partition.index,
-                        id: entry.id.clone(),
-                        epoch: entry.get("epoch"),
-                    },
-                    entries: codec::outbox_entries(&entries)?,
-                });
-            }
-        }
-        Ok(records)
+        self.read_outbox(limit).await
     }
 
     async fn outbox_ack(&self, positions: &[OutboxPosition]) -> Result<(), StoreError> {
-        let mut by_partition: BTreeMap<(u32, &str), Vec<&str>> = BTreeMap::new();
-        for position in positions {
-            if let OutboxPosition::Stream {
-                partition,
-                id,
-                epoch,
-            } = position
-            {
-                let epoch = epoch.as_deref().unwrap_or("");
-                by_partition
-                    .entry((*partition, epoch))
-                    .or_default()
-                    .push(id);
-            }
-        }
-        for ((partition, epoch), ids) in by_partition {
-            let partition = Partition::new(&self.settings.namespace, partition);
-            let mut invocation = self.scripts.ack.prepare_invoke();
-            invocation
-                .key(partition.outbox())
-                .key(partition.epoch())
-                .arg(GROUP)
-                .arg(epoch);
-            for id in ids {
-                invocation.arg(id);
-            }
-            self.invoke(invocation).await?;
-        }
-        Ok(())
-    }
-
-    async fn heal(&self) -> Result<(), StoreError> {
-        self.load_open_holds().await
+        self.ack_outbox(positions).await
     }
 
     async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        let now = self.now_ms().await?;
-        let mut stats = OutboxStats::default();
-        for partition in self.partitions() {
-            let key = partition.outbox();
-            let (len, first): (usize, Vec<(String, Vec<(String, String)>)>) = self
-                .call(|mut c| async move {
-                    redis::pipe()
-                        .cmd("XLEN")
-                        .arg(&key)
-                        .cmd("XRANGE")
-                        .arg(&key)
-                        .arg("-")
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(1)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            stats.records += len;
-            if let Some((id, _)) = first.first() {
-                stats.lag_ms = stats.lag_ms.max((now - stream_ms(id)).max(0));
-            }
-        }
-        Ok(stats)
+        self.outbox_depth().await
+    }
+
+    async fn heal(&self) -> Result<(), StoreError> {
+        self.heal_lost().await
     }
 }
