@@ -5,6 +5,7 @@
 //! done, 3 when denied (the answer is still printed), 1 with a message on stderr when the call
 //! itself failed.
 
+pub mod args;
 mod output;
 mod run;
 
