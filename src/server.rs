@@ -150,6 +150,84 @@ async fn watch_health(
     }
 }
 
+/// Connects to the ledger (migrating it if the settings say so), with the webhooks it sends
+/// events to.
+async fn open_ledger(config: &ServerConfig) -> Result<SqlLedger, StartError> {
+    let ledger = SqlLedger::connect(
+        &config.ledger,
+        Duration::from_millis(config.limits.ledger_timeout_ms),
+    )
+    .await?
+    .with_webhooks(config.webhooks.iter().map(Webhook::route).collect());
+    if config.migrate {
+        ledger.migrate().await?;
+    }
+    Ok(ledger)
+}
+
+/// The balance store the settings name: Redis, which loads the accounts it lacks from the ledger
+/// on use (returned twice, the second time as itself, for its wallet events); or the
+/// in-process store, rebuilt from the ledger now.
+async fn open_store(
+    config: &ServerConfig,
+    ledger: &Arc<dyn Ledger>,
+    clock: &Arc<dyn Clock>,
+    events: &Events,
+) -> Result<(Arc<dyn BalanceStore>, Option<Arc<RedisStore>>), StartError> {
+    let retention_ms = config.limits.idempotency_ttl_ms as i64;
+    match &config.redis {
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                namespace: config.redis_namespace.clone(),
+                partitions: config.limits.redis_partitions,
+                timeout: Duration::from_millis(config.limits.redis_timeout_ms),
+                retention_ms,
+                outbox_len_max: config.limits.outbox_len_max,
+                claim_idle_ms: config.limits.outbox_claim_idle_ms,
+            };
+            let store = Arc::new(
+                RedisStore::connect(settings, ledger.clone())
+                    .await
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            );
+            Ok((store.clone(), Some(store)))
+        }
+        None => {
+            let store =
+                MemoryStore::with_outbox_len_max(clock.clone(), config.limits.outbox_len_max)
+                    .with_events(events.clone());
+            let accounts = ledger
+                .load_accounts(None, clock.now_ms(), retention_ms)
+                .await?;
+            tracing::info!(accounts = accounts.len(), "store rebuilt from the ledger");
+            store.load(accounts).await?;
+            Ok((Arc::new(store), None))
+        }
+    }
+}
+
+/// The ports the server listens on, bound before it serves so that a taken port fails the
+/// start.
+struct Listeners {
+    gate: TcpListener,
+    admin: TcpListener,
+    ext_authz: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &ServerConfig) -> Result<Listeners, StartError> {
+        Ok(Listeners {
+            gate: bind(config.listen).await?,
+            admin: bind(config.admin_listen).await?,
+            ext_authz: match config.ext_authz_listen {
+                Some(addr) => Some(bind(addr).await?),
+                None => None,
+            },
+        })
+    }
+}
+
 impl Server {
     /// Opens the ledger, rebuilds the store from it, and starts serving.
     pub async fn start(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
@@ -162,54 +240,14 @@ impl Server {
                     .into(),
             ));
         }
-        let ledger = SqlLedger::connect(
-            &config.ledger,
-            Duration::from_millis(config.limits.ledger_timeout_ms),
-        )
-        .await?
-        .with_webhooks(config.webhooks.iter().map(Webhook::route).collect());
-        if config.migrate {
-            ledger.migrate().await?;
-        }
+        let ledger = open_ledger(&config).await?;
         let retention_ms = config.limits.idempotency_ttl_ms as i64;
         let ledger_dyn: Arc<dyn Ledger> = Arc::new(ledger.clone());
         // Read before the accounts: a change made meanwhile is applied again, harmlessly.
         let change_cursor = ledger.last_change().await?;
         let cache = Arc::new(ReservationCache::new(HOLDS_MAX_DEFAULT));
         let events = Events::default();
-        let mut redis_store = None;
-        let store: Arc<dyn BalanceStore> = match &config.redis {
-            Some(url) => {
-                let settings = RedisSettings {
-                    url: url.clone(),
-                    namespace: config.redis_namespace.clone(),
-                    partitions: config.limits.redis_partitions,
-                    timeout: Duration::from_millis(config.limits.redis_timeout_ms),
-                    retention_ms,
-                    outbox_len_max: config.limits.outbox_len_max,
-                    claim_idle_ms: config.limits.outbox_claim_idle_ms,
-                };
-                // Redis keeps its accounts; those it lacks are loaded from the ledger on use.
-                let store = Arc::new(
-                    RedisStore::connect(settings, ledger_dyn.clone())
-                        .await
-                        .map_err(|e| StartError::Config(e.to_string()))?,
-                );
-                redis_store = Some(store.clone());
-                store
-            }
-            None => {
-                let store =
-                    MemoryStore::with_outbox_len_max(clock.clone(), config.limits.outbox_len_max)
-                        .with_events(events.clone());
-                let accounts = ledger
-                    .load_accounts(None, clock.now_ms(), retention_ms)
-                    .await?;
-                tracing::info!(accounts = accounts.len(), "store rebuilt from the ledger");
-                store.load(accounts).await?;
-                Arc::new(store)
-            }
-        };
+        let (store, redis_store) = open_store(&config, &ledger_dyn, &clock, &events).await?;
         if !config.prices.is_empty() {
             ledger.put_prices(&config.prices, clock.now_ms()).await?;
         }
@@ -268,32 +306,22 @@ impl Server {
             crate::telemetry::serve_metrics(addr).map_err(|e| StartError::Config(e.to_string()))?;
             tracing::info!(%addr, "serving /metrics");
         }
-        let gate_listener = bind(config.listen).await?;
-        let admin_listener = bind(config.admin_listen).await?;
-        let ext_authz_listener = match config.ext_authz_listen {
-            Some(addr) => Some(bind(addr).await?),
-            None => None,
+        let Listeners {
+            gate: gate_listener,
+            admin: admin_listener,
+            ext_authz: ext_authz_listener,
+        } = Listeners::bind(&config).await?;
+        let local = |listener: &TcpListener, addr: SocketAddr| {
+            listener
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr, source })
         };
-        let ext_authz_addr = ext_authz_listener
-            .as_ref()
-            .map(TcpListener::local_addr)
-            .transpose()
-            .map_err(|source| StartError::Listen {
-                addr: config.ext_authz_listen.expect("bound"),
-                source,
-            })?;
-        let gate_addr = gate_listener
-            .local_addr()
-            .map_err(|source| StartError::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Listen {
-                addr: config.admin_listen,
-                source,
-            })?;
+        let gate_addr = local(&gate_listener, config.listen)?;
+        let admin_addr = local(&admin_listener, config.admin_listen)?;
+        let ext_authz_addr = match (&ext_authz_listener, config.ext_authz_listen) {
+            (Some(listener), Some(addr)) => Some(local(listener, addr)?),
+            _ => None,
+        };
 
         let (stop_background, background_shutdown) = shutdown::channel();
         let mut background = vec![
