@@ -3,7 +3,7 @@
 //! ledger, a commit retried, a period reset judged by two stores), so that it is written once.
 //! Ids cannot contain `/`, so distinct entries never share an id.
 //!
-//! The Lua scripts spell the ids the Redis store makes (`lib.lua`'s resets, `hold.lua`'s voids
+//! The Lua scripts spell the ids the Redis store makes (`periods.lua`'s resets, `hold.lua`'s voids
 //! of released credit, `add_grant.lua`'s repayments) the same way; the differential test holds
 //! the two stores' entries equal.
 

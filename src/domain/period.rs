@@ -4,7 +4,7 @@
 //! Periods are counted in UTC calendar months from the anchor: the k-th period starts `k`
 //! months (or `12k` for yearly) after the anchor, on the anchor's day of the month, or on the
 //! month's last day when it is shorter (an anchor on the 31st resets on 30 April and 28 or 29
-//! February), at the anchor's time of day. `lua/lib.lua` carries the same arithmetic.
+//! February), at the anchor's time of day. `lua/periods.lua` carries the same arithmetic.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! What the Lua scripts store and answer, in Rust: encoded grants and splits, hold hashes,
-//! replies, and outbox entries. Each function here mirrors one in `lua/lib.lua` or the JSON a
+//! replies, and outbox entries. Each function here mirrors one in the shared Lua (`lua/grants.lua`, `lua/wallet.lua`, …) or the JSON a
 //! script builds; every number travels as a decimal string.
 
 use std::collections::{BTreeMap, HashMap};
@@ -70,7 +70,7 @@ pub fn decode_split(text: &str) -> Result<Vec<Portion>, StoreError> {
 }
 
 /// `kind|priority|amount|remaining|held|expires_at|created_at|voided_at|recurrence|period|
-/// features`, as in `lua/lib.lua`; the period is `index` or `index,granted at its start`.
+/// features`, as in `lua/grants.lua`; the period is `index` or `index,granted at its start`.
 pub fn encode_grant(grant: &Grant) -> String {
     let t = &grant.terms;
     let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
@@ -582,7 +582,7 @@ fn ledger_entry(value: &Value) -> Result<LedgerEntry, StoreError> {
 }
 
 /// The outbox entries a script wrote, from their JSON.
-/// An event as the scripts make it (see `new_event` in lib.lua).
+/// An event as the scripts make it (see `new_event` in events.lua).
 pub fn event(value: &Value) -> Result<WalletEvent, StoreError> {
     let t = |key: &str| value_text(value, key);
     let account = id(t("account"), "account", AccountId::parse)?;
@@ -625,7 +625,7 @@ pub fn event(value: &Value) -> Result<WalletEvent, StoreError> {
 }
 
 /// A wallet's thresholds and top-up policy as the scripts keep them: `rules` and `top_up`
-/// (see `load_alerts` in lib.lua).
+/// (see `load_alerts` in events.lua).
 pub fn encode_alerts(alerts: &WalletAlerts) -> (String, String) {
     let rules = alerts
         .rules

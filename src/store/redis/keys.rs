@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `cg:{cgN}:a/<account>/` | hash | the account: `status`, `name`, `created`; present = loaded |
 //! | `cg:{cgN}:a/<account>/wallets` | set | wallets that have grants |
-//! | `cg:{cgN}:a/<account>/grants:<wallet>` | hash | grant id → encoded grant (see `lib.lua`) |
+//! | `cg:{cgN}:a/<account>/grants:<wallet>` | hash | grant id → encoded grant (see `grants.lua`) |
 //! | `cg:{cgN}:a/<account>/holds` | set | tokens of open holds |
 //! | `cg:{cgN}:a/<account>/hold:<token>` | hash | one hold; ended holds expire after retention |
 //! | `cg:{cgN}:a/<account>/idem:<key>` | hash | an idempotent reply; expires after retention |
@@ -40,7 +40,7 @@ pub fn valid_namespace(namespace: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The channel events are published on, each as the JSON object `new_event` in lib.lua makes.
+/// The channel events are published on, each as the JSON object `new_event` in events.lua makes.
 pub fn events_channel(namespace: &str) -> String {
     format!("{namespace}:events")
 }
@@ -68,7 +68,7 @@ impl Partition {
     }
 
     /// The partition's epoch: the incarnation of its keys, which changes whenever Redis lost
-    /// them. The scripts find it beside the outbox (`lib.lua`'s `epoch_of`).
+    /// them. The scripts find it beside the outbox (`outbox.lua`'s `epoch_of`).
     pub fn epoch(&self) -> String {
         format!("{}epoch", self.prefix)
     }
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn the_epoch_sits_where_the_scripts_look_for_it_beside_the_outbox() {
-        // lib.lua's epoch_of: the outbox key less its last six characters, then `epoch`.
+        // outbox.lua's epoch_of: the outbox key less its last six characters, then `epoch`.
         let partition = Partition::new("cg", 3);
         let outbox = partition.outbox();
         assert!(outbox.ends_with("outbox"));

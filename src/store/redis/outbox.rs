@@ -57,7 +57,7 @@ impl RedisStore {
         Ok(())
     }
 
-    /// The partition's epoch, made now if Redis has none (see `lib.lua`'s `epoch_of`).
+    /// The partition's epoch, made now if Redis has none (see `outbox.lua`'s `epoch_of`).
     pub(super) async fn epoch(&self, partition: &Partition) -> Result<String, StoreError> {
         let key = partition.epoch();
         let made = uuid::Uuid::new_v4().simple().to_string();

@@ -1,5 +1,6 @@
 //! The Lua scripts, one function per operation, in one Redis Functions library together with
-//! the code they share (`lib.lua`, `hold.lua`).
+//! the code they share: [`SHARED`], the library's files by concept, in the order they are
+//! loaded.
 //!
 //! Redis keeps a loaded library: its definitions run once, at `FUNCTION LOAD`, where a script
 //! sent with `EVALSHA` ran them again on every call (under `creditgate bench --scenario
@@ -14,6 +15,19 @@
 
 use redis::{Cmd, ToRedisArgs};
 use sha2::{Digest, Sha256};
+
+/// The code every script shares, by concept (one for one with `domain/*.rs` where there is
+/// one), in the order it is loaded: each file uses only what comes before it.
+const SHARED: [&str; 8] = [
+    include_str!("lua/lib.lua"),
+    include_str!("lua/grants.lua"),
+    include_str!("lua/periods.lua"),
+    include_str!("lua/limits.lua"),
+    include_str!("lua/wallet.lua"),
+    include_str!("lua/events.lua"),
+    include_str!("lua/outbox.lua"),
+    include_str!("lua/hold.lua"),
+];
 
 /// Every operation's script, by the name its function takes after the library's.
 const SCRIPTS: [(&str, &str); 17] = [
@@ -108,9 +122,9 @@ pub struct Scripts {
 
 impl Scripts {
     pub fn new() -> Scripts {
-        let shared = concat!(include_str!("lua/lib.lua"), include_str!("lua/hold.lua"));
+        let shared = SHARED.concat();
         let mut digest = Sha256::new();
-        digest.update(shared);
+        digest.update(&shared);
         for (op, script) in SCRIPTS {
             digest.update(op);
             digest.update(script);

@@ -1,4 +1,4 @@
--- Ending a hold, shared by commit, release, extend and expire (prepended after lib.lua).
+-- Ending a hold, shared by commit, release, extend and expire (last of the library's shared files).
 
 -- The hold's next version: every change raises it, so the ledger keeps the newest.
 local function next_version(h)

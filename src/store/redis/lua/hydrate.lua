@@ -5,13 +5,13 @@
 -- KEYS[4] partition epoch
 -- ARGV[1] account key base   ARGV[2] account id   ARGV[3] retention (ms)
 -- ARGV[4] account: {"status", "name", "created"}
--- ARGV[5] grants: [{"id", "wallet", "grant" (encoded as in lib.lua)}]
+-- ARGV[5] grants: [{"id", "wallet", "grant" (encoded as in grants.lua)}]
 -- ARGV[6] holds: [{"token", "hold" (the hold's fields)}]
 -- ARGV[7] idempotent replies: [{"key", "fingerprint", "reply", "at"}]
--- ARGV[8] wallets' flex and debt: [{"wallet", "postpaid" (encoded as in lib.lua)}]
--- ARGV[9] spend limits: [{"id", "limit" (encoded as in lib.lua)}]
+-- ARGV[8] wallets' flex and debt: [{"wallet", "postpaid" (encoded as in wallet.lua)}]
+-- ARGV[9] spend limits: [{"id", "limit" (encoded as in limits.lua)}]
 -- ARGV[10] alerts: [{"wallet", "rules", "armed", "top_up", "open", "made"} (as load_alerts in
---          lib.lua; armed '' when not known)]
+--          events.lua; armed '' when not known)]
 -- ARGV[11] the partition's epoch the ledger was told it is loaded in
 -- Reply: {'hydrated'} | {'present'} | {'moved'} the partition is in another epoch now (Redis lost
 --        its keys again): load it again

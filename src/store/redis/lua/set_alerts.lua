@@ -1,5 +1,5 @@
 -- Set alerts: sets a wallet's thresholds and auto top-up policy, replacing what it had (see
--- load_alerts in lib.lua). A threshold already passed waits to be re-armed; a wallet already
+-- load_alerts in events.lua). A threshold already passed waits to be re-armed; a wallet already
 -- below its top-up threshold asks for a top-up at once, unless one is open.
 --
 -- KEYS[1] account hash   KEYS[2] partition outbox stream   KEYS[3] partition account set
