@@ -153,62 +153,229 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn client(command: Command) -> Result<(Answer, bool), CliError> {
-    Ok(match command {
-        Command::Serve(_) | Command::Migrate(_) => unreachable!("dispatched before"),
-        Command::Grant(a) => {
-            let expires_at_ms = match (a.expires_in, a.expires_at_ms) {
-                (Some(ms), _) => {
-                    let ms = i64::try_from(ms)
-                        .map_err(|_| CliError::Usage("--expires-in is too long".into()))?;
-                    creditgate::clock::Clock::now_ms(&SystemClock).saturating_add(ms)
-                }
-                (None, Some(at)) => at,
-                (None, None) => 0,
-            };
-            let call = GrantCall {
-                account: a.account,
-                grant_id: a
-                    .grant_id
-                    .unwrap_or_else(|| format!("g{}", uuid::Uuid::new_v4().simple())),
-                wallet: a.wallet,
-                amount: a.amount,
-                kind: a.kind,
-                priority: a.priority.unwrap_or(0),
-                expires_at_ms,
-                features: a.features,
-                period: a.period,
-                period_anchor_ms: a.period_anchor_ms.unwrap_or(0),
-                rollover_max: a.rollover_max.unwrap_or_default(),
-                reason: a.reason.unwrap_or_default(),
-                refund_of: a.refund_of.unwrap_or_default(),
-                top_up_request_id: a.top_up_request.unwrap_or_default(),
-            };
-            (cli::grant(&a.connection, call).await?, a.connection.json)
+/// What a client subcommand answered, printed (as JSON if asked); exit 2 for a denial.
+fn answered(json: bool, answer: Result<Answer, CliError>) -> ExitCode {
+    match answer {
+        Ok(answer) => {
+            cli::print(&answer, json);
+            if answer.denied {
+                ExitCode::from(cli::EXIT_DENIED as u8)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
-        Command::Balance(a) => (
-            cli::balance(&a.connection, a.account, a.wallet).await?,
-            a.connection.json,
-        ),
-        Command::Reserve(a) => {
-            let call = ReserveCall {
-                partial_min: a.partial_min,
-                account: a.target.account,
-                feature: a.target.feature,
-                wallet: a.target.wallet,
-                cost: a.cost,
-                ttl_ms: a.ttl.unwrap_or(0),
-                idempotency_key: a.idempotency_key,
-                labels: a.labels,
-            };
-            (cli::reserve(&a.connection, call).await?, a.connection.json)
+        Err(error) => failed(error),
+    }
+}
+
+/// Exit 0, or the error on stderr and the failure status.
+fn finish<E: std::fmt::Display>(done: Result<(), E>) -> ExitCode {
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => failed(error),
+    }
+}
+
+fn failed(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("creditgate: {error}");
+    ExitCode::from(cli::EXIT_FAILED as u8)
+}
+
+async fn grant(a: GrantArgs) -> Result<Answer, CliError> {
+    let expires_at_ms = match (a.expires_in, a.expires_at_ms) {
+        (Some(ms), _) => {
+            let ms = i64::try_from(ms)
+                .map_err(|_| CliError::Usage("--expires-in is too long".into()))?;
+            creditgate::clock::Clock::now_ms(&SystemClock).saturating_add(ms)
         }
-        Command::Commit(a) => (
-            cli::commit(&a.connection, a.id, a.cost).await?,
+        (None, Some(at)) => at,
+        (None, None) => 0,
+    };
+    let call = GrantCall {
+        account: a.account,
+        grant_id: a
+            .grant_id
+            .unwrap_or_else(|| format!("g{}", uuid::Uuid::new_v4().simple())),
+        wallet: a.wallet,
+        amount: a.amount,
+        kind: a.kind,
+        priority: a.priority.unwrap_or(0),
+        expires_at_ms,
+        features: a.features,
+        period: a.period,
+        period_anchor_ms: a.period_anchor_ms.unwrap_or(0),
+        rollover_max: a.rollover_max.unwrap_or_default(),
+        reason: a.reason.unwrap_or_default(),
+        refund_of: a.refund_of.unwrap_or_default(),
+        top_up_request_id: a.top_up_request.unwrap_or_default(),
+    };
+    cli::grant(&a.connection, call).await
+}
+
+async fn reserve(a: ReserveArgs) -> Result<Answer, CliError> {
+    let call = ReserveCall {
+        partial_min: a.partial_min,
+        account: a.target.account,
+        feature: a.target.feature,
+        wallet: a.target.wallet,
+        cost: a.cost,
+        ttl_ms: a.ttl.unwrap_or(0),
+        idempotency_key: a.idempotency_key,
+        labels: a.labels,
+    };
+    cli::reserve(&a.connection, call).await
+}
+
+async fn charge(a: ChargeArgs) -> Result<Answer, CliError> {
+    let call = ChargeCall {
+        account: a.target.account,
+        feature: a.target.feature,
+        wallet: a.target.wallet,
+        cost: a.cost,
+        idempotency_key: a.idempotency_key,
+        labels: a.labels,
+    };
+    cli::charge(&a.connection, call).await
+}
+
+async fn price_set(a: PriceSetArgs) -> Result<Answer, CliError> {
+    let price = match (a.flat, a.per_unit, a.unit, a.model) {
+        (Some(flat), _, _, _) => PriceCall::Flat(flat),
+        (None, Some(price), Some(unit), _) => PriceCall::PerUnit { unit, price },
+        (None, None, _, Some(model)) => PriceCall::Model {
+            model,
+            input: a.input_per_1m.unwrap_or_default(),
+            output: a.output_per_1m.unwrap_or_default(),
+            cached_input: a.cached_input_per_1m,
+        },
+        _ => {
+            return Err(CliError::Usage(
+                "give --flat, --per-unit with --unit, or --model with token prices".into(),
+            ));
+        }
+    };
+    let overrun = match (a.overrun, a.overrun_allowance) {
+        (None, None) => None,
+        (Some(OverrunArg::AllowUpTo), Some(allowance)) => Some(Overrun::AllowUpTo(allowance)),
+        (Some(OverrunArg::AllowUpTo), None) => {
+            return Err(CliError::Usage(
+                "--overrun allow-up-to needs --overrun-allowance".into(),
+            ));
+        }
+        (Some(OverrunArg::CapAtHold), None) => Some(Overrun::CapAtHold),
+        (Some(OverrunArg::ChargeActual), None) => Some(Overrun::ChargeActual),
+        (_, Some(_)) => {
+            return Err(CliError::Usage(
+                "--overrun-allowance goes only with --overrun allow-up-to".into(),
+            ));
+        }
+    };
+    let stop = a.stop.map(|stop| match stop {
+        StopArg::FinishRunning => StopRule::FinishRunning,
+        StopArg::StopRunning => StopRule::StopRunning,
+    });
+    cli::price_set(
+        &a.connection,
+        a.feature,
+        a.wallet,
+        price,
+        overrun,
+        stop,
+        a.effective_at_ms.unwrap_or(0),
+    )
+    .await
+}
+
+async fn limit(command: LimitCommand) -> ExitCode {
+    let (target, amount) = match command {
+        LimitCommand::Set { target, amount } => (target, Some(amount)),
+        LimitCommand::Remove { target } => (target, None),
+    };
+    let (key, value) = target.label;
+    let answer = cli::limit_set(
+        &target.connection,
+        target.account,
+        key,
+        value,
+        &target.per,
+        amount,
+    )
+    .await;
+    answered(target.connection.json, answer)
+}
+
+async fn usage(a: UsageArgs) -> Result<Answer, CliError> {
+    let since =
+        i64::try_from(a.since).map_err(|_| CliError::Usage("--since is too long".into()))?;
+    let call = UsageCall {
+        account: a.account,
+        group_by: a.group_by,
+        since_ms: creditgate::clock::Clock::now_ms(&SystemClock).saturating_sub(since),
+        label: a.label,
+    };
+    cli::usage(&a.connection, call).await
+}
+
+async fn bench(args: creditgate::bench::BenchArgs) -> Result<(), creditgate::bench::BenchError> {
+    let json = args.json;
+    let report = creditgate::bench::run(args).await?;
+    if json {
+        println!("{report}");
+    } else {
+        print!("{}", creditgate::bench::table(&report));
+    }
+    Ok(())
+}
+
+async fn watch(args: WatchArgs) -> Result<(), CliError> {
+    let filter = (args.wallets, args.features);
+    cli::watch(&args.connection, args.account, filter, |answer| {
+        cli::print(&answer, args.connection.json)
+    })
+    .await
+}
+
+/// Meters a process: its exit status is the command's.
+async fn run(args: RunArgs) -> ExitCode {
+    let call = cli::RunCall {
+        account: args.account,
+        feature: args.feature,
+        wallet: args.wallet,
+        hold_ms: args.hold,
+        grace_ms: args.grace,
+        labels: args.labels,
+        command: args.command,
+    };
+    match cli::run(&args.connection, call).await {
+        Ok(outcome) => {
+            cli::eprint(&outcome.report, args.connection.json);
+            ExitCode::from(outcome.status.clamp(0, 255) as u8)
+        }
+        Err(error) => failed(error),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => finish(serve(args).await),
+        Command::Migrate(args) => finish(migrate(args).await),
+        Command::Bench(args) => finish(bench(args).await),
+        Command::Watch(args) => finish(watch(args).await),
+        Command::Run(args) => run(args).await,
+        Command::Grant(a) => answered(a.connection.json, grant(a).await),
+        Command::Balance(a) => answered(
             a.connection.json,
+            cli::balance(&a.connection, a.account, a.wallet).await,
         ),
-        Command::Release(a) => (cli::release(&a.connection, a.id).await?, a.connection.json),
-        Command::Extend(a) => (
+        Command::Reserve(a) => answered(a.connection.json, reserve(a).await),
+        Command::Commit(a) => answered(
+            a.connection.json,
+            cli::commit(&a.connection, a.id, a.cost).await,
+        ),
+        Command::Release(a) => answered(a.connection.json, cli::release(&a.connection, a.id).await),
+        Command::Extend(a) => answered(
+            a.connection.json,
             cli::extend(
                 &a.connection,
                 a.id,
@@ -216,110 +383,30 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 a.ttl.unwrap_or(0),
                 a.idempotency_key,
             )
-            .await?,
-            a.connection.json,
+            .await,
         ),
-        Command::Charge(a) => {
-            let call = ChargeCall {
-                account: a.target.account,
-                feature: a.target.feature,
-                wallet: a.target.wallet,
-                cost: a.cost,
-                idempotency_key: a.idempotency_key,
-                labels: a.labels,
-            };
-            (cli::charge(&a.connection, call).await?, a.connection.json)
-        }
+        Command::Charge(a) => answered(a.connection.json, charge(a).await),
         Command::Price(PriceCommand::List { connection }) => {
-            (cli::price_list(&connection).await?, connection.json)
+            answered(connection.json, cli::price_list(&connection).await)
         }
-        Command::Price(PriceCommand::Set(a)) => {
-            let price = match (a.flat, a.per_unit, a.unit, a.model) {
-                (Some(flat), _, _, _) => PriceCall::Flat(flat),
-                (None, Some(price), Some(unit), _) => PriceCall::PerUnit { unit, price },
-                (None, None, _, Some(model)) => PriceCall::Model {
-                    model,
-                    input: a.input_per_1m.unwrap_or_default(),
-                    output: a.output_per_1m.unwrap_or_default(),
-                    cached_input: a.cached_input_per_1m,
-                },
-                _ => {
-                    return Err(CliError::Usage(
-                        "give --flat, --per-unit with --unit, or --model with token prices".into(),
-                    ));
-                }
-            };
-            let overrun = match (a.overrun, a.overrun_allowance) {
-                (None, None) => None,
-                (Some(OverrunArg::AllowUpTo), Some(allowance)) => {
-                    Some(Overrun::AllowUpTo(allowance))
-                }
-                (Some(OverrunArg::AllowUpTo), None) => {
-                    return Err(CliError::Usage(
-                        "--overrun allow-up-to needs --overrun-allowance".into(),
-                    ));
-                }
-                (Some(OverrunArg::CapAtHold), None) => Some(Overrun::CapAtHold),
-                (Some(OverrunArg::ChargeActual), None) => Some(Overrun::ChargeActual),
-                (_, Some(_)) => {
-                    return Err(CliError::Usage(
-                        "--overrun-allowance goes only with --overrun allow-up-to".into(),
-                    ));
-                }
-            };
-            (
-                cli::price_set(
-                    &a.connection,
-                    a.feature,
-                    a.wallet,
-                    price,
-                    overrun,
-                    a.stop.map(|stop| match stop {
-                        StopArg::FinishRunning => StopRule::FinishRunning,
-                        StopArg::StopRunning => StopRule::StopRunning,
-                    }),
-                    a.effective_at_ms.unwrap_or(0),
-                )
-                .await?,
-                a.connection.json,
-            )
-        }
-        Command::Health(a) => (
-            cli::health(&a.connection, &a.service).await?,
+        Command::Price(PriceCommand::Set(a)) => answered(a.connection.json, price_set(*a).await),
+        Command::Health(a) => answered(
             a.connection.json,
+            cli::health(&a.connection, &a.service).await,
         ),
-        Command::Watch(_) => unreachable!("watch streams and is handled in main"),
-        Command::Bench(_) => unreachable!("bench is handled in main"),
-        Command::Run(_) => unreachable!("run has its own exit status and is handled in main"),
-        Command::Limit(command) => {
-            let (target, amount) = match command {
-                LimitCommand::Set { target, amount } => (target, Some(amount)),
-                LimitCommand::Remove { target } => (target, None),
-            };
-            let (key, value) = target.label;
-            let answer = cli::limit_set(
-                &target.connection,
-                target.account,
-                key,
-                value,
-                &target.per,
-                amount,
-            )
-            .await?;
-            (answer, target.connection.json)
-        }
+        Command::Limit(command) => limit(command).await,
         Command::Wallet(WalletCommand::Set {
             connection,
             account,
             wallet,
             flex_cap,
-        }) => (
-            cli::wallet_set(&connection, account, wallet, flex_cap).await?,
+        }) => answered(
             connection.json,
+            cli::wallet_set(&connection, account, wallet, flex_cap).await,
         ),
-        Command::Events(a) => (
-            cli::events(&a.connection, a.account, a.limit).await?,
+        Command::Events(a) => answered(
             a.connection.json,
+            cli::events(&a.connection, a.account, a.limit).await,
         ),
         Command::Alerts(AlertsCommand::Set {
             connection,
@@ -340,24 +427,15 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 top_up_amount,
                 top_up_to,
             };
-            (cli::alerts_set(&connection, call).await?, connection.json)
+            answered(connection.json, cli::alerts_set(&connection, call).await)
         }
-        Command::Reconcile(a) => (
-            cli::reconcile(&a.connection, a.account, a.rebuild).await?,
+        Command::Reconcile(a) => answered(
             a.connection.json,
+            cli::reconcile(&a.connection, a.account, a.rebuild).await,
         ),
-        Command::Usage(a) => {
-            let since = i64::try_from(a.since)
-                .map_err(|_| CliError::Usage("--since is too long".into()))?;
-            let call = UsageCall {
-                account: a.account,
-                group_by: a.group_by,
-                since_ms: creditgate::clock::Clock::now_ms(&SystemClock).saturating_sub(since),
-                label: a.label,
-            };
-            (cli::usage(&a.connection, call).await?, a.connection.json)
-        }
-        Command::Check(a) => (
+        Command::Usage(a) => answered(a.connection.json, usage(a).await),
+        Command::Check(a) => answered(
+            a.connection.json,
             cli::check(
                 &a.connection,
                 a.target.account,
@@ -366,96 +444,7 @@ async fn client(command: Command) -> Result<(Answer, bool), CliError> {
                 a.cost,
                 a.labels,
             )
-            .await?,
-            a.connection.json,
+            .await,
         ),
-    })
-}
-
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Command::Migrate(args) = cli.command {
-        return match migrate(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("creditgate: {error}");
-                ExitCode::from(cli::EXIT_FAILED as u8)
-            }
-        };
-    }
-    if let Command::Bench(args) = cli.command {
-        let json = args.json;
-        return match creditgate::bench::run(args).await {
-            Ok(report) => {
-                if json {
-                    println!("{report}");
-                } else {
-                    print!("{}", creditgate::bench::table(&report));
-                }
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("creditgate: {error}");
-                ExitCode::from(cli::EXIT_FAILED as u8)
-            }
-        };
-    }
-    if let Command::Serve(args) = cli.command {
-        return match serve(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("creditgate: {error}");
-                ExitCode::from(cli::EXIT_FAILED as u8)
-            }
-        };
-    }
-    if let Command::Watch(args) = cli.command {
-        let filter = (args.wallets, args.features);
-        let watched = cli::watch(&args.connection, args.account, filter, |answer| {
-            cli::print(&answer, args.connection.json)
-        });
-        return match watched.await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("creditgate: {error}");
-                ExitCode::from(cli::EXIT_FAILED as u8)
-            }
-        };
-    }
-    if let Command::Run(args) = cli.command {
-        let call = cli::RunCall {
-            account: args.account,
-            feature: args.feature,
-            wallet: args.wallet,
-            hold_ms: args.hold,
-            grace_ms: args.grace,
-            labels: args.labels,
-            command: args.command,
-        };
-        return match cli::run(&args.connection, call).await {
-            Ok(outcome) => {
-                cli::eprint(&outcome.report, args.connection.json);
-                ExitCode::from(outcome.status.clamp(0, 255) as u8)
-            }
-            Err(error) => {
-                eprintln!("creditgate: {error}");
-                ExitCode::from(cli::EXIT_FAILED as u8)
-            }
-        };
-    }
-    match client(cli.command).await {
-        Ok((answer, json)) => {
-            cli::print(&answer, json);
-            if answer.denied {
-                ExitCode::from(cli::EXIT_DENIED as u8)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(error) => {
-            eprintln!("creditgate: {error}");
-            ExitCode::from(cli::EXIT_FAILED as u8)
-        }
     }
 }
