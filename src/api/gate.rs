@@ -11,7 +11,7 @@ use super::{principal, status};
 use crate::domain::Decision;
 use crate::domain::{AccountId, FeatureId, WalletId};
 use crate::events::Events;
-use crate::gate::{self, CheckRequest, CommitRequest, Cost, ExtendRequest, Gate};
+use crate::gate::{self, CheckRequest, CommitRequest, ExtendRequest, Gate};
 use crate::policy::{Operation, Policy};
 use crate::proto::{self, gate_server};
 use crate::shutdown::Shutdown;
@@ -93,25 +93,9 @@ impl gate_server::Gate for GateService {
         &self,
         request: Request<proto::ReserveRequest>,
     ) -> Reply<proto::ReserveResponse> {
-        use proto::reserve_request::Cost as C;
         let caller = principal(&self.policy, &request, Operation::Reserve)?;
-        let r = request.into_inner();
-        let (amount, usage) = match &r.cost {
-            Some(C::Amount(a)) => (Some(a), None),
-            Some(C::Usage(u)) => (None, Some(u)),
-            None => (None, None),
-        };
-        let request = gate::ReserveRequest {
-            account: convert::account(&r.account_id).map_err(status)?,
-            feature: convert::feature(&r.feature).map_err(status)?,
-            wallet: convert::wallet(&r.wallet).map_err(status)?,
-            cost: convert::cost(amount, usage).map_err(status)?,
-            ttl_ms: convert::ttl_ms(r.ttl_ms),
-            idempotency_key: caller
-                .scope(convert::idempotency_key(&r.idempotency_key).map_err(status)?),
-            labels: convert::labels(&r.labels).map_err(status)?,
-            partial_min: convert::partial_min(r.allow_partial, &r.min_amount).map_err(status)?,
-        };
+        let mut request = gate::ReserveRequest::try_from(request.get_ref()).map_err(status)?;
+        request.idempotency_key = caller.scope(request.idempotency_key);
         caller.may_touch(&request.account).map_err(status)?;
         let account = request.account.clone();
         let (asked, wallet, decision) = self.gate.reserve(request).await.map_err(status)?;
@@ -137,26 +121,10 @@ impl gate_server::Gate for GateService {
     }
 
     async fn commit(&self, request: Request<proto::CommitRequest>) -> Reply<proto::CommitResponse> {
-        use proto::commit_request::Actual;
         let caller = principal(&self.policy, &request, Operation::Commit)?;
-        let r = request.into_inner();
-        let id = convert::reservation(&r.reservation_id).map_err(status)?;
-        let actual = match &r.actual {
-            Some(Actual::Amount(a)) => Cost::Amount(convert::amount("amount", a).map_err(status)?),
-            Some(Actual::Usage(u)) => Cost::Usage(convert::usage(u).map_err(status)?),
-            None => {
-                return Err(status(gate::GateError::invalid(
-                    "amount",
-                    "one of amount or usage is required",
-                )));
-            }
-        };
-        caller.may_touch(id.account()).map_err(status)?;
-        let receipt = self
-            .gate
-            .commit(CommitRequest { id, actual })
-            .await
-            .map_err(status)?;
+        let request = CommitRequest::try_from(request.get_ref()).map_err(status)?;
+        caller.may_touch(request.id.account()).map_err(status)?;
+        let receipt = self.gate.commit(request).await.map_err(status)?;
         Ok(Response::new(proto::CommitResponse {
             reservation_id: receipt.id.to_string(),
             charged: money(receipt.charged_minor),
@@ -186,20 +154,9 @@ impl gate_server::Gate for GateService {
 
     async fn extend(&self, request: Request<proto::ExtendRequest>) -> Reply<proto::ExtendResponse> {
         let caller = principal(&self.policy, &request, Operation::Extend)?;
-        let r = request.into_inner();
-        let id = convert::reservation(&r.reservation_id).map_err(status)?;
-        let additional = if r.additional_amount.is_empty() {
-            crate::domain::Amount::ZERO
-        } else {
-            convert::amount("additional_amount", &r.additional_amount).map_err(status)?
-        };
-        let request = ExtendRequest {
-            id: id.clone(),
-            additional,
-            ttl_ms: convert::ttl_ms(r.ttl_ms),
-            idempotency_key: caller
-                .scope(convert::idempotency_key(&r.idempotency_key).map_err(status)?),
-        };
+        let mut request = ExtendRequest::try_from(request.get_ref()).map_err(status)?;
+        request.idempotency_key = caller.scope(request.idempotency_key);
+        let id = request.id.clone();
         caller.may_touch(id.account()).map_err(status)?;
         let decision = self.gate.extend(request).await.map_err(status)?;
         let v = verdict("extend", id.account(), &decision, |h| h.available_minor);
@@ -221,23 +178,9 @@ impl gate_server::Gate for GateService {
     }
 
     async fn charge(&self, request: Request<proto::ChargeRequest>) -> Reply<proto::ChargeResponse> {
-        use proto::charge_request::Cost as C;
         let caller = principal(&self.policy, &request, Operation::Charge)?;
-        let r = request.into_inner();
-        let (amount, usage) = match &r.cost {
-            Some(C::Amount(a)) => (Some(a), None),
-            Some(C::Usage(u)) => (None, Some(u)),
-            None => (None, None),
-        };
-        let request = gate::ChargeRequest {
-            account: convert::account(&r.account_id).map_err(status)?,
-            feature: convert::feature(&r.feature).map_err(status)?,
-            wallet: convert::wallet(&r.wallet).map_err(status)?,
-            cost: convert::cost(amount, usage).map_err(status)?,
-            idempotency_key: caller
-                .scope(convert::idempotency_key(&r.idempotency_key).map_err(status)?),
-            labels: convert::labels(&r.labels).map_err(status)?,
-        };
+        let mut request = gate::ChargeRequest::try_from(request.get_ref()).map_err(status)?;
+        request.idempotency_key = caller.scope(request.idempotency_key);
         caller.may_touch(&request.account).map_err(status)?;
         let account = request.account.clone();
         let (asked, wallet, decision) = self.gate.charge(request).await.map_err(status)?;
@@ -264,21 +207,8 @@ impl gate_server::Gate for GateService {
     }
 
     async fn check(&self, request: Request<proto::CheckRequest>) -> Reply<proto::CheckResponse> {
-        use proto::check_request::Cost as C;
         let caller = principal(&self.policy, &request, Operation::Check)?;
-        let r = request.into_inner();
-        let cost = match &r.cost {
-            Some(C::Amount(a)) => Some(convert::cost(Some(a), None).map_err(status)?),
-            Some(C::Usage(u)) => Some(convert::cost(None, Some(u)).map_err(status)?),
-            None => None,
-        };
-        let request = CheckRequest {
-            account: convert::account(&r.account_id).map_err(status)?,
-            feature: convert::feature(&r.feature).map_err(status)?,
-            wallet: convert::wallet(&r.wallet).map_err(status)?,
-            cost,
-            labels: convert::labels(&r.labels).map_err(status)?,
-        };
+        let request = CheckRequest::try_from(request.get_ref()).map_err(status)?;
         caller.may_touch(&request.account).map_err(status)?;
         let account = request.account.clone();
         let answer = self.gate.check(request).await.map_err(status)?;

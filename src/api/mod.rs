@@ -1,11 +1,13 @@
 //! The gRPC surface: thin tonic services (the gate, admin, and Envoy's external authorizer)
-//! that parse a request ([`convert`]), call the [`crate::gate::Gate`], and turn the answer back
+//! that parse a request (one `TryFrom` per gate request in [`request`], the pieces in
+//! [`convert`]), call the [`crate::gate::Gate`], and turn the answer back
 //! into a message. Errors become gRPC statuses in [`status`], and nowhere else.
 
 pub mod admin;
 pub mod convert;
 pub mod ext_authz;
 pub mod gate;
+pub mod request;
 
 use tonic::{Code, Request, Status};
 
