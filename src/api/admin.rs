@@ -6,8 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, money};
 use super::{principal, status};
-use crate::domain::account::DISPLAY_NAME_LEN_MAX;
-use crate::domain::{AccountId, FeatureId, GrantId, WalletId};
+use crate::domain::{AccountId, WalletId};
 use crate::gate::{Gate, GateError, GrantRequest, UsageRequest, VoidRequest};
 use crate::ledger::ENTRIES_LIMIT_MAX;
 use crate::policy::{Operation, Policy};
@@ -73,23 +72,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::PutAccountRequest>,
     ) -> Reply<proto::Account> {
         let caller = principal(&self.policy, &request, Operation::PutAccount)?;
-        let r = request.into_inner();
-        let id = convert::account(&r.account_id).map_err(status)?;
-        if r.display_name.len() > DISPLAY_NAME_LEN_MAX
-            || r.display_name.chars().any(char::is_control)
-        {
-            return Err(status(GateError::invalid(
-                "display_name",
-                format!(
-                    "must be at most {DISPLAY_NAME_LEN_MAX} bytes of text without control characters"
-                ),
-            )));
-        }
-        let update = AccountUpdate {
-            id,
-            display_name: r.display_name,
-            status: convert::account_status(r.status).map_err(status)?,
-        };
+        let update = AccountUpdate::try_from(request.get_ref()).map_err(status)?;
         caller.may_touch(&update.id).map_err(status)?;
         let account = self.gate.put_account(update).await.map_err(status)?;
         Ok(Response::new(convert::account_to_proto(&account)))
@@ -111,35 +94,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::AddGrantRequest>,
     ) -> Reply<proto::AddGrantResponse> {
         let caller = principal(&self.policy, &request, Operation::AddGrant)?;
-        let r = request.into_inner();
-        if r.expires_at_ms < 0 {
-            return Err(status(GateError::invalid(
-                "expires_at_ms",
-                "must not be negative",
-            )));
-        }
-        let features = r
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| convert::required(&format!("features[{i}]"), f, FeatureId::parse))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(status)?;
-        let request = GrantRequest {
-            account: convert::account(&r.account_id).map_err(status)?,
-            grant: convert::required("grant_id", &r.grant_id, GrantId::parse).map_err(status)?,
-            wallet: convert::wallet(&r.wallet).map_err(status)?,
-            amount: convert::amount("amount", &r.amount).map_err(status)?,
-            kind: convert::grant_kind(r.kind).map_err(status)?,
-            priority: (r.priority != 0).then_some(r.priority),
-            expires_at_ms: (r.expires_at_ms != 0).then_some(r.expires_at_ms),
-            features,
-            recurrence: convert::recurrence(r.period, r.period_anchor_ms, &r.rollover_max)
-                .map_err(status)?,
-            reason: (!r.reason.is_empty()).then_some(r.reason),
-            refund_of: (!r.refund_of.is_empty()).then_some(r.refund_of),
-            answers: (!r.top_up_request_id.is_empty()).then_some(r.top_up_request_id),
-        };
+        let request = GrantRequest::try_from(request.get_ref()).map_err(status)?;
         caller.may_touch(&request.account).map_err(status)?;
         let receipt = self.gate.add_grant(request).await.map_err(status)?;
         Ok(Response::new(proto::AddGrantResponse {
@@ -155,12 +110,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::VoidGrantRequest>,
     ) -> Reply<proto::VoidGrantResponse> {
         let caller = principal(&self.policy, &request, Operation::VoidGrant)?;
-        let r = request.into_inner();
-        let request = VoidRequest {
-            account: convert::account(&r.account_id).map_err(status)?,
-            grant: convert::required("grant_id", &r.grant_id, GrantId::parse).map_err(status)?,
-            reason: r.reason,
-        };
+        let request = VoidRequest::try_from(request.get_ref()).map_err(status)?;
         caller.may_touch(&request.account).map_err(status)?;
         let receipt = self.gate.void_grant(request).await.map_err(status)?;
         let at = receipt.grant.voided_at_ms.unwrap_or(0);
@@ -267,33 +217,8 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::GetUsageRequest>,
     ) -> Reply<proto::GetUsageResponse> {
         let caller = principal(&self.policy, &request, Operation::GetUsage)?;
-        let r = request.into_inner();
-        let account = convert::account(&r.account_id).map_err(status)?;
-        let window = |field: &str, ms: i64| match ms {
-            0 => Ok(None),
-            ms if ms > 0 => Ok(Some(ms)),
-            _ => Err(status(GateError::invalid(field, "must not be negative"))),
-        };
-        let label = match (r.label_key.is_empty(), r.label_value.is_empty()) {
-            (true, true) => None,
-            (false, _) => {
-                convert::required("label_key", &r.label_key, FeatureId::parse).map_err(status)?;
-                Some((r.label_key, r.label_value))
-            }
-            (true, false) => {
-                return Err(status(GateError::invalid(
-                    "label_key",
-                    "is required with label_value",
-                )));
-            }
-        };
-        let request = UsageRequest {
-            account: account.clone(),
-            since_ms: window("since_ms", r.since_ms)?,
-            until_ms: window("until_ms", r.until_ms)?,
-            group: convert::usage_group(&r.group_by).map_err(status)?,
-            label,
-        };
+        let request = UsageRequest::try_from(request.get_ref()).map_err(status)?;
+        let account = request.account.clone();
         caller.may_touch(&account).map_err(status)?;
         let usage = self.gate.usage(request).await.map_err(status)?;
         Ok(Response::new(proto::GetUsageResponse {

@@ -1,14 +1,17 @@
-//! One conversion per gate request: the gate's request from its protobuf message, every field
+//! One conversion per request: the gate's request from its protobuf message, every field
 //! checked and named when it is wrong ([`GateError::InvalidArgument`]), before anything is
 //! asked of the store. Fields are read in the message's order, so the first bad one is named.
 //! Idempotency keys come out as the caller sent them; the service scopes them to the caller.
 
 use super::convert;
-use crate::domain::Amount;
+use crate::domain::account::DISPLAY_NAME_LEN_MAX;
+use crate::domain::{Amount, FeatureId, GrantId};
 use crate::gate::{
-    ChargeRequest, CheckRequest, CommitRequest, Cost, ExtendRequest, GateError, ReserveRequest,
+    ChargeRequest, CheckRequest, CommitRequest, Cost, ExtendRequest, GateError, GrantRequest,
+    ReserveRequest, UsageRequest, VoidRequest,
 };
 use crate::proto;
+use crate::store::AccountUpdate;
 
 impl TryFrom<&proto::ReserveRequest> for ReserveRequest {
     type Error = GateError;
@@ -109,6 +112,105 @@ impl TryFrom<&proto::CheckRequest> for CheckRequest {
             wallet: convert::wallet(&r.wallet)?,
             cost,
             labels: convert::labels(&r.labels)?,
+        })
+    }
+}
+
+impl TryFrom<&proto::PutAccountRequest> for AccountUpdate {
+    type Error = GateError;
+
+    fn try_from(r: &proto::PutAccountRequest) -> Result<AccountUpdate, GateError> {
+        let id = convert::account(&r.account_id)?;
+        if r.display_name.len() > DISPLAY_NAME_LEN_MAX
+            || r.display_name.chars().any(char::is_control)
+        {
+            return Err(GateError::invalid(
+                "display_name",
+                format!(
+                    "must be at most {DISPLAY_NAME_LEN_MAX} bytes of text without control characters"
+                ),
+            ));
+        }
+        Ok(AccountUpdate {
+            id,
+            display_name: r.display_name.clone(),
+            status: convert::account_status(r.status)?,
+        })
+    }
+}
+
+impl TryFrom<&proto::AddGrantRequest> for GrantRequest {
+    type Error = GateError;
+
+    fn try_from(r: &proto::AddGrantRequest) -> Result<GrantRequest, GateError> {
+        if r.expires_at_ms < 0 {
+            return Err(GateError::invalid("expires_at_ms", "must not be negative"));
+        }
+        let features = r
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| convert::required(&format!("features[{i}]"), f, FeatureId::parse))
+            .collect::<Result<Vec<_>, _>>()?;
+        let text = |t: &String| (!t.is_empty()).then(|| t.clone());
+        Ok(GrantRequest {
+            account: convert::account(&r.account_id)?,
+            grant: convert::required("grant_id", &r.grant_id, GrantId::parse)?,
+            wallet: convert::wallet(&r.wallet)?,
+            amount: convert::amount("amount", &r.amount)?,
+            kind: convert::grant_kind(r.kind)?,
+            priority: (r.priority != 0).then_some(r.priority),
+            expires_at_ms: (r.expires_at_ms != 0).then_some(r.expires_at_ms),
+            features,
+            recurrence: convert::recurrence(r.period, r.period_anchor_ms, &r.rollover_max)?,
+            reason: text(&r.reason),
+            refund_of: text(&r.refund_of),
+            answers: text(&r.top_up_request_id),
+        })
+    }
+}
+
+impl TryFrom<&proto::VoidGrantRequest> for VoidRequest {
+    type Error = GateError;
+
+    fn try_from(r: &proto::VoidGrantRequest) -> Result<VoidRequest, GateError> {
+        Ok(VoidRequest {
+            account: convert::account(&r.account_id)?,
+            grant: convert::required("grant_id", &r.grant_id, GrantId::parse)?,
+            reason: r.reason.clone(),
+        })
+    }
+}
+
+impl TryFrom<&proto::GetUsageRequest> for UsageRequest {
+    type Error = GateError;
+
+    fn try_from(r: &proto::GetUsageRequest) -> Result<UsageRequest, GateError> {
+        let account = convert::account(&r.account_id)?;
+        let window = |field: &str, ms: i64| match ms {
+            0 => Ok(None),
+            ms if ms > 0 => Ok(Some(ms)),
+            _ => Err(GateError::invalid(field, "must not be negative")),
+        };
+        let label = match (r.label_key.is_empty(), r.label_value.is_empty()) {
+            (true, true) => None,
+            (false, _) => {
+                convert::required("label_key", &r.label_key, FeatureId::parse)?;
+                Some((r.label_key.clone(), r.label_value.clone()))
+            }
+            (true, false) => {
+                return Err(GateError::invalid(
+                    "label_key",
+                    "is required with label_value",
+                ));
+            }
+        };
+        Ok(UsageRequest {
+            account,
+            since_ms: window("since_ms", r.since_ms)?,
+            until_ms: window("until_ms", r.until_ms)?,
+            group: convert::usage_group(&r.group_by)?,
+            label,
         })
     }
 }
