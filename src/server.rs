@@ -28,7 +28,7 @@ use crate::reconcile::Reconciler;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisSettings, RedisStore};
-use crate::store::{BalanceStore, StoreError};
+use crate::store::{BalanceStore, Rebuild, StoreError};
 use crate::sync::{self, Inbound, SyncLoop};
 use crate::telemetry::CallLayer;
 use crate::webhooks::{Sender, Webhook};

@@ -17,7 +17,7 @@ use crate::domain::{GrantId, entry_id};
 use crate::ledger::{Appended, Change, ChangeKind, Ledger, LedgerError};
 use crate::record::{OutboxPosition, OutboxRecord};
 use crate::shutdown::Shutdown;
-use crate::store::{BalanceStore, Durable};
+use crate::store::{AccountAdmin, Durable, Expiry, OutboxStore};
 use crate::telemetry;
 
 /// How the sync loop runs.
@@ -77,7 +77,7 @@ const WRITE_QUEUE_LEN_MAX: usize = 10_000;
 /// that a sync loop which has not read those records yet does not write them again.
 pub struct LedgerWriter {
     requests: mpsc::Receiver<WriteRequest>,
-    store: Arc<dyn BalanceStore>,
+    store: Arc<dyn OutboxStore>,
     ledger: Arc<dyn Ledger>,
     batch_len_max: usize,
 }
@@ -249,7 +249,7 @@ impl Durability {
 
 /// The sync loop's handle on the outside world.
 pub struct SyncLoop {
-    store: Arc<dyn BalanceStore>,
+    store: Arc<dyn OutboxStore>,
     ledger: Arc<dyn Ledger>,
     settings: SyncSettings,
     persisted: watch::Sender<u64>,
@@ -259,7 +259,7 @@ pub struct SyncLoop {
 impl SyncLoop {
     /// A loop and the [`Durability`] handle its callers wait on.
     pub fn new(
-        store: Arc<dyn BalanceStore>,
+        store: Arc<dyn OutboxStore>,
         ledger: Arc<dyn Ledger>,
         settings: SyncSettings,
         durable_timeout: Duration,
@@ -291,7 +291,7 @@ impl SyncLoop {
     }
 
     /// Runs until shutdown, then flushes everything once more. After each flush, loads again
-    /// what the store lost (see [`BalanceStore::heal`]), and at most once a second exports
+    /// what the store lost (see [`OutboxStore::heal`]), and at most once a second exports
     /// the outbox's size and lag, so that an idle replica's gauges fall to zero too.
     pub async fn run(self, mut shutdown: Shutdown) {
         let interval = Duration::from_millis(self.settings.interval_ms);
@@ -383,7 +383,7 @@ impl SyncLoop {
 }
 
 /// Expires holds whose time has passed and forgets old idempotent replies, until shutdown.
-pub async fn sweep(store: Arc<dyn BalanceStore>, settings: SyncSettings, mut shutdown: Shutdown) {
+pub async fn sweep(store: Arc<dyn Expiry>, settings: SyncSettings, mut shutdown: Shutdown) {
     let interval = Duration::from_millis(settings.sweep_interval_ms);
     loop {
         tokio::select! {
@@ -396,7 +396,7 @@ pub async fn sweep(store: Arc<dyn BalanceStore>, settings: SyncSettings, mut shu
 
 /// One round of the sweep: releases every hold due now, however many stale candidates (holds
 /// ended or extended since they were queued) stand before them, then forgets old replies.
-pub async fn sweep_round(store: &dyn BalanceStore, settings: &SyncSettings) {
+pub async fn sweep_round(store: &dyn Expiry, settings: &SyncSettings) {
     let limit = settings.sweep_batch_len_max;
     loop {
         match store.expire_due(limit).await {
@@ -441,7 +441,7 @@ const GAPS_MAX: usize = 10_000;
 /// already has, or a void it already made, changes nothing, which is also why a change this
 /// replica made itself and reads back is harmless.
 pub struct Inbound {
-    store: Arc<dyn BalanceStore>,
+    store: Arc<dyn AccountAdmin>,
     ledger: Arc<dyn Ledger>,
     catalog: Arc<SharedCatalog>,
     /// Number of the newest change applied.
@@ -455,7 +455,7 @@ pub struct Inbound {
 impl Inbound {
     /// Reads changes after `cursor`: the newest change when the store was rebuilt.
     pub fn new(
-        store: Arc<dyn BalanceStore>,
+        store: Arc<dyn AccountAdmin>,
         ledger: Arc<dyn Ledger>,
         catalog: Arc<SharedCatalog>,
         cursor: i64,

@@ -24,7 +24,8 @@ use creditgate::record::{EntryKind, OutboxEntry};
 use creditgate::store::memory::MemoryStore;
 use creditgate::store::redis::{RedisSettings, RedisStore};
 use creditgate::store::{
-    BalanceStore, ChargeOp, CommitOp, ExtendOp, GrantEntry, Idempotency, LimitChange, ReserveOp,
+    BalanceStore, ChargeOp, CommitOp, ExtendOp, GrantEntry, Idempotency, LimitChange, OutboxStore,
+    Rebuild, ReserveOp,
 };
 use proptest::prelude::*;
 

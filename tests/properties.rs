@@ -16,7 +16,9 @@ use creditgate::domain::{
 };
 use creditgate::record::{EntryKind, LedgerEntry, OutboxEntry};
 use creditgate::store::memory::MemoryStore;
-use creditgate::store::{BalanceStore, ChargeOp, CommitOp, ReserveOp};
+use creditgate::store::{
+    AccountAdmin, ChargeOp, CommitOp, Expiry, OutboxStore, Rebuild, ReserveOp, Spending,
+};
 use proptest::prelude::*;
 
 const DAY_MS: i64 = 86_400_000;

@@ -14,10 +14,11 @@ use dashmap::DashMap;
 use dashmap::mapref::one::RefMut;
 
 use super::{
-    AccountSnapshot, AccountUpdate, AccountView, AlertsView, BalanceStore, ChargeOp, ChargeReceipt,
-    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
-    GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp,
-    ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
+    AccountAdmin, AccountSnapshot, AccountUpdate, AccountView, AlertsView, ChargeOp, ChargeReceipt,
+    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, Expiry, ExtendOp,
+    ExtendReceipt, GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats, OutboxStore,
+    Rebuild, ReleaseReceipt, ReserveOp, ReserveReceipt, Spending, StoreError, Swept, VoidReceipt,
+    WalletView, Written,
 };
 use crate::clock::Clock;
 use crate::domain::alert::{AlertRule, AlertState, Fired, Level, WalletAlerts};
@@ -976,7 +977,7 @@ fn ended(hold: &Hold) -> StoreError {
 }
 
 #[async_trait]
-impl BalanceStore for MemoryStore {
+impl Spending for MemoryStore {
     async fn now_ms(&self) -> Result<i64, StoreError> {
         Ok(self.clock.now_ms())
     }
@@ -1528,7 +1529,10 @@ impl BalanceStore for MemoryStore {
             }
         }))
     }
+}
 
+#[async_trait]
+impl AccountAdmin for MemoryStore {
     async fn account(&self, account: &AccountId) -> Result<Option<Account>, StoreError> {
         Ok(self.accounts.get(account).map(|s| s.account.clone()))
     }
@@ -1917,7 +1921,10 @@ impl BalanceStore for MemoryStore {
             durable: Durable::UpTo(seq),
         })
     }
+}
 
+#[async_trait]
+impl Expiry for MemoryStore {
     async fn expire_due(&self, limit: usize) -> Result<Swept, StoreError> {
         let now = self.clock.now_ms();
         let due: Vec<ReservationId> = {
@@ -2003,7 +2010,10 @@ impl BalanceStore for MemoryStore {
         }
         Ok(examined)
     }
+}
 
+#[async_trait]
+impl Rebuild for MemoryStore {
     async fn load(&self, accounts: Vec<AccountSnapshot>) -> Result<(), StoreError> {
         let mut built = Vec::with_capacity(accounts.len());
         for snapshot in accounts {
@@ -2086,7 +2096,10 @@ impl BalanceStore for MemoryStore {
         ids.truncate(limit);
         Ok(ids)
     }
+}
 
+#[async_trait]
+impl OutboxStore for MemoryStore {
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         Ok(self.outbox().records.iter().take(limit).cloned().collect())
     }

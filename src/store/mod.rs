@@ -1,9 +1,12 @@
 //! The balance store: where holds and balances live, changed one atomic step per operation.
 //!
 //! [`BalanceStore`] is the seam between the rules in [`crate::gate`] and the storage that every
-//! replica shares. Each method is one atomic operation on one account: it validates everything it
-//! needs, applies the change, and appends the matching [`outbox`] entries in the same step, so a
-//! charge and its ledger record cannot part. The store's own clock decides expiry.
+//! replica shares, in parts by who calls them: [`Spending`] (the gate, on every call),
+//! [`AccountAdmin`] (the Admin API), [`Expiry`] (the sweep), [`Rebuild`] (start and reconcile)
+//! and [`OutboxStore`] (the sync loop). Each method is one atomic operation on one account: it
+//! validates everything it needs, applies the change, and appends the matching outbox records
+//! ([`crate::record`]) in the same step, so a charge and its ledger record cannot part. The
+//! store's own clock decides expiry.
 //!
 //! Implementations: [`memory::MemoryStore`], the embedded default and the reference semantics.
 
@@ -260,9 +263,10 @@ impl StoreError {
     }
 }
 
-/// Holds and balances, changed atomically per account. See the module documentation.
+/// What the gate asks of a store on every call: holds, charges and balances, atomic per
+/// account, by the store's clock.
 #[async_trait]
-pub trait BalanceStore: Send + Sync + 'static {
+pub trait Spending: Send + Sync + 'static {
     /// The store's clock, in Unix milliseconds: the one clock that decides expiry.
     async fn now_ms(&self) -> Result<i64, StoreError>;
 
@@ -294,7 +298,12 @@ pub trait BalanceStore: Send + Sync + 'static {
     async fn hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError>;
 
     async fn balance(&self, account: &AccountId) -> Result<Option<AccountView>, StoreError>;
+}
 
+/// What the Admin API changes of an account: the account itself, its grants, wallets,
+/// alerts and spend limits.
+#[async_trait]
+pub trait AccountAdmin: Send + Sync + 'static {
     async fn account(&self, account: &AccountId) -> Result<Option<Account>, StoreError>;
 
     async fn put_account(&self, update: AccountUpdate) -> Result<Written<Account>, StoreError>;
@@ -341,7 +350,11 @@ pub trait BalanceStore: Send + Sync + 'static {
         account: &AccountId,
         change: LimitChange,
     ) -> Result<Written<Vec<LimitState>>, StoreError>;
+}
 
+/// What the expiry sweep asks of a store.
+#[async_trait]
+pub trait Expiry: Send + Sync + 'static {
     /// Expires holds whose expiry has passed, looking at no more than `limit` candidates.
     async fn expire_due(&self, limit: usize) -> Result<Swept, StoreError>;
 
@@ -349,7 +362,11 @@ pub trait BalanceStore: Send + Sync + 'static {
     /// returns how many it looked at.
     async fn forget_older_than(&self, retention_ms: i64, limit: usize)
     -> Result<usize, StoreError>;
+}
 
+/// What rebuilds accounts from the ledger: the start (the in-process store) and reconcile.
+#[async_trait]
+pub trait Rebuild: Send + Sync + 'static {
     /// Replaces the store's content with accounts rebuilt from the ledger.
     async fn load(&self, accounts: Vec<AccountSnapshot>) -> Result<(), StoreError>;
 
@@ -376,7 +393,11 @@ pub trait BalanceStore: Send + Sync + 'static {
         after: Option<&AccountId>,
         limit: usize,
     ) -> Result<Vec<AccountId>, StoreError>;
+}
 
+/// What the sync loop carries from a store to the ledger.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
     /// Up to `limit` outbox records not yet acknowledged, oldest first.
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError>;
 
@@ -394,3 +415,10 @@ pub trait BalanceStore: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// A balance store, as a whole: every part above. See the module documentation. Each part
+/// is a trait of its own so that whoever needs one part (the sync loop, the sweep) takes only
+/// that part.
+pub trait BalanceStore: Spending + AccountAdmin + Expiry + Rebuild + OutboxStore {}
+
+impl<T: Spending + AccountAdmin + Expiry + Rebuild + OutboxStore> BalanceStore for T {}

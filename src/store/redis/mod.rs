@@ -11,7 +11,7 @@
 //! `FLUSHALL`) is an event the store recovers from by itself. Each partition's *epoch* names the
 //! incarnation of its keys and is stamped on its outbox records; an outbox found without its
 //! consumer group is made again; the replica that makes it loads the partition's accounts with
-//! open holds again ([`BalanceStore::heal`]); and an account is loaded under the epoch it will
+//! open holds again ([`OutboxStore::heal`]); and an account is loaded under the epoch it will
 //! live in, noted in the ledger, which from then on drops records of that account from a lost
 //! epoch (see [`crate::record::AccountSource::load_for_store`]).
 //!
@@ -40,10 +40,11 @@ use redis::aio::ConnectionManager;
 use self::keys::{AccountKeys, Partition};
 use self::scripts::{Invocation, Scripts};
 use super::{
-    AccountSnapshot, AccountUpdate, AccountView, AlertsView, BalanceStore, ChargeOp, ChargeReceipt,
-    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, ExtendOp, ExtendReceipt,
-    GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats, ReleaseReceipt, ReserveOp,
-    ReserveReceipt, StoreError, Swept, VoidReceipt, WalletView, Written,
+    AccountAdmin, AccountSnapshot, AccountUpdate, AccountView, AlertsView, ChargeOp, ChargeReceipt,
+    CheckReceipt, CommitOp, CommitReceipt, Decision, Denial, Durable, Expiry, ExtendOp,
+    ExtendReceipt, GrantEntry, GrantReceipt, Idempotency, LimitChange, OutboxStats, OutboxStore,
+    Rebuild, ReleaseReceipt, ReserveOp, ReserveReceipt, Spending, StoreError, Swept, VoidReceipt,
+    WalletView, Written,
 };
 use crate::domain::alert::WalletAlerts;
 use crate::domain::grant::GRANTS_PER_WALLET_MAX;
@@ -96,7 +97,7 @@ pub struct RedisStore {
     /// that find one absent meanwhile wait for that load instead of each making their own.
     hydrating: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
     /// Partitions whose keys this replica made again after Redis lost them, whose accounts
-    /// with open holds [`BalanceStore::heal`] has yet to load.
+    /// with open holds [`OutboxStore::heal`] has yet to load.
     healing: Mutex<Healing>,
 }
 
@@ -597,7 +598,7 @@ fn labels_json(labels: &crate::domain::Labels) -> String {
 }
 
 #[async_trait]
-impl BalanceStore for RedisStore {
+impl Spending for RedisStore {
     async fn now_ms(&self) -> Result<i64, StoreError> {
         let (seconds, micros): (i64, i64) = self
             .call(|mut c| async move { redis::cmd("TIME").query_async(&mut c).await })
@@ -944,7 +945,10 @@ impl BalanceStore for RedisStore {
             now_ms: now,
         }))
     }
+}
 
+#[async_trait]
+impl AccountAdmin for RedisStore {
     async fn account(&self, account: &AccountId) -> Result<Option<Account>, StoreError> {
         Ok(self
             .snapshot_of(account)
@@ -1239,7 +1243,10 @@ impl BalanceStore for RedisStore {
             _ => Err(StoreError::Inconsistent(format!("void answered {reply:?}"))),
         }
     }
+}
 
+#[async_trait]
+impl Expiry for RedisStore {
     async fn expire_due(&self, limit: usize) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
         let mut failed = None;
@@ -1282,7 +1289,10 @@ impl BalanceStore for RedisStore {
         // Redis forgets ended holds and replies by itself: their keys expire.
         Ok(0)
     }
+}
 
+#[async_trait]
+impl Rebuild for RedisStore {
     async fn load(&self, _accounts: Vec<AccountSnapshot>) -> Result<(), StoreError> {
         // Accounts are loaded from the ledger one by one, when Redis does not have them.
         Ok(())
@@ -1375,7 +1385,10 @@ impl BalanceStore for RedisStore {
         ids.truncate(limit);
         Ok(ids)
     }
+}
 
+#[async_trait]
+impl OutboxStore for RedisStore {
     async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         self.read_outbox(limit).await
     }

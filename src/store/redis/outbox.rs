@@ -12,7 +12,7 @@ use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamRe
 use super::keys::Partition;
 use super::{GROUP, RedisStore, codec};
 use crate::record::{OutboxPosition, OutboxRecord};
-use crate::store::{BalanceStore, Durable, OutboxStats, StoreError};
+use crate::store::{Durable, OutboxStats, Spending, StoreError};
 
 /// Stream entries as `XRANGE` answers them: ids with their fields.
 type StreamEntries = Vec<(String, Vec<(String, String)>)>;
@@ -22,7 +22,7 @@ impl RedisStore {
     /// answers false). The
     /// replica that makes them (at the first start on a Redis, or after Redis lost its keys)
     /// is the one that loads the partition's accounts with open holds again
-    /// ([`BalanceStore::heal`]). The group reads the stream from its start: records written
+    /// ([`crate::store::OutboxStore::heal`]). The group reads the stream from its start: records written
     /// since the keys were lost are carried like any other.
     pub(super) async fn make_group(&self, partition: &Partition) -> Result<bool, StoreError> {
         let key = partition.outbox();

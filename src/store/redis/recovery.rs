@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use super::{RedisStore, codec};
 use crate::domain::{AccountId, GrantId, HoldState, LimitState, Postpaid, WalletId};
 use crate::record::{AccountSnapshot, AlertsSnapshot};
-use crate::store::{BalanceStore, StoreError};
+use crate::store::{Spending, StoreError};
 
 /// Loads of one account started over because Redis lost its keys again meanwhile, before the
 /// call fails.
@@ -21,7 +21,7 @@ const HYDRATE_ATTEMPTS_MAX: usize = 3;
 /// a lost partition is healed.
 const HEAL_BATCH_LEN: usize = 100;
 
-/// What [`BalanceStore::heal`] has yet to load again.
+/// What [`crate::store::OutboxStore::heal`] has yet to load again.
 #[derive(Debug, Default)]
 pub(super) struct Healing {
     /// Partitions this replica made again.
