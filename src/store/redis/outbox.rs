@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 
 use super::keys::Partition;
 use super::{GROUP, RedisStore, codec};
 use crate::record::{OutboxPosition, OutboxRecord};
-use crate::store::{Durable, OutboxStats, Spending, StoreError};
+use crate::store::{Durable, OutboxStats, OutboxStore, Spending, StoreError};
 
 /// Stream entries as `XRANGE` answers them: ids with their fields.
 type StreamEntries = Vec<(String, Vec<(String, String)>)>;
@@ -280,4 +281,23 @@ pub(super) fn stream_ms(id: &str) -> i64 {
         .next()
         .and_then(|ms| ms.parse().ok())
         .unwrap_or(0)
+}
+
+#[async_trait]
+impl OutboxStore for RedisStore {
+    async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+        self.read_outbox(limit).await
+    }
+
+    async fn outbox_ack(&self, positions: &[OutboxPosition]) -> Result<(), StoreError> {
+        self.ack_outbox(positions).await
+    }
+
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        self.outbox_depth().await
+    }
+
+    async fn heal(&self) -> Result<(), StoreError> {
+        self.heal_lost().await
+    }
 }
