@@ -361,7 +361,6 @@ impl SyncLoop {
                     metrics::counter!(telemetry::LEDGER_BATCHES_TOTAL).increment(1);
                     metrics::counter!(telemetry::LEDGER_RECORDS_TOTAL)
                         .increment(batch.len() as u64);
-                    self.record_lag().await;
                 }
                 Err(error) => {
                     metrics::counter!(telemetry::LEDGER_WRITE_ERRORS_TOTAL).increment(1);

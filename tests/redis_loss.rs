@@ -412,17 +412,26 @@ fn recovery(outcomes: &Outcomes, fault: Fault, replicas: usize) -> Recovery {
     }
 }
 
-/// Records in the outbox streams (all partitions), not yet taken by the ledger.
-async fn outbox_len(redis: &RedisServer) -> usize {
+/// A connection to the test's Redis and the keys of its outbox streams (all partitions);
+/// `None` while Redis is away.
+async fn outbox_streams(
+    redis: &RedisServer,
+) -> Option<(redis::aio::MultiplexedConnection, Vec<String>)> {
     let client = redis::Client::open(redis.url()).unwrap();
-    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
-        return usize::MAX;
-    };
+    let mut connection = client.get_multiplexed_async_connection().await.ok()?;
     let streams: Vec<String> = redis::cmd("KEYS")
         .arg("*:outbox")
         .query_async(&mut connection)
         .await
-        .unwrap_or_default();
+        .ok()?;
+    Some((connection, streams))
+}
+
+/// Records in the outbox streams, not yet taken by the ledger.
+async fn outbox_len(redis: &RedisServer) -> usize {
+    let Some((mut connection, streams)) = outbox_streams(redis).await else {
+        return usize::MAX;
+    };
     let mut len = 0;
     for stream in streams {
         len += redis::cmd("XLEN")
@@ -612,18 +621,12 @@ struct Fault {
 
 /// The age of the oldest record in the outbox streams, by Redis's clock.
 async fn outbox_lag(redis: &RedisServer) -> Duration {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let (mut connection, streams) = outbox_streams(redis).await.expect("Redis answers");
     let (seconds, micros): (u64, u64) = redis::cmd("TIME")
         .query_async(&mut connection)
         .await
         .unwrap();
     let now_ms = seconds * 1_000 + micros / 1_000;
-    let streams: Vec<String> = redis::cmd("KEYS")
-        .arg("*:outbox")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
     let mut oldest_ms = now_ms;
     for stream in streams {
         let first: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")

@@ -120,8 +120,19 @@ impl RedisStore {
             _ => Ok(Durable::Nothing),
         }
     }
+}
 
-    pub(super) async fn read_outbox(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
+/// The milliseconds part of a stream id.
+pub(super) fn stream_ms(id: &str) -> i64 {
+    id.split('-')
+        .next()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl OutboxStore for RedisStore {
+    async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
         let mut records = Vec::new();
         // Start at a different partition each time, so no partition waits behind a busy one.
         let first = self.next_partition.fetch_add(1, Ordering::Relaxed) % self.settings.partitions;
@@ -214,7 +225,7 @@ impl RedisStore {
         Ok(records)
     }
 
-    pub(super) async fn ack_outbox(&self, positions: &[OutboxPosition]) -> Result<(), StoreError> {
+    async fn outbox_ack(&self, positions: &[OutboxPosition]) -> Result<(), StoreError> {
         let mut by_partition: BTreeMap<(u32, &str), Vec<&str>> = BTreeMap::new();
         for position in positions {
             if let OutboxPosition::Stream {
@@ -246,7 +257,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(super) async fn outbox_depth(&self) -> Result<OutboxStats, StoreError> {
+    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         let now = self.now_ms().await?;
         let mut stats = OutboxStats::default();
         for partition in self.partitions() {
@@ -273,31 +284,8 @@ impl RedisStore {
         }
         Ok(stats)
     }
-}
-
-/// The milliseconds part of a stream id.
-pub(super) fn stream_ms(id: &str) -> i64 {
-    id.split('-')
-        .next()
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or(0)
-}
-
-#[async_trait]
-impl OutboxStore for RedisStore {
-    async fn outbox_read(&self, limit: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        self.read_outbox(limit).await
-    }
-
-    async fn outbox_ack(&self, positions: &[OutboxPosition]) -> Result<(), StoreError> {
-        self.ack_outbox(positions).await
-    }
-
-    async fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
-        self.outbox_depth().await
-    }
 
     async fn heal(&self) -> Result<(), StoreError> {
-        self.heal_lost().await
+        self.load_open_holds().await
     }
 }

@@ -156,10 +156,6 @@ impl RedisStore {
         }
         Ok(())
     }
-
-    pub(super) async fn heal_lost(&self) -> Result<(), StoreError> {
-        self.load_open_holds().await
-    }
 }
 
 /// The hydrate and replace scripts' arguments for an account rebuilt from the ledger: its
