@@ -324,6 +324,16 @@ pub struct AlertsSnapshot {
     pub top_ups: u64,
 }
 
+impl AlertsSnapshot {
+    /// Nothing set and nothing ever asked: a store keeps no alerts for such a wallet.
+    pub fn is_empty(&self) -> bool {
+        self.alerts.rules.is_empty()
+            && self.alerts.top_up.is_none()
+            && self.open_top_up.is_none()
+            && self.top_ups == 0
+    }
+}
+
 /// Everything a store keeps of one account, as rebuilt from the ledger on start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AccountSnapshot {

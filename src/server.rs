@@ -185,6 +185,7 @@ async fn open_store(
                 retention_ms,
                 outbox_len_max: config.limits.outbox_len_max,
                 claim_idle_ms: config.limits.outbox_claim_idle_ms,
+                clock_key: None,
             };
             let store = Arc::new(
                 RedisStore::connect(settings, ledger.clone())

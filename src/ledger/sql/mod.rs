@@ -386,8 +386,11 @@ impl SqlLedger {
                 alerts.open_top_up = Some(request);
             }
         }
+        // A wallet whose alerts were all removed, with no top-up ever asked, has none: as in
+        // the stores.
         Ok(kept
             .into_iter()
+            .filter(|(_, alerts)| !alerts.is_empty())
             .map(|((account, _), alerts)| (account, alerts))
             .collect())
     }

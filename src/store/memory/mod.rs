@@ -41,7 +41,8 @@ use crate::domain::{
 };
 use crate::events::{EventDetail, Events, WalletEvent, WalletEventKind};
 use crate::record::{
-    EntryKind, LedgerEntry, OutboxEntry, OutboxPosition, OutboxRecord, Remembered, Reply,
+    AlertsSnapshot, EntryKind, LedgerEntry, OutboxEntry, OutboxPosition, OutboxRecord, Remembered,
+    Reply,
 };
 
 /// Outbox records kept before writes are refused: bounds memory while the ledger is away.
@@ -255,7 +256,17 @@ impl AccountState {
             limits: self.limits.values().cloned().collect(),
             holds,
             remembered: Vec::new(),
-            alerts: Vec::new(),
+            alerts: self
+                .alerts
+                .iter()
+                .map(|(wallet, (alerts, state))| AlertsSnapshot {
+                    wallet: wallet.clone(),
+                    alerts: alerts.clone(),
+                    armed: state.armed.clone(),
+                    open_top_up: state.open_top_up.clone(),
+                    top_ups: state.top_ups,
+                })
+                .collect(),
         }
     }
 

@@ -121,8 +121,14 @@ pub struct Scripts {
 }
 
 impl Scripts {
-    pub fn new() -> Scripts {
-        let shared = SHARED.concat();
+    /// The library; with a `clock_key` (tests only, see
+    /// [`RedisSettings::clock_key`](super::RedisSettings::clock_key)), its clock reads that key
+    /// while it is set.
+    pub fn new(clock_key: Option<&str>) -> Scripts {
+        let mut shared = SHARED.concat();
+        if let Some(key) = clock_key {
+            shared.insert_str(SHARED[0].len(), &manual_clock(key));
+        }
         let mut digest = Sha256::new();
         digest.update(&shared);
         for (op, script) in SCRIPTS {
@@ -169,10 +175,14 @@ impl Scripts {
     }
 }
 
-impl Default for Scripts {
-    fn default() -> Scripts {
-        Scripts::new()
-    }
+/// Lua that makes the library's `now_ms` read `key` while it holds a time. It follows
+/// `lib.lua`, whose local it replaces before any other file captures it.
+fn manual_clock(key: &str) -> String {
+    format!(
+        "do\n  local server_ms = now_ms\n  now_ms = function()\n    \
+         local set = redis.call('GET', '{key}')\n    \
+         if set then return tonumber(set) end\n    return server_ms()\n  end\nend\n"
+    )
 }
 
 /// Whether Redis answered that the called function is not loaded.
