@@ -53,9 +53,6 @@ impl AccountAdmin for MemoryStore {
         self.ensure_outbox_room()?;
         let mut entries = Vec::new();
         let mut state = self.account_or_create(account, now, &mut entries);
-        self.roll(&mut state, &terms.wallet, now);
-        let announced = terms.wallet.clone();
-        let before = state.wallet_available(&announced, now);
         let existing = state
             .wallets
             .values()
@@ -65,16 +62,27 @@ impl AccountAdmin for MemoryStore {
             if existing.terms != terms {
                 return Err(StoreError::GrantConflict { grant: terms.id });
             }
+            // As it is now (reset if due), though nothing is written: a replay changes nothing.
+            let grants = state.rolled(&terms.wallet, now);
+            let grant = grants
+                .iter()
+                .find(|g| g.terms.id == terms.id)
+                .expect("a grant is in its own wallet")
+                .clone();
+            let totals = WalletTotals::of(&grants, &state.postpaid(&terms.wallet), now);
             return Ok(Written {
                 value: GrantReceipt {
-                    grant: existing.clone(),
+                    grant,
                     created: false,
-                    available_minor: state.wallet_available(&terms.wallet, now),
+                    available_minor: totals.available_minor,
                     now_ms: now,
                 },
                 durable: Durable::UpTo(self.last_seq()),
             });
         }
+        self.roll(&mut state, &terms.wallet, now);
+        let announced = terms.wallet.clone();
+        let before = state.wallet_available(&announced, now);
         let grants = state.grants(&terms.wallet);
         let active = grants.iter().filter(|g| g.is_active(now)).count();
         if active >= GRANTS_PER_WALLET_MAX {

@@ -19,14 +19,21 @@
 //! [`StoreError::Unavailable`], which the gate turns into `UNAVAILABLE`: never an allow.
 
 mod admin;
+mod charge;
+mod check;
 mod codec;
+mod commit;
 mod events;
 mod expire;
+mod extend;
 pub mod keys;
 mod outbox;
 mod rebuild;
 mod recovery;
+mod release;
+mod reserve;
 mod scripts;
+mod snapshot;
 
 use self::recovery::{Healing, account_args, limits_json, postpaid_json};
 
@@ -421,113 +428,6 @@ impl RedisStore {
             _ => StoreError::Inconsistent(format!("unexpected reply {reply:?}")),
         }
     }
-
-    async fn snapshot_of(
-        &self,
-        account: &AccountId,
-    ) -> Result<Option<(AccountSnapshot, i64)>, StoreError> {
-        let keys = self.keys(account);
-        let reply = self
-            .with_account(account, || {
-                let mut invocation = self.scripts.snapshot.prepare_invoke();
-                invocation.key(keys.account()).arg(&keys.base);
-                invocation
-            })
-            .await?;
-        let Some(text) = reply.and_then(|r| r.into_iter().next()) else {
-            return Ok(None);
-        };
-        parse_snapshot(account, &text).map(Some)
-    }
-}
-
-fn parse_snapshot(account: &AccountId, text: &str) -> Result<(AccountSnapshot, i64), StoreError> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|_| StoreError::Inconsistent(format!("unreadable snapshot of {account}")))?;
-    let s =
-        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
-    let acct = value.get("account").cloned().unwrap_or_default();
-    let status = AccountStatus::parse(&s(&acct, "status"))
-        .ok_or_else(|| StoreError::Inconsistent(format!("account {account} has no status")))?;
-    let now = codec::int(&s(&value, "now"), "time")?;
-    let mut grants = Vec::new();
-    if let Some(serde_json::Value::Array(items)) = value.get("grants") {
-        for g in items {
-            grants.push(codec::decode_grant(
-                &s(g, "id"),
-                &s(g, "wallet"),
-                &s(g, "grant"),
-            )?);
-        }
-    }
-    let mut holds = Vec::new();
-    if let Some(serde_json::Value::Array(items)) = value.get("holds") {
-        for h in items {
-            let fields: HashMap<String, String> = h
-                .get("hold")
-                .and_then(|f| f.as_object())
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, v)| v.as_str().map(|t| (k.clone(), t.to_owned())))
-                        .collect()
-                })
-                .unwrap_or_default();
-            holds.push(codec::hold_from_fields(account, &s(h, "token"), &fields)?);
-        }
-    }
-    grants.sort_by(|a, b| {
-        (&a.terms.wallet, a.created_at_ms, &a.terms.id).cmp(&(
-            &b.terms.wallet,
-            b.created_at_ms,
-            &b.terms.id,
-        ))
-    });
-    holds.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut postpaid = Vec::new();
-    if let Some(serde_json::Value::Array(items)) = value.get("postpaid") {
-        for p in items {
-            let wallet = s(p, "wallet");
-            let wallet = WalletId::parse(&wallet)
-                .map_err(|_| StoreError::Inconsistent(format!("unreadable wallet {wallet:?}")))?;
-            postpaid.push((wallet, codec::decode_postpaid(&s(p, "postpaid"))?));
-        }
-    }
-    postpaid.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut limits = Vec::new();
-    if let Some(serde_json::Value::Array(items)) = value.get("limits") {
-        for l in items {
-            limits.push(codec::decode_limit(&s(l, "limit"))?);
-        }
-    }
-    limits.sort_by_key(|l| l.limit.id());
-    let mut alerts = Vec::new();
-    if let Some(serde_json::Value::Array(items)) = value.get("alerts") {
-        for a in items {
-            let fields: HashMap<String, String> = ["rules", "armed", "top_up", "open", "made"]
-                .into_iter()
-                .map(|k| (k.to_owned(), s(a, k)))
-                .collect();
-            alerts.push(codec::decode_alerts(&s(a, "wallet"), &fields)?);
-        }
-    }
-    alerts.sort_by(|a, b| a.wallet.cmp(&b.wallet));
-    Ok((
-        AccountSnapshot {
-            account: Some(Account {
-                id: account.clone(),
-                display_name: s(&acct, "name"),
-                status,
-                created_at_ms: codec::int(&s(&acct, "created"), "account creation")?,
-            }),
-            grants,
-            postpaid,
-            limits,
-            holds,
-            remembered: Vec::new(),
-            alerts,
-        },
-        now,
-    ))
 }
 
 /// What a repeated release or extend waits for: the ledger to have the hold's version.
@@ -627,232 +527,23 @@ impl Spending for RedisStore {
         &self,
         op: ReserveOp,
     ) -> Result<Written<Decision<ReserveReceipt>>, StoreError> {
-        let account = op.id.account().clone();
-        let keys = self.keys(&account);
-        let (key, fingerprint) = idempotency_args(op.idempotency.as_ref());
-        let labels = labels_json(&op.labels);
-        let price = op
-            .price
-            .as_ref()
-            .map(|p| serde_json::to_string(p).expect("prices serialise"))
-            .unwrap_or_default();
-        let model = op.model.as_ref().map(|m| m.to_string()).unwrap_or_default();
-        let reply = self
-            .with_account(&account, || {
-                let mut invocation = self.scripts.reserve.prepare_invoke();
-                invocation
-                    .key(keys.account())
-                    .key(keys.partition.outbox())
-                    .key(keys.partition.expiries())
-                    .arg(&keys.base)
-                    .arg(account.as_str())
-                    .arg(self.retention())
-                    .arg(op.id.token())
-                    .arg(op.wallet.as_str())
-                    .arg(op.feature.as_str())
-                    .arg(op.amount_minor)
-                    .arg(op.ttl_ms)
-                    .arg(&labels)
-                    .arg(&price)
-                    .arg(&model)
-                    .arg(&key)
-                    .arg(&fingerprint)
-                    .arg(op.min_amount_minor)
-                    .arg(codec::encode_overrun(op.overrun))
-                    .arg(op.stop.name())
-                    .arg(self.outbox_bound());
-                invocation
-            })
-            .await?;
-        let Some(reply) = reply else {
-            return Ok(Written {
-                value: Decision::Denied(account_not_found()),
-                durable: Durable::Nothing,
-            });
-        };
-        decided(
-            &reply,
-            // A hold need not reach the ledger before it is answered, but an allowance it reset
-            // must (see Gate::reserve): only then is the record read.
-            || match reply.get(4).map(String::as_str) {
-                Some("1") => self.record(&keys.partition, &reply, 2),
-                _ => Ok(Durable::Nothing),
-            },
-            |text| codec::reserve_receipt(&account, text),
-            |_| Durable::Nothing,
-            op.idempotency.as_ref(),
-        )
-        .unwrap_or_else(|| {
-            Err(StoreError::Inconsistent(format!(
-                "reserve answered {reply:?}"
-            )))
-        })
+        reserve::apply(self, op).await
     }
 
     async fn commit(&self, op: CommitOp) -> Result<Written<CommitReceipt>, StoreError> {
-        let account = op.id.account().clone();
-        let keys = self.keys(&account);
-        let (usage, model) = usage_args(op.usage.as_ref());
-        let reply = self
-            .with_account(&account, || {
-                let mut invocation = self.scripts.commit.prepare_invoke();
-                invocation
-                    .key(keys.account())
-                    .key(keys.partition.outbox())
-                    .key(keys.partition.expiries())
-                    .arg(&keys.base)
-                    .arg(account.as_str())
-                    .arg(self.retention())
-                    .arg(op.id.token())
-                    .arg(op.amount_minor)
-                    .arg(&op.entry_id)
-                    .arg(&usage)
-                    .arg(&model)
-                    .arg(self.outbox_bound());
-                invocation
-            })
-            .await?
-            .ok_or_else(|| StoreError::ReservationNotFound(op.id.clone()))?;
-        match reply.first().map(String::as_str) {
-            Some("ok") => {
-                let receipt = codec::commit_receipt(&account, &reply[1])?;
-                let durable = match self.record(&keys.partition, &reply, 2)? {
-                    // A repeated commit: its entry may still be in the outbox.
-                    Durable::Nothing => Durable::Entry(receipt.entry_id.clone()),
-                    record => record,
-                };
-                Ok(Written {
-                    value: receipt,
-                    durable,
-                })
-            }
-            Some("mismatch") => Err(StoreError::CommitMismatch {
-                id: op.id.clone(),
-                committed_minor: codec::int(&reply[1], "committed")?,
-                requested_minor: op.amount_minor,
-            }),
-            Some("too_large") => {
-                let hold = self.hold(&op.id).await?;
-                Err(StoreError::BalanceTooLarge {
-                    wallet: hold.map_or_else(WalletId::default_wallet, |h| h.wallet),
-                })
-            }
-            _ => Err(Self::ended_hold(&op.id, &reply)),
-        }
+        commit::apply(self, op).await
     }
 
     async fn release(&self, id: &ReservationId) -> Result<Written<ReleaseReceipt>, StoreError> {
-        let account = id.account().clone();
-        let keys = self.keys(&account);
-        let reply = self
-            .with_account(&account, || {
-                let mut invocation = self.scripts.release.prepare_invoke();
-                invocation
-                    .key(keys.account())
-                    .key(keys.partition.outbox())
-                    .key(keys.partition.expiries())
-                    .arg(&keys.base)
-                    .arg(account.as_str())
-                    .arg(self.retention())
-                    .arg(id.token())
-                    .arg(self.outbox_bound());
-                invocation
-            })
-            .await?
-            .ok_or_else(|| StoreError::ReservationNotFound(id.clone()))?;
-        match reply.first().map(String::as_str) {
-            Some("ok") => Ok(Written {
-                value: codec::release_receipt(&account, &reply[1])?,
-                durable: match self.record(&keys.partition, &reply, 2)? {
-                    Durable::Nothing => repeated_hold(id, reply.get(4)),
-                    record => record,
-                },
-            }),
-            _ => Err(Self::ended_hold(id, &reply)),
-        }
+        release::apply(self, id).await
     }
 
     async fn extend(&self, op: ExtendOp) -> Result<Written<Decision<ExtendReceipt>>, StoreError> {
-        let account = op.id.account().clone();
-        let keys = self.keys(&account);
-        let (key, fingerprint) = idempotency_args(op.idempotency.as_ref());
-        let ttl = op.ttl_ms.map(|t| t.to_string()).unwrap_or_default();
-        let reply = self
-            .with_account(&account, || {
-                let mut invocation = self.scripts.extend.prepare_invoke();
-                invocation
-                    .key(keys.account())
-                    .key(keys.partition.outbox())
-                    .key(keys.partition.expiries())
-                    .arg(&keys.base)
-                    .arg(account.as_str())
-                    .arg(self.retention())
-                    .arg(op.id.token())
-                    .arg(op.additional_minor)
-                    .arg(&ttl)
-                    .arg(&key)
-                    .arg(&fingerprint)
-                    .arg(self.outbox_bound());
-                invocation
-            })
-            .await?
-            .ok_or_else(|| StoreError::ReservationNotFound(op.id.clone()))?;
-        decided(
-            &reply,
-            || self.record(&keys.partition, &reply, 2),
-            |text| codec::extend_receipt(&account, text),
-            |_| repeated_hold(&op.id, reply.get(2)),
-            op.idempotency.as_ref(),
-        )
-        .unwrap_or_else(|| Err(Self::ended_hold(&op.id, &reply)))
+        extend::apply(self, op).await
     }
 
     async fn charge(&self, op: ChargeOp) -> Result<Written<Decision<ChargeReceipt>>, StoreError> {
-        let keys = self.keys(&op.account);
-        let (key, fingerprint) = idempotency_args(op.idempotency.as_ref());
-        let labels = labels_json(&op.labels);
-        let (usage, model) = usage_args(op.usage.as_ref());
-        let reply = self
-            .with_account(&op.account, || {
-                let mut invocation = self.scripts.charge.prepare_invoke();
-                invocation
-                    .key(keys.account())
-                    .key(keys.partition.outbox())
-                    .arg(&keys.base)
-                    .arg(op.account.as_str())
-                    .arg(self.retention())
-                    .arg(op.wallet.as_str())
-                    .arg(op.feature.as_str())
-                    .arg(op.amount_minor)
-                    .arg(&op.entry_id)
-                    .arg(&labels)
-                    .arg(&usage)
-                    .arg(&model)
-                    .arg(&key)
-                    .arg(&fingerprint)
-                    .arg(self.outbox_bound());
-                invocation
-            })
-            .await?;
-        let Some(reply) = reply else {
-            return Ok(Written {
-                value: Decision::Denied(account_not_found()),
-                durable: Durable::Nothing,
-            });
-        };
-        decided(
-            &reply,
-            || self.record(&keys.partition, &reply, 2),
-            codec::charge_receipt,
-            // A repeated charge: its entry may still be in the outbox.
-            |receipt| Durable::Entry(receipt.entry_id.clone()),
-            op.idempotency.as_ref(),
-        )
-        .unwrap_or_else(|| {
-            Err(StoreError::Inconsistent(format!(
-                "charge answered {reply:?}"
-            )))
-        })
+        charge::apply(self, op).await
     }
 
     async fn check(
@@ -863,33 +554,7 @@ impl Spending for RedisStore {
         amount_minor: i64,
         labels: &crate::domain::Labels,
     ) -> Result<Decision<CheckReceipt>, StoreError> {
-        let keys = self.keys(account);
-        let labels = labels_json(labels);
-        let reply = self
-            .with_account(account, || {
-                let mut invocation = self.scripts.check.prepare_invoke();
-                invocation
-                    .key(keys.account())
-                    .arg(&keys.base)
-                    .arg(wallet.as_str())
-                    .arg(feature.as_str())
-                    .arg(amount_minor)
-                    .arg(&labels);
-                invocation
-            })
-            .await?;
-        let Some(reply) = reply else {
-            return Ok(Decision::Denied(account_not_found()));
-        };
-        match reply.first().map(String::as_str) {
-            Some("ok") => Ok(Decision::Allowed(CheckReceipt {
-                available_minor: codec::int(&reply[1], "available")?,
-            })),
-            Some("denied") => Ok(Decision::Denied(denial(&reply[1..])?)),
-            _ => Err(StoreError::Inconsistent(format!(
-                "check answered {reply:?}"
-            ))),
-        }
+        check::apply(self, account, wallet, feature, amount_minor, labels).await
     }
 
     async fn hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError> {
