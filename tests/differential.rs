@@ -6,7 +6,9 @@
 //! limits, voids, alert thresholds and top-ups; the clock moving by a second to past a month's
 //! end; the expiry sweep; Redis losing its keys (the account is loaded again from the ledger the
 //! outbox was carried to); and the account replaced by the one the ledger rebuilds, as reconcile
-//! does. Throughout, the in-process store's ledger entries add up: every split sums to its
+//! does. Both write the same outbox entries for the ledger (a period's reset perhaps later on
+//! Redis, never a different one), and Redis's are carried to a real ledger after every step.
+//! Throughout, the in-process store's ledger entries add up: every split sums to its
 //! charge, no grant goes below zero (only flex and debt carry what grants could not), no grant
 //! pays for a feature outside its scope, and what each grant has left is what it was given (again
 //! each period) less what its entries took.
@@ -522,6 +524,37 @@ fn same<T: std::fmt::Debug + PartialEq>(redis: &T, memory: &T, context: &str) {
     );
 }
 
+/// Entries with their events' numbers left out once Redis has loaded the account again: a
+/// store numbers an account's events from one each time it loads it (the ids stay unique, as
+/// they carry the instant as well).
+fn numbered(mut entries: Vec<OutboxEntry>, reloaded: bool) -> Vec<OutboxEntry> {
+    if reloaded {
+        for entry in &mut entries {
+            if let OutboxEntry::Event(event) = entry {
+                event
+                    .id
+                    .truncate(event.id.rfind('.').unwrap_or(event.id.len()));
+            }
+        }
+    }
+    entries
+}
+
+/// Entries split into periods' resets and the others.
+fn resets(entries: Vec<OutboxEntry>) -> (Vec<OutboxEntry>, Vec<OutboxEntry>) {
+    entries
+        .into_iter()
+        .partition(|e| matches!(e, OutboxEntry::Reset { .. }))
+}
+
+/// The entries the in-process store wrote since this was last asked.
+async fn memory_entries(store: &MemoryStore) -> Vec<OutboxEntry> {
+    let records = store.outbox_read(usize::MAX).await.unwrap();
+    let positions: Vec<_> = records.iter().map(|r| r.position.clone()).collect();
+    store.outbox_ack(&positions).await.unwrap();
+    records.into_iter().flat_map(|r| r.entries).collect()
+}
+
 /// What a store holds of the account: its balance as the API shows it, and everything it keeps.
 /// Recurring grants and spend limits as of `now_ms`: a store brings them into the current period
 /// when it next touches them, and loading an account does so at once.
@@ -601,13 +634,15 @@ impl Shared {
             .unwrap();
     }
 
-    /// Carries the whole outbox to the ledger, as the sync loop does.
-    async fn drain(&self) {
+    /// Carries the whole outbox to the ledger, as the sync loop does; returns its entries.
+    async fn drain(&self) -> Vec<OutboxEntry> {
+        let mut entries = Vec::new();
         loop {
             let records = self.store.outbox_read(1_000).await.unwrap();
             if records.is_empty() {
-                return;
+                return entries;
             }
+            entries.extend(records.iter().flat_map(|r| r.entries.iter().cloned()));
             let appended = self.ledger.append(&records).await.unwrap();
             assert!(appended.stale.is_empty(), "{:?}", appended.stale);
             let positions: Vec<_> = records.into_iter().map(|r| r.position).collect();
@@ -649,7 +684,7 @@ impl Shared {
 /// no grant pays for a feature outside its scope; what each grant has left is its amount less
 /// what its entries took, never below zero nor below what is held of it; flex and debt are
 /// what their portions say.
-async fn adds_up(store: &MemoryStore) {
+async fn adds_up(store: &MemoryStore, written: &[OutboxEntry]) {
     let Some(snapshot) = store.snapshot(&account()).await.unwrap() else {
         return;
     };
@@ -664,9 +699,9 @@ async fn adds_up(store: &MemoryStore) {
         std::collections::HashMap::new();
     // What each recurring grant was given again at the start of each later period.
     let mut refilled: std::collections::HashMap<GrantId, i64> = std::collections::HashMap::new();
-    for record in store.outbox_read(usize::MAX).await.unwrap() {
+    {
         let mut entries = Vec::new();
-        for entry in record.entries {
+        for entry in written.iter().cloned() {
             match entry {
                 OutboxEntry::Charge(entry) | OutboxEntry::Void { entry } => entries.push(entry),
                 OutboxEntry::Reset {
@@ -742,6 +777,10 @@ proptest! {
             let memory = MemoryStore::new(clock.clone());
             let shared = Shared::start(START_MS).await;
             let mut holds = Vec::new();
+            // Every entry the in-process store has written.
+            let mut written = Vec::new();
+            let mut reloaded = false;
+            let mut reset_by_memory = Vec::new();
             for (i, op) in ops.iter().enumerate() {
                 if let Op::Advance { ms } = op {
                     clock.advance_ms(*ms);
@@ -756,7 +795,20 @@ proptest! {
                     holds.push(token);
                 }
                 same(&state(&shared.store, now).await, &state(&memory, now).await, &format!("after {i}: {op:?}"));
-                adds_up(&memory).await;
+                let entries = memory_entries(&memory).await;
+                reloaded |= matches!(op, Op::LoseKeys);
+                let (redis_resets, redis_entries) = resets(numbered(shared.drain().await, reloaded));
+                let (memory_resets, memory_entries) = resets(numbered(entries.clone(), reloaded));
+                same(&redis_entries, &memory_entries, &format!("entries of {i}: {op:?}"));
+                // A store writes a period's reset when an operation first touches the wallet
+                // in it; Redis not when the operation is denied (a script writes nothing then),
+                // the in-process store at once. The same reset, perhaps later, never another.
+                reset_by_memory.extend(memory_resets);
+                for reset in redis_resets {
+                    assert!(reset_by_memory.contains(&reset), "{i}: {reset:?} {reset_by_memory:?}");
+                }
+                written.extend(entries);
+                adds_up(&memory, &written).await;
                 // Grants given at distinct instants are ordered alike.
                 clock.advance_ms(1);
                 shared.set_clock(clock.now_ms()).await;

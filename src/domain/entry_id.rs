@@ -3,9 +3,10 @@
 //! ledger, a commit retried, a period reset judged by two stores), so that it is written once.
 //! Ids cannot contain `/`, so distinct entries never share an id.
 //!
-//! The Lua scripts spell the ids the Redis store makes (`periods.lua`'s resets, `hold.lua`'s voids
-//! of released credit, `add_grant.lua`'s repayments) the same way; the differential test holds
-//! the two stores' entries equal.
+//! The Lua scripts do not spell ids: the ones the Redis store makes in a script (`periods.lua`'s
+//! resets, `hold.lua`'s voids of released credit, `add_grant.lua`'s repayments) come from Lua
+//! functions made from these (see `entry_id_functions` in `store/redis/scripts.rs`), and the
+//! differential test holds the two stores' entries equal.
 
 use super::{AccountId, GrantId, ReservationId};
 

@@ -194,6 +194,17 @@ impl Grant {
         self.terms.features.is_empty() || self.terms.features.binary_search(feature).is_ok()
     }
 
+    /// Takes back credit a hold gives back to this grant after it was voided: that credit
+    /// stopped being spendable with the void, so it leaves the grant (and the ledger must say
+    /// where it went). Returns whether anything left.
+    pub fn lapse_released(&mut self, amount_minor: i64) -> bool {
+        if self.voided_at_ms.is_none() || amount_minor == 0 {
+            return false;
+        }
+        self.remaining_minor -= amount_minor;
+        true
+    }
+
     /// What a new hold could take from this grant.
     pub fn spendable_minor(&self) -> i64 {
         self.remaining_minor - self.held_minor
@@ -288,6 +299,19 @@ impl Postpaid {
 
     pub fn is_zero(&self) -> bool {
         *self == Postpaid::default()
+    }
+
+    /// Pays what the wallet owes from a new grant of it, if the grant may pay for anything and
+    /// is active: the debt left by an overrun charged in full is the first thing new credit
+    /// pays. Returns what was repaid (0 for nothing). `lua/add_grant.lua` follows the same rule.
+    pub fn repay_from(&mut self, grant: &mut Grant, now_ms: i64) -> i64 {
+        let repaid = self.debt_minor.min(grant.remaining_minor);
+        if repaid <= 0 || !grant.terms.features.is_empty() || !grant.is_active(now_ms) {
+            return 0;
+        }
+        self.debt_minor -= repaid;
+        grant.remaining_minor -= repaid;
+        repaid
     }
 }
 

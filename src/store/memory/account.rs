@@ -173,24 +173,7 @@ impl AccountState {
             at_ms: now_ms,
         });
         for fired in fired {
-            let (kind, detail) = match fired {
-                Fired::Rule(rule @ AlertRule::Below { .. }) => {
-                    (WalletEventKind::LowBalance, EventDetail::Rule { rule })
-                }
-                Fired::Rule(rule @ AlertRule::AllowanceUsed { .. }) => {
-                    (WalletEventKind::Alert, EventDetail::Rule { rule })
-                }
-                Fired::TopUp {
-                    request_id,
-                    amount_minor,
-                } => (
-                    WalletEventKind::TopUpRequested,
-                    EventDetail::TopUp {
-                        request_id,
-                        amount_minor,
-                    },
-                ),
-            };
+            let (kind, detail) = fired.event();
             events.push(self.event(kind, wallet, now_ms, detail));
         }
         Judged { events, armed }
@@ -519,11 +502,9 @@ impl AccountState {
         let grants = self.wallets.entry(wallet.clone()).or_default();
         let mut entries = Vec::new();
         for portion in released.iter().filter(|p| p.grant.is_grant()) {
-            let grant = find_grant(grants, &portion.grant);
-            if grant.voided_at_ms.is_none() || portion.amount_minor == 0 {
+            if !find_grant(grants, &portion.grant).lapse_released(portion.amount_minor) {
                 continue;
             }
-            grant.remaining_minor -= portion.amount_minor;
             entries.push(OutboxEntry::Void {
                 entry: LedgerEntry {
                     id: entry_id::void_released(&account, &portion.grant, hold.token()),
@@ -552,15 +533,9 @@ impl AccountState {
     /// Pays what the wallet owes from a new grant, if it may pay for anything: the debt left by
     /// an overrun charged in full is the first thing new credit pays. Returns the ledger entry.
     pub(super) fn repay_debt(&mut self, grant: &mut Grant, now_ms: i64) -> Option<LedgerEntry> {
-        let wallet = grant.terms.wallet.clone();
-        let postpaid = self.postpaid.get_mut(&wallet)?;
-        let repaid = postpaid.debt_minor.min(grant.remaining_minor);
-        if repaid == 0 || !grant.terms.features.is_empty() || !grant.is_active(now_ms) {
-            return None;
-        }
-        postpaid.debt_minor -= repaid;
-        grant.remaining_minor -= repaid;
-        Some(repayment_entry(&self.account.id, grant, repaid, now_ms))
+        let postpaid = self.postpaid.get_mut(&grant.terms.wallet)?;
+        let repaid = postpaid.repay_from(grant, now_ms);
+        (repaid > 0).then(|| repayment_entry(&self.account.id, grant, repaid, now_ms))
     }
 
     /// Ends an open hold without a charge (release or expiry), with the voids that follow.

@@ -35,7 +35,7 @@ use super::{
     WalletView, Written,
 };
 use crate::clock::Clock;
-use crate::domain::alert::{AlertRule, AlertState, Fired, Level, WalletAlerts};
+use crate::domain::alert::{AlertState, Level, WalletAlerts};
 use crate::domain::entry_id;
 use crate::domain::grant::{
     GRANTS_PER_WALLET_MAX, WalletTotals, available_minor, merge_split, plan_draw, plan_overrun,

@@ -16,6 +16,9 @@
 use redis::{Cmd, ToRedisArgs};
 use sha2::{Digest, Sha256};
 
+use crate::domain::entry_id;
+use crate::domain::{AccountId, GrantId};
+
 /// The code every script shares, by concept (one for one with `domain/*.rs` where there is
 /// one), in the order it is loaded: each file uses only what comes before it.
 const SHARED: [&str; 8] = [
@@ -126,9 +129,12 @@ impl Scripts {
     /// while it is set.
     pub fn new(clock_key: Option<&str>) -> Scripts {
         let mut shared = SHARED.concat();
+        // After lib.lua, before the files that use them.
+        let mut after_lib = entry_id_functions();
         if let Some(key) = clock_key {
-            shared.insert_str(SHARED[0].len(), &manual_clock(key));
+            after_lib.push_str(&manual_clock(key));
         }
+        shared.insert_str(SHARED[0].len(), &after_lib);
         let mut digest = Sha256::new();
         digest.update(&shared);
         for (op, script) in SCRIPTS {
@@ -175,6 +181,49 @@ impl Scripts {
     }
 }
 
+/// The scripts' entry-id functions (`entry_id_repay(account, grant)` and the others), made by
+/// calling [`entry_id`]'s own with a marker for each part and putting the Lua argument where the
+/// marker came out: an entry id is spelled once, in Rust, for both stores.
+fn entry_id_functions() -> String {
+    const ACCOUNT: &str = "a0account0a";
+    const GRANT: &str = "g0grant0g";
+    const TOKEN: &str = "t0token0t";
+    const INDEX: i64 = 777_000_777_000_777;
+    let account = AccountId::parse(ACCOUNT).expect("a valid id");
+    let grant = GrantId::parse(GRANT).expect("a valid id");
+    let functions = [
+        ("repay", "account, grant", entry_id::repay(&account, &grant)),
+        (
+            "void_released",
+            "account, grant, token",
+            entry_id::void_released(&account, &grant, TOKEN),
+        ),
+        (
+            "lapse",
+            "account, grant, index",
+            entry_id::lapse(&account, &grant, INDEX),
+        ),
+        (
+            "refill",
+            "account, grant, index",
+            entry_id::refill(&account, &grant, INDEX),
+        ),
+    ];
+    let mut lua = String::new();
+    for (name, parameters, id) in functions {
+        let body = format!("'{id}'")
+            .replace(ACCOUNT, "' .. account .. '")
+            .replace(GRANT, "' .. grant .. '")
+            .replace(TOKEN, "' .. token .. '")
+            .replace(&INDEX.to_string(), "' .. fmt(index) .. '")
+            .replace(" .. ''", "");
+        lua.push_str(&format!(
+            "local function entry_id_{name}({parameters})\n  return {body}\nend\n"
+        ));
+    }
+    lua
+}
+
 /// Lua that makes the library's `now_ms` read `key` while it holds a time. It follows
 /// `lib.lua`, whose local it replaces before any other file captures it.
 fn manual_clock(key: &str) -> String {
@@ -188,4 +237,29 @@ fn manual_clock(key: &str) -> String {
 /// Whether Redis answered that the called function is not loaded.
 pub fn is_missing(error: &redis::RedisError) -> bool {
     error.to_string().contains("Function not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scripts_spell_entry_ids_as_entry_id_does() {
+        let lua = entry_id_functions();
+        assert!(
+            lua.contains(
+                "local function entry_id_void_released(account, grant, token)\n  \
+                 return 'void/' .. account .. '/' .. grant .. '/' .. token\nend"
+            ),
+            "{lua}"
+        );
+        assert!(
+            lua.contains(
+                "local function entry_id_refill(account, grant, index)\n  \
+                 return 'refill/' .. account .. '/' .. grant .. '/' .. fmt(index)\nend"
+            ),
+            "{lua}"
+        );
+        assert!(!lua.contains("0a") && !lua.contains("777"), "{lua}");
+    }
 }

@@ -97,7 +97,7 @@ if repaid > 0 and features == '' and (expires == nil or expires > now) then
   table.insert(entries, {
     type = 'charge',
     entry = {
-      id = 'repay/' .. account .. '/' .. id, kind = 'charge', account = account,
+      id = entry_id_repay(account, id), kind = 'charge', account = account,
       wallet = wallet, amount = fmt(repaid), split = id .. '=' .. fmt(repaid), grant = DEBT,
       reason = 'pays the debt left by an overrun charged in full', at = fmt(now),
     },

@@ -39,7 +39,7 @@ local function void_released(account, token, wallet, by_id, released, now)
       table.insert(entries, {
         type = 'void',
         entry = {
-          id = 'void/' .. account .. '/' .. g.id .. '/' .. token,
+          id = entry_id_void_released(account, g.id, token),
           kind = 'void', account = account, wallet = wallet, amount = fmt(p[2]),
           split = g.id .. '=' .. fmt(p[2]), reservation = account .. '/' .. token,
           grant = g.id, reason = 'released from a hold on a voided grant', at = fmt(now),

@@ -91,17 +91,16 @@ local function roll_grant(account, wallet, g, now)
   g.pindex = to
   g.pgranted = g.remaining
   local at = fmt(period_start(g.period, anchor, to))
-  local suffix = account .. '/' .. g.id .. '/' .. fmt(to)
   local entries = {}
   if lapsed > 0 then
     table.insert(entries, {
-      id = 'lapse/' .. suffix, kind = 'void', account = account, wallet = wallet,
+      id = entry_id_lapse(account, g.id, to), kind = 'void', account = account, wallet = wallet,
       amount = fmt(lapsed), split = g.id .. '=' .. fmt(lapsed), grant = g.id,
       reason = 'unused allowance lapsed at the end of its period', at = at,
     })
   end
   table.insert(entries, {
-    id = 'refill/' .. suffix, kind = 'grant', account = account, wallet = wallet,
+    id = entry_id_refill(account, g.id, to), kind = 'grant', account = account, wallet = wallet,
     amount = fmt(refilled), grant = g.id, reason = 'allowance for period ' .. fmt(to), at = at,
   })
   return {
