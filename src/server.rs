@@ -29,11 +29,12 @@ use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{BalanceStore, Rebuild, StoreError};
-use crate::sync::{self, Inbound, SyncLoop};
+use crate::sync::{self, Inbound, LedgerWriter, SyncLoop};
 use crate::telemetry::CallLayer;
 use crate::webhooks::{Sender, Webhook};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
 /// Largest request message accepted, in bytes.
@@ -227,28 +228,55 @@ impl Listeners {
             },
         })
     }
+
+    /// The addresses bound: the gate's, the admin's and the ext_authz's.
+    fn addrs(
+        &self,
+        config: &ServerConfig,
+    ) -> Result<(SocketAddr, SocketAddr, Option<SocketAddr>), StartError> {
+        let local = |listener: &TcpListener, addr: SocketAddr| {
+            listener
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr, source })
+        };
+        let ext_authz = match (&self.ext_authz, config.ext_authz_listen) {
+            (Some(listener), Some(addr)) => Some(local(listener, addr)?),
+            _ => None,
+        };
+        Ok((
+            local(&self.gate, config.listen)?,
+            local(&self.admin, config.admin_listen)?,
+            ext_authz,
+        ))
+    }
 }
 
-impl Server {
-    /// Opens the ledger, rebuilds the store from it, and starts serving.
-    pub async fn start(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
-        if config.commit_durability == CommitDurability::Store && config.redis.is_none() {
-            // Memory alone is not durable: acknowledging before the ledger has a commit could
-            // lose it in a crash.
-            return Err(StartError::Config(
-                "commit_durability = store needs the Redis store (--redis); the in-process store \
-                 always acknowledges once the ledger has the write"
-                    .into(),
-            ));
-        }
-        let ledger = open_ledger(&config).await?;
-        let retention_ms = config.limits.idempotency_ttl_ms as i64;
+/// Everything the server runs, built (and the ledger and the store opened) before any of it
+/// runs.
+struct Parts {
+    ledger: SqlLedger,
+    store: Arc<dyn BalanceStore>,
+    /// The store again when it is Redis, for its wallet events.
+    redis_store: Option<Arc<RedisStore>>,
+    events: Events,
+    cache: Arc<ReservationCache>,
+    gate: Arc<Gate>,
+    reconciler: Arc<Reconciler>,
+    sync_loop: SyncLoop,
+    ledger_writer: LedgerWriter,
+    inbound: Inbound,
+    webhooks: Option<Sender>,
+}
+
+impl Parts {
+    async fn build(config: &ServerConfig, clock: &Arc<dyn Clock>) -> Result<Parts, StartError> {
+        let ledger = open_ledger(config).await?;
         let ledger_dyn: Arc<dyn Ledger> = Arc::new(ledger.clone());
         // Read before the accounts: a change made meanwhile is applied again, harmlessly.
         let change_cursor = ledger.last_change().await?;
         let cache = Arc::new(ReservationCache::new(HOLDS_MAX_DEFAULT));
         let events = Events::default();
-        let (store, redis_store) = open_store(&config, &ledger_dyn, &clock, &events).await?;
+        let (store, redis_store) = open_store(config, &ledger_dyn, clock, &events).await?;
         if !config.prices.is_empty() {
             ledger.put_prices(&config.prices, clock.now_ms()).await?;
         }
@@ -260,11 +288,12 @@ impl Server {
             "creditgate starting"
         );
         let settings = config.sync_settings();
+        let ledger_timeout = Duration::from_millis(config.limits.ledger_timeout_ms);
         let (sync_loop, durability, ledger_writer) = SyncLoop::new(
             store.clone(),
             ledger_dyn.clone(),
             settings.clone(),
-            Duration::from_millis(config.limits.ledger_timeout_ms),
+            ledger_timeout,
         );
         let catalog = Arc::new(SharedCatalog::new(catalog));
         let inbound = Inbound::new(
@@ -279,11 +308,10 @@ impl Server {
             store.clone(),
             ledger_dyn.clone(),
             durability.clone(),
-            retention_ms,
+            config.limits.idempotency_ttl_ms as i64,
             // As long as a caller waits for the ledger.
-            Duration::from_millis(config.limits.ledger_timeout_ms),
+            ledger_timeout,
         ));
-        let (health_store, health_ledger) = (store.clone(), ledger_dyn.clone());
         let webhooks = (!config.webhooks.is_empty()).then(|| {
             Sender::new(
                 ledger_dyn.clone(),
@@ -302,178 +330,234 @@ impl Server {
             config.gate_limits(),
             cache.clone(),
         ));
+        Ok(Parts {
+            ledger,
+            store,
+            redis_store,
+            events,
+            cache,
+            gate,
+            reconciler,
+            sync_loop,
+            ledger_writer,
+            inbound,
+            webhooks,
+        })
+    }
 
-        if let Some(addr) = config.metrics_listen {
-            crate::telemetry::serve_metrics(addr).map_err(|e| StartError::Config(e.to_string()))?;
-            tracing::info!(%addr, "serving /metrics");
-        }
-        let Listeners {
-            gate: gate_listener,
-            admin: admin_listener,
-            ext_authz: ext_authz_listener,
-        } = Listeners::bind(&config).await?;
-        let local = |listener: &TcpListener, addr: SocketAddr| {
-            listener
-                .local_addr()
-                .map_err(|source| StartError::Listen { addr, source })
-        };
-        let gate_addr = local(&gate_listener, config.listen)?;
-        let admin_addr = local(&admin_listener, config.admin_listen)?;
-        let ext_authz_addr = match (&ext_authz_listener, config.ext_authz_listen) {
-            (Some(listener), Some(addr)) => Some(local(listener, addr)?),
-            _ => None,
-        };
-
-        let (stop_background, background_shutdown) = shutdown::channel();
+    /// Starts the work behind the services: the sync loop and the ledger writer, changes made
+    /// directly in the ledger, reconcile, the sweep, webhooks, and on Redis the wallet events.
+    fn spawn_background(self, config: &ServerConfig, shutdown: &Shutdown) -> Running {
+        let settings = config.sync_settings();
+        let reconcile_interval = Duration::from_millis(config.limits.reconcile_interval_ms);
+        let reconciler = self.reconciler.clone();
+        let reconcile_shutdown = shutdown.clone();
         let mut background = vec![
-            tokio::spawn(sync_loop.run(background_shutdown.clone())),
-            tokio::spawn(ledger_writer.run(background_shutdown.clone())),
-            tokio::spawn(inbound.run(background_shutdown.clone())),
-            tokio::spawn({
-                let reconciler = reconciler.clone();
-                let interval = Duration::from_millis(config.limits.reconcile_interval_ms);
-                let shutdown = background_shutdown.clone();
-                async move { reconciler.run(interval, shutdown).await }
-            }),
-            tokio::spawn(sync::sweep(
-                store.clone(),
-                settings,
-                background_shutdown.clone(),
-            )),
+            tokio::spawn(self.sync_loop.run(shutdown.clone())),
+            tokio::spawn(self.ledger_writer.run(shutdown.clone())),
+            tokio::spawn(self.inbound.run(shutdown.clone())),
+            tokio::spawn(
+                async move { reconciler.run(reconcile_interval, reconcile_shutdown).await },
+            ),
+            tokio::spawn(sync::sweep(self.store.clone(), settings, shutdown.clone())),
         ];
-
-        if let Some(sender) = webhooks {
-            background.push(tokio::spawn(sender.run(background_shutdown.clone())));
+        if let Some(sender) = self.webhooks {
+            background.push(tokio::spawn(sender.run(shutdown.clone())));
         }
-        if let Some(redis) = redis_store {
+        if let Some(redis) = self.redis_store {
             // Other replicas' wallets running out reach this one's cache through the events.
             background.push(tokio::spawn(
-                cache.clone().follow(&events, background_shutdown.clone()),
+                self.cache.clone().follow(&self.events, shutdown.clone()),
             ));
-            let shutdown = background_shutdown.clone();
-            let events = events.clone();
+            let (events, shutdown) = (self.events.clone(), shutdown.clone());
             background.push(tokio::spawn(async move {
                 redis.watch_wallets(events, shutdown).await
             }));
         }
+        Running {
+            ledger: self.ledger,
+            store: self.store,
+            events: self.events,
+            cache: self.cache,
+            gate: self.gate,
+            reconciler: self.reconciler,
+            background,
+        }
+    }
+}
 
-        let (stop_serving, serving_shutdown) = shutdown::channel();
-        // Health: serving while the store and the ledger answer, and not once stopping.
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let mut watched = vec!["", "creditgate.v1.Gate", "creditgate.v1.Admin"];
-        if ext_authz_listener.is_some() {
-            watched.push("envoy.service.auth.v3.Authorization");
-        }
-        // Both answered while starting.
-        for service in &watched {
-            health
-                .set_service_status(*service, ServingStatus::Serving)
-                .await;
-        }
-        background.push(tokio::spawn(watch_health(
-            health,
-            watched,
-            (health_store, health_ledger, cache.clone()),
-            serving_shutdown.clone(),
-        )));
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(|e| StartError::Config(e.to_string()))?;
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(|e| StartError::Config(e.to_string()))?;
-        let policy = Arc::new(config.policy.clone());
-        if policy.is_on() && config.tls.is_none() {
-            tracing::warn!("callers present bearer tokens over plain text: set up TLS");
-        }
-        let gate_service = GateService::new(
-            gate.clone(),
-            events.clone(),
-            policy.clone(),
-            serving_shutdown.clone(),
-        )
-        .into_server()
-        .max_decoding_message_size(REQUEST_LEN_MAX);
-        let ext_authz_service =
-            ExtAuthzService::new(gate.clone(), config.ext_authz.clone(), policy.clone())
-                .into_server()
-                .max_decoding_message_size(REQUEST_LEN_MAX);
-        let admin_service = AdminService::new(gate, reconciler, policy)
+/// The parts still needed once the background work runs: by the services, and to stop.
+struct Running {
+    ledger: SqlLedger,
+    store: Arc<dyn BalanceStore>,
+    events: Events,
+    cache: Arc<ReservationCache>,
+    gate: Arc<Gate>,
+    reconciler: Arc<Reconciler>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Health on every port: serving while the store and the ledger answer, and not once stopping.
+/// Returns the service and the task that keeps its answer current.
+async fn health(
+    running: &Running,
+    ext_authz: bool,
+    shutdown: Shutdown,
+) -> (HealthServer<impl Health>, JoinHandle<()>) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut watched = vec!["", "creditgate.v1.Gate", "creditgate.v1.Admin"];
+    if ext_authz {
+        watched.push("envoy.service.auth.v3.Authorization");
+    }
+    // Both answered while starting.
+    for service in &watched {
+        health
+            .set_service_status(*service, ServingStatus::Serving)
+            .await;
+    }
+    let watching = tokio::spawn(watch_health(
+        health,
+        watched,
+        (
+            running.store.clone(),
+            Arc::new(running.ledger.clone()),
+            running.cache.clone(),
+        ),
+        shutdown,
+    ));
+    (health_service, watching)
+}
+
+/// Serves the gate, admin and (if configured) ext_authz ports until `shutdown`, each with
+/// health and the gRPC reflection services.
+fn serve(
+    config: &ServerConfig,
+    running: &Running,
+    listeners: Listeners,
+    health: HealthServer<impl Health>,
+    shutdown: &Shutdown,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let policy = Arc::new(config.policy.clone());
+    if policy.is_on() && config.tls.is_none() {
+        tracing::warn!("callers present bearer tokens over plain text: set up TLS");
+    }
+    let gate = &running.gate;
+    let gate_service = GateService::new(
+        gate.clone(),
+        running.events.clone(),
+        policy.clone(),
+        shutdown.clone(),
+    )
+    .into_server()
+    .max_decoding_message_size(REQUEST_LEN_MAX);
+    let ext_authz_service =
+        ExtAuthzService::new(gate.clone(), config.ext_authz.clone(), policy.clone())
             .into_server()
             .max_decoding_message_size(REQUEST_LEN_MAX);
-        let (gate_health, admin_health) = (health_service.clone(), health_service.clone());
-        let (gate_reflection_v1, gate_reflection_v1alpha) =
-            (reflection_v1.clone(), reflection_v1alpha.clone());
-        let streams = config.limits.max_concurrent_streams;
-        let tls = config.tls.as_ref().map(server_tls).transpose()?;
-        let builder = move || -> Result<tonic::transport::Server, StartError> {
-            let server = tonic::transport::Server::builder();
-            match tls.clone() {
-                Some(tls) => server
-                    .tls_config(tls)
-                    .map_err(|e| StartError::Config(format!("tls: {e}"))),
-                None => Ok(server),
-            }
+    let admin_service = AdminService::new(gate.clone(), running.reconciler.clone(), policy)
+        .into_server()
+        .max_decoding_message_size(REQUEST_LEN_MAX);
+    let streams = config.limits.max_concurrent_streams;
+    let tls = config.tls.as_ref().map(server_tls).transpose()?;
+    let server = || -> Result<tonic::transport::Server, StartError> {
+        let server = tonic::transport::Server::builder();
+        let server = match tls.clone() {
+            Some(tls) => server
+                .tls_config(tls)
+                .map_err(|e| StartError::Config(format!("tls: {e}")))?,
+            None => server,
         };
-        let (gate_server, admin_server, ext_authz_server) = (builder()?, builder()?, builder()?);
-        let mut gate_shutdown = serving_shutdown.clone();
-        let mut ext_authz_shutdown = serving_shutdown.clone();
-        let mut admin_shutdown = serving_shutdown;
-        let mut services = vec![
-            tokio::spawn(async move {
-                let served = gate_server
-                    .max_concurrent_streams(Some(streams))
-                    .layer(CallLayer)
-                    .add_service(gate_service)
-                    .add_service(gate_health)
-                    .add_service(gate_reflection_v1)
-                    .add_service(gate_reflection_v1alpha)
-                    .serve_with_incoming_shutdown(incoming(gate_listener), async move {
-                        gate_shutdown.wait().await
-                    })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "gate service failed");
-                }
-            }),
-            tokio::spawn(async move {
-                let served = admin_server
-                    .max_concurrent_streams(Some(streams))
-                    .layer(CallLayer)
-                    .add_service(admin_service)
-                    .add_service(admin_health)
-                    .add_service(reflection_v1)
-                    .add_service(reflection_v1alpha)
-                    .serve_with_incoming_shutdown(incoming(admin_listener), async move {
-                        admin_shutdown.wait().await
-                    })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "admin service failed");
-                }
-            }),
-        ];
-        if let Some(listener) = ext_authz_listener {
-            services.push(tokio::spawn(async move {
-                let served = ext_authz_server
-                    .max_concurrent_streams(Some(streams))
-                    .layer(CallLayer)
-                    .add_service(ext_authz_service)
-                    .add_service(health_service)
-                    .serve_with_incoming_shutdown(incoming(listener), async move {
-                        ext_authz_shutdown.wait().await
-                    })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "ext_authz service failed");
-                }
-            }));
+        Ok(server.max_concurrent_streams(Some(streams)))
+    };
+    let until = |mut shutdown: Shutdown| async move { shutdown.wait().await };
+    let mut services = vec![
+        spawn_serving(
+            "gate",
+            server()?
+                .layer(CallLayer)
+                .add_service(gate_service)
+                .add_service(health.clone())
+                .add_service(reflection_v1.clone())
+                .add_service(reflection_v1alpha.clone())
+                .serve_with_incoming_shutdown(incoming(listeners.gate), until(shutdown.clone())),
+        ),
+        spawn_serving(
+            "admin",
+            server()?
+                .layer(CallLayer)
+                .add_service(admin_service)
+                .add_service(health.clone())
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .serve_with_incoming_shutdown(incoming(listeners.admin), until(shutdown.clone())),
+        ),
+    ];
+    if let Some(listener) = listeners.ext_authz {
+        services.push(spawn_serving(
+            "ext_authz",
+            server()?
+                .layer(CallLayer)
+                .add_service(ext_authz_service)
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming(listener), until(shutdown.clone())),
+        ));
+    }
+    Ok(services)
+}
+
+/// Runs one port's serving, logging why it ended if it failed.
+fn spawn_serving(
+    name: &'static str,
+    serving: impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(error) = serving.await {
+            tracing::error!(%error, service = name, "service failed");
         }
+    })
+}
+
+impl Server {
+    /// Opens the ledger, rebuilds the store from it, and starts serving.
+    pub async fn start(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+        if config.commit_durability == CommitDurability::Store && config.redis.is_none() {
+            // Memory alone is not durable: acknowledging before the ledger has a commit could
+            // lose it in a crash.
+            return Err(StartError::Config(
+                "commit_durability = store needs the Redis store (--redis); the in-process store \
+                 always acknowledges once the ledger has the write"
+                    .into(),
+            ));
+        }
+        let parts = Parts::build(&config, &clock).await?;
+        if let Some(addr) = config.metrics_listen {
+            crate::telemetry::serve_metrics(addr).map_err(|e| StartError::Config(e.to_string()))?;
+            tracing::info!(%addr, "serving /metrics");
+        }
+        let listeners = Listeners::bind(&config).await?;
+        let (gate_addr, admin_addr, ext_authz_addr) = listeners.addrs(&config)?;
+        let (stop_background, background_shutdown) = shutdown::channel();
+        let mut running = parts.spawn_background(&config, &background_shutdown);
+        let (stop_serving, serving_shutdown) = shutdown::channel();
+        let (health, watching) = health(
+            &running,
+            listeners.ext_authz.is_some(),
+            serving_shutdown.clone(),
+        )
+        .await;
+        running.background.push(watching);
+        let services = serve(&config, &running, listeners, health, &serving_shutdown)?;
         tracing::info!(%gate_addr, %admin_addr, ?ext_authz_addr, "creditgate serving");
         Ok(Server {
             gate_addr,
@@ -482,11 +566,11 @@ impl Server {
             stop_serving,
             stop_background,
             services,
-            background,
-            ledger,
-            store,
+            background: running.background,
+            ledger: running.ledger,
+            store: running.store,
             grace: Duration::from_millis(config.limits.shutdown_grace_ms),
-            events,
+            events: running.events,
         })
     }
 

@@ -5,20 +5,15 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, money};
+use super::request::{
+    AlertsChange, LimitRequest, Listing, PricesRequest, ReconcileScope, WalletChange,
+};
 use super::{principal, status};
-use crate::domain::{AccountId, WalletId};
-use crate::gate::{Gate, GateError, GrantRequest, UsageRequest, VoidRequest};
-use crate::ledger::ENTRIES_LIMIT_MAX;
+use crate::gate::{Gate, GrantRequest, UsageRequest, VoidRequest};
 use crate::policy::{Operation, Policy};
 use crate::proto::{self, admin_server};
 use crate::reconcile::Reconciler;
 use crate::store::AccountUpdate;
-
-/// Entries a listing returns when the request does not say.
-const ENTRIES_LIMIT_DEFAULT: usize = 100;
-
-/// Accounts one reconcile call compares when the request does not say.
-const RECONCILE_LIMIT_DEFAULT: usize = 100;
 
 /// Serves the admin side of [`Gate`] over gRPC.
 #[derive(Clone)]
@@ -50,18 +45,6 @@ fn catalog_to_proto(catalog: &crate::catalog::Catalog) -> proto::PriceCatalog {
             .iter()
             .map(convert::feature_price_to_proto)
             .collect(),
-    }
-}
-
-/// How many items a listing asks for: 0 means the default, and there is a most.
-fn listing_limit(limit: u32) -> Result<usize, GateError> {
-    match limit as usize {
-        0 => Ok(ENTRIES_LIMIT_DEFAULT),
-        n if n > ENTRIES_LIMIT_MAX => Err(GateError::invalid(
-            "limit",
-            format!("must be at most {ENTRIES_LIMIT_MAX}"),
-        )),
-        n => Ok(n),
     }
 }
 
@@ -126,16 +109,11 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::SetWalletRequest>,
     ) -> Reply<proto::WalletBalance> {
         let caller = principal(&self.policy, &request, Operation::SetWallet)?;
-        let r = request.into_inner();
-        let account = convert::account(&r.account_id).map_err(status)?;
-        let wallet = convert::optional("wallet", &r.wallet, WalletId::parse)
-            .map_err(status)?
-            .unwrap_or_else(WalletId::default_wallet);
-        let flex_cap = convert::amount("flex_cap", &r.flex_cap).map_err(status)?;
-        caller.may_touch(&account).map_err(status)?;
+        let change = WalletChange::try_from(request.get_ref()).map_err(status)?;
+        caller.may_touch(&change.account).map_err(status)?;
         let (view, now_ms) = self
             .gate
-            .set_wallet(account, wallet, flex_cap)
+            .set_wallet(change.account, change.wallet, change.flex_cap)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::wallet_balance(&view, now_ms)))
@@ -146,16 +124,11 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::SetAlertsRequest>,
     ) -> Reply<proto::WalletAlerts> {
         let caller = principal(&self.policy, &request, Operation::SetAlerts)?;
-        let r = request.into_inner();
-        let account = convert::account(&r.account_id).map_err(status)?;
-        let wallet = convert::optional("wallet", &r.wallet, WalletId::parse)
-            .map_err(status)?
-            .unwrap_or_else(WalletId::default_wallet);
-        let alerts = convert::alerts_request(&r).map_err(status)?;
-        caller.may_touch(&account).map_err(status)?;
+        let change = AlertsChange::try_from(request.get_ref()).map_err(status)?;
+        caller.may_touch(&change.account).map_err(status)?;
         let view = self
             .gate
-            .set_alerts(account, wallet, alerts)
+            .set_alerts(change.account, change.wallet, change.alerts)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::wallet_alerts(&view)))
@@ -166,9 +139,8 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::SetLimitRequest>,
     ) -> Reply<proto::SpendLimits> {
         let caller = principal(&self.policy, &request, Operation::SetLimit)?;
-        let r = request.into_inner();
-        let account = convert::account(&r.account_id).map_err(status)?;
-        let change = convert::limit_change(&r).map_err(status)?;
+        let LimitRequest { account, change } =
+            LimitRequest::try_from(request.get_ref()).map_err(status)?;
         caller.may_touch(&account).map_err(status)?;
         let limits = self
             .gate
@@ -186,20 +158,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::SetPricesRequest>,
     ) -> Reply<proto::PriceCatalog> {
         principal(&self.policy, &request, Operation::SetPrices)?;
-        let r = request.into_inner();
-        if r.features.is_empty() {
-            return Err(status(GateError::invalid(
-                "features",
-                "at least one feature price is required",
-            )));
-        }
-        let prices = r
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, p)| convert::feature_price(i, p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(status)?;
+        let PricesRequest(prices) = PricesRequest::try_from(request.get_ref()).map_err(status)?;
         let catalog = self.gate.set_prices(prices).await.map_err(status)?;
         Ok(Response::new(catalog_to_proto(&catalog)))
     }
@@ -244,27 +203,13 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::ReconcileRequest>,
     ) -> Reply<proto::ReconcileResponse> {
         let caller = principal(&self.policy, &request, Operation::Reconcile)?;
-        let r = request.into_inner();
-        let limit = match r.limit as usize {
-            0 => RECONCILE_LIMIT_DEFAULT,
-            n if n > crate::reconcile::ROUND_ACCOUNTS_MAX => {
-                return Err(status(GateError::invalid(
-                    "limit",
-                    format!("must be at most {}", crate::reconcile::ROUND_ACCOUNTS_MAX),
-                )));
-            }
-            n => n,
-        };
-        let only =
-            convert::optional("account_id", &r.account_id, AccountId::parse).map_err(status)?;
-        let after = convert::optional("after_account_id", &r.after_account_id, AccountId::parse)
-            .map_err(status)?;
-        if r.rebuild && only.is_none() {
-            return Err(status(GateError::invalid(
-                "account_id",
-                "is required to rebuild: name the account to rebuild",
-            )));
-        }
+        let ReconcileScope {
+            only,
+            after,
+            limit,
+            rebuild,
+        } = ReconcileScope::try_from(request.get_ref()).map_err(status)?;
+        let named = only.is_some();
         match &only {
             Some(account) => caller.may_touch(account),
             None => caller.may_touch_all(),
@@ -282,12 +227,12 @@ impl admin_server::Admin for AdminService {
         for account in &accounts {
             let comparison = self
                 .reconciler
-                .compare(account, r.rebuild)
+                .compare(account, rebuild)
                 .await
                 .map_err(status)?;
             reports.push(convert::reconcile_report(account, &comparison));
         }
-        let next = if r.account_id.is_empty() && accounts.len() == limit {
+        let next = if !named && accounts.len() == limit {
             accounts.last().map(|a| a.to_string()).unwrap_or_default()
         } else {
             String::new()
@@ -303,9 +248,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::ListEntriesRequest>,
     ) -> Reply<proto::ListEntriesResponse> {
         let caller = principal(&self.policy, &request, Operation::ListEntries)?;
-        let r = request.into_inner();
-        let account = convert::account(&r.account_id).map_err(status)?;
-        let limit = listing_limit(r.limit).map_err(status)?;
+        let Listing { account, limit } = Listing::try_from(request.get_ref()).map_err(status)?;
         caller.may_touch(&account).map_err(status)?;
         let entries = self.gate.entries(&account, limit).await.map_err(status)?;
         Ok(Response::new(proto::ListEntriesResponse {
@@ -318,9 +261,7 @@ impl admin_server::Admin for AdminService {
         request: Request<proto::ListEventsRequest>,
     ) -> Reply<proto::ListEventsResponse> {
         let caller = principal(&self.policy, &request, Operation::ListEvents)?;
-        let r = request.into_inner();
-        let account = convert::account(&r.account_id).map_err(status)?;
-        let limit = listing_limit(r.limit).map_err(status)?;
+        let Listing { account, limit } = Listing::try_from(request.get_ref()).map_err(status)?;
         caller.may_touch(&account).map_err(status)?;
         let events = self.gate.events(&account, limit).await.map_err(status)?;
         Ok(Response::new(proto::ListEventsResponse {

@@ -5,13 +5,16 @@
 
 use super::convert;
 use crate::domain::account::DISPLAY_NAME_LEN_MAX;
-use crate::domain::{Amount, FeatureId, GrantId};
+use crate::domain::alert::WalletAlerts;
+use crate::domain::price::FeaturePrice;
+use crate::domain::{AccountId, Amount, FeatureId, GrantId, WalletId};
 use crate::gate::{
     ChargeRequest, CheckRequest, CommitRequest, Cost, ExtendRequest, GateError, GrantRequest,
     ReserveRequest, UsageRequest, VoidRequest,
 };
+use crate::ledger::ENTRIES_LIMIT_MAX;
 use crate::proto;
-use crate::store::AccountUpdate;
+use crate::store::{AccountUpdate, LimitChange};
 
 impl TryFrom<&proto::ReserveRequest> for ReserveRequest {
     type Error = GateError;
@@ -211,6 +214,172 @@ impl TryFrom<&proto::GetUsageRequest> for UsageRequest {
             until_ms: window("until_ms", r.until_ms)?,
             group: convert::usage_group(&r.group_by)?,
             label,
+        })
+    }
+}
+
+/// A wallet's settings to set (`SetWallet`).
+pub struct WalletChange {
+    pub account: AccountId,
+    pub wallet: WalletId,
+    pub flex_cap: Amount,
+}
+
+impl TryFrom<&proto::SetWalletRequest> for WalletChange {
+    type Error = GateError;
+
+    fn try_from(r: &proto::SetWalletRequest) -> Result<WalletChange, GateError> {
+        Ok(WalletChange {
+            account: convert::account(&r.account_id)?,
+            wallet: convert::wallet(&r.wallet)?.unwrap_or_else(WalletId::default_wallet),
+            flex_cap: convert::amount("flex_cap", &r.flex_cap)?,
+        })
+    }
+}
+
+/// A wallet's thresholds and auto top-up to set (`SetAlerts`).
+pub struct AlertsChange {
+    pub account: AccountId,
+    pub wallet: WalletId,
+    pub alerts: WalletAlerts,
+}
+
+impl TryFrom<&proto::SetAlertsRequest> for AlertsChange {
+    type Error = GateError;
+
+    fn try_from(r: &proto::SetAlertsRequest) -> Result<AlertsChange, GateError> {
+        Ok(AlertsChange {
+            account: convert::account(&r.account_id)?,
+            wallet: convert::wallet(&r.wallet)?.unwrap_or_else(WalletId::default_wallet),
+            alerts: convert::alerts_request(r)?,
+        })
+    }
+}
+
+/// A spend limit to set or remove (`SetLimit`).
+pub struct LimitRequest {
+    pub account: AccountId,
+    pub change: LimitChange,
+}
+
+impl TryFrom<&proto::SetLimitRequest> for LimitRequest {
+    type Error = GateError;
+
+    fn try_from(r: &proto::SetLimitRequest) -> Result<LimitRequest, GateError> {
+        Ok(LimitRequest {
+            account: convert::account(&r.account_id)?,
+            change: convert::limit_change(r)?,
+        })
+    }
+}
+
+/// The prices to set (`SetPricesRequest`): at least one.
+pub struct PricesRequest(pub Vec<FeaturePrice>);
+
+impl TryFrom<&proto::SetPricesRequest> for PricesRequest {
+    type Error = GateError;
+
+    fn try_from(r: &proto::SetPricesRequest) -> Result<PricesRequest, GateError> {
+        if r.features.is_empty() {
+            return Err(GateError::invalid(
+                "features",
+                "at least one feature price is required",
+            ));
+        }
+        let prices = r
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, p)| convert::feature_price(i, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PricesRequest(prices))
+    }
+}
+
+/// Items a listing returns when the caller does not say.
+const LISTING_LIMIT_DEFAULT: usize = 100;
+
+/// What a listing of one account asks for (`ListEntries`, `ListEvents`): 0 items means the
+/// default, and there is a most.
+pub struct Listing {
+    pub account: AccountId,
+    pub limit: usize,
+}
+
+impl Listing {
+    fn new(account_id: &str, limit: u32) -> Result<Listing, GateError> {
+        let account = convert::account(account_id)?;
+        let limit = match limit as usize {
+            0 => LISTING_LIMIT_DEFAULT,
+            n if n > ENTRIES_LIMIT_MAX => {
+                return Err(GateError::invalid(
+                    "limit",
+                    format!("must be at most {ENTRIES_LIMIT_MAX}"),
+                ));
+            }
+            n => n,
+        };
+        Ok(Listing { account, limit })
+    }
+}
+
+impl TryFrom<&proto::ListEntriesRequest> for Listing {
+    type Error = GateError;
+
+    fn try_from(r: &proto::ListEntriesRequest) -> Result<Listing, GateError> {
+        Listing::new(&r.account_id, r.limit)
+    }
+}
+
+impl TryFrom<&proto::ListEventsRequest> for Listing {
+    type Error = GateError;
+
+    fn try_from(r: &proto::ListEventsRequest) -> Result<Listing, GateError> {
+        Listing::new(&r.account_id, r.limit)
+    }
+}
+
+/// Accounts reconciled in one call when the caller does not say.
+const RECONCILE_LIMIT_DEFAULT: usize = 100;
+
+/// Which accounts a reconcile compares (`Reconcile`): one, or a page of them in id order.
+pub struct ReconcileScope {
+    /// The one account, if one is named.
+    pub only: Option<AccountId>,
+    /// Where the page starts, after this account.
+    pub after: Option<AccountId>,
+    pub limit: usize,
+    /// Whether to rebuild the one account from the ledger.
+    pub rebuild: bool,
+}
+
+impl TryFrom<&proto::ReconcileRequest> for ReconcileScope {
+    type Error = GateError;
+
+    fn try_from(r: &proto::ReconcileRequest) -> Result<ReconcileScope, GateError> {
+        let limit = match r.limit as usize {
+            0 => RECONCILE_LIMIT_DEFAULT,
+            n if n > crate::reconcile::ROUND_ACCOUNTS_MAX => {
+                return Err(GateError::invalid(
+                    "limit",
+                    format!("must be at most {}", crate::reconcile::ROUND_ACCOUNTS_MAX),
+                ));
+            }
+            n => n,
+        };
+        let only = convert::optional("account_id", &r.account_id, AccountId::parse)?;
+        let after = convert::optional("after_account_id", &r.after_account_id, AccountId::parse)?;
+        if r.rebuild && only.is_none() {
+            return Err(GateError::invalid(
+                "account_id",
+                "is required to rebuild: name the account to rebuild",
+            ));
+        }
+        Ok(ReconcileScope {
+            only,
+            after,
+            limit,
+            rebuild: r.rebuild,
         })
     }
 }

@@ -119,6 +119,14 @@ impl MemoryStore {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A denial: it changes nothing, so it is durable once what came before it is.
+    fn denied<T>(&self, denial: Denial) -> Written<Decision<T>> {
+        Written {
+            value: Decision::Denied(denial),
+            durable: Durable::UpTo(self.last_seq()),
+        }
+    }
+
     fn last_seq(&self) -> u64 {
         self.outbox().last_seq
     }

@@ -11,14 +11,12 @@ pub(super) fn apply(
     let now = store.clock.now_ms();
     store.ensure_outbox_room()?;
     let Some(mut state) = store.account_mut(op.id.account()) else {
-        return Ok(Written {
-            value: Decision::Denied(Denial {
-                reason: DenyReason::AccountNotFound,
-                available_minor: 0,
-                limit: None,
-            }),
-            durable: Durable::UpTo(store.last_seq()),
-        });
+        let denial = Denial {
+            reason: DenyReason::AccountNotFound,
+            available_minor: 0,
+            limit: None,
+        };
+        return Ok(store.denied(denial));
     };
     if let Some(Reply::Reserve(receipt)) = state.recall(op.idempotency.as_ref())? {
         return Ok(Written {
@@ -31,85 +29,26 @@ pub(super) fn apply(
     let before = state.wallet_available(&announced, now);
     let limit_rooms = state.limit_rooms(now);
     let available = state.available(&op.wallet, &op.feature, now);
-    if state.account.status == AccountStatus::Suspended {
-        return Ok(Written {
-            value: Decision::Denied(Denial {
-                reason: DenyReason::AccountSuspended,
-                available_minor: available,
-                limit: None,
-            }),
-            durable: Durable::UpTo(store.last_seq()),
-        });
-    }
-    let capped = state.limit_cap(&op.labels, op.amount_minor, op.min_amount_minor, now);
-    let op = match capped {
-        Ok(amount_minor) => ReserveOp {
-            amount_minor,
-            min_amount_minor: op.min_amount_minor.min(amount_minor),
-            ..op
-        },
-        Err(denial) => {
-            return Ok(Written {
-                value: Decision::Denied(denial),
-                durable: Durable::UpTo(store.last_seq()),
-            });
-        }
+    let (op, split) = match decide(&mut state, op, available, now) {
+        Ok(decided) => decided,
+        Err(denial) => return Ok(store.denied(denial)),
     };
-    let drawn = match state.draw(&op.wallet, &op.feature, now, op.amount_minor) {
-        // A partial hold takes what is left, down to its minimum.
-        Err(Shortfall::Insufficient { available_minor })
-            if available_minor > 0 && available_minor >= op.min_amount_minor =>
-        {
-            state
-                .draw(&op.wallet, &op.feature, now, available_minor)
-                .map(|split| (split, available_minor))
-        }
-        drawn => drawn.map(|split| (split, op.amount_minor)),
-    };
-    let (split, amount_minor) = match drawn {
-        Ok(drawn) => drawn,
-        Err(shortfall) => {
-            return Ok(Written {
-                value: Decision::Denied(denial(shortfall)),
-                durable: Durable::UpTo(store.last_seq()),
-            });
-        }
-    };
-    let op = ReserveOp { amount_minor, ..op };
     state.adjust_held(&op.wallet, &split, 1);
     let limits = state.hold_limits(&op.labels, op.amount_minor);
-    let hold = Hold {
-        id: op.id.clone(),
-        wallet: op.wallet.clone(),
-        feature: op.feature,
-        amount_minor: op.amount_minor,
-        split: split.clone(),
-        created_at_ms: now,
-        expires_at_ms: now + op.ttl_ms,
-        state: HoldState::Held,
-        labels: op.labels,
-        limits,
-        price: op.price,
-        overrun: op.overrun,
-        stop: op.stop,
-        model: op.model,
-        idempotency_key: op.idempotency.as_ref().map(|i| i.key.clone()),
-        commit: None,
-        release: None,
-        version: 1,
-    };
-    state.holds.insert(op.id.token().to_owned(), hold.clone());
     let receipt = ReserveReceipt {
         id: op.id.clone(),
-        wallet: op.wallet,
+        wallet: op.wallet.clone(),
         amount_minor: op.amount_minor,
-        expires_at_ms: hold.expires_at_ms,
-        split,
+        expires_at_ms: now + op.ttl_ms,
+        split: split.clone(),
         available_minor: available - op.amount_minor,
     };
-    store.watch_expiry(hold.expires_at_ms, &op.id);
+    let idempotency = op.idempotency.clone();
+    let hold = new_hold(op, split, limits, now);
+    state.holds.insert(hold.id.token().to_owned(), hold.clone());
+    store.watch_expiry(hold.expires_at_ms, &hold.id);
     let mut entries = vec![OutboxEntry::Hold(hold)];
-    if let Some(idempotency) = op.idempotency {
+    if let Some(idempotency) = idempotency {
         let account = state.account.id.clone();
         store.retain(now, Retained::Reply(account, idempotency.key.clone()));
         let remembered = state.remember(idempotency, Reply::Reserve(receipt.clone()), now);
@@ -129,4 +68,64 @@ pub(super) fn apply(
         value: Decision::Allowed(receipt),
         durable: Durable::UpTo(store.append(now, entries)),
     })
+}
+
+/// What the hold is and what it takes of which grant, or why there is none: the account must be
+/// active, the spend limits may cap the amount, and a partial hold takes what is left down to
+/// its minimum.
+fn decide(
+    state: &mut AccountState,
+    op: ReserveOp,
+    available: i64,
+    now: i64,
+) -> Result<(ReserveOp, Vec<Portion>), Denial> {
+    if state.account.status == AccountStatus::Suspended {
+        return Err(Denial {
+            reason: DenyReason::AccountSuspended,
+            available_minor: available,
+            limit: None,
+        });
+    }
+    let capped = state.limit_cap(&op.labels, op.amount_minor, op.min_amount_minor, now)?;
+    let op = ReserveOp {
+        amount_minor: capped,
+        min_amount_minor: op.min_amount_minor.min(capped),
+        ..op
+    };
+    let drawn = match state.draw(&op.wallet, &op.feature, now, op.amount_minor) {
+        Err(Shortfall::Insufficient { available_minor })
+            if available_minor > 0 && available_minor >= op.min_amount_minor =>
+        {
+            state
+                .draw(&op.wallet, &op.feature, now, available_minor)
+                .map(|split| (split, available_minor))
+        }
+        drawn => drawn.map(|split| (split, op.amount_minor)),
+    };
+    let (split, amount_minor) = drawn.map_err(denial)?;
+    Ok((ReserveOp { amount_minor, ..op }, split))
+}
+
+/// The hold a reserve makes.
+fn new_hold(op: ReserveOp, split: Vec<Portion>, limits: Vec<String>, now: i64) -> Hold {
+    Hold {
+        id: op.id,
+        wallet: op.wallet,
+        feature: op.feature,
+        amount_minor: op.amount_minor,
+        split,
+        created_at_ms: now,
+        expires_at_ms: now + op.ttl_ms,
+        state: HoldState::Held,
+        labels: op.labels,
+        limits,
+        price: op.price,
+        overrun: op.overrun,
+        stop: op.stop,
+        model: op.model,
+        idempotency_key: op.idempotency.map(|i| i.key),
+        commit: None,
+        release: None,
+        version: 1,
+    }
 }
