@@ -105,6 +105,25 @@ struct Running {
 }
 
 impl Running {
+    /// Asks the command to stop, kills it if it has not within `grace`, and with it whatever
+    /// it left behind in its own process group.
+    async fn stop(&mut self, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                self.signal(libc::SIGKILL);
+                self.child.wait().await?
+            }
+        };
+        if self.own_group {
+            // What it started and left behind stops too (its group outlives it, so the id
+            // names no other process).
+            self.signal(libc::SIGKILL);
+        }
+        Ok(status)
+    }
+
     fn spawn(command: &[String]) -> std::io::Result<Running> {
         // SAFETY: isatty only inspects a descriptor.
         let own_group = unsafe { libc::isatty(libc::STDIN_FILENO) } == 0;
@@ -140,6 +159,24 @@ impl Running {
 /// Whether a decimal string is zero ("0.00").
 fn is_zero(amount: &str) -> bool {
     amount.bytes().all(|b| b == b'0' || b == b'.')
+}
+
+impl RunOutcome {
+    /// The command was not started: its first hold was denied.
+    fn denied(held: &proto::ReserveResponse) -> RunOutcome {
+        RunOutcome {
+            report: Answer {
+                denied: true,
+                json: json!({
+                    "decision": "DENIED",
+                    "reason": reason_name(held.reason),
+                    "available": held.available,
+                    "message": held.message,
+                }),
+            },
+            status: EXIT_DENIED,
+        }
+    }
 }
 
 /// Runs the command as a metered agent.
@@ -179,18 +216,7 @@ pub async fn run(connection: &Connection, call: RunCall) -> Result<RunOutcome, C
         .await?
         .into_inner();
     if held.decision() != proto::Decision::Allowed {
-        return Ok(RunOutcome {
-            report: Answer {
-                denied: true,
-                json: json!({
-                    "decision": "DENIED",
-                    "reason": reason_name(held.reason),
-                    "available": held.available,
-                    "message": held.message,
-                }),
-            },
-            status: EXIT_DENIED,
-        });
+        return Ok(RunOutcome::denied(&held));
     }
 
     let mut running = match Running::spawn(&call.command) {
@@ -220,23 +246,7 @@ pub async fn run(connection: &Connection, call: RunCall) -> Result<RunOutcome, C
     let (stop, status) = meter.watch_over(&mut running, started, &mut events).await?;
     let status = match (stop, status) {
         (Stop::Exited, Some(status)) => status,
-        _ => {
-            running.signal(libc::SIGTERM);
-            let grace = Duration::from_millis(call.grace_ms);
-            let status = match tokio::time::timeout(grace, running.child.wait()).await {
-                Ok(status) => status?,
-                Err(_) => {
-                    running.signal(libc::SIGKILL);
-                    running.child.wait().await?
-                }
-            };
-            if running.own_group {
-                // What it started and left behind stops too (its group outlives it, so the id
-                // names no other process).
-                running.signal(libc::SIGKILL);
-            }
-            status
-        }
+        _ => running.stop(Duration::from_millis(call.grace_ms)).await?,
     };
     let ran_ms = started.elapsed().as_millis() as u64;
     let labels = call.labels.iter().cloned().collect::<HashMap<_, _>>();
