@@ -81,24 +81,16 @@ pub(super) fn apply(
         refund_of: None,
         at_ms: now,
     };
-    let mut entries = vec![OutboxEntry::Charge(entry)];
-    if let Some(idempotency) = op.idempotency {
-        store.retain(now, Retained::Reply(op.account, idempotency.key.clone()));
-        let remembered = state.remember(idempotency, Reply::Charge(receipt.clone()), now);
-        entries.push(OutboxEntry::Remember(remembered));
-    }
-    entries.extend(store.announce(
-        &mut state,
-        &announced,
-        Change {
-            available_before: before,
-            limit_rooms,
-            credit_came_in: false,
-        },
-        now,
-    ));
+    let reply = op.idempotency.map(|i| (i, Reply::Charge(receipt.clone())));
+    let change = Change {
+        available_before: before,
+        limit_rooms,
+        credit_came_in: false,
+    };
+    let entries = vec![OutboxEntry::Charge(entry)];
+    let durable = store.allowed(&mut state, entries, reply, &announced, change, now);
     Ok(Written {
         value: Decision::Allowed(receipt),
-        durable: Durable::UpTo(store.append(now, entries)),
+        durable,
     })
 }

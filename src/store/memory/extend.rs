@@ -87,25 +87,16 @@ pub(super) fn apply(
         split: hold.split.clone(),
         available_minor: available - op.additional_minor,
     };
-    let mut entries = vec![OutboxEntry::Hold(hold)];
-    if let Some(idempotency) = op.idempotency {
-        let account = op.id.account().clone();
-        store.retain(now, Retained::Reply(account, idempotency.key.clone()));
-        let remembered = state.remember(idempotency, Reply::Extend(receipt.clone()), now);
-        entries.push(OutboxEntry::Remember(remembered));
-    }
-    entries.extend(store.announce(
-        &mut state,
-        &announced,
-        Change {
-            available_before: before,
-            limit_rooms,
-            credit_came_in: false,
-        },
-        now,
-    ));
+    let reply = op.idempotency.map(|i| (i, Reply::Extend(receipt.clone())));
+    let change = Change {
+        available_before: before,
+        limit_rooms,
+        credit_came_in: false,
+    };
+    let entries = vec![OutboxEntry::Hold(hold)];
+    let durable = store.allowed(&mut state, entries, reply, &announced, change, now);
     Ok(Written {
         value: Decision::Allowed(receipt),
-        durable: Durable::UpTo(store.append(now, entries)),
+        durable,
     })
 }

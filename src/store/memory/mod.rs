@@ -230,6 +230,31 @@ impl MemoryStore {
         entries
     }
 
+    /// Ends a spending operation that was allowed: remembers its reply under its idempotency
+    /// key, if it has one, adds what the change caused in `wallet`, and writes it all as one
+    /// outbox record. Returns where that record is.
+    fn allowed(
+        &self,
+        state: &mut AccountState,
+        mut entries: Vec<OutboxEntry>,
+        reply: Option<(Idempotency, Reply)>,
+        wallet: &WalletId,
+        change: Change,
+        now_ms: i64,
+    ) -> Durable {
+        if let Some((idempotency, reply)) = reply {
+            let account = state.account.id.clone();
+            self.retain(now_ms, Retained::Reply(account, idempotency.key.clone()));
+            entries.push(OutboxEntry::Remember(state.remember(
+                idempotency,
+                reply,
+                now_ms,
+            )));
+        }
+        entries.extend(self.announce(state, wallet, change, now_ms));
+        Durable::UpTo(self.append(now_ms, entries))
+    }
+
     /// The events of a hold that expired: `HOLD_EXPIRED`, then what giving it back caused.
     fn expired(
         &self,

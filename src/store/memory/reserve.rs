@@ -47,26 +47,17 @@ pub(super) fn apply(
     let hold = new_hold(op, split, limits, now);
     state.holds.insert(hold.id.token().to_owned(), hold.clone());
     store.watch_expiry(hold.expires_at_ms, &hold.id);
-    let mut entries = vec![OutboxEntry::Hold(hold)];
-    if let Some(idempotency) = idempotency {
-        let account = state.account.id.clone();
-        store.retain(now, Retained::Reply(account, idempotency.key.clone()));
-        let remembered = state.remember(idempotency, Reply::Reserve(receipt.clone()), now);
-        entries.push(OutboxEntry::Remember(remembered));
-    }
-    entries.extend(store.announce(
-        &mut state,
-        &announced,
-        Change {
-            available_before: before,
-            limit_rooms,
-            credit_came_in: false,
-        },
-        now,
-    ));
+    let reply = idempotency.map(|i| (i, Reply::Reserve(receipt.clone())));
+    let change = Change {
+        available_before: before,
+        limit_rooms,
+        credit_came_in: false,
+    };
+    let entries = vec![OutboxEntry::Hold(hold)];
+    let durable = store.allowed(&mut state, entries, reply, &announced, change, now);
     Ok(Written {
         value: Decision::Allowed(receipt),
-        durable: Durable::UpTo(store.append(now, entries)),
+        durable,
     })
 }
 

@@ -35,10 +35,7 @@ pub(super) async fn apply(
         })
         .await?;
     let Some(reply) = reply else {
-        return Ok(Written {
-            value: Decision::Denied(account_not_found()),
-            durable: Durable::Nothing,
-        });
+        return Ok(absent());
     };
     decided(
         &reply,

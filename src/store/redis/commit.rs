@@ -12,14 +12,8 @@ pub(super) async fn apply(
     let (usage, model) = usage_args(op.usage.as_ref());
     let reply = store
         .with_account(&account, || {
-            let mut invocation = store.scripts.commit.prepare_invoke();
+            let mut invocation = store.hold_call(&store.scripts.commit, &keys, &account);
             invocation
-                .key(keys.account())
-                .key(keys.partition.outbox())
-                .key(keys.partition.expiries())
-                .arg(&keys.base)
-                .arg(account.as_str())
-                .arg(store.retention())
                 .arg(op.id.token())
                 .arg(op.amount_minor)
                 .arg(&op.entry_id)

@@ -13,14 +13,8 @@ pub(super) async fn apply(
     let ttl = op.ttl_ms.map(|t| t.to_string()).unwrap_or_default();
     let reply = store
         .with_account(&account, || {
-            let mut invocation = store.scripts.extend.prepare_invoke();
+            let mut invocation = store.hold_call(&store.scripts.extend, &keys, &account);
             invocation
-                .key(keys.account())
-                .key(keys.partition.outbox())
-                .key(keys.partition.expiries())
-                .arg(&keys.base)
-                .arg(account.as_str())
-                .arg(store.retention())
                 .arg(op.id.token())
                 .arg(op.additional_minor)
                 .arg(&ttl)

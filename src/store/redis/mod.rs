@@ -197,6 +197,14 @@ fn denial(reply: &[String]) -> Result<Denial, StoreError> {
     })
 }
 
+/// The answer to a reserve or charge of an account neither Redis nor the ledger has.
+fn absent<T>() -> Written<Decision<T>> {
+    Written {
+        value: Decision::Denied(account_not_found()),
+        durable: Durable::Nothing,
+    }
+}
+
 fn account_not_found() -> Denial {
     Denial {
         reason: DenyReason::AccountNotFound,
@@ -353,6 +361,26 @@ impl RedisStore {
     }
 
     /// Records one partition's outbox may hold before writes are refused.
+    /// A call of a hold's script (reserve, commit, release, extend): KEYS the account's hash and
+    /// its partition's outbox and expiries; ARGV its key base, its id and the retention, to
+    /// which the caller adds the script's own.
+    fn hold_call<'a>(
+        &self,
+        function: &'a scripts::Function,
+        keys: &AccountKeys,
+        account: &AccountId,
+    ) -> Invocation<'a> {
+        let mut invocation = function.prepare_invoke();
+        invocation
+            .key(keys.account())
+            .key(keys.partition.outbox())
+            .key(keys.partition.expiries())
+            .arg(&keys.base)
+            .arg(account.as_str())
+            .arg(self.retention());
+        invocation
+    }
+
     fn outbox_bound(&self) -> usize {
         (self.settings.outbox_len_max / self.settings.partitions as usize).max(1)
     }

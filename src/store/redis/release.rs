@@ -11,16 +11,8 @@ pub(super) async fn apply(
     let keys = store.keys(&account);
     let reply = store
         .with_account(&account, || {
-            let mut invocation = store.scripts.release.prepare_invoke();
-            invocation
-                .key(keys.account())
-                .key(keys.partition.outbox())
-                .key(keys.partition.expiries())
-                .arg(&keys.base)
-                .arg(account.as_str())
-                .arg(store.retention())
-                .arg(id.token())
-                .arg(store.outbox_bound());
+            let mut invocation = store.hold_call(&store.scripts.release, &keys, &account);
+            invocation.arg(id.token()).arg(store.outbox_bound());
             invocation
         })
         .await?

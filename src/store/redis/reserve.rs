@@ -20,14 +20,8 @@ pub(super) async fn apply(
     let model = op.model.as_ref().map(|m| m.to_string()).unwrap_or_default();
     let reply = store
         .with_account(&account, || {
-            let mut invocation = store.scripts.reserve.prepare_invoke();
+            let mut invocation = store.hold_call(&store.scripts.reserve, &keys, &account);
             invocation
-                .key(keys.account())
-                .key(keys.partition.outbox())
-                .key(keys.partition.expiries())
-                .arg(&keys.base)
-                .arg(account.as_str())
-                .arg(store.retention())
                 .arg(op.id.token())
                 .arg(op.wallet.as_str())
                 .arg(op.feature.as_str())
@@ -46,10 +40,7 @@ pub(super) async fn apply(
         })
         .await?;
     let Some(reply) = reply else {
-        return Ok(Written {
-            value: Decision::Denied(account_not_found()),
-            durable: Durable::Nothing,
-        });
+        return Ok(absent());
     };
     decided(
         &reply,
