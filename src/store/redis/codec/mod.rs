@@ -1,6 +1,10 @@
 //! What the Lua scripts store and answer, in Rust: encoded grants and splits, hold hashes,
-//! replies, and outbox entries. Each function here mirrors one in the shared Lua (`lua/grants.lua`, `lua/wallet.lua`, …) or the JSON a
-//! script builds; every number travels as a decimal string.
+//! replies, and outbox entries. Each function here mirrors one in the shared Lua
+//! (`lua/grants.lua`, `lua/wallet.lua`, …) or the JSON a script builds; every number travels
+//! as a decimal string.
+//!
+//! The hashes' encodings are here; replies are read in `reply.rs`, outbox entries in
+//! `outbox.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +23,14 @@ use crate::record::{EntryKind, LedgerEntry, OutboxEntry, Remembered, Reply};
 use crate::store::{
     AlertsSnapshot, ChargeReceipt, CommitReceipt, ExtendReceipt, ReleaseReceipt, ReserveReceipt,
     StoreError,
+};
+
+mod outbox;
+mod reply;
+
+pub use outbox::{event, outbox_entries};
+pub use reply::{
+    charge_receipt, commit_receipt, extend_receipt, release_receipt, reply_json, reserve_receipt,
 };
 
 fn bad(what: &str, text: &str) -> StoreError {
@@ -43,6 +55,24 @@ fn id<T, E>(
     parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<T, StoreError> {
     parse(text).map_err(|_| bad(what, text))
+}
+
+/// A reply or entry JSON object whose values are strings.
+#[derive(Deserialize)]
+struct Fields(HashMap<String, Value>);
+
+impl Fields {
+    fn parse(text: &str) -> Result<Fields, StoreError> {
+        serde_json::from_str(text).map_err(|_| bad("reply", text))
+    }
+
+    fn text(&self, key: &str) -> &str {
+        self.0.get(key).and_then(Value::as_str).unwrap_or("")
+    }
+
+    fn int(&self, key: &str) -> Result<i64, StoreError> {
+        int(self.text(key), key)
+    }
 }
 
 /// `grant=amount,grant=amount`.
@@ -425,205 +455,6 @@ pub fn hold_from_fields(
     })
 }
 
-/// A reply or entry JSON object whose values are strings.
-#[derive(Deserialize)]
-struct Fields(HashMap<String, Value>);
-
-impl Fields {
-    fn parse(text: &str) -> Result<Fields, StoreError> {
-        serde_json::from_str(text).map_err(|_| bad("reply", text))
-    }
-
-    fn text(&self, key: &str) -> &str {
-        self.0.get(key).and_then(Value::as_str).unwrap_or("")
-    }
-
-    fn int(&self, key: &str) -> Result<i64, StoreError> {
-        int(self.text(key), key)
-    }
-}
-
-fn reservation(account: &AccountId, token: &str) -> Result<ReservationId, StoreError> {
-    ReservationId::parse(&format!("{account}/{token}")).map_err(|_| bad("token", token))
-}
-
-pub fn reserve_receipt(account: &AccountId, text: &str) -> Result<ReserveReceipt, StoreError> {
-    let f = Fields::parse(text)?;
-    Ok(ReserveReceipt {
-        id: reservation(account, f.text("token"))?,
-        wallet: id(f.text("wallet"), "wallet", WalletId::parse)?,
-        amount_minor: f.int("amount")?,
-        expires_at_ms: f.int("expires")?,
-        split: decode_split(f.text("split"))?,
-        available_minor: f.int("available")?,
-    })
-}
-
-pub fn commit_receipt(account: &AccountId, text: &str) -> Result<CommitReceipt, StoreError> {
-    let f = Fields::parse(text)?;
-    Ok(CommitReceipt {
-        id: reservation(account, f.text("token"))?,
-        entry_id: f.text("entry_id").to_owned(),
-        requested_minor: f.int("requested")?,
-        overrun_minor: f.int("overrun")?,
-        charged_minor: f.int("charged")?,
-        released_minor: f.int("released")?,
-        split: decode_split(f.text("split"))?,
-        available_minor: f.int("available")?,
-    })
-}
-
-pub fn release_receipt(account: &AccountId, text: &str) -> Result<ReleaseReceipt, StoreError> {
-    let f = Fields::parse(text)?;
-    Ok(ReleaseReceipt {
-        id: reservation(account, f.text("token"))?,
-        released_minor: f.int("released")?,
-        available_minor: f.int("available")?,
-    })
-}
-
-pub fn extend_receipt(account: &AccountId, text: &str) -> Result<ExtendReceipt, StoreError> {
-    let f = Fields::parse(text)?;
-    Ok(ExtendReceipt {
-        id: reservation(account, f.text("token"))?,
-        amount_minor: f.int("amount")?,
-        expires_at_ms: f.int("expires")?,
-        split: decode_split(f.text("split"))?,
-        available_minor: f.int("available")?,
-    })
-}
-
-pub fn charge_receipt(text: &str) -> Result<ChargeReceipt, StoreError> {
-    let f = Fields::parse(text)?;
-    Ok(ChargeReceipt {
-        entry_id: f.text("entry_id").to_owned(),
-        wallet: id(f.text("wallet"), "wallet", WalletId::parse)?,
-        charged_minor: f.int("charged")?,
-        split: decode_split(f.text("split"))?,
-        available_minor: f.int("available")?,
-    })
-}
-
-/// The JSON a reply is kept as, as the scripts write it, for hydration.
-pub fn reply_json(reply: &Reply) -> String {
-    let value = match reply {
-        Reply::Reserve(r) => serde_json::json!({
-            "token": r.id.token(), "wallet": r.wallet.as_str(),
-            "amount": r.amount_minor.to_string(), "expires": r.expires_at_ms.to_string(),
-            "split": encode_split(&r.split), "available": r.available_minor.to_string(),
-        }),
-        Reply::Extend(r) => serde_json::json!({
-            "token": r.id.token(), "amount": r.amount_minor.to_string(),
-            "expires": r.expires_at_ms.to_string(), "split": encode_split(&r.split),
-            "available": r.available_minor.to_string(),
-        }),
-        Reply::Charge(r) => serde_json::json!({
-            "entry_id": r.entry_id, "wallet": r.wallet.as_str(),
-            "charged": r.charged_minor.to_string(), "split": encode_split(&r.split),
-            "available": r.available_minor.to_string(),
-        }),
-    };
-    json_string(&value)
-}
-
-/// A Lua list: cjson writes an empty table as `{}`.
-fn list(value: Option<&Value>) -> &[Value] {
-    match value {
-        Some(Value::Array(items)) => items,
-        _ => &[],
-    }
-}
-
-fn value_text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-fn ledger_entry(value: &Value) -> Result<LedgerEntry, StoreError> {
-    let t = |key: &str| value_text(value, key);
-    let opt = |key: &str| (!t(key).is_empty()).then(|| t(key).to_owned());
-    let account = id(t("account"), "account", AccountId::parse)?;
-    Ok(LedgerEntry {
-        id: t("id").to_owned(),
-        kind: EntryKind::parse(t("kind")).ok_or_else(|| bad("entry kind", t("kind")))?,
-        wallet: id(t("wallet"), "wallet", WalletId::parse)?,
-        feature: opt("feature")
-            .map(|f| id(&f, "feature", FeatureId::parse))
-            .transpose()?,
-        model: opt("model")
-            .map(|m| id(&m, "model", ModelId::parse))
-            .transpose()?,
-        usage: opt("usage")
-            .map(|u| serde_json::from_str::<Usage>(&u).map_err(|_| bad("usage", &u)))
-            .transpose()?,
-        amount_minor: int(t("amount"), "entry amount")?,
-        split: decode_split(t("split"))?,
-        reservation: opt("reservation")
-            .map(|r| id(&r, "reservation", ReservationId::parse))
-            .transpose()?,
-        grant: opt("grant")
-            .map(|g| id(&g, "grant", GrantId::parse_stored))
-            .transpose()?,
-        idempotency_key: opt("idem")
-            .map(|k| id(&k, "idempotency key", IdempotencyKey::parse_stored))
-            .transpose()?,
-        labels: match t("labels") {
-            "" => Labels::new(),
-            text => serde_json::from_str(text).map_err(|_| bad("labels", text))?,
-        },
-        reason: opt("reason"),
-        refund_of: opt("refund_of"),
-        overrun_minor: match t("overrun") {
-            "" => 0,
-            text => int(text, "entry overrun")?,
-        },
-        at_ms: int(t("at"), "entry time")?,
-        account,
-    })
-}
-
-/// The outbox entries a script wrote, from their JSON.
-/// An event as the scripts make it (see `new_event` in events.lua).
-pub fn event(value: &Value) -> Result<WalletEvent, StoreError> {
-    let t = |key: &str| value_text(value, key);
-    let account = id(t("account"), "account", AccountId::parse)?;
-    let kind = WalletEventKind::parse(t("kind")).ok_or_else(|| bad("event kind", t("kind")))?;
-    let detail = match kind {
-        WalletEventKind::HoldExpired => EventDetail::Hold {
-            reservation: ReservationId::parse(&format!("{account}/{}", t("reservation")))
-                .map_err(|_| bad("reservation", t("reservation")))?,
-        },
-        WalletEventKind::LowBalance => EventDetail::Rule {
-            rule: AlertRule::Below {
-                amount_minor: int(t("below"), "threshold")?,
-            },
-        },
-        WalletEventKind::Alert => EventDetail::Rule {
-            rule: AlertRule::AllowanceUsed {
-                percent: t("percent")
-                    .parse()
-                    .map_err(|_| bad("percent", t("percent")))?,
-            },
-        },
-        WalletEventKind::LimitReached => EventDetail::Limit {
-            limit: t("limit").to_owned(),
-        },
-        WalletEventKind::TopUpRequested => EventDetail::TopUp {
-            request_id: t("request").to_owned(),
-            amount_minor: int(t("amount"), "top-up amount")?,
-        },
-        WalletEventKind::Depleted | WalletEventKind::Replenished => EventDetail::None,
-    };
-    Ok(WalletEvent {
-        id: t("id").to_owned(),
-        kind,
-        wallet: id(t("wallet"), "wallet", WalletId::parse)?,
-        account,
-        at_ms: int(t("at"), "event time")?,
-        available_minor: int(t("available"), "available")?,
-        detail,
-    })
-}
-
 /// A wallet's thresholds and top-up policy as the scripts keep them: `rules` and `top_up`
 /// (see `load_alerts` in events.lua).
 pub fn encode_alerts(alerts: &WalletAlerts) -> (String, String) {
@@ -702,180 +533,5 @@ pub fn decode_alerts(
     })
 }
 
-pub fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>, StoreError> {
-    let values: Value = serde_json::from_str(text).map_err(|_| bad("outbox record", text))?;
-    let mut entries = Vec::new();
-    for value in list(Some(&values)) {
-        let t = |key: &str| value_text(value, key);
-        let account = || id(t("account"), "account", AccountId::parse);
-        let entry = match t("type") {
-            "account" => OutboxEntry::Account(Account {
-                status: AccountStatus::parse(t("status"))
-                    .ok_or_else(|| bad("account status", t("status")))?,
-                display_name: t("name").to_owned(),
-                created_at_ms: int(t("created"), "account creation")?,
-                id: account()?,
-            }),
-            "grant" => {
-                let entry = ledger_entry(value.get("entry").unwrap_or(&Value::Null))?;
-                OutboxEntry::Grant {
-                    grant: decode_grant(t("grant_id"), t("wallet"), t("grant"))?,
-                    entry,
-                    answers: Some(t("answers").to_owned()).filter(|a| !a.is_empty()),
-                }
-            }
-            "void" => OutboxEntry::Void {
-                entry: ledger_entry(value.get("entry").unwrap_or(&Value::Null))?,
-            },
-            "charge" => {
-                OutboxEntry::Charge(ledger_entry(value.get("entry").unwrap_or(&Value::Null))?)
-            }
-            "reset" => OutboxEntry::Reset {
-                account: account()?,
-                grant: id(t("grant"), "grant", GrantId::parse)?,
-                period_index: int(t("period"), "grant period")?,
-                granted_minor: int(t("granted"), "grant period start")?,
-                entries: list(value.get("entries"))
-                    .iter()
-                    .map(ledger_entry)
-                    .collect::<Result<_, _>>()?,
-            },
-            "limit" => OutboxEntry::Limit {
-                account: account()?,
-                limit: SpendLimit {
-                    label_key: t("key").to_owned(),
-                    label_value: t("value").to_owned(),
-                    window: LimitWindow::parse(t("per"))
-                        .ok_or_else(|| bad("limit window", t("per")))?,
-                    amount_minor: int(t("amount"), "limit amount")?,
-                },
-                since_ms: int(t("since"), "limit start")?,
-                removed: t("removed") == "1",
-                at_ms: int(t("at"), "limit time")?,
-            },
-            "event" => OutboxEntry::Event(event(value)?),
-            "alerts" => OutboxEntry::Alerts {
-                account: account()?,
-                wallet: id(t("wallet"), "wallet", WalletId::parse)?,
-                alerts: serde_json::from_str(t("alerts"))
-                    .map_err(|_| bad("alerts", t("alerts")))?,
-                armed: armed(t("armed")),
-                at_ms: int(t("at"), "alerts time")?,
-            },
-            "alerts_armed" => OutboxEntry::AlertsArmed {
-                account: account()?,
-                wallet: id(t("wallet"), "wallet", WalletId::parse)?,
-                armed: armed(t("armed")),
-                at_ms: int(t("at"), "alerts time")?,
-            },
-            "wallet" => OutboxEntry::Wallet {
-                account: account()?,
-                wallet: id(t("wallet"), "wallet", WalletId::parse)?,
-                flex_cap_minor: int(t("flex_cap"), "flex cap")?,
-                at_ms: int(t("at"), "wallet time")?,
-            },
-            "hold" => {
-                let fields: HashMap<String, String> = value
-                    .get("hold")
-                    .and_then(Value::as_object)
-                    .map(|m| {
-                        m.iter()
-                            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                OutboxEntry::Hold(hold_from_fields(&account()?, t("token"), &fields)?)
-            }
-            "remember" => {
-                let account = account()?;
-                let reply = match t("reply_kind") {
-                    "reserve" => Reply::Reserve(reserve_receipt(&account, t("reply"))?),
-                    "extend" => Reply::Extend(extend_receipt(&account, t("reply"))?),
-                    "charge" => Reply::Charge(charge_receipt(t("reply"))?),
-                    other => return Err(bad("reply kind", other)),
-                };
-                OutboxEntry::Remember(Remembered {
-                    key: id(t("key"), "idempotency key", IdempotencyKey::parse_stored)?,
-                    fingerprint: t("fingerprint").to_owned(),
-                    reply,
-                    at_ms: int(t("at"), "reply time")?,
-                    account,
-                })
-            }
-            other => return Err(bad("outbox entry type", other)),
-        };
-        entries.push(entry);
-    }
-    Ok(entries)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grants_round_trip_through_their_encoding() {
-        let grant = Grant {
-            terms: GrantTerms {
-                id: GrantId::parse("g:1").unwrap(),
-                wallet: WalletId::parse("cloud").unwrap(),
-                kind: GrantKind::Promotional,
-                priority: 20,
-                amount_minor: 9_007_199_254_740_991,
-                expires_at_ms: Some(1_800_000_000_000),
-                features: vec![
-                    FeatureId::parse("agent.minutes").unwrap(),
-                    FeatureId::parse("cloud.inference").unwrap(),
-                ],
-                recurrence: None,
-            },
-            remaining_minor: 5,
-            held_minor: 2,
-            created_at_ms: 1_700_000_000_000,
-            voided_at_ms: None,
-            period_index: 0,
-            period_granted_minor: None,
-        };
-        let text = encode_grant(&grant);
-        assert_eq!(
-            text,
-            "promotional|20|9007199254740991|5|2|1800000000000|1700000000000|||0|agent.minutes,cloud.inference"
-        );
-        assert_eq!(decode_grant("g:1", "cloud", &text).unwrap(), grant);
-        let before_recurrence = "promotional|20|9007199254740991|5|2|1800000000000|1700000000000||agent.minutes,cloud.inference";
-        assert_eq!(
-            decode_grant("g:1", "cloud", before_recurrence).unwrap(),
-            grant
-        );
-
-        let mut plan = grant.clone();
-        plan.terms.kind = GrantKind::Included;
-        plan.terms.recurrence = Some(Recurrence {
-            period: Period::Month,
-            anchor_ms: None,
-            rollover_max_minor: 250,
-        });
-        plan.period_index = 3;
-        plan.period_granted_minor = Some(1_250);
-        let text = encode_grant(&plan);
-        assert!(text.contains("|month,,250|3,1250|"), "{text}");
-        assert_eq!(decode_grant("g:1", "cloud", &text).unwrap(), plan);
-    }
-
-    #[test]
-    fn splits_round_trip() {
-        let split = vec![
-            Portion {
-                grant: GrantId::parse("a@b").unwrap(),
-                amount_minor: 1,
-            },
-            Portion {
-                grant: GrantId::parse("c").unwrap(),
-                amount_minor: 9_007_199_254_740_991,
-            },
-        ];
-        assert_eq!(decode_split(&encode_split(&split)).unwrap(), split);
-        assert!(decode_split("").unwrap().is_empty());
-        assert!(decode_split("a").is_err());
-    }
-}
+mod tests;
