@@ -4,10 +4,10 @@ For the default values and each file in helm/creditgate/ci/: lint the chart and 
 the Helm Go SDK (helm-python-sdk, imported as helm_python), yamllint the rendered YAML, validate
 every manifest offline with kubernetes-validate (the ServiceMonitor, a CRD it has no schema for,
 gets a minimal shape check of our own), parse the rendered creditgate.toml and check its keys
-against the config structs of src/config.rs (unknown keys are an error for the binary) and that
+against the config structs of src/config/ (unknown keys are an error for the binary) and that
 its TLS paths and the probe's files lie in mounted Secrets. Then: values that must fail to render
 (more than one replica without Redis and PostgreSQL), values the schema must refuse, the schema
-against src/config.rs, and the sidecar templates included from a parent chart.
+against src/config/, and the sidecar templates included from a parent chart.
 
 Prints one line per check and a closing "N passed, N failed"; exits 1 when a check failed.
 """
@@ -39,7 +39,7 @@ from yamllint.config import YamlLintConfig
 
 ROOT = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent)
 CHART = ROOT / "helm" / "creditgate"
-CONFIG_RS = ROOT / "src" / "config.rs"
+CONFIG_DIR = ROOT / "src" / "config"
 PRICE_RS = ROOT / "src" / "domain" / "price.rs"
 POLICY_RS = ROOT / "src" / "policy.rs"
 
@@ -87,7 +87,10 @@ def check(name: str, fn: Callable[[], str | None]) -> Any:
 # The config structs of the binary, read from its source.
 
 def rust_struct_fields(path: Path, name: str, optional: bool = False) -> list[str] | None:
-    text = path.read_text() if path.exists() else ""
+    if path.is_dir():
+        text = "\n".join(f.read_text() for f in sorted(path.glob("*.rs")))
+    else:
+        text = path.read_text() if path.exists() else ""
     m = re.search(r"pub struct " + re.escape(name) + r"\s*\{(.*?)\n\}", text, re.S)
     if m is None and optional:
         return None
@@ -107,16 +110,16 @@ def policy_operations() -> set[str] | None:
 
 def binary_config() -> dict[str, set[str]]:
     fields = {
-        "": set(rust_struct_fields(CONFIG_RS, "FileConfig")),
-        "tls": set(rust_struct_fields(CONFIG_RS, "TlsConfig")),
-        "limits": set(rust_struct_fields(CONFIG_RS, "LimitsConfig")),
-        "ext_authz": set(rust_struct_fields(CONFIG_RS, "ExtAuthzConfig")),
-        "prices": set(rust_struct_fields(CONFIG_RS, "PriceConfig")),
-        "prices.per_unit": set(rust_struct_fields(CONFIG_RS, "PerUnitConfig")),
+        "": set(rust_struct_fields(CONFIG_DIR, "FileConfig")),
+        "tls": set(rust_struct_fields(CONFIG_DIR, "TlsConfig")),
+        "limits": set(rust_struct_fields(CONFIG_DIR, "LimitsConfig")),
+        "ext_authz": set(rust_struct_fields(CONFIG_DIR, "ExtAuthzConfig")),
+        "prices": set(rust_struct_fields(CONFIG_DIR, "PriceConfig")),
+        "prices.per_unit": set(rust_struct_fields(CONFIG_DIR, "PerUnitConfig")),
         "prices.per_million_tokens.*": set(rust_struct_fields(PRICE_RS, "TokenPrice")),
-        "webhooks": set(rust_struct_fields(CONFIG_RS, "WebhookConfig")),
+        "webhooks": set(rust_struct_fields(CONFIG_DIR, "WebhookConfig")),
     }
-    callers = rust_struct_fields(CONFIG_RS, "CallerConfig", optional=True)
+    callers = rust_struct_fields(CONFIG_DIR, "CallerConfig", optional=True)
     if callers is not None:
         fields["callers"] = set(callers)
     return fields
@@ -130,7 +133,7 @@ def check_toml_keys(doc: dict[str, Any]) -> None:
     def unknown(where: str, table: dict[str, Any]) -> None:
         extra = set(table) - KNOWN[where]
         assert not extra, f"keys {sorted(extra)} in [{where or 'top level'}] are unknown to " \
-                          f"the binary (src/config.rs)"
+                          f"the binary (src/config/)"
 
     unknown("", doc)
     for key in ("tls", "limits", "ext_authz"):
@@ -520,7 +523,7 @@ def schema_refuses(values: dict[str, Any], expect: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The schema against src/config.rs.
+# The schema against src/config/.
 
 def schema_matches_binary() -> str:
     with helm.Chart.load(CHART) as chart:
@@ -673,7 +676,7 @@ def main() -> int:
         KNOWN.update(binary_config())
         return f"{len(KNOWN[''])} top-level keys"
 
-    if check("config keys from src/config.rs", read_binary) is None and not KNOWN:
+    if check("config keys from src/config/", read_binary) is None and not KNOWN:
         return finish()
 
     def metadata() -> str:
@@ -694,7 +697,7 @@ def main() -> int:
         return ", ".join(str(f.relative_to(CHART)) for f in files)
 
     check("yamllint of the chart's values files", sources)
-    check("values.schema.json matches src/config.rs", schema_matches_binary)
+    check("values.schema.json matches src/config/", schema_matches_binary)
 
     check_values_file("default values", None)
     for path in sorted((CHART / "ci").glob("*.yaml")):

@@ -14,9 +14,10 @@
 //!   decisions and receipts, wallet events, every ledger entry id. No I/O.
 //! - [`record`]: what store and ledger exchange (outbox records, account snapshots, the
 //!   source a store loads accounts from), below both: neither imports the other.
-//! - [`store`]: the [`store::BalanceStore`] trait, atomic per account, with its outbox;
-//!   [`store::memory::MemoryStore`] is the embedded default, [`store::redis::RedisStore`] the
-//!   store replicas share (one Lua script per operation).
+//! - [`store`]: the [`store::BalanceStore`] trait, atomic per account, with its outbox, in parts
+//!   by who calls them; [`store::memory::MemoryStore`] is the embedded default,
+//!   [`store::redis::RedisStore`] the store replicas share (one Lua script per operation). Each
+//!   store keeps one file per operation (`reserve.rs`, `commit.rs`, …), as the scripts do.
 //! - [`cache`]: what this replica remembers of the holds it took.
 //! - [`sync`]: outbox → ledger in batches (group commit), ledger → store, durability waits, the
 //!   expiry sweep.

@@ -10,7 +10,7 @@ local function hash_to_table(flat)
 end
 
 -- Events ----------------------------------------------------------------------------------
--- What a change caused, as src/store/memory.rs (wallet_events) and src/domain/alert.rs decide
+-- What a change caused, as src/store/memory/account.rs (wallet_events) and src/domain/alert.rs decide
 -- it, made in the same step as the change: published to every replica on the channel
 -- "<namespace>:events" (see keys.rs; the namespace is what `base` starts with) and written to
 -- the outbox with the change, as {type = 'event', id, kind, account, wallet, at, available}
