@@ -28,14 +28,28 @@ fn sources(path: &str) -> Vec<PathBuf> {
     files
 }
 
-/// A file's code: up to its test module, without comment lines.
+/// A file's code: up to its test module, without comment lines. A test module in a file of its
+/// own (`#[cfg(test)] mod tests;`, a `tests.rs`) is not code either.
 fn code(path: &Path) -> String {
+    if path.file_name().is_some_and(|name| name == "tests.rs") {
+        return String::new();
+    }
     let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
-        .take_while(|line| line.trim() != "#[cfg(test)]")
-        .filter(|line| !line.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut code = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim() == "#[cfg(test)]" {
+            if lines.peek().is_some_and(|next| next.trim() == "mod tests;") {
+                lines.next();
+                continue;
+            }
+            break;
+        }
+        if !line.trim_start().starts_with("//") {
+            code.push(line);
+        }
+    }
+    code.join("\n")
 }
 
 /// Fails naming every file under `path` whose code mentions one of `forbidden`.

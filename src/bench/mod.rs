@@ -13,7 +13,8 @@
 //!
 //! Here are the options and the run in order; the scenarios' calls are in `scenario.rs`, the
 //! load in `load.rs`, what it measured in `tally.rs`, the server under test in `server.rs`, the
-//! no-op service in `baseline.rs`, `--hold-memory` in `memory.rs`, and the table in `report.rs`.
+//! no-op service in `baseline.rs`, `--hold-memory` in `memory.rs`, Redis's time per call in
+//! `redis_time.rs`, and the table in `report.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::config::CommitDurability;
 mod baseline;
 mod load;
 mod memory;
+mod redis_time;
 mod report;
 mod scenario;
 mod server;
@@ -238,7 +240,17 @@ pub async fn run(args: BenchArgs) -> Result<Value, BenchError> {
     };
     eprintln!("creditgate bench: creditgate");
     let clients = clients(args.scenario, target_url, args.connections).await?;
+    let redis_spent = args
+        .redis
+        .clone()
+        .map(|urls| redis_time::watch(urls, load.warmup, load.duration));
     let mut measured = run_load(load.clone(), clients).await.summary(seconds);
+    if let Some(watching) = redis_spent
+        && let Ok(Some(spent)) = watching.await
+    {
+        let answered = measured["answered"].as_f64().unwrap_or(0.0);
+        measured["redis"] = redis_time::per_call(&spent, answered);
+    }
     if let Some(started) = &started {
         // What the store took faster than the ledger did is still to be written: a rate the
         // ledger cannot keep up with counts the time it takes to catch up.

@@ -60,6 +60,13 @@ pub fn table(report: &Value) -> String {
             report["creditgate"]["sustained_rpc_per_s"]
         );
     }
+    let redis = &report["creditgate"]["redis"];
+    if !redis.is_null() {
+        out += &format!(
+            "\nRedis per gate call: {} µs in functions, {} µs of its main thread's CPU\n",
+            redis["function_us_per_call"], redis["cpu_us_per_call"]
+        );
+    }
     if let Some(ratio) = report.get("ratio") {
         out += &format!(
             "\ncreditgate / baseline: throughput {}, p99 {}\n",
