@@ -102,7 +102,8 @@ pub struct BenchArgs {
     /// Envoy authorizer of the running server, for --scenario ext-authz.
     #[arg(long, default_value = "http://127.0.0.1:50053")]
     pub ext_authz_server: String,
-    /// The started server's Redis store [default: the embedded store].
+    /// The started server's Redis store [default: the embedded store]; the report then gives
+    /// Redis's time per gate call too.
     #[arg(long)]
     pub redis: Option<String>,
     /// The started server's PostgreSQL ledger [default: SQLite in a temporary directory].
