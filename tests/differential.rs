@@ -41,6 +41,7 @@ use creditgate::store::{
     LimitChange, OutboxStore, Rebuild, ReserveOp, StoreError, Written,
 };
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -761,8 +762,25 @@ async fn adds_up(store: &MemoryStore, written: &[OutboxEntry]) {
     }
 }
 
+/// 128 cases from a fixed seed, so that every run tries the same ones;
+/// `DIFFERENTIAL_CASES=N` tries N from a random seed instead, to look further.
+fn config() -> ProptestConfig {
+    let explore = std::env::var("DIFFERENTIAL_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    ProptestConfig {
+        cases: explore.unwrap_or(128),
+        failure_persistence: None,
+        rng_seed: match explore {
+            Some(_) => RngSeed::Random,
+            None => RngSeed::Fixed(0x5eed_0016),
+        },
+        ..ProptestConfig::default()
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn both_stores_answer_alike(
