@@ -167,7 +167,16 @@ impl Gate {
         };
         let written = self.store.add_grant(&request.account, terms, entry).await?;
         self.make_durable(&written.durable).await?;
+        self.credit_came_in(&request.account, &written.value.grant.terms.wallet);
         Ok(written.value)
+    }
+
+    /// Forgets that this replica heard `wallet` run out: credit may have come in, and the
+    /// caller that added it may spend it at once, before the event saying so (from Redis, on
+    /// its way to every replica) arrives. The store decides anyway; the mark only spares it
+    /// calls.
+    fn credit_came_in(&self, account: &AccountId, wallet: &WalletId) {
+        self.cache.mark_replenished(account.clone(), wallet.clone());
     }
 
     /// A refund must name a commit or charge of the account, pay into its wallet, and with
@@ -276,6 +285,7 @@ impl Gate {
             .set_wallet(&account, &wallet, flex_cap.to_minor())
             .await?;
         self.make_durable(&written.durable).await?;
+        self.credit_came_in(&account, &wallet);
         let view = self.balance(&account).await?;
         let shown = view
             .wallets

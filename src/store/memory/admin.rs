@@ -43,6 +43,9 @@ impl AccountAdmin for MemoryStore {
         })
     }
 
+    /// Long for a reason: a grant's checks (a repeat, a conflict, the most grants, the money
+    /// bound) and then its writes (the grant, debt repaid, a top-up answered, the events), in
+    /// the order `lua/add_grant.lua` has them, so the two read alike.
     async fn add_grant(
         &self,
         account: &AccountId,

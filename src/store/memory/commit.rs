@@ -4,6 +4,9 @@
 // The in-process store's imports are its parent's.
 use super::*;
 
+/// Long for a reason: a commit's checks (ended, repeated, too large) and then its writes (the
+/// charge split over grants and flex, the rest given back, debt, limits, events), in the order
+/// `lua/commit.lua` has them, so the two read alike.
 pub(super) fn apply(
     store: &MemoryStore,
     op: CommitOp,

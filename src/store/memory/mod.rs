@@ -322,6 +322,8 @@ struct Built {
 }
 
 /// Builds an account's state from a ledger snapshot, checking that its holds fit its grants.
+/// Long for a reason: each part of the snapshot (grants, postpaid, limits, holds, replies,
+/// alerts) is put in place in turn, as `lua/hydrate.lua` does.
 fn build_account(snapshot: AccountSnapshot, now_ms: i64) -> Result<Option<Built>, StoreError> {
     let Some(account) = snapshot.account else {
         return Ok(None);

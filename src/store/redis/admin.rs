@@ -66,13 +66,8 @@ impl AccountAdmin for RedisStore {
             .map(|e| e.to_string())
             .unwrap_or_default();
         let run = |create: &'static str| {
-            let mut invocation = self.scripts.add_grant.prepare_invoke();
+            let mut invocation = self.admin_call(&self.scripts.add_grant, &keys, account);
             invocation
-                .key(keys.account())
-                .key(keys.partition.outbox())
-                .key(keys.partition.accounts())
-                .arg(&keys.base)
-                .arg(account.as_str())
                 .arg(terms.id.as_str())
                 .arg(terms.wallet.as_str())
                 .arg(terms.kind.as_str())
@@ -130,13 +125,8 @@ impl AccountAdmin for RedisStore {
     ) -> Result<Written<Postpaid>, StoreError> {
         let keys = self.keys(account);
         let run = |create: &'static str| {
-            let mut invocation = self.scripts.set_wallet.prepare_invoke();
+            let mut invocation = self.admin_call(&self.scripts.set_wallet, &keys, account);
             invocation
-                .key(keys.account())
-                .key(keys.partition.outbox())
-                .key(keys.partition.accounts())
-                .arg(&keys.base)
-                .arg(account.as_str())
                 .arg(wallet.as_str())
                 .arg(flex_cap_minor)
                 .arg(create)
@@ -168,13 +158,8 @@ impl AccountAdmin for RedisStore {
         let (rules, top_up) = codec::encode_alerts(&alerts);
         let kept = serde_json::to_string(&alerts).expect("alerts serialise");
         let run = |create: &'static str| {
-            let mut invocation = self.scripts.set_alerts.prepare_invoke();
+            let mut invocation = self.admin_call(&self.scripts.set_alerts, &keys, account);
             invocation
-                .key(keys.account())
-                .key(keys.partition.outbox())
-                .key(keys.partition.accounts())
-                .arg(&keys.base)
-                .arg(account.as_str())
                 .arg(wallet.as_str())
                 .arg(&rules)
                 .arg(&top_up)
@@ -211,13 +196,8 @@ impl AccountAdmin for RedisStore {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let run = |create: &'static str| {
-            let mut invocation = self.scripts.set_limit.prepare_invoke();
+            let mut invocation = self.admin_call(&self.scripts.set_limit, &keys, account);
             invocation
-                .key(keys.account())
-                .key(keys.partition.outbox())
-                .key(keys.partition.accounts())
-                .arg(&keys.base)
-                .arg(account.as_str())
                 .arg(&id)
                 .arg(&change.label_key)
                 .arg(&change.label_value)

@@ -381,6 +381,26 @@ impl RedisStore {
         invocation
     }
 
+    /// A call of an admin script that may create its account (add_grant, set_wallet,
+    /// set_alerts, set_limit): KEYS the account's hash, its partition's outbox and the
+    /// partition's set of accounts; ARGV its key base and its id, to which the caller adds the
+    /// script's own.
+    fn admin_call<'a>(
+        &self,
+        function: &'a scripts::Function,
+        keys: &AccountKeys,
+        account: &AccountId,
+    ) -> Invocation<'a> {
+        let mut invocation = function.prepare_invoke();
+        invocation
+            .key(keys.account())
+            .key(keys.partition.outbox())
+            .key(keys.partition.accounts())
+            .arg(&keys.base)
+            .arg(account.as_str());
+        invocation
+    }
+
     fn outbox_bound(&self) -> usize {
         (self.settings.outbox_len_max / self.settings.partitions as usize).max(1)
     }
