@@ -12,8 +12,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::event::{EventDetail, WalletEventKind};
-
 /// Most thresholds on one wallet.
 pub const ALERTS_PER_WALLET_MAX: usize = 16;
 
@@ -111,30 +109,6 @@ pub enum Fired {
         request_id: String,
         amount_minor: i64,
     },
-}
-
-impl Fired {
-    /// The wallet event that tells of it.
-    pub fn event(self) -> (WalletEventKind, EventDetail) {
-        match self {
-            Fired::Rule(rule @ AlertRule::Below { .. }) => {
-                (WalletEventKind::LowBalance, EventDetail::Rule { rule })
-            }
-            Fired::Rule(rule @ AlertRule::AllowanceUsed { .. }) => {
-                (WalletEventKind::Alert, EventDetail::Rule { rule })
-            }
-            Fired::TopUp {
-                request_id,
-                amount_minor,
-            } => (
-                WalletEventKind::TopUpRequested,
-                EventDetail::TopUp {
-                    request_id,
-                    amount_minor,
-                },
-            ),
-        }
-    }
 }
 
 /// The id of a wallet's `n`th top-up request: `topup/<account>/<wallet>/<n>`.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::AlertRule;
+use super::alert::{AlertRule, Fired};
 use super::{AccountId, ReservationId, WalletId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -107,6 +107,30 @@ impl WalletEvent {
         match &self.detail {
             EventDetail::Hold { reservation } => Some(reservation),
             _ => None,
+        }
+    }
+}
+
+impl Fired {
+    /// The wallet event that tells of it.
+    pub fn event(self) -> (WalletEventKind, EventDetail) {
+        match self {
+            Fired::Rule(rule @ AlertRule::Below { .. }) => {
+                (WalletEventKind::LowBalance, EventDetail::Rule { rule })
+            }
+            Fired::Rule(rule @ AlertRule::AllowanceUsed { .. }) => {
+                (WalletEventKind::Alert, EventDetail::Rule { rule })
+            }
+            Fired::TopUp {
+                request_id,
+                amount_minor,
+            } => (
+                WalletEventKind::TopUpRequested,
+                EventDetail::TopUp {
+                    request_id,
+                    amount_minor,
+                },
+            ),
         }
     }
 }
