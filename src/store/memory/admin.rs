@@ -146,19 +146,15 @@ impl AccountAdmin for MemoryStore {
             available_minor: state.wallet_available(&terms.wallet, now),
             now_ms: now,
         };
-        entries.extend(self.announce(
-            &mut state,
-            &announced,
-            Change {
-                available_before: before,
-                credit_came_in: true,
-                ..Change::default()
-            },
-            now,
-        ));
+        let change = Change {
+            available_before: before,
+            credit_came_in: true,
+            ..Change::default()
+        };
+        let durable = self.allowed(&mut state, entries, None, &announced, change, now);
         Ok(Written {
             value: receipt,
-            durable: Durable::UpTo(self.append(now, entries)),
+            durable,
         })
     }
 
@@ -201,20 +197,13 @@ impl AccountAdmin for MemoryStore {
             flex_cap_minor,
             at_ms: now,
         });
-        entries.extend(self.announce(
-            &mut state,
-            &announced,
-            Change {
-                available_before: before,
-                credit_came_in: true,
-                ..Change::default()
-            },
-            now,
-        ));
-        Ok(Written {
-            value,
-            durable: Durable::UpTo(self.append(now, entries)),
-        })
+        let change = Change {
+            available_before: before,
+            credit_came_in: true,
+            ..Change::default()
+        };
+        let durable = self.allowed(&mut state, entries, None, &announced, change, now);
+        Ok(Written { value, durable })
     }
 
     async fn set_limit(
@@ -324,10 +313,11 @@ impl AccountAdmin for MemoryStore {
         });
         // A wallet already below its top-up threshold asks at once.
         let available_before = level.available_minor;
-        entries.extend(self.announce(&mut state, wallet, Change::from(available_before), now));
+        let change = Change::from(available_before);
+        let durable = self.allowed(&mut state, entries, None, wallet, change, now);
         Ok(Written {
             value: state.alerts_view(wallet),
-            durable: Durable::UpTo(self.append(now, entries)),
+            durable,
         })
     }
 
@@ -395,16 +385,16 @@ impl AccountAdmin for MemoryStore {
             refund_of: None,
             at_ms: now,
         };
-        let mut entries = vec![OutboxEntry::Void { entry }];
-        entries.extend(self.announce(&mut state, &announced, Change::from(before), now));
-        let seq = self.append(now, entries);
+        let entries = vec![OutboxEntry::Void { entry }];
+        let change = Change::from(before);
+        let durable = self.allowed(&mut state, entries, None, &announced, change, now);
         Ok(Written {
             value: VoidReceipt {
                 grant,
                 voided_minor: voided,
                 available_minor: state.wallet_available(&wallet, now),
             },
-            durable: Durable::UpTo(seq),
+            durable,
         })
     }
 }

@@ -10,23 +10,17 @@ pub(super) fn apply(
     let now = store.clock.now_ms();
     store.ensure_outbox_room()?;
     let denied = |reason, available_minor| {
-        Ok(Written {
-            value: Decision::Denied(Denial {
-                reason,
-                available_minor,
-                limit: None,
-            }),
-            durable: Durable::UpTo(store.last_seq()),
-        })
+        Ok(store.denied(Denial {
+            reason,
+            available_minor,
+            limit: None,
+        }))
     };
     let Some(mut state) = store.account_mut(&op.account) else {
         return denied(DenyReason::AccountNotFound, 0);
     };
     if let Some(Reply::Charge(receipt)) = state.recall(op.idempotency.as_ref())? {
-        return Ok(Written {
-            value: Decision::Allowed(receipt.clone()),
-            durable: Durable::UpTo(store.last_seq()),
-        });
+        return Ok(store.replayed(receipt));
     }
     store.roll(&mut state, &op.wallet, now);
     let announced = op.wallet.clone();

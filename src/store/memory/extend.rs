@@ -14,10 +14,7 @@ pub(super) fn apply(
     let before = state.wallet_available(&announced, now);
     let limit_rooms = state.limit_rooms(now);
     if let Some(Reply::Extend(receipt)) = state.recall(op.idempotency.as_ref())? {
-        return Ok(Written {
-            value: Decision::Allowed(receipt.clone()),
-            durable: Durable::UpTo(store.last_seq()),
-        });
+        return Ok(store.replayed(receipt));
     }
     let hold = &state.holds[op.id.token()];
     if hold.state != HoldState::Held {

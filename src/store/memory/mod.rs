@@ -127,6 +127,14 @@ impl MemoryStore {
         }
     }
 
+    /// An idempotent repeat: the first answer again, durable once what came before it is.
+    fn replayed<T: Clone>(&self, receipt: &T) -> Written<Decision<T>> {
+        Written {
+            value: Decision::Allowed(receipt.clone()),
+            durable: Durable::UpTo(self.last_seq()),
+        }
+    }
+
     fn last_seq(&self) -> u64 {
         self.outbox().last_seq
     }
@@ -230,7 +238,7 @@ impl MemoryStore {
         entries
     }
 
-    /// Ends a spending operation that was allowed: remembers its reply under its idempotency
+    /// Ends an operation that changed an account: remembers its reply under its idempotency
     /// key, if it has one, adds what the change caused in `wallet`, and writes it all as one
     /// outbox record. Returns where that record is.
     fn allowed(

@@ -19,10 +19,7 @@ pub(super) fn apply(
         return Ok(store.denied(denial));
     };
     if let Some(Reply::Reserve(receipt)) = state.recall(op.idempotency.as_ref())? {
-        return Ok(Written {
-            value: Decision::Allowed(receipt.clone()),
-            durable: Durable::UpTo(store.last_seq()),
-        });
+        return Ok(store.replayed(receipt));
     }
     store.roll(&mut state, &op.wallet, now);
     let announced = op.wallet.clone();

@@ -66,7 +66,12 @@ impl AccountAdmin for RedisStore {
             .map(|e| e.to_string())
             .unwrap_or_default();
         let run = |create: &'static str| {
-            let mut invocation = self.admin_call(&self.scripts.add_grant, &keys, account);
+            let mut invocation = self.account_call(
+                &self.scripts.add_grant,
+                &keys,
+                account,
+                keys.partition.accounts(),
+            );
             invocation
                 .arg(terms.id.as_str())
                 .arg(terms.wallet.as_str())
@@ -125,7 +130,12 @@ impl AccountAdmin for RedisStore {
     ) -> Result<Written<Postpaid>, StoreError> {
         let keys = self.keys(account);
         let run = |create: &'static str| {
-            let mut invocation = self.admin_call(&self.scripts.set_wallet, &keys, account);
+            let mut invocation = self.account_call(
+                &self.scripts.set_wallet,
+                &keys,
+                account,
+                keys.partition.accounts(),
+            );
             invocation
                 .arg(wallet.as_str())
                 .arg(flex_cap_minor)
@@ -158,7 +168,12 @@ impl AccountAdmin for RedisStore {
         let (rules, top_up) = codec::encode_alerts(&alerts);
         let kept = serde_json::to_string(&alerts).expect("alerts serialise");
         let run = |create: &'static str| {
-            let mut invocation = self.admin_call(&self.scripts.set_alerts, &keys, account);
+            let mut invocation = self.account_call(
+                &self.scripts.set_alerts,
+                &keys,
+                account,
+                keys.partition.accounts(),
+            );
             invocation
                 .arg(wallet.as_str())
                 .arg(&rules)
@@ -196,7 +211,12 @@ impl AccountAdmin for RedisStore {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let run = |create: &'static str| {
-            let mut invocation = self.admin_call(&self.scripts.set_limit, &keys, account);
+            let mut invocation = self.account_call(
+                &self.scripts.set_limit,
+                &keys,
+                account,
+                keys.partition.accounts(),
+            );
             invocation
                 .arg(&id)
                 .arg(&change.label_key)

@@ -360,47 +360,41 @@ impl RedisStore {
         }
     }
 
-    /// Records one partition's outbox may hold before writes are refused.
-    /// A call of a hold's script (reserve, commit, release, extend): KEYS the account's hash and
-    /// its partition's outbox and expiries; ARGV its key base, its id and the retention, to
+    /// A call of a script that changes one account: KEYS the account's hash, its partition's
+    /// outbox and `third` (the partition's expiries for a hold's script, its set of accounts for
+    /// an admin script that may create the account); ARGV the account's key base and its id, to
     /// which the caller adds the script's own.
+    fn account_call<'a>(
+        &self,
+        function: &'a scripts::Function,
+        keys: &AccountKeys,
+        account: &AccountId,
+        third: String,
+    ) -> Invocation<'a> {
+        let mut invocation = function.prepare_invoke();
+        invocation
+            .key(keys.account())
+            .key(keys.partition.outbox())
+            .key(third)
+            .arg(&keys.base)
+            .arg(account.as_str());
+        invocation
+    }
+
+    /// A call of a hold's script (reserve, commit, release, extend): [`Self::account_call`]
+    /// with the partition's expiries, then the retention.
     fn hold_call<'a>(
         &self,
         function: &'a scripts::Function,
         keys: &AccountKeys,
         account: &AccountId,
     ) -> Invocation<'a> {
-        let mut invocation = function.prepare_invoke();
-        invocation
-            .key(keys.account())
-            .key(keys.partition.outbox())
-            .key(keys.partition.expiries())
-            .arg(&keys.base)
-            .arg(account.as_str())
-            .arg(self.retention());
+        let mut invocation = self.account_call(function, keys, account, keys.partition.expiries());
+        invocation.arg(self.retention());
         invocation
     }
 
-    /// A call of an admin script that may create its account (add_grant, set_wallet,
-    /// set_alerts, set_limit): KEYS the account's hash, its partition's outbox and the
-    /// partition's set of accounts; ARGV its key base and its id, to which the caller adds the
-    /// script's own.
-    fn admin_call<'a>(
-        &self,
-        function: &'a scripts::Function,
-        keys: &AccountKeys,
-        account: &AccountId,
-    ) -> Invocation<'a> {
-        let mut invocation = function.prepare_invoke();
-        invocation
-            .key(keys.account())
-            .key(keys.partition.outbox())
-            .key(keys.partition.accounts())
-            .arg(&keys.base)
-            .arg(account.as_str());
-        invocation
-    }
-
+    /// Records one partition's outbox may hold before writes are refused.
     fn outbox_bound(&self) -> usize {
         (self.settings.outbox_len_max / self.settings.partitions as usize).max(1)
     }
