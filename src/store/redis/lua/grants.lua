@@ -7,26 +7,35 @@
 -- the period the remaining amount belongs to (with ",<what it had at the period's start>" for a
 -- recurring grant), and features are comma-separated. Grants written before recurrence have no
 -- recurrence and period fields.
+-- One pattern per layout, so a grant is taken apart by one call instead of a field at a time
+-- (which cost Redis about 2 µs a grant, for every grant of the wallet on every operation).
+local GRANT_FIELDS = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|'
+local GRANT_RECURRING = GRANT_FIELDS .. '([^|]*)|([^|]*)|([^|]*)$'
+local GRANT_BEFORE_RECURRENCE = GRANT_FIELDS .. '([^|]*)$'
+
 local function decode_grant(id, text)
-  local f = split_text(text, '|')
-  local recur_text, period_index, period_granted = '', 0, nil
-  if #f > 9 then
-    local p = split_text(f[10], ',')
-    recur_text, period_index = f[9], tonumber(p[1])
-    period_granted = p[2] and tonumber(p[2])
-    f[9] = f[11]
+  local kind, priority, amount, remaining, held, expires, created, voided, recur_text, period,
+  features_text = string.match(text, GRANT_RECURRING)
+  local period_index, period_granted = 0, nil
+  if kind == nil then
+    kind, priority, amount, remaining, held, expires, created, voided, features_text =
+      string.match(text, GRANT_BEFORE_RECURRENCE)
+    recur_text = ''
+  else
+    local index, granted = string.match(period, '^(%d+),?(%d*)$')
+    period_index, period_granted = tonumber(index), tonumber(granted)
   end
   local g = {
     id = id,
-    kind = f[1],
-    priority = tonumber(f[2]),
-    amount = tonumber(f[3]),
-    remaining = tonumber(f[4]),
-    held = tonumber(f[5]),
-    expires = (f[6] ~= '' and tonumber(f[6])) or nil,
-    created = tonumber(f[7]),
-    voided = (f[8] ~= '' and tonumber(f[8])) or nil,
-    features_text = f[9] or '',
+    kind = kind,
+    priority = tonumber(priority),
+    amount = tonumber(amount),
+    remaining = tonumber(remaining),
+    held = tonumber(held),
+    expires = tonumber(expires),
+    created = tonumber(created),
+    voided = tonumber(voided),
+    features_text = features_text or '',
     features = {},
     scoped = false,
     recur_text = recur_text,
@@ -34,14 +43,16 @@ local function decode_grant(id, text)
     pgranted = period_granted,
   }
   if recur_text ~= '' then
-    local r = split_text(recur_text, ',')
-    g.period = r[1]
-    g.anchor = (r[2] ~= '' and tonumber(r[2])) or nil
-    g.rollover = tonumber(r[3])
+    local period_name, anchor, rollover = string.match(recur_text, '^([^,]*),([^,]*),([^,]*)$')
+    g.period = period_name
+    g.anchor = tonumber(anchor)
+    g.rollover = tonumber(rollover)
   end
-  for _, feature in ipairs(split_text(g.features_text, ',')) do
-    g.features[feature] = true
-    g.scoped = true
+  if g.features_text ~= '' then
+    for feature in string.gmatch(g.features_text, '[^,]+') do
+      g.features[feature] = true
+      g.scoped = true
+    end
   end
   return g
 end

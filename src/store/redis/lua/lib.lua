@@ -45,14 +45,16 @@ local function split_text(text, sep)
   if text == nil or text == '' then
     return out
   end
-  local start = 1
+  local find, sub = string.find, string.sub
+  local start, n = 1, 0
   while true do
-    local i = string.find(text, sep, start, true)
+    local i = find(text, sep, start, true)
+    n = n + 1
     if not i then
-      table.insert(out, string.sub(text, start))
+      out[n] = sub(text, start)
       return out
     end
-    table.insert(out, string.sub(text, start, i - 1))
+    out[n] = sub(text, start, i - 1)
     start = i + #sep
   end
 end

@@ -11,7 +11,8 @@
 -- ARGV[last] outbox bound: with this many records in the partition's stream, refuse.
 -- Reply: {'full'} outbox full | {'absent'} account not loaded | {'conflict'} key reused | {'replay', reply} |
 --        {'denied', reason, available[, spend limit]} |
---        {'ok', reply, outbox id, outbox entries, '1' if it reset an allowance else '0'}
+--        {'ok', reply, outbox id, outbox entries ('' unless it reset an allowance),
+--         '1' if it reset an allowance else '0'}
 local base, account = ARGV[1], ARGV[2]
 local retention = minor(ARGV[3], 'retention')
 local token, wallet, feature = ARGV[4], ARGV[5], ARGV[6]
@@ -80,4 +81,5 @@ if key ~= '' then
   })
 end
 local id, entries_text = outbox(KEYS[2], with_events(entries, events), now)
-return { 'ok', reply, id, entries_text, reset }
+-- The caller reads the record only when the hold reset an allowance (see reserve.rs).
+return { 'ok', reply, id, reset == '1' and entries_text or '', reset }

@@ -4,10 +4,10 @@
 -- Flex and debt of a wallet, stored in the account's "postpaid" hash under the wallet's name
 -- as "flex cap|flex used|flex held|debt"; all zero when absent.
 local function decode_postpaid(text)
-  local f = split_text(text or '', '|')
+  local cap, used, held, debt = string.match(text or '', '^([^|]*)|?([^|]*)|?([^|]*)|?([^|]*)')
   return {
-    cap = tonumber(f[1]) or 0, used = tonumber(f[2]) or 0, held = tonumber(f[3]) or 0,
-    debt = tonumber(f[4]) or 0,
+    cap = tonumber(cap) or 0, used = tonumber(used) or 0, held = tonumber(held) or 0,
+    debt = tonumber(debt) or 0,
   }
 end
 
@@ -189,10 +189,10 @@ local function encode_split(split)
 end
 
 local function decode_split(text)
-  local split = {}
-  for _, part in ipairs(split_text(text, ',')) do
-    local eq = string.find(part, '=', 1, true)
-    table.insert(split, { string.sub(part, 1, eq - 1), tonumber(string.sub(part, eq + 1)) })
+  local split, n = {}, 0
+  for id, amount in string.gmatch(text or '', '([^,=]+)=([^,]*)') do
+    n = n + 1
+    split[n] = { id, tonumber(amount) }
   end
   return split
 end
