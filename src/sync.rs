@@ -52,7 +52,7 @@ pub struct Durability {
 }
 
 /// A record a caller waits on, and where to tell it what became of it.
-type WriteRequest = (OutboxRecord, oneshot::Sender<Written>);
+type WriteRequest = (Arc<OutboxRecord>, oneshot::Sender<Written>);
 
 /// What became of a record written for a caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +101,14 @@ impl LedgerWriter {
                     Err(_) => break,
                 }
             }
-            let (records, replies): (Vec<OutboxRecord>, Vec<_>) = batch.into_iter().unzip();
+            let (requested, replies): (Vec<Arc<OutboxRecord>>, Vec<_>) = batch.into_iter().unzip();
+            // Callers whose operations ran in one batch of the store wait on one record.
+            let mut records: Vec<OutboxRecord> = Vec::with_capacity(requested.len());
+            for (i, record) in requested.iter().enumerate() {
+                if !requested[..i].iter().any(|r| Arc::ptr_eq(r, record)) {
+                    records.push(OutboxRecord::clone(record));
+                }
+            }
             let appended = match self.ledger.append(&records).await {
                 Ok(appended) => {
                     metrics::counter!(telemetry::LEDGER_BATCHES_TOTAL).increment(1);
@@ -114,7 +121,7 @@ impl LedgerWriter {
                     None
                 }
             };
-            let outcomes: Vec<Written> = records
+            let outcomes: Vec<Written> = requested
                 .iter()
                 .map(|record| match &appended {
                     None => Written::Failed,

@@ -20,6 +20,7 @@ pub use crate::domain::decision::{
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::domain::alert::WalletAlerts;
 use crate::domain::{
@@ -150,7 +151,7 @@ pub enum Durable {
     UpTo(u64),
     /// This record. A shared store's outbox may be carried to the ledger by any replica, so
     /// the replica that wrote a record writes it to the ledger itself when it must wait.
-    Record(OutboxRecord),
+    Record(Arc<OutboxRecord>),
     /// This ledger entry: a repeated commit or charge whose first call wrote it, and which may
     /// still be on its way through the outbox.
     Entry(String),

@@ -30,7 +30,8 @@ pub(super) async fn apply(
                 .arg(&model)
                 .arg(&key)
                 .arg(&fingerprint)
-                .arg(store.outbox_bound());
+                .arg(store.outbox_bound())
+                .in_partition(keys.partition.index);
             invocation
         })
         .await?;

@@ -19,6 +19,7 @@
 //! [`StoreError::Unavailable`], which the gate turns into `UNAVAILABLE`: never an allow.
 
 mod admin;
+mod batch;
 mod charge;
 mod check;
 mod codec;
@@ -47,6 +48,7 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
+use self::batch::{Batches, Reply};
 use self::keys::{AccountKeys, Partition};
 use self::scripts::{Invocation, Scripts};
 use super::{
@@ -112,6 +114,8 @@ pub struct RedisStore {
     /// Partitions whose keys this replica made again after Redis lost them, whose accounts
     /// with open holds [`OutboxStore::heal`] has yet to load.
     healing: Mutex<Healing>,
+    /// Every partition's queue of calls that go to Redis together.
+    batches: Batches,
 }
 
 /// A multiplexed connection to one Redis, or to the nodes of a Redis Cluster (which routes each
@@ -167,6 +171,36 @@ pub enum ConnectError {
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis: {error}"))
+}
+
+/// Records one partition's outbox may hold before writes are refused.
+fn outbox_bound(settings: &RedisSettings) -> usize {
+    (settings.outbox_len_max / settings.partitions as usize).max(1)
+}
+
+/// A script's error as the gate sees it.
+fn script_error(error: redis::RedisError) -> StoreError {
+    error_answer(&error.to_string())
+}
+
+/// The error of a script that failed with `message`: one that refused its own arguments will
+/// refuse them again, which is not transient.
+fn error_answer(message: &str) -> StoreError {
+    if message.contains("creditgate:") {
+        StoreError::Inconsistent(message.to_owned())
+    } else {
+        unavailable(message)
+    }
+}
+
+/// Refuses a script's answer that the partition's outbox is full: the ledger is behind.
+fn full_outbox(reply: &[String], bound: usize) -> Result<(), StoreError> {
+    if reply.first().map(String::as_str) == Some("full") {
+        return Err(StoreError::Unavailable(format!(
+            "the outbox holds {bound} records the ledger has not taken yet"
+        )));
+    }
+    Ok(())
 }
 
 /// A script's `reason, available[, spend limit]`.
@@ -253,10 +287,22 @@ impl RedisStore {
             .await
             .map_err(|_| connect_error(format!("no answer within {:?}", settings.timeout)))?
             .map_err(|e: redis::RedisError| connect_error(e.to_string()))?;
+        let scripts = Scripts::new(settings.clock_key.as_deref());
+        let batches = Batches::start(
+            batch::Settings {
+                connection: connection.clone(),
+                library: scripts.library.as_str().into(),
+                function: scripts.batch.name().to_owned(),
+                timeout: settings.timeout,
+                outbox_bound: outbox_bound(&settings),
+            },
+            (0..settings.partitions).map(|index| Partition::new(&settings.namespace, index)),
+        );
         let store = RedisStore {
             client,
             connection,
-            scripts: Scripts::new(settings.clock_key.as_deref()),
+            scripts,
+            batches,
             consumer: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             claim_cursors: Mutex::new(HashMap::new()),
             next_partition: AtomicU32::new(0),
@@ -323,7 +369,12 @@ impl RedisStore {
         }
     }
 
-    async fn invoke(&self, invocation: Invocation<'_>) -> Result<Vec<String>, StoreError> {
+    /// Runs one script: in its partition's next batch if it may join one (see [`batch`]).
+    async fn invoke(&self, invocation: Invocation<'_>) -> Result<Reply, StoreError> {
+        let invocation = match invocation.into_batched() {
+            Ok(call) => return self.batches.call(call, self.settings.timeout).await,
+            Err(alone) => alone,
+        };
         let mut connection = self.connection.clone();
         let command = invocation.command();
         let call = async {
@@ -341,18 +392,11 @@ impl RedisStore {
             }
         };
         match tokio::time::timeout(self.settings.timeout, call).await {
-            Ok(Ok(reply)) if reply.first().map(String::as_str) == Some("full") => {
-                Err(StoreError::Unavailable(format!(
-                    "the outbox holds {} records the ledger has not taken yet",
-                    self.outbox_bound()
-                )))
+            Ok(Ok(reply)) => {
+                full_outbox(&reply, self.outbox_bound())?;
+                Ok(Reply::alone(reply))
             }
-            Ok(Ok(reply)) => Ok(reply),
-            // A script that refused its own arguments will refuse them again: not transient.
-            Ok(Err(error)) if error.to_string().contains("creditgate:") => {
-                Err(StoreError::Inconsistent(error.to_string()))
-            }
-            Ok(Err(error)) => Err(unavailable(error)),
+            Ok(Err(error)) => Err(script_error(error)),
             Err(_) => Err(unavailable(format!(
                 "no answer within {:?}",
                 self.settings.timeout
@@ -377,7 +421,8 @@ impl RedisStore {
             .key(keys.partition.outbox())
             .key(third)
             .arg(&keys.base)
-            .arg(account.as_str());
+            .arg(account.as_str())
+            .in_partition(keys.partition.index);
         invocation
     }
 
@@ -396,7 +441,7 @@ impl RedisStore {
 
     /// Records one partition's outbox may hold before writes are refused.
     fn outbox_bound(&self) -> usize {
-        (self.settings.outbox_len_max / self.settings.partitions as usize).max(1)
+        outbox_bound(&self.settings)
     }
 
     fn retention(&self) -> String {
@@ -409,7 +454,7 @@ impl RedisStore {
         &'a self,
         account: &AccountId,
         run: F,
-    ) -> Result<Option<Vec<String>>, StoreError>
+    ) -> Result<Option<Reply>, StoreError>
     where
         F: Fn() -> Invocation<'a>,
     {
@@ -435,7 +480,7 @@ impl RedisStore {
         &'a self,
         account: &AccountId,
         run: F,
-    ) -> Result<Vec<String>, StoreError>
+    ) -> Result<Reply, StoreError>
     where
         F: Fn(&'static str) -> Invocation<'a>,
     {

@@ -4,12 +4,14 @@
 //! in), and making the stream, its group and its epoch again once Redis lost them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 
+use super::batch::Reply;
 use super::keys::Partition;
 use super::{GROUP, RedisStore, codec};
 use crate::record::{OutboxPosition, OutboxRecord};
@@ -94,32 +96,45 @@ impl RedisStore {
             .insert(partition, cursor);
     }
 
-    /// The record a script appended, from its reply (`[.., outbox id, entries]` at `at`).
+    /// The record a script appended: the one its batch appended its entries to, or the one
+    /// its reply names (`[.., outbox id, entries]` at `at`).
     pub(super) fn record(
         &self,
         partition: &Partition,
-        reply: &[String],
+        reply: &Reply,
         at: usize,
     ) -> Result<Durable, StoreError> {
+        if let Some(record) = &reply.record {
+            return Ok(Durable::Record(record.clone()));
+        }
         match (reply.get(at), reply.get(at + 1)) {
-            (Some(position), Some(entries)) if !position.is_empty() => {
-                let (id, epoch) = match position.split_once('@') {
-                    Some((id, epoch)) => (id, Some(epoch.to_owned())),
-                    None => (position.as_str(), None),
-                };
-                Ok(Durable::Record(OutboxRecord {
-                    at_ms: stream_ms(id),
-                    position: OutboxPosition::Stream {
-                        partition: partition.index,
-                        id: id.to_owned(),
-                        epoch,
-                    },
-                    entries: codec::outbox_entries(entries)?,
-                }))
-            }
+            (Some(position), Some(entries)) if !position.is_empty() => Ok(Durable::Record(
+                Arc::new(stream_record(partition, position, entries)?),
+            )),
             _ => Ok(Durable::Nothing),
         }
     }
+}
+
+/// The record at `position` (`<stream id>@<epoch>`) of a partition's stream, with its entries.
+pub(super) fn stream_record(
+    partition: &Partition,
+    position: &str,
+    entries: &str,
+) -> Result<OutboxRecord, StoreError> {
+    let (id, epoch) = match position.split_once('@') {
+        Some((id, epoch)) => (id, Some(epoch.to_owned())),
+        None => (position, None),
+    };
+    Ok(OutboxRecord {
+        at_ms: stream_ms(id),
+        position: OutboxPosition::Stream {
+            partition: partition.index,
+            id: id.to_owned(),
+            epoch,
+        },
+        entries: codec::outbox_entries(entries)?,
+    })
 }
 
 /// The milliseconds part of a stream id.

@@ -33,7 +33,7 @@ const SHARED: [&str; 8] = [
 ];
 
 /// Every operation's script, by the name its function takes after the library's.
-const SCRIPTS: [(&str, &str); 17] = [
+const SCRIPTS: [(&str, &str); 18] = [
     ("reserve", include_str!("lua/reserve.lua")),
     ("commit", include_str!("lua/commit.lua")),
     ("release", include_str!("lua/release.lua")),
@@ -51,32 +51,64 @@ const SCRIPTS: [(&str, &str); 17] = [
     ("replace", include_str!("lua/replace.lua")),
     ("snapshot", include_str!("lua/snapshot.lua")),
     ("ack", include_str!("lua/ack.lua")),
+    ("batch", include_str!("lua/batch.lua")),
 ];
+
+/// The operations `lua/batch.lua` runs: those of the hot path, which may arrive together.
+const BATCHED: [&str; 5] = ["reserve", "commit", "release", "extend", "charge"];
 
 /// One operation's function.
 pub struct Function {
     name: String,
+    /// The operation's name when `lua/batch.lua` may run it.
+    batched: Option<&'static str>,
 }
 
 impl Function {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// A call of the function, to give its keys and arguments.
     pub fn prepare_invoke(&self) -> Invocation<'_> {
         Invocation {
-            function: &self.name,
+            function: self,
             keys: Vec::new(),
             args: Vec::new(),
+            partition: None,
         }
     }
 }
 
 /// A call of a [`Function`]: `FCALL name numkeys key… arg…`.
 pub struct Invocation<'a> {
-    function: &'a str,
+    function: &'a Function,
     keys: Vec<Vec<u8>>,
     args: Vec<Vec<u8>>,
+    /// The partition of the account the call is about, when it may join a batch.
+    partition: Option<u32>,
 }
 
-impl Invocation<'_> {
+impl<'a> Invocation<'a> {
+    /// The call may join others of `partition` in one call of `lua/batch.lua`.
+    pub fn in_partition(&mut self, partition: u32) -> &mut Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// The operation, its partition, keys and arguments, when the call may join a batch.
+    pub fn into_batched(self) -> Result<super::batch::Call, Invocation<'a>> {
+        match (self.function.batched, self.partition) {
+            (Some(op), Some(partition)) => Ok(super::batch::Call {
+                op,
+                partition,
+                keys: self.keys,
+                args: self.args,
+            }),
+            _ => Err(self),
+        }
+    }
+
     pub fn key<T: ToRedisArgs>(&mut self, key: T) -> &mut Self {
         key.write_redis_args(&mut self.keys);
         self
@@ -89,7 +121,7 @@ impl Invocation<'_> {
 
     pub fn command(&self) -> Cmd {
         let mut command = redis::cmd("FCALL");
-        command.arg(self.function).arg(self.keys.len());
+        command.arg(&self.function.name).arg(self.keys.len());
         for key in &self.keys {
             command.arg(key.as_slice());
         }
@@ -121,6 +153,8 @@ pub struct Scripts {
     pub replace: Function,
     pub snapshot: Function,
     pub ack: Function,
+    /// `lua/batch.lua`, which runs calls of one partition together.
+    pub batch: Function,
 }
 
 impl Scripts {
@@ -147,16 +181,26 @@ impl Scripts {
             .collect();
         let library_name = format!("creditgate_{hex}");
         // The scripts' KEYS and ARGV are locals of the library that each function sets before
-        // its script runs: Redis runs one function at a time.
-        let mut library = format!("#!lua name={library_name}\nlocal KEYS, ARGV\n{shared}\n");
+        // its script runs (Redis runs one function at a time); each script is a function of
+        // OPS, which the batch's script finds the operations it runs in.
+        let mut library = format!(
+            "#!lua name={library_name}\nlocal KEYS, ARGV\n{shared}\nlocal OPS, BATCHED = {{}}, {{}}\n"
+        );
         for (op, script) in SCRIPTS {
+            library.push_str(&format!("OPS.{op} = function()\n{script}\nend\n"));
+        }
+        for op in BATCHED {
+            library.push_str(&format!("BATCHED.{op} = OPS.{op}\n"));
+        }
+        for (op, _) in SCRIPTS {
             library.push_str(&format!(
-                "redis.register_function('{library_name}_{op}', function(keys, args)\n\
-                 KEYS, ARGV = keys, args\n{script}\nend)\n"
+                "redis.register_function('{library_name}_{op}', function(keys, args)\n  \
+                 KEYS, ARGV = keys, args\n  no_batch()\n  return OPS.{op}()\nend)\n"
             ));
         }
         let function = |op: &str| Function {
             name: format!("{library_name}_{op}"),
+            batched: BATCHED.into_iter().find(|b| *b == op),
         };
         Scripts {
             reserve: function("reserve"),
@@ -176,6 +220,7 @@ impl Scripts {
             replace: function("replace"),
             snapshot: function("snapshot"),
             ack: function("ack"),
+            batch: function("batch"),
             library,
         }
     }

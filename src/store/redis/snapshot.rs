@@ -17,7 +17,7 @@ impl RedisStore {
                 invocation
             })
             .await?;
-        let Some(text) = reply.and_then(|r| r.into_iter().next()) else {
+        let Some(text) = reply.and_then(|r| r.fields.into_iter().next()) else {
             return Ok(None);
         };
         parse_snapshot(account, &text).map(Some)

@@ -22,14 +22,72 @@ local function epoch_of(stream)
   return epoch
 end
 
--- Appends one outbox record: everything this operation tells the ledger, in one stream entry,
--- with the partition's epoch. Returns the record's position (`<stream id>@<epoch>`) and the
--- entries as written, which the script's reply carries too.
-local function outbox(stream, entries, now)
+-- Appends one outbox record to `stream`, with the partition's epoch. Returns the record's
+-- position (`<stream id>@<epoch>`) and the entries as written.
+local function append_record(stream, entries, now)
   local text = cjson.encode(entries)
   local epoch = epoch_of(stream)
   local id = redis.call('XADD', stream, '*', 'at', fmt(now), 'epoch', epoch, 'entries', text)
   return id .. '@' .. epoch, text
+end
+
+-- While a batch runs (batch.lua), records wait here to be appended when it ends, one per
+-- account: `records` in the order their accounts first wrote, `by_account` to find them,
+-- `of_op` the number of the record each operation wrote to, `op` the operation running.
+local batch = nil
+
+local function begin_batch()
+  batch = { records = {}, by_account = {}, of_op = {}, op = 0 }
+end
+
+-- Forgets a batch that ended in an error before end_batch: every call but a batch starts so.
+local function no_batch()
+  batch = nil
+end
+
+-- Everything this operation tells the ledger, in one outbox record with the partition's epoch.
+-- Returns the record's position (`<stream id>@<epoch>`) and the entries as written, which the
+-- script's reply carries too; inside a batch, the entries join their account's record and
+-- both are '' (the batch's reply carries the record).
+local function outbox(stream, entries, now)
+  if batch == nil then
+    return append_record(stream, entries, now)
+  end
+  local account = ARGV[2]
+  local record = batch.by_account[account]
+  if record == nil then
+    record = { stream = stream, entries = {}, number = #batch.records + 1 }
+    batch.records[record.number] = record
+    batch.by_account[account] = record
+  end
+  for _, e in ipairs(entries) do
+    record.entries[#record.entries + 1] = e
+  end
+  record.now = now
+  batch.of_op[batch.op] = record.number
+  return '', ''
+end
+
+-- Runs operation `i` of the batch next.
+local function batch_op(i)
+  batch.op = i
+end
+
+-- The number of the record operation `i` wrote to, '0' for none.
+local function batch_record_of(i)
+  return fmt(batch.of_op[i] or 0)
+end
+
+-- Appends the batch's records; returns their positions and entries, in turn.
+local function end_batch()
+  local flat = {}
+  for _, record in ipairs(batch.records) do
+    local position, text = append_record(record.stream, record.entries, record.now)
+    flat[#flat + 1] = position
+    flat[#flat + 1] = text
+  end
+  batch = nil
+  return flat
 end
 
 -- Creates an account neither Redis nor the ledger has; returns the outbox entry that says so.
