@@ -27,10 +27,10 @@ local FLEX, DEBT = '~flex', '~debt'
 local function load_wallet(base, account, wallet, now)
   local key = base .. 'grants:' .. wallet
   local grants, by_id = load_grants(key)
+  local pp_text = redis.call('HGET', base .. 'postpaid', wallet) or ''
   local w = {
     name = wallet, key = key, grants = grants, by_id = by_id, pp_key = base .. 'postpaid',
-    pp = decode_postpaid(redis.call('HGET', base .. 'postpaid', wallet) or ''),
-    rolled = {}, resets = {},
+    pp = decode_postpaid(pp_text), pp_text = pp_text, rolled = {}, resets = {},
   }
   for _, g in ipairs(grants) do
     local reset = roll_grant(account, wallet, g, now)
@@ -52,11 +52,13 @@ local function with_resets(w, entries)
   return entries
 end
 
--- Writes back the grants named in `split` and those reset, and the wallet's flex and debt.
+-- Writes back the grants named in `split` and those reset since the last save, and the wallet's
+-- flex and debt if they changed.
 local function save_wallet(w, split)
   for _, p in ipairs(w.rolled) do
     redis.call('HSET', w.key, p[1], encode_grant(w.by_id[p[1]]))
   end
+  w.rolled = {}
   for _, p in ipairs(split) do
     local g = w.by_id[p[1]]
     if g then
@@ -64,10 +66,17 @@ local function save_wallet(w, split)
     end
   end
   local pp = w.pp
-  if pp.cap == 0 and pp.used == 0 and pp.held == 0 and pp.debt == 0 then
-    redis.call('HDEL', w.pp_key, w.name)
-  else
-    redis.call('HSET', w.pp_key, w.name, encode_postpaid(pp))
+  local pp_text = ''
+  if pp.cap ~= 0 or pp.used ~= 0 or pp.held ~= 0 or pp.debt ~= 0 then
+    pp_text = encode_postpaid(pp)
+  end
+  if pp_text ~= w.pp_text then
+    if pp_text == '' then
+      redis.call('HDEL', w.pp_key, w.name)
+    else
+      redis.call('HSET', w.pp_key, w.name, pp_text)
+    end
+    w.pp_text = pp_text
   end
 end
 
