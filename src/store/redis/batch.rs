@@ -128,6 +128,12 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // A caller that stopped waiting (its deadline passed while Redis was slow) was told
+        // UNAVAILABLE: its call is not sent, so a backlog of them does not outlive them.
+        batch.retain(|(_, answer)| !answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let settings = settings.clone();
         let partition = partition.clone();
         tokio::spawn(async move {
