@@ -28,14 +28,14 @@ const GRANTED_MINOR: i64 = 1_000_000;
 const HELD_MINOR: i64 = 500;
 const CHARGED_MINOR: i64 = 321;
 
-async fn store(redis: &RedisServer, ledger: Arc<SqlLedger>) -> RedisStore {
+async fn store(redis: &RedisServer, ledger: Arc<SqlLedger>, timeout: Duration) -> RedisStore {
     RedisStore::connect(
         RedisSettings {
             url: redis.url(),
             namespace: "cg".into(),
             // One partition: every call below may join every other.
             partitions: 1,
-            timeout: Duration::from_secs(10),
+            timeout,
             retention_ms: 86_400_000,
             outbox_len_max: 1_000_000,
             claim_idle_ms: 30_000,
@@ -84,9 +84,12 @@ where
     outcomes.into_iter().map(Option::unwrap).collect()
 }
 
-#[tokio::test]
-async fn calls_arriving_together_share_one_call_and_each_account_gets_its_own_record() {
-    let redis = RedisServer::start();
+/// A Redis store of one partition over a SQLite ledger, each of `ACCOUNTS` granted
+/// `GRANTED_MINOR`.
+async fn granted(
+    redis: &RedisServer,
+    timeout: Duration,
+) -> (Arc<RedisStore>, Arc<SqlLedger>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(
         SqlLedger::connect(
@@ -99,7 +102,7 @@ async fn calls_arriving_together_share_one_call_and_each_account_gets_its_own_re
         .unwrap(),
     );
     ledger.migrate().await.unwrap();
-    let store = Arc::new(store(&redis, ledger.clone()).await);
+    let store = Arc::new(store(redis, ledger.clone(), timeout).await);
     for name in ACCOUNTS {
         let account = AccountId::parse(name).unwrap();
         let terms = GrantTerms {
@@ -118,6 +121,71 @@ async fn calls_arriving_together_share_one_call_and_each_account_gets_its_own_re
         };
         store.add_grant(&account, terms, entry).await.unwrap();
     }
+    (store, ledger, dir)
+}
+
+/// What `account`'s grants hold.
+async fn held(store: &RedisStore, account: &AccountId) -> i64 {
+    let view = store.balance(account).await.unwrap().unwrap();
+    view.wallets[0].grants.iter().map(|g| g.held_minor).sum()
+}
+
+#[tokio::test]
+async fn calls_whose_callers_stopped_waiting_before_they_were_sent_are_not_run() {
+    let redis = RedisServer::start();
+    let (store, _ledger, _dir) = granted(&redis, Duration::from_secs(10)).await;
+    let account = AccountId::parse(ACCOUNTS[0]).unwrap();
+    let hold = || {
+        let store = store.clone();
+        let id = ReservationId::generate(&account);
+        tokio::spawn(async move { store.reserve(reserve(&id)).await })
+    };
+    hold().await.unwrap().unwrap();
+
+    // Redis busy for 1.5 s (a script that runs that long): calls wait in its socket.
+    let port = redis.port.to_string();
+    let busy = std::thread::spawn(move || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port, "EVAL"])
+            .arg(
+                "local t0 = redis.call('TIME') \
+                 while true do \
+                   local t = redis.call('TIME') \
+                   if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 1500000 then return 1 end \
+                 end",
+            )
+            .arg("0")
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Two calls on their way (the most a partition has at once), then eight that wait for
+    // them, whose callers go away (as a gRPC call cancelled by its client does).
+    let first = hold();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = hold();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiting: Vec<_> = (0..8).map(|_| hold()).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for call in &waiting {
+        call.abort();
+    }
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    assert!(busy.join().unwrap().status.success());
+    for call in waiting {
+        assert!(call.await.unwrap_err().is_cancelled());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The hold before and the two that were on their way; none of the eight.
+    assert_eq!(held(&store, &account).await, 3 * HELD_MINOR);
+}
+
+#[tokio::test]
+async fn calls_arriving_together_share_one_call_and_each_account_gets_its_own_record() {
+    let redis = RedisServer::start();
+    let (store, ledger, _dir) = granted(&redis, Duration::from_secs(10)).await;
 
     // Sent at once: whatever the partition's task finds waiting goes in one call.
     let ids: Vec<ReservationId> = ACCOUNTS

@@ -128,8 +128,8 @@ async fn run(
                 Err(_) => break,
             }
         }
-        // A caller that stopped waiting (its deadline passed while Redis was slow) was told
-        // UNAVAILABLE: its call is not sent, so a backlog of them does not outlive them.
+        // A caller that stopped waiting (its client cancelled the call, or its deadline
+        // passed) has its call left out: a backlog of calls nobody waits for does not run.
         batch.retain(|(_, answer)| !answer.is_closed());
         if batch.is_empty() {
             continue;
