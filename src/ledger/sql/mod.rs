@@ -59,7 +59,7 @@ mod write;
 
 use self::load::{read_account, read_grant};
 use self::statement::{Param, Statement};
-use self::write::{apply, entry_name, put_holds};
+use self::write::{apply, entry_name, insert_entries, put_holds};
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/ledger/migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator =
@@ -145,13 +145,21 @@ impl SqlLedger {
         // Holds are the bulk of a busy batch (one per reserve, again at its end): they go in
         // a few statements of many rows, after the rest, which never reads them.
         let mut holds: Vec<&Hold> = Vec::new();
+        // So are commits' and charges' entries, in order, until another kind of entry comes.
+        let mut charges: Vec<&LedgerEntry> = Vec::new();
         let fresh = records.iter().filter(|r| !stale.contains(&r.position));
         for entry in fresh.flat_map(|r| &r.entries) {
             match entry {
                 OutboxEntry::Hold(hold) => holds.push(hold),
-                entry => apply(tx, self.backend, entry, &self.webhooks).await?,
+                OutboxEntry::Charge(entry) => charges.push(entry),
+                entry => {
+                    insert_entries(tx, self.backend, &charges).await?;
+                    charges.clear();
+                    apply(tx, self.backend, entry, &self.webhooks).await?;
+                }
             }
         }
+        insert_entries(tx, self.backend, &charges).await?;
         put_holds(tx, self.backend, holds).await?;
         Ok(Appended { stale })
     }

@@ -2,8 +2,10 @@
 //! idempotent (an entry is inserted once by its id; state is written only over an older
 //! version of itself), so that a batch written twice changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+
+use sqlx::Row;
 
 use super::{Backend, Tx, to_json};
 use crate::domain::alert::WalletAlerts;
@@ -14,7 +16,29 @@ use crate::domain::{
 use crate::ledger::{LedgerError, WebhookRoute};
 use crate::record::{LedgerEntry, OutboxEntry, Remembered};
 
-/// Writes one outbox entry (a hold alone goes through [`put_holds`], many at a time).
+/// `rows` rows of `columns` parameters each, for a statement of many rows: `(?, ?), (?, ?)` in
+/// SQLite, `($1, $2), ($3, $4)` in PostgreSQL.
+fn push_rows(sql: &mut String, backend: Backend, rows: usize, columns: usize) {
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                // Numbered parameters cost SQLite a search of every name per parameter bound,
+                // which a statement of hundreds of them feels; plain ones bind in order.
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => write!(sql, "${}", row * columns + column + 1)
+                    .expect("writing to a String does not fail"),
+            }
+        }
+        sql.push(')');
+    }
+}
+
+/// Writes one outbox entry (a hold alone goes through [`put_holds`], and a commit's or charge's
+/// entry through [`insert_entries`], many at a time).
 pub(super) async fn apply(
     tx: &mut Tx<'_>,
     backend: Backend,
@@ -385,6 +409,92 @@ fn armed_text(armed: &[bool]) -> String {
     armed.iter().map(|&a| if a { '1' } else { '0' }).collect()
 }
 
+/// Entries written by one statement of [`insert_entries`] (16 parameters each).
+const ENTRY_ROWS_PER_STATEMENT: usize = 64;
+
+/// Portions of splits written by one statement of [`insert_entries`] (5 parameters each).
+const SPLIT_ROWS_PER_STATEMENT: usize = 128;
+
+/// Inserts entries as [`insert_entry`] does, many to a statement, in order: the commits and
+/// charges of a busy batch, which a statement each (and one per portion of its split) made
+/// most of the batch's time.
+pub(super) async fn insert_entries(
+    tx: &mut Tx<'_>,
+    backend: Backend,
+    entries: &[&LedgerEntry],
+) -> Result<(), LedgerError> {
+    // Each id once: a statement's rows must not meet each other.
+    let mut seen = HashSet::with_capacity(entries.len());
+    let entries: Vec<&LedgerEntry> = entries
+        .iter()
+        .copied()
+        .filter(|e| seen.insert(e.id.as_str()))
+        .collect();
+    let mut inserted: HashSet<String> = HashSet::with_capacity(entries.len());
+    for chunk in entries.chunks(ENTRY_ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO entries (entry_id, kind, account_id, wallet, feature, model, usage, \
+             amount_minor, reservation_id, grant_id, idempotency_key, labels, reason, at_ms, \
+             overrun_minor, refund_of) VALUES ",
+        );
+        push_rows(&mut sql, backend, chunk.len(), 16);
+        sql.push_str(" ON CONFLICT (entry_id) DO NOTHING RETURNING entry_id");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for entry in chunk {
+            query = query
+                .bind(entry.id.clone())
+                .bind(entry.kind.as_str())
+                .bind(entry.account.as_str().to_owned())
+                .bind(entry.wallet.as_str().to_owned())
+                .bind(entry.feature.as_ref().map(|f| f.as_str().to_owned()))
+                .bind(entry.model.as_ref().map(|m| m.as_str().to_owned()))
+                .bind(entry.usage.as_ref().map(to_json))
+                .bind(entry.amount_minor)
+                .bind(entry.reservation.as_ref().map(ReservationId::to_string))
+                .bind(entry.grant.as_ref().map(|g| g.as_str().to_owned()))
+                .bind(
+                    entry
+                        .idempotency_key
+                        .as_ref()
+                        .map(|k| k.as_str().to_owned()),
+                )
+                .bind(to_json(&entry.labels))
+                .bind(entry.reason.clone())
+                .bind(entry.at_ms)
+                .bind(entry.overrun_minor)
+                .bind(entry.refund_of.clone());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            inserted.insert(row.try_get("entry_id")?);
+        }
+    }
+    // Splits only of the entries written now: one written by an earlier batch has its own.
+    let portions: Vec<(&LedgerEntry, usize)> = entries
+        .iter()
+        .filter(|e| inserted.contains(&e.id))
+        .flat_map(|e| (0..e.split.len()).map(move |position| (*e, position)))
+        .collect();
+    for chunk in portions.chunks(SPLIT_ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
+            "INSERT INTO entry_splits (entry_id, position, account_id, grant_id, amount_minor) \
+             VALUES ",
+        );
+        push_rows(&mut sql, backend, chunk.len(), 5);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (entry, position) in chunk {
+            let portion = &entry.split[*position];
+            query = query
+                .bind(entry.id.clone())
+                .bind(*position as i64)
+                .bind(entry.account.as_str().to_owned())
+                .bind(portion.grant.as_str().to_owned())
+                .bind(portion.amount_minor);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn insert_entry(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), LedgerError> {
     let inserted = sqlx::query(
         "INSERT INTO entries (entry_id, kind, account_id, wallet, feature, model, usage, \
@@ -481,30 +591,7 @@ pub(super) async fn put_holds(
             "INSERT INTO holds (reservation_id, account_id, state, version, updated_at_ms, body) \
              VALUES ",
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            match backend {
-                // Numbered parameters cost SQLite a search of every name per parameter bound,
-                // which a statement of 768 of them feels; plain ones bind in order.
-                Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?)"),
-                Backend::Postgres => {
-                    let n = i * 6;
-                    write!(
-                        sql,
-                        "(${}, ${}, ${}, ${}, ${}, ${})",
-                        n + 1,
-                        n + 2,
-                        n + 3,
-                        n + 4,
-                        n + 5,
-                        n + 6
-                    )
-                    .expect("writing to a String does not fail");
-                }
-            }
-        }
+        push_rows(&mut sql, backend, chunk.len(), 6);
         sql.push_str(
             " ON CONFLICT (reservation_id) DO UPDATE SET \
              state = excluded.state, version = excluded.version, \
