@@ -48,6 +48,7 @@ macro_rules! on_both_ledgers {
 
 on_both_ledgers!(
     appending_a_batch_twice_records_it_once,
+    many_charges_in_one_batch_are_each_written_once_in_order_with_their_splits,
     ledger_entries_cannot_be_changed_or_deleted,
     reconnecting_keeps_everything_and_migrations_run_once,
     usage_is_grouped_and_windowed,
@@ -167,6 +168,115 @@ async fn appending_a_batch_twice_records_it_once(ledger: &SqlLedger, _: &LedgerT
     let grant = &snapshots[0].grants[0];
     assert_eq!(grant.remaining_minor, 7_500_000, "the charge counted once");
     assert_eq!(grant.status(3_000), GrantStatus::Active);
+}
+
+/// More commits than one statement writes, each split over two grants, with one repeated in the
+/// batch and one written by an earlier batch, and an entry of another kind amid them.
+async fn many_charges_in_one_batch_are_each_written_once_in_order_with_their_splits(
+    ledger: &SqlLedger,
+    _: &LedgerTarget,
+) {
+    let mut setup = account_and_grant();
+    let mut second = entry("grant/acme/g2", EntryKind::Grant, 10_000_000, 1_000);
+    second.grant = Some(grant_id("g2"));
+    let grant = Grant::new(
+        GrantTerms {
+            id: grant_id("g2"),
+            wallet: WalletId::default_wallet(),
+            kind: GrantKind::Prepaid,
+            priority: 40,
+            amount_minor: 10_000_000,
+            expires_at_ms: None,
+            features: vec![],
+            recurrence: None,
+        },
+        1_000,
+    );
+    setup.push(OutboxEntry::Grant {
+        grant,
+        entry: second,
+        answers: None,
+    });
+    let commit = |n: i64| {
+        let mut e = entry(
+            &format!("commit/acme/r{n:03}"),
+            EntryKind::Commit,
+            3 * n,
+            2_000 + n,
+        );
+        e.split = vec![
+            Portion {
+                grant: grant_id("g1"),
+                amount_minor: n,
+            },
+            Portion {
+                grant: grant_id("g2"),
+                amount_minor: 2 * n,
+            },
+        ];
+        OutboxEntry::Charge(e)
+    };
+    ledger.append(&records(setup)).await.unwrap();
+    ledger.append(&records(vec![commit(7)])).await.unwrap();
+    let mut batch: Vec<OutboxEntry> = (1..=150).map(commit).collect();
+    batch.insert(75, commit(20));
+    batch.insert(100, account_and_grant().remove(0));
+    ledger
+        .append(&[OutboxRecord {
+            position: creditgate::record::OutboxPosition::Seq(10),
+            at_ms: 3_000,
+            entries: batch,
+        }])
+        .await
+        .unwrap();
+
+    let entries = ledger.entries(&acme(), 1_000).await.unwrap();
+    let commits: Vec<&LedgerEntry> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Commit)
+        .collect();
+    assert_eq!(commits.len(), 150, "each commit once");
+    // Newest first: the one of the earlier batch is the oldest, then the batch's in order.
+    let mut expected: Vec<String> = (1..=150)
+        .filter(|n| *n != 7)
+        .map(|n| format!("commit/acme/r{n:03}"))
+        .collect();
+    expected.insert(0, "commit/acme/r007".into());
+    expected.reverse();
+    let ids: Vec<&str> = commits.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, expected);
+    for commit in &commits {
+        let n: i64 = commit.id["commit/acme/r".len()..].parse().unwrap();
+        assert_eq!(commit.amount_minor, 3 * n, "{}", commit.id);
+        assert_eq!(
+            commit.split,
+            vec![
+                Portion {
+                    grant: grant_id("g1"),
+                    amount_minor: n,
+                },
+                Portion {
+                    grant: grant_id("g2"),
+                    amount_minor: 2 * n,
+                },
+            ],
+            "{}",
+            commit.id
+        );
+    }
+
+    let snapshots = ledger.load_accounts(None, 4_000, 1_000).await.unwrap();
+    let remaining = |id: &str| {
+        snapshots[0]
+            .grants
+            .iter()
+            .find(|g| g.terms.id.as_str() == id)
+            .unwrap()
+            .remaining_minor
+    };
+    let total: i64 = (1..=150).sum();
+    assert_eq!(remaining("g1"), 10_000_000 - total);
+    assert_eq!(remaining("g2"), 10_000_000 - 2 * total);
 }
 
 trait ChargeEntry {
