@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::call::{Call, Reply};
 use super::keys::Partition;
 use super::scripts::is_missing;
 use super::{Connection, StoreError, outbox, unavailable};
-use crate::record::OutboxRecord;
 
 /// Most operations in one call.
 pub const BATCH_LEN_MAX: usize = 64;
@@ -24,40 +24,6 @@ pub const BATCH_LEN_MAX: usize = 64;
 /// Most calls of one partition on their way at once: one running in Redis while the next
 /// travels.
 const IN_FLIGHT_MAX: usize = 2;
-
-/// One operation of a batch, as its own function would be called.
-pub struct Call {
-    /// The operation's name in `lua/batch.lua`.
-    pub op: &'static str,
-    pub partition: u32,
-    pub keys: Vec<Vec<u8>>,
-    pub args: Vec<Vec<u8>>,
-}
-
-/// What a script answered, and the outbox record its operation's entries went into when it
-/// ran in a batch (its reply then names none).
-#[derive(Debug)]
-pub struct Reply {
-    pub fields: Vec<String>,
-    pub record: Option<Arc<OutboxRecord>>,
-}
-
-impl Reply {
-    pub fn alone(fields: Vec<String>) -> Reply {
-        Reply {
-            fields,
-            record: None,
-        }
-    }
-}
-
-impl std::ops::Deref for Reply {
-    type Target = [String];
-
-    fn deref(&self) -> &[String] {
-        &self.fields
-    }
-}
 
 type Answer = Result<Reply, StoreError>;
 

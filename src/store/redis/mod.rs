@@ -20,6 +20,7 @@
 
 mod admin;
 mod batch;
+mod call;
 mod charge;
 mod check;
 mod codec;
@@ -48,7 +49,8 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
-use self::batch::{Batches, Reply};
+use self::batch::Batches;
+use self::call::Reply;
 use self::keys::{AccountKeys, Partition};
 use self::scripts::{Invocation, Scripts};
 use super::{

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply};
 
-use super::batch::Reply;
+use super::call::Reply;
 use super::keys::Partition;
 use super::{GROUP, RedisStore, codec};
 use crate::record::{OutboxPosition, OutboxRecord};

@@ -97,9 +97,9 @@ impl<'a> Invocation<'a> {
     }
 
     /// The operation, its partition, keys and arguments, when the call may join a batch.
-    pub fn into_batched(self) -> Result<super::batch::Call, Invocation<'a>> {
+    pub fn into_batched(self) -> Result<super::call::Call, Invocation<'a>> {
         match (self.function.batched, self.partition) {
-            (Some(op), Some(partition)) => Ok(super::batch::Call {
+            (Some(op), Some(partition)) => Ok(super::call::Call {
                 op,
                 partition,
                 keys: self.keys,
