@@ -1,9 +1,11 @@
 //! `RedisStore`: the balance store shared by every replica, one Lua script per operation.
 //!
-//! Each balance-changing call is one `FCALL` of a script in `lua/`, atomic in Redis, which
-//! checks everything before its first write, takes the time from Redis `TIME`, and appends the
-//! operation's outbox record to its partition's stream in the same step. Replicas consume the
-//! streams together through a consumer group. An account Redis does not have (a fresh or
+//! Each balance-changing call is one script in `lua/`, atomic in Redis, which checks everything
+//! before its first write, takes the time from Redis `TIME`, and appends the operation's
+//! outbox entries to its partition's stream in the same step. Reserve, commit, release, extend
+//! and charge calls of one partition that arrive together run in one `FCALL` (see [`batch`]),
+//! which appends one record per account; every other call is an `FCALL` of its own. Replicas
+//! consume the streams together through a consumer group. An account Redis does not have (a fresh or
 //! restarted Redis) is loaded from the ledger by the hydrate script, which writes only if the
 //! account is still absent, so replicas hydrating at once cannot add credit twice.
 //!
