@@ -54,6 +54,9 @@ pub const OUTBOX_LOST_RECORDS_TOTAL: &str = "creditgate_outbox_lost_records_tota
 pub const STORE_RESETS_TOTAL: &str = "creditgate_store_resets_total";
 /// Accounts loaded from the ledger into a store that did not have them.
 pub const STORE_HYDRATIONS_TOTAL: &str = "creditgate_store_hydrations_total";
+/// Operations in each call of the Redis store's batch script: how many calls of a partition
+/// went to Redis together.
+pub const REDIS_BATCH_OPERATIONS: &str = "creditgate_redis_batch_operations";
 /// Webhook delivery attempts, by `outcome` (`delivered`, `failed`).
 pub const WEBHOOK_ATTEMPTS_TOTAL: &str = "creditgate_webhook_attempts_total";
 
@@ -215,6 +218,9 @@ const LATENCY_BUCKETS_SECONDS: [f64; 16] = [
     5.0, 10.0,
 ];
 
+/// Bucket bounds of [`REDIS_BATCH_OPERATIONS`], up to the most a batch takes.
+const BATCH_OPERATIONS_BUCKETS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
 /// Serves `/metrics` for Prometheus on `addr`. Once per process: the recorder is global.
 pub fn serve_metrics(addr: SocketAddr) -> Result<(), MetricsError> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -228,5 +234,11 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<(), MetricsError> {
             .set_buckets_for_metric(Matcher::Full(name.to_owned()), &LATENCY_BUCKETS_SECONDS)
             .map_err(error)?;
     }
+    builder = builder
+        .set_buckets_for_metric(
+            Matcher::Full(REDIS_BATCH_OPERATIONS.to_owned()),
+            &BATCH_OPERATIONS_BUCKETS,
+        )
+        .map_err(error)?;
     builder.install().map_err(error)
 }

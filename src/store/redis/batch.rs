@@ -100,6 +100,7 @@ async fn run(
         if batch.is_empty() {
             continue;
         }
+        metrics::histogram!(crate::telemetry::REDIS_BATCH_OPERATIONS).record(batch.len() as f64);
         let settings = settings.clone();
         let partition = partition.clone();
         tokio::spawn(async move {
