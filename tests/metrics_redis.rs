@@ -3,24 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::sync::Arc;
 
 use common::redis::RedisServer;
 use common::*;
 use creditgate::clock::SystemClock;
-
-/// What Prometheus reads: an HTTP/1.0 GET, read until the server closes or goes quiet.
-fn scrape(addr: std::net::SocketAddr) -> String {
-    let mut socket = std::net::TcpStream::connect(addr).unwrap();
-    socket
-        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
-        .unwrap();
-    write!(socket, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut bytes = Vec::new();
-    let _ = socket.read_to_end(&mut bytes);
-    String::from_utf8_lossy(&bytes).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operations_of_each_batch_are_exported_as_a_histogram() {

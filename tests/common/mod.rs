@@ -292,3 +292,17 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// What Prometheus reads from `/metrics` at `addr`: an HTTP/1.0 GET, read until the server
+/// closes or goes quiet.
+pub fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    write!(socket, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut bytes = Vec::new();
+    let _ = socket.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
