@@ -51,16 +51,27 @@ pub(super) async fn apply(
             grant,
             entry,
             answers,
-        } => put_grant(tx, grant, entry, answers.as_deref()).await,
-        OutboxEntry::Void { entry } => void_grant(tx, entry).await,
-        OutboxEntry::Charge(entry) => insert_entry(tx, entry).await,
+        } => put_grant(tx, backend, grant, entry, answers.as_deref()).await,
+        OutboxEntry::Void { entry } => void_grant(tx, backend, entry).await,
+        OutboxEntry::Charge(entry) => insert_entries(tx, backend, &[entry]).await,
         OutboxEntry::Reset {
             account,
             grant,
             period_index,
             granted_minor,
             entries,
-        } => put_reset(tx, account, grant, *period_index, *granted_minor, entries).await,
+        } => {
+            put_reset(
+                tx,
+                backend,
+                account,
+                grant,
+                *period_index,
+                *granted_minor,
+                entries,
+            )
+            .await
+        }
         OutboxEntry::Limit {
             account,
             limit,
@@ -119,6 +130,7 @@ async fn put_account(tx: &mut Tx<'_>, account: &Account) -> Result<(), LedgerErr
 /// A new grant, its entry, and the top-up request it answers.
 async fn put_grant(
     tx: &mut Tx<'_>,
+    backend: Backend,
     grant: &Grant,
     entry: &LedgerEntry,
     answers: Option<&str>,
@@ -163,11 +175,15 @@ async fn put_grant(
     .bind(grant.period_granted_minor)
     .execute(&mut **tx)
     .await?;
-    insert_entry(tx, entry).await
+    insert_entries(tx, backend, &[entry]).await
 }
 
 /// A grant voided, and its entry.
-async fn void_grant(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), LedgerError> {
+async fn void_grant(
+    tx: &mut Tx<'_>,
+    backend: Backend,
+    entry: &LedgerEntry,
+) -> Result<(), LedgerError> {
     sqlx::query(
         "UPDATE grants SET voided_at_ms = $1 \
          WHERE account_id = $2 AND grant_id = $3 AND voided_at_ms IS NULL",
@@ -177,12 +193,13 @@ async fn void_grant(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), LedgerEr
     .bind(entry.grant.as_ref().map(|g| g.as_str().to_owned()))
     .execute(&mut **tx)
     .await?;
-    insert_entry(tx, entry).await
+    insert_entries(tx, backend, &[entry]).await
 }
 
 /// A recurring grant moved into period `period_index`, and its lapse and refill entries.
 async fn put_reset(
     tx: &mut Tx<'_>,
+    backend: Backend,
     account: &AccountId,
     grant: &GrantId,
     period_index: i64,
@@ -203,10 +220,8 @@ async fn put_reset(
     .bind(granted_minor)
     .execute(&mut **tx)
     .await?;
-    for entry in entries {
-        insert_entry(tx, entry).await?;
-    }
-    Ok(())
+    let entries: Vec<&LedgerEntry> = entries.iter().collect();
+    insert_entries(tx, backend, &entries).await
 }
 
 /// A spend limit removed: the one set at `since_ms`, not one set again since.
@@ -415,9 +430,9 @@ const ENTRY_ROWS_PER_STATEMENT: usize = 64;
 /// Portions of splits written by one statement of [`insert_entries`] (5 parameters each).
 const SPLIT_ROWS_PER_STATEMENT: usize = 128;
 
-/// Inserts entries as [`insert_entry`] does, many to a statement, in order: the commits and
-/// charges of a busy batch, which a statement each (and one per portion of its split) made
-/// most of the batch's time.
+/// Inserts entries, each once by its id, with the portions of its split, many to a statement
+/// and in order: the commits and charges of a busy batch, which a statement each (and one per
+/// portion of its split) made most of the batch's time.
 pub(super) async fn insert_entries(
     tx: &mut Tx<'_>,
     backend: Backend,
@@ -491,58 +506,6 @@ pub(super) async fn insert_entries(
                 .bind(portion.amount_minor);
         }
         query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-pub(super) async fn insert_entry(tx: &mut Tx<'_>, entry: &LedgerEntry) -> Result<(), LedgerError> {
-    let inserted = sqlx::query(
-        "INSERT INTO entries (entry_id, kind, account_id, wallet, feature, model, usage, \
-         amount_minor, reservation_id, grant_id, idempotency_key, labels, reason, at_ms, \
-         overrun_minor, refund_of) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-         ON CONFLICT (entry_id) DO NOTHING",
-    )
-    .bind(&entry.id)
-    .bind(entry.kind.as_str())
-    .bind(entry.account.as_str())
-    .bind(entry.wallet.as_str())
-    .bind(entry.feature.as_ref().map(|f| f.as_str().to_owned()))
-    .bind(entry.model.as_ref().map(|m| m.as_str().to_owned()))
-    .bind(entry.usage.as_ref().map(to_json))
-    .bind(entry.amount_minor)
-    .bind(entry.reservation.as_ref().map(ReservationId::to_string))
-    .bind(entry.grant.as_ref().map(|g| g.as_str().to_owned()))
-    .bind(
-        entry
-            .idempotency_key
-            .as_ref()
-            .map(|k| k.as_str().to_owned()),
-    )
-    .bind(to_json(&entry.labels))
-    .bind(entry.reason.clone())
-    .bind(entry.at_ms)
-    .bind(entry.overrun_minor)
-    .bind(entry.refund_of.clone())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        // Written by an earlier batch: its splits are there too.
-        return Ok(());
-    }
-    for (position, portion) in entry.split.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO entry_splits (entry_id, position, account_id, grant_id, amount_minor) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&entry.id)
-        .bind(position as i64)
-        .bind(entry.account.as_str())
-        .bind(portion.grant.as_str())
-        .bind(portion.amount_minor)
-        .execute(&mut **tx)
-        .await?;
     }
     Ok(())
 }
