@@ -197,14 +197,9 @@ async fn many_charges_in_one_batch_are_each_written_once_in_order_with_their_spl
         entry: second,
         answers: None,
     });
-    let commit = |n: i64| {
-        let mut e = entry(
-            &format!("commit/acme/r{n:03}"),
-            EntryKind::Commit,
-            3 * n,
-            2_000 + n,
-        );
-        e.split = vec![
+    // Commit n charges n to g1 and 2n to g2.
+    let split = |n: i64| {
+        vec![
             Portion {
                 grant: grant_id("g1"),
                 amount_minor: n,
@@ -213,7 +208,16 @@ async fn many_charges_in_one_batch_are_each_written_once_in_order_with_their_spl
                 grant: grant_id("g2"),
                 amount_minor: 2 * n,
             },
-        ];
+        ]
+    };
+    let commit = |n: i64| {
+        let mut e = entry(
+            &format!("commit/acme/r{n:03}"),
+            EntryKind::Commit,
+            3 * n,
+            2_000 + n,
+        );
+        e.split = split(n);
         OutboxEntry::Charge(e)
     };
     ledger.append(&records(setup)).await.unwrap();
@@ -248,21 +252,7 @@ async fn many_charges_in_one_batch_are_each_written_once_in_order_with_their_spl
     for commit in &commits {
         let n: i64 = commit.id["commit/acme/r".len()..].parse().unwrap();
         assert_eq!(commit.amount_minor, 3 * n, "{}", commit.id);
-        assert_eq!(
-            commit.split,
-            vec![
-                Portion {
-                    grant: grant_id("g1"),
-                    amount_minor: n,
-                },
-                Portion {
-                    grant: grant_id("g2"),
-                    amount_minor: 2 * n,
-                },
-            ],
-            "{}",
-            commit.id
-        );
+        assert_eq!(commit.split, split(n), "{}", commit.id);
     }
 
     let snapshots = ledger.load_accounts(None, 4_000, 1_000).await.unwrap();
