@@ -9,17 +9,17 @@
 //! rather than one per operation: appending a record and encoding it were a large part of an
 //! operation's time in Redis (see `docs/benchmarks.md`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::call::{Call, Reply};
+use super::call::{Appended, Call, Reply};
 use super::keys::Partition;
 use super::scripts::is_missing;
-use super::{Connection, StoreError, outbox, unavailable};
+use super::{Connection, StoreError, unavailable};
 
 /// Most operations in one call.
-pub const BATCH_LEN_MAX: usize = 64;
+const BATCH_LEN_MAX: usize = 64;
 
 /// Most calls of one partition on their way at once: one running in Redis while the next
 /// travels.
@@ -185,9 +185,11 @@ async fn send(
                 "a batch's record without its entries: {pair:?}"
             )));
         };
-        records.push(Arc::new(outbox::stream_record(
-            partition, position, entries,
-        )?));
+        records.push(Arc::new(Appended {
+            position: position.clone(),
+            entries: entries.clone(),
+            read: OnceLock::new(),
+        }));
     }
     let answers: Vec<Answer> = values
         .map(|value| {

@@ -1,6 +1,6 @@
 //! One call of a script, as the batch of its partition takes it, and what it answered.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::record::OutboxRecord;
 
@@ -18,7 +18,19 @@ pub struct Call {
 #[derive(Debug)]
 pub struct Reply {
     pub fields: Vec<String>,
-    pub record: Option<Arc<OutboxRecord>>,
+    pub record: Option<Arc<Appended>>,
+}
+
+/// A record a batch appended, as Redis answered it: its entries are read only when a caller
+/// needs them (most reserves never do), and once however many callers share it.
+#[derive(Debug)]
+pub struct Appended {
+    /// Its position in the partition's stream, `<stream id>@<epoch>`.
+    pub position: String,
+    /// Its entries, as the batch wrote them.
+    pub entries: String,
+    /// The record, once read.
+    pub read: OnceLock<Arc<OutboxRecord>>,
 }
 
 impl Reply {

@@ -104,8 +104,19 @@ impl RedisStore {
         reply: &Reply,
         at: usize,
     ) -> Result<Durable, StoreError> {
-        if let Some(record) = &reply.record {
-            return Ok(Durable::Record(record.clone()));
+        if let Some(appended) = &reply.record {
+            if let Some(record) = appended.read.get() {
+                return Ok(Durable::Record(record.clone()));
+            }
+            let record = Arc::new(stream_record(
+                partition,
+                &appended.position,
+                &appended.entries,
+            )?);
+            // Another caller of the batch may have read it meanwhile: either is the same.
+            return Ok(Durable::Record(
+                appended.read.get_or_init(|| record).clone(),
+            ));
         }
         match (reply.get(at), reply.get(at + 1)) {
             (Some(position), Some(entries)) if !position.is_empty() => Ok(Durable::Record(
@@ -117,7 +128,7 @@ impl RedisStore {
 }
 
 /// The record at `position` (`<stream id>@<epoch>`) of a partition's stream, with its entries.
-pub(super) fn stream_record(
+fn stream_record(
     partition: &Partition,
     position: &str,
     entries: &str,
