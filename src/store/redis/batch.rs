@@ -15,8 +15,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::call::{Appended, Call, Reply};
 use super::keys::Partition;
-use super::scripts::is_missing;
-use super::{Connection, StoreError, unavailable};
+use super::{Connection, StoreError, call_function, unavailable};
 
 /// Most operations in one call.
 const BATCH_LEN_MAX: usize = 64;
@@ -148,34 +147,13 @@ async fn send(
             command.arg(arg.as_slice());
         }
     }
-    let mut connection = settings.connection.clone();
-    let call = async {
-        match command
-            .query_async::<Vec<redis::Value>>(&mut connection)
-            .await
-        {
-            Err(error) if is_missing(&error) => {
-                redis::cmd("FUNCTION")
-                    .arg("LOAD")
-                    .arg("REPLACE")
-                    .arg(settings.library.as_ref())
-                    .query_async::<()>(&mut connection)
-                    .await?;
-                command.query_async(&mut connection).await
-            }
-            answer => answer,
-        }
-    };
-    let values = match tokio::time::timeout(settings.timeout, call).await {
-        Ok(Ok(values)) => values,
-        Ok(Err(error)) => return Err(super::script_error(error)),
-        Err(_) => {
-            return Err(unavailable(format!(
-                "no answer within {:?}",
-                settings.timeout
-            )));
-        }
-    };
+    let values: Vec<redis::Value> = call_function(
+        &settings.connection,
+        &settings.library,
+        &command,
+        settings.timeout,
+    )
+    .await?;
     let mut values = values.into_iter();
     let flat: Vec<String> = text_list(values.next())?;
     let mut records = Vec::with_capacity(flat.len() / 2);

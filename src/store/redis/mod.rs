@@ -182,9 +182,34 @@ fn outbox_bound(settings: &RedisSettings) -> usize {
     (settings.outbox_len_max / settings.partitions as usize).max(1)
 }
 
-/// A script's error as the gate sees it.
-fn script_error(error: redis::RedisError) -> StoreError {
-    error_answer(&error.to_string())
+/// Runs `command`, a call of one of the library's functions, within `timeout`: loads the
+/// library and tries again if Redis answers that the function is missing.
+async fn call_function<T: redis::FromRedisValue>(
+    connection: &Connection,
+    library: &str,
+    command: &redis::Cmd,
+    timeout: Duration,
+) -> Result<T, StoreError> {
+    let mut connection = connection.clone();
+    let call = async {
+        match command.query_async::<T>(&mut connection).await {
+            Err(error) if scripts::is_missing(&error) => {
+                redis::cmd("FUNCTION")
+                    .arg("LOAD")
+                    .arg("REPLACE")
+                    .arg(library)
+                    .query_async::<()>(&mut connection)
+                    .await?;
+                command.query_async::<T>(&mut connection).await
+            }
+            answer => answer,
+        }
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(error_answer(&error.to_string())),
+        Err(_) => Err(unavailable(format!("no answer within {timeout:?}"))),
+    }
 }
 
 /// The error of a script that failed with `message`: one that refused its own arguments will
@@ -295,7 +320,7 @@ impl RedisStore {
         let batches = Batches::start(
             batch::Settings {
                 connection: connection.clone(),
-                library: scripts.library.as_str().into(),
+                library: scripts.library.clone(),
                 function: scripts.batch.name().to_owned(),
                 timeout: settings.timeout,
                 outbox_bound: outbox_bound(&settings),
@@ -379,33 +404,15 @@ impl RedisStore {
             Ok(call) => return self.batches.call(call, self.settings.timeout).await,
             Err(alone) => alone,
         };
-        let mut connection = self.connection.clone();
-        let command = invocation.command();
-        let call = async {
-            match command.query_async::<Vec<String>>(&mut connection).await {
-                Err(error) if scripts::is_missing(&error) => {
-                    redis::cmd("FUNCTION")
-                        .arg("LOAD")
-                        .arg("REPLACE")
-                        .arg(&self.scripts.library)
-                        .query_async::<()>(&mut connection)
-                        .await?;
-                    command.query_async::<Vec<String>>(&mut connection).await
-                }
-                answer => answer,
-            }
-        };
-        match tokio::time::timeout(self.settings.timeout, call).await {
-            Ok(Ok(reply)) => {
-                full_outbox(&reply, self.outbox_bound())?;
-                Ok(Reply::alone(reply))
-            }
-            Ok(Err(error)) => Err(script_error(error)),
-            Err(_) => Err(unavailable(format!(
-                "no answer within {:?}",
-                self.settings.timeout
-            ))),
-        }
+        let reply: Vec<String> = call_function(
+            &self.connection,
+            &self.scripts.library,
+            &invocation.command(),
+            self.settings.timeout,
+        )
+        .await?;
+        full_outbox(&reply, self.outbox_bound())?;
+        Ok(Reply::alone(reply))
     }
 
     /// A call of a script that changes one account: KEYS the account's hash, its partition's

@@ -135,7 +135,7 @@ impl<'a> Invocation<'a> {
 /// Every function creditgate calls, and the library that defines them.
 pub struct Scripts {
     /// The library's source, for `FUNCTION LOAD REPLACE`.
-    pub library: String,
+    pub library: std::sync::Arc<str>,
     pub reserve: Function,
     pub commit: Function,
     pub release: Function,
@@ -221,7 +221,7 @@ impl Scripts {
             snapshot: function("snapshot"),
             ack: function("ack"),
             batch: function("batch"),
-            library,
+            library: library.into(),
         }
     }
 }
