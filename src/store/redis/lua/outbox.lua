@@ -47,8 +47,9 @@ end
 
 -- Everything this operation tells the ledger, in one outbox record with the partition's epoch.
 -- Returns the record's position (`<stream id>@<epoch>`) and the entries as written, which the
--- script's reply carries too; inside a batch, the entries join their account's record and
--- both are '' (the batch's reply carries the record).
+-- script's reply carries too; inside a batch, the entries join their account's record (the
+-- account is ARGV[2], as in every script a batch runs) and both are '' (the batch's reply
+-- carries the record).
 local function outbox(stream, entries, now)
   if batch == nil then
     return append_record(stream, entries, now)
